@@ -1,0 +1,457 @@
+//! Documents and the chunker: paragraph- and heading-aware splitting into overlapping chunks
+//! with content-hash ids and exact source offsets.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// A source document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Stable id (`getent.1`, or the object key).
+    pub id: String,
+    /// Title (may be empty).
+    pub title: String,
+    /// Full text.
+    pub text: String,
+    /// Where it came from (`oss://bucket/raw-docs/corpus.jsonl#getent.1`).
+    pub source: String,
+}
+
+/// A piece of a document, the unit that is embedded, indexed and cited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Content-hash id: the same document id and text always give the same id, so re-running a
+    /// stage upserts rather than duplicates.
+    pub id: String,
+    /// The document's id.
+    pub doc_id: String,
+    /// The document's title.
+    pub title: String,
+    /// The document's source.
+    pub source: String,
+    /// The chunk's text: exactly `document.text[start..end]`.
+    pub text: String,
+    /// Byte offset of the chunk in the document's text.
+    pub start: usize,
+    /// Byte offset one past the chunk's end.
+    pub end: usize,
+    /// Position of the chunk in its document, from 0.
+    pub ordinal: usize,
+}
+
+impl Chunk {
+    /// The text given to an embedding model: title and chunk text, as the reference evaluation
+    /// embeds documents.
+    pub fn embedding_text(&self) -> String {
+        if self.title.is_empty() {
+            self.text.clone()
+        } else {
+            format!("{}\n{}", self.title, self.text)
+        }
+    }
+}
+
+/// The content-hash id of a chunk: the first 128 bits of SHA-256 over document id and text, hex.
+pub fn chunk_id(doc_id: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(doc_id.as_bytes());
+    h.update([0u8]);
+    h.update(text.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// How chunk sizes are measured.
+pub trait SizeMeasure: Send + Sync {
+    /// The size of `text` in this measure's unit.
+    fn size(&self, text: &str) -> usize;
+}
+
+/// Sizes in Unicode scalar values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chars;
+
+impl SizeMeasure for Chars {
+    fn size(&self, text: &str) -> usize {
+        text.chars().count()
+    }
+}
+
+/// Sizes in whitespace-separated words, a cheap stand-in for model tokens (a model's own
+/// tokenizer can implement [`SizeMeasure`] instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Words;
+
+impl SizeMeasure for Words {
+    fn size(&self, text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+}
+
+/// Splits documents into chunks of at most `max_size` units, overlapping by up to `overlap`.
+///
+/// Paragraphs (blocks between blank lines) are kept whole where they fit; a heading (a Markdown
+/// `#` line or a man-page style all-capitals line) always starts a new chunk; an oversized
+/// paragraph is split at line, then word, then character boundaries.
+///
+/// ```
+/// use rag_core::chunk::{Chunker, Document};
+/// let doc = Document {
+///     id: "d".into(),
+///     title: "t".into(),
+///     text: "NAME\nfoo\n\nDESCRIPTION\nfoo does things.".into(),
+///     source: "mem://bucket/d".into(),
+/// };
+/// let chunks = Chunker::chars(1000, 0).chunk(&doc);
+/// assert_eq!(chunks.len(), 2);
+/// assert_eq!(chunks[1].text, "DESCRIPTION\nfoo does things.");
+/// assert_eq!(&doc.text[chunks[1].start..chunks[1].end], chunks[1].text);
+/// ```
+pub struct Chunker {
+    max_size: usize,
+    overlap: usize,
+    measure: Box<dyn SizeMeasure>,
+}
+
+impl std::fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker")
+            .field("max_size", &self.max_size)
+            .field("overlap", &self.overlap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chunker {
+    /// A chunker with sizes in characters. `max_size` is at least 1; `overlap` is capped below it.
+    pub fn chars(max_size: usize, overlap: usize) -> Self {
+        Self::with_measure(max_size, overlap, Box::new(Chars))
+    }
+
+    /// A chunker with sizes in whatever `measure` counts.
+    pub fn with_measure(max_size: usize, overlap: usize, measure: Box<dyn SizeMeasure>) -> Self {
+        let max_size = max_size.max(1);
+        Self {
+            max_size,
+            overlap: overlap.min(max_size / 2),
+            measure,
+        }
+    }
+
+    /// Checks a configuration read from outside.
+    pub fn try_new(max_size: usize, overlap: usize) -> Result<Self> {
+        if max_size == 0 || overlap >= max_size {
+            return Err(Error::invalid(format!(
+                "chunk size {max_size} must be positive and larger than overlap {overlap}"
+            )));
+        }
+        Ok(Self::chars(max_size, overlap))
+    }
+
+    /// Chunks one document. An empty or whitespace-only document yields no chunks.
+    pub fn chunk(&self, doc: &Document) -> Vec<Chunk> {
+        let text = doc.text.as_str();
+        let mut blocks = Vec::new();
+        for (s, e) in paragraph_spans(text) {
+            let heading = is_heading(first_line(&text[s..e]));
+            if self.measure.size(&text[s..e]) <= self.max_size {
+                blocks.push((s, e, heading));
+            } else {
+                for (i, (ps, pe)) in self.split_oversized(text, s, e).into_iter().enumerate() {
+                    blocks.push((ps, pe, heading && i == 0));
+                }
+            }
+        }
+
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        // Indices into `blocks` of the chunk being built.
+        let mut cur: Vec<usize> = Vec::new();
+        for (i, &(_, e, heading)) in blocks.iter().enumerate() {
+            let fits = cur
+                .first()
+                .is_none_or(|&f| self.measure.size(&text[blocks[f].0..e]) <= self.max_size);
+            if !cur.is_empty() && (heading || !fits) {
+                let (cs, ce) = (blocks[cur[0]].0, blocks[cur[cur.len() - 1]].1);
+                spans.push((cs, ce));
+                cur = if heading {
+                    Vec::new()
+                } else {
+                    self.overlap_tail(text, &blocks, &cur, e)
+                };
+            }
+            cur.push(i);
+        }
+        if let (Some(&f), Some(&l)) = (cur.first(), cur.last()) {
+            spans.push((blocks[f].0, blocks[l].1));
+        }
+
+        spans
+            .into_iter()
+            .enumerate()
+            .map(|(ordinal, (start, end))| {
+                let chunk_text = text[start..end].to_string();
+                Chunk {
+                    id: chunk_id(&doc.id, &chunk_text),
+                    doc_id: doc.id.clone(),
+                    title: doc.title.clone(),
+                    source: doc.source.clone(),
+                    text: chunk_text,
+                    start,
+                    end,
+                    ordinal,
+                }
+            })
+            .collect()
+    }
+
+    /// The trailing blocks of `cur` that fit in the overlap and, with the block ending at
+    /// `next_end`, still fit in a chunk.
+    fn overlap_tail(
+        &self,
+        text: &str,
+        blocks: &[(usize, usize, bool)],
+        cur: &[usize],
+        next_end: usize,
+    ) -> Vec<usize> {
+        let mut tail = Vec::new();
+        let last_end = blocks[cur[cur.len() - 1]].1;
+        for &b in cur.iter().rev().take(cur.len().saturating_sub(1)) {
+            let (s, _, heading) = blocks[b];
+            if heading
+                || self.measure.size(&text[s..last_end]) > self.overlap
+                || self.measure.size(&text[s..next_end]) > self.max_size
+            {
+                break;
+            }
+            tail.push(b);
+        }
+        tail.reverse();
+        tail
+    }
+
+    /// Splits `text[start..end]` into pieces of at most `max_size`, preferring line, then word,
+    /// then character boundaries.
+    fn split_oversized(&self, text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+        self.split_at_level(text, start, end, 0)
+    }
+
+    /// `level` 0 splits at lines, 1 at words, 2 at characters.
+    fn split_at_level(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        level: u8,
+    ) -> Vec<(usize, usize)> {
+        let piece = &text[start..end];
+        let atoms: Vec<(usize, usize)> = match level {
+            0 => split_keep(piece, '\n'),
+            1 => split_words(piece),
+            _ => piece.char_indices().map(|(i, c)| (i, i + c.len_utf8())).collect(),
+        };
+        if atoms.len() <= 1 && level < 2 {
+            return self.split_at_level(text, start, end, level + 1);
+        }
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, usize)> = None;
+        for (a, b) in atoms {
+            let (a, b) = (start + a, start + b);
+            if self.measure.size(&text[a..b]) > self.max_size {
+                if let Some(c) = cur.take() {
+                    out.push(c);
+                }
+                out.extend(self.split_at_level(text, a, b, level + 1));
+                continue;
+            }
+            cur = match cur {
+                Some((cs, _)) if self.measure.size(&text[cs..b]) <= self.max_size => Some((cs, b)),
+                Some(c) => {
+                    out.push(c);
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
+        }
+        out.extend(cur);
+        // Trim whitespace at piece edges; drop pieces that are only whitespace.
+        out.into_iter()
+            .filter_map(|(a, b)| {
+                let p = &text[a..b];
+                let lead = p.len() - p.trim_start().len();
+                let trail = p.len() - p.trim_end().len();
+                (lead + trail < p.len()).then_some((a + lead, b - trail))
+            })
+            .collect()
+    }
+}
+
+impl Default for Chunker {
+    /// 1,200 characters with 150 characters of overlap.
+    fn default() -> Self {
+        Self::chars(1200, 150)
+    }
+}
+
+/// Byte spans of the paragraphs of `text` (runs of non-blank lines), trimmed.
+fn paragraph_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut para: Option<(usize, usize)> = None;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let (ls, le) = (pos, pos + line.len());
+        pos = le;
+        if line.trim().is_empty() {
+            spans.extend(para.take());
+            continue;
+        }
+        let content_start = ls + (line.len() - line.trim_start().len());
+        let content_end = le - (line.len() - line.trim_end().len());
+        para = Some(match para {
+            Some((s, _)) => (s, content_end),
+            None => (content_start, content_end),
+        });
+    }
+    spans.extend(para);
+    spans
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+/// A Markdown heading, or a man-page section heading: a short line of capitals at column 0.
+fn is_heading(line: &str) -> bool {
+    if line.starts_with('#') {
+        return true;
+    }
+    let t = line.trim_end();
+    !t.is_empty()
+        && t.len() <= 60
+        && !t.starts_with(char::is_whitespace)
+        && t.chars().any(|c| c.is_alphabetic())
+        && t.chars()
+            .all(|c| c.is_uppercase() || c.is_ascii_digit() || matches!(c, ' ' | '-' | '/' | '_'))
+}
+
+/// Spans of `s` split after each `sep` (kept with the preceding piece).
+fn split_keep(s: &str, sep: char) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for part in s.split_inclusive(sep) {
+        out.push((pos, pos + part.len()));
+        pos += part.len();
+    }
+    out
+}
+
+/// Spans of the words of `s`, each with its trailing whitespace.
+fn split_words(s: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (i, c) in s.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space {
+            out.push((start, i));
+            start = i;
+            in_space = false;
+        }
+    }
+    if start < s.len() {
+        out.push((start, s.len()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn doc(text: &str) -> Document {
+        Document {
+            id: "doc".into(),
+            title: "T".into(),
+            text: text.into(),
+            source: "mem://bkt/doc".into(),
+        }
+    }
+
+    #[test]
+    fn headings_start_new_chunks() {
+        let d = doc("SYNOPSIS\n   cmd [x]\n\nDESCRIPTION\n   does it.\n\nmore words here");
+        let c = Chunker::chars(1000, 100).chunk(&d);
+        let texts: Vec<_> = c.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "SYNOPSIS\n   cmd [x]",
+                "DESCRIPTION\n   does it.\n\nmore words here"
+            ]
+        );
+    }
+
+    #[test]
+    fn paragraphs_pack_up_to_the_size_and_overlap() {
+        let d = doc("aaaa aaaa\n\nbbbb bbbb\n\ncccc cccc\n\ndddd dddd");
+        let c = Chunker::chars(20, 9).chunk(&d);
+        let texts: Vec<_> = c.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["aaaa aaaa\n\nbbbb bbbb", "bbbb bbbb\n\ncccc cccc", "cccc cccc\n\ndddd dddd"]
+        );
+    }
+
+    #[test]
+    fn oversized_paragraphs_split_without_losing_text() {
+        let long = "word ".repeat(100);
+        let c = Chunker::chars(50, 0).chunk(&doc(&long));
+        assert!(c.len() >= 10);
+        assert!(c.iter().all(|c| c.text.chars().count() <= 50));
+        let words: usize = c.iter().map(|c| c.text.split_whitespace().count()).sum();
+        assert_eq!(words, 100);
+    }
+
+    #[test]
+    fn ids_depend_on_content_only() {
+        let a = Chunker::default().chunk(&doc("same text"));
+        let b = Chunker::default().chunk(&doc("same text"));
+        assert_eq!(a[0].id, b[0].id);
+        assert_ne!(a[0].id, Chunker::default().chunk(&doc("other text"))[0].id);
+    }
+
+    #[test]
+    fn empty_documents_have_no_chunks() {
+        assert!(Chunker::default().chunk(&doc("")).is_empty());
+        assert!(Chunker::default().chunk(&doc(" \n\n\t")).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn offsets_are_valid_sizes_bounded_and_every_word_covered(
+            text in "[a-zA-Zé中 \\n.#]{0,400}",
+            max in 1usize..80,
+            overlap in 0usize..40,
+        ) {
+            let d = doc(&text);
+            let chunks = Chunker::chars(max, overlap).chunk(&d);
+            let mut covered = vec![false; text.len()];
+            for c in &chunks {
+                prop_assert!(c.start < c.end && c.end <= text.len());
+                prop_assert_eq!(&text[c.start..c.end], c.text.as_str());
+                prop_assert!(c.text.chars().count() <= max.max(1));
+                covered[c.start..c.end].iter_mut().for_each(|x| *x = true);
+            }
+            for (i, ch) in text.char_indices() {
+                if !ch.is_whitespace() {
+                    prop_assert!(covered[i], "byte {} ({:?}) not in any chunk", i, ch);
+                }
+            }
+            for w in chunks.windows(2) {
+                prop_assert!(w[0].start <= w[1].start, "chunks out of order");
+            }
+        }
+    }
+}

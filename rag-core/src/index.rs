@@ -1,0 +1,428 @@
+//! [`VectorIndex`]: stores chunk vectors and text, and searches them (seed steps 6 and 7).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// How vectors are compared. Scores are always "higher is closer".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Cosine similarity, in `[-1, 1]`.
+    Cosine,
+    /// Inner product.
+    Dot,
+    /// Euclidean distance; the score is its negation.
+    L2,
+}
+
+impl Metric {
+    /// The score of `b` against query `a` under this metric.
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Self::Cosine => crate::embedding::cosine(a, b),
+            Self::Dot => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            Self::L2 => -a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt(),
+        }
+    }
+}
+
+/// The type of a filterable metadata field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// Exact-match string (ES `keyword`).
+    Keyword,
+    /// 64-bit integer.
+    Integer,
+    /// 64-bit float.
+    Float,
+    /// Boolean.
+    Bool,
+}
+
+/// A metadata field of an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    /// Field name.
+    pub name: String,
+    /// Its type.
+    pub kind: FieldKind,
+}
+
+/// What an index holds: vector dimension and metric, a full-text field, metadata fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSchema {
+    /// Index name (`rag-index`).
+    pub name: String,
+    /// Vector dimension.
+    pub dims: usize,
+    /// Vector metric.
+    pub metric: Metric,
+    /// Metadata fields that filters may use.
+    pub metadata_fields: Vec<FieldSpec>,
+}
+
+impl IndexSchema {
+    /// A schema with no metadata fields.
+    pub fn new(name: impl Into<String>, dims: usize, metric: Metric) -> Self {
+        Self {
+            name: name.into(),
+            dims,
+            metric,
+            metadata_fields: Vec::new(),
+        }
+    }
+
+    /// Adds a metadata field.
+    pub fn with_field(mut self, name: impl Into<String>, kind: FieldKind) -> Self {
+        self.metadata_fields.push(FieldSpec {
+            name: name.into(),
+            kind,
+        });
+        self
+    }
+
+    /// Checks the schema itself.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 255
+            && self.name.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            })
+            && !self.name.starts_with(['-', '_', '.']);
+        if !name_ok {
+            return Err(Error::invalid(format!(
+                "index name {:?} must be lower-case letters, digits, '-', '_' or '.', not starting with a symbol",
+                self.name
+            )));
+        }
+        if self.dims == 0 || self.dims > 16_384 {
+            return Err(Error::invalid(format!(
+                "dims {} is outside 1..=16384",
+                self.dims
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `other` describes the same stored data (name aside): dims, metric and fields.
+    pub fn is_compatible(&self, other: &IndexSchema) -> Result<()> {
+        if self.dims != other.dims {
+            return Err(Error::DimensionMismatch {
+                expected: self.dims,
+                actual: other.dims,
+            });
+        }
+        if self.metric != other.metric || self.metadata_fields != other.metadata_fields {
+            return Err(Error::AlreadyExists {
+                what: format!(
+                    "index {:?} with another metric or metadata fields",
+                    self.name
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Metadata of a record: field name → JSON scalar.
+pub type Metadata = BTreeMap<String, Value>;
+
+/// One chunk to index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexRecord {
+    /// Unique id; upserting an existing id replaces the record.
+    pub id: String,
+    /// The chunk's vector.
+    pub vector: Vec<f32>,
+    /// The chunk's text (full-text searchable).
+    pub text: String,
+    /// Filterable metadata.
+    pub metadata: Metadata,
+}
+
+/// Why one record of an upsert failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// The record's id.
+    pub id: String,
+    /// The backend's reason.
+    pub reason: String,
+    /// Whether sending the same record again may succeed (e.g. ES `429` per item).
+    pub retryable: bool,
+}
+
+/// Per-item outcome of [`VectorIndex::upsert`]: nothing is dropped silently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpsertReport {
+    /// Ids written.
+    pub written: Vec<String>,
+    /// Records that were not written, and why.
+    pub failed: Vec<ItemError>,
+}
+
+impl UpsertReport {
+    /// Whether every record was written.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// A metadata filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    /// Field equals value.
+    Eq(String, Value),
+    /// Field equals one of the values.
+    In(String, Vec<Value>),
+    /// Numeric field within the bounds (inclusive; `None` = open).
+    Range {
+        /// Field name.
+        field: String,
+        /// Lower bound.
+        gte: Option<f64>,
+        /// Upper bound.
+        lte: Option<f64>,
+    },
+    /// All of the filters.
+    And(Vec<Filter>),
+    /// Any of the filters.
+    Or(Vec<Filter>),
+    /// Not the filter.
+    Not(Box<Filter>),
+}
+
+impl Filter {
+    /// Whether `meta` passes this filter. A missing field never matches `Eq`, `In` or `Range`.
+    pub fn matches(&self, meta: &Metadata) -> bool {
+        match self {
+            Self::Eq(f, v) => meta.get(f).is_some_and(|x| json_eq(x, v)),
+            Self::In(f, vs) => meta.get(f).is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
+            Self::Range { field, gte, lte } => meta
+                .get(field)
+                .and_then(Value::as_f64)
+                .is_some_and(|x| gte.is_none_or(|g| x >= g) && lte.is_none_or(|l| x <= l)),
+            Self::And(fs) => fs.iter().all(|f| f.matches(meta)),
+            Self::Or(fs) => fs.iter().any(|f| f.matches(meta)),
+            Self::Not(f) => !f.matches(meta),
+        }
+    }
+
+    /// The field names this filter reads.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            Self::Eq(f, _) | Self::In(f, _) => vec![f.as_str()],
+            Self::Range { field, .. } => vec![field.as_str()],
+            Self::And(fs) | Self::Or(fs) => fs.iter().flat_map(Filter::fields).collect(),
+            Self::Not(f) => f.fields(),
+        }
+    }
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// What to search with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Query {
+    /// k-nearest neighbours of a vector.
+    Vector(Vec<f32>),
+    /// BM25 full-text search.
+    Text(String),
+    /// Both, fused by reciprocal rank fusion.
+    Hybrid {
+        /// The query vector.
+        vector: Vec<f32>,
+        /// The query text.
+        text: String,
+    },
+}
+
+/// A search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// The query.
+    pub query: Query,
+    /// How many hits to return (≥ 1).
+    pub k: usize,
+    /// Only records whose metadata passes this filter.
+    pub filter: Option<Filter>,
+    /// Candidates taken from each list before fusion (hybrid only); at least `k`.
+    pub num_candidates: usize,
+    /// RRF rank constant (hybrid only): a hit at rank `r` scores `1 / (rrf_k + r)`.
+    pub rrf_k: u32,
+}
+
+impl SearchRequest {
+    /// A search for `k` hits with defaults: no filter, 100 candidates, RRF constant 60.
+    pub fn new(query: Query, k: usize) -> Self {
+        Self {
+            query,
+            k,
+            filter: None,
+            num_candidates: 100,
+            rrf_k: 60,
+        }
+    }
+
+    /// Sets the filter.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Checks what every backend needs: `k ≥ 1`, a non-empty text, a non-empty vector of
+    /// `dims` values.
+    pub fn validate(&self, dims: usize) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::invalid("k must be at least 1"));
+        }
+        let check_vec = |v: &Vec<f32>| {
+            if v.len() != dims {
+                return Err(Error::DimensionMismatch {
+                    expected: dims,
+                    actual: v.len(),
+                });
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::invalid("query vector holds NaN or infinity"));
+            }
+            Ok(())
+        };
+        let check_text = |t: &String| {
+            if t.trim().is_empty() {
+                Err(Error::invalid("query text is empty"))
+            } else {
+                Ok(())
+            }
+        };
+        match &self.query {
+            Query::Vector(v) => check_vec(v),
+            Query::Text(t) => check_text(t),
+            Query::Hybrid { vector, text } => check_vec(vector).and_then(|_| check_text(text)),
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Record id.
+    pub id: String,
+    /// Score, higher is better (metric similarity, BM25 score or RRF score).
+    pub score: f32,
+    /// The record's text.
+    pub text: String,
+    /// The record's metadata.
+    pub metadata: Metadata,
+}
+
+/// A searchable store of chunk vectors and text: the local index here, Elasticsearch and
+/// OpenSearch in `vector-store`.
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Creates an index. Creating one that exists with the same schema succeeds (idempotent); with
+    /// another dimension it is [`Error::DimensionMismatch`], with another metric or fields
+    /// [`Error::AlreadyExists`].
+    async fn create_index(&self, schema: &IndexSchema) -> Result<()>;
+
+    /// The schema of an existing index, or [`Error::NotFound`].
+    async fn schema(&self, index: &str) -> Result<IndexSchema>;
+
+    /// Inserts or replaces records. Records that cannot be written (wrong dimension, non-finite
+    /// values, empty id) are reported one by one in the [`UpsertReport`]; the others are written.
+    async fn upsert(&self, index: &str, records: Vec<IndexRecord>) -> Result<UpsertReport>;
+
+    /// Deletes records by id; returns how many existed.
+    async fn delete(&self, index: &str, ids: &[String]) -> Result<usize>;
+
+    /// Searches; hits are sorted by descending score, at most `k`.
+    async fn search(&self, index: &str, request: &SearchRequest) -> Result<Vec<SearchHit>>;
+
+    /// Number of records.
+    async fn count(&self, index: &str) -> Result<usize>;
+
+    /// Deletes the index and everything in it. Dropping a missing index is [`Error::NotFound`].
+    async fn drop_index(&self, index: &str) -> Result<()>;
+}
+
+/// Reciprocal rank fusion of several ranked lists of hits: each hit scores the sum over lists of
+/// `1 / (rrf_k + rank)` (rank from 1). Used by backends without native hybrid search.
+pub fn rrf_fuse(lists: &[Vec<SearchHit>], rrf_k: u32, k: usize) -> Vec<SearchHit> {
+    let mut fused: HashMap<&str, (f32, &SearchHit)> = HashMap::new();
+    for list in lists {
+        for (rank, hit) in list.iter().enumerate() {
+            let add = 1.0 / (rrf_k as f32 + rank as f32 + 1.0);
+            fused.entry(hit.id.as_str()).or_insert((0.0, hit)).0 += add;
+        }
+    }
+    let mut out: Vec<SearchHit> = fused
+        .into_values()
+        .map(|(score, hit)| SearchHit {
+            score,
+            ..hit.clone()
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    out.truncate(k);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hit(id: &str) -> SearchHit {
+        SearchHit {
+            id: id.into(),
+            score: 0.0,
+            text: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn rrf_prefers_hits_ranked_well_in_both_lists() {
+        let a = vec![hit("x"), hit("y"), hit("z")];
+        let b = vec![hit("y"), hit("w"), hit("x")];
+        let fused = rrf_fuse(&[a, b], 60, 3);
+        let ids: Vec<_> = fused.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["y", "x", "w"]);
+        assert!((fused[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn filters_compare_numbers_across_int_and_float() {
+        let meta: Metadata = [("year".to_string(), json!(2020)), ("lang".into(), json!("en"))]
+            .into_iter()
+            .collect();
+        assert!(Filter::Eq("year".into(), json!(2020.0)).matches(&meta));
+        let f = Filter::And(vec![
+            Filter::Range {
+                field: "year".into(),
+                gte: Some(2019.0),
+                lte: None,
+            },
+            Filter::Not(Box::new(Filter::In("lang".into(), vec![json!("de")]))),
+        ]);
+        assert!(f.matches(&meta));
+        assert!(!Filter::Eq("missing".into(), json!(1)).matches(&meta));
+    }
+}

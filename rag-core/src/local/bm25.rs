@@ -1,0 +1,100 @@
+//! An incremental Okapi BM25 inverted index over slot numbers.
+
+use std::collections::HashMap;
+
+use crate::text::words;
+
+const K1: f32 = 1.5;
+const B: f32 = 0.75;
+
+#[derive(Debug, Default)]
+pub(crate) struct Bm25 {
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    doc_len: Vec<u32>,
+    live: Vec<bool>,
+    live_docs: usize,
+    live_len: u64,
+}
+
+impl Bm25 {
+    /// Indexes `text` as slot `slot` (slots are added in increasing order).
+    pub(crate) fn add(&mut self, slot: usize, text: &str) {
+        let mut tf: HashMap<String, u32> = HashMap::new();
+        let mut len = 0u32;
+        for w in words(text) {
+            *tf.entry(w).or_default() += 1;
+            len += 1;
+        }
+        for (term, n) in tf {
+            self.postings.entry(term).or_default().push((slot as u32, n));
+        }
+        if self.doc_len.len() <= slot {
+            self.doc_len.resize(slot + 1, 0);
+            self.live.resize(slot + 1, false);
+        }
+        self.doc_len[slot] = len;
+        self.live[slot] = true;
+        self.live_docs += 1;
+        self.live_len += u64::from(len);
+    }
+
+    /// Forgets slot `slot`; its postings are skipped from now on.
+    pub(crate) fn remove(&mut self, slot: usize) {
+        if self.live.get(slot).copied().unwrap_or(false) {
+            self.live[slot] = false;
+            self.live_docs -= 1;
+            self.live_len -= u64::from(self.doc_len[slot]);
+        }
+    }
+
+    /// BM25 scores of the live slots that contain any query term.
+    pub(crate) fn scores(&self, query: &str) -> HashMap<usize, f32> {
+        let mut out: HashMap<usize, f32> = HashMap::new();
+        if self.live_docs == 0 {
+            return out;
+        }
+        let n = self.live_docs as f32;
+        let avgdl = (self.live_len as f32 / n).max(1.0);
+        let mut terms: Vec<String> = words(query).collect();
+        terms.sort();
+        terms.dedup();
+        for term in terms {
+            let Some(list) = self.postings.get(&term) else {
+                continue;
+            };
+            let df = list.iter().filter(|(s, _)| self.live[*s as usize]).count() as f32;
+            if df == 0.0 {
+                continue;
+            }
+            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+            for &(slot, tf) in list {
+                let slot = slot as usize;
+                if !self.live[slot] {
+                    continue;
+                }
+                let tf = tf as f32;
+                let norm = K1 * (1.0 - B + B * self.doc_len[slot] as f32 / avgdl);
+                *out.entry(slot).or_default() += idf * tf * (K1 + 1.0) / (tf + norm);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rarer_terms_weigh_more_and_removed_slots_vanish() {
+        let mut bm = Bm25::default();
+        bm.add(0, "open a file descriptor");
+        bm.add(1, "close a file");
+        bm.add(2, "socket options");
+        let s = bm.scores("file descriptor");
+        assert!(s[&0] > s[&1]);
+        assert!(!s.contains_key(&2));
+        bm.remove(0);
+        assert!(!bm.scores("descriptor").contains_key(&0));
+    }
+}

@@ -1,0 +1,336 @@
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use futures::stream::{self, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, clamp_range};
+use crate::uri::{Scheme, StoreUri};
+
+/// Where in-flight writes go, inside the root so that the final rename stays on one file system.
+/// Bucket names cannot start with '.', so it never collides with a bucket.
+const TMP_DIR: &str = ".ragloop-tmp";
+const READ_CHUNK: usize = 256 * 1024;
+
+/// An [`ObjectStore`] on the local file system: `scheme://bucket/key` lives at
+/// `root/bucket/key` (`file:///path` at `root/path`), so a local run can use the same
+/// `oss://bucket/...` URIs as a cloud run.
+///
+/// Writes go to a temporary file that is renamed into place: readers see the old object or the
+/// new one, never a torn one, and a write that fails (or a process killed mid-write) leaves
+/// nothing behind. A key cannot be both an object and a prefix of another (`a` and `a/b`), as a
+/// file cannot be a directory; such a put fails with [`Error::AlreadyExists`].
+#[derive(Debug)]
+pub struct LocalFileStore {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl LocalFileStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that holds `uri`.
+    pub fn path_of(&self, uri: &StoreUri) -> PathBuf {
+        let mut p = self.root.clone();
+        if uri.scheme() != Scheme::File {
+            p.push(uri.bucket());
+        }
+        p.extend(uri.key().split('/').filter(|s| !s.is_empty()));
+        p
+    }
+
+    fn object_path(&self, uri: &StoreUri) -> Result<PathBuf> {
+        if uri.is_prefix() {
+            return Err(Error::invalid(format!("{uri} names a prefix, not an object")));
+        }
+        Ok(self.path_of(uri))
+    }
+
+    async fn temp_file(&self) -> Result<(PathBuf, tokio::fs::File)> {
+        let dir = self.root.join(TMP_DIR);
+        tokio::fs::create_dir_all(&dir).await?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}-{n}", std::process::id()));
+        let file = tokio::fs::File::create(&path).await?;
+        Ok((path, file))
+    }
+
+    /// Moves a finished temporary file to `dest`.
+    async fn commit(&self, tmp: &Path, dest: &Path, uri: &StoreUri) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            if let Err(e) = tokio::fs::create_dir_all(parent).await {
+                return Err(conflict_or(e, uri));
+            }
+        }
+        if tokio::fs::metadata(dest).await.is_ok_and(|m| m.is_dir()) {
+            return Err(Error::AlreadyExists {
+                what: format!("{uri}: a prefix of that name holds objects"),
+            });
+        }
+        tokio::fs::rename(tmp, dest)
+            .await
+            .map_err(|e| conflict_or(e, uri))
+    }
+
+    async fn write_all(&self, uri: &StoreUri, mut data: ByteStream) -> Result<PutResult> {
+        let dest = self.object_path(uri)?;
+        let (tmp, mut file) = self.temp_file().await?;
+        let result = async {
+            let mut size = 0u64;
+            while let Some(chunk) = data.try_next().await? {
+                file.write_all(&chunk).await?;
+                size += chunk.len() as u64;
+            }
+            file.flush().await?;
+            file.sync_data().await?;
+            drop(file);
+            self.commit(&tmp, &dest, uri).await?;
+            Ok::<_, Error>(size)
+        }
+        .await;
+        match result {
+            Ok(size) => {
+                let e_tag = tokio::fs::metadata(&dest).await.ok().map(|m| e_tag_of(&m));
+                Ok(PutResult { size, e_tag })
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn meta(&self, uri: &StoreUri, m: &std::fs::Metadata) -> ObjectMeta {
+        ObjectMeta {
+            uri: uri.clone(),
+            size: m.len(),
+            last_modified: m.modified().ok(),
+            e_tag: Some(e_tag_of(m)),
+        }
+    }
+
+    async fn file_meta(&self, uri: &StoreUri) -> Result<(PathBuf, std::fs::Metadata)> {
+        let path = self.object_path(uri)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok((path, m)),
+            Ok(_) => Err(Error::not_found(uri.to_string())),
+            Err(e) if is_missing(&e) => Err(Error::not_found(uri.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A version tag that changes whenever the file is rewritten (size and modification time).
+fn e_tag_of(m: &std::fs::Metadata) -> String {
+    let nanos = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", m.len())
+}
+
+fn is_missing(e: &std::io::Error) -> bool {
+    // ENOTDIR: a path segment is a file, so the object cannot exist either.
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+}
+
+fn conflict_or(e: std::io::Error, uri: &StoreUri) -> Error {
+    if e.raw_os_error() == Some(20) || e.kind() == std::io::ErrorKind::AlreadyExists {
+        Error::AlreadyExists {
+            what: format!("{uri}: a parent of that key is an object"),
+        }
+    } else {
+        e.into()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalFileStore {
+    async fn put(&self, uri: &StoreUri, data: Bytes) -> Result<PutResult> {
+        self.write_all(uri, stream::once(async { Ok(data) }).boxed())
+            .await
+    }
+
+    async fn put_stream(&self, uri: &StoreUri, data: ByteStream) -> Result<PutResult> {
+        self.write_all(uri, data).await
+    }
+
+    async fn get(&self, uri: &StoreUri) -> Result<GetResult> {
+        let (path, m) = self.file_meta(uri).await?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            if is_missing(&e) {
+                Error::not_found(uri.to_string())
+            } else {
+                e.into()
+            }
+        })?;
+        let stream = stream::try_unfold(file, |mut file| async move {
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok::<_, Error>(Some((buf.freeze(), file)))
+        })
+        .boxed();
+        Ok(GetResult {
+            meta: self.meta(uri, &m),
+            stream,
+        })
+    }
+
+    async fn get_range(&self, uri: &StoreUri, range: Range<u64>) -> Result<Bytes> {
+        let (path, m) = self.file_meta(uri).await?;
+        let r = clamp_range(uri, range, m.len())?;
+        let mut file = tokio::fs::File::open(&path).await?;
+        file.seek(SeekFrom::Start(r.start)).await?;
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        file.read_exact(&mut buf).await?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn head(&self, uri: &StoreUri) -> Result<ObjectMeta> {
+        let (_, m) = self.file_meta(uri).await?;
+        Ok(self.meta(uri, &m))
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &StoreUri,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
+        // The directory that holds every key starting with the prefix: its part up to the last '/'.
+        let dir_key = &prefix.key()[..prefix.key().rfind('/').map_or(0, |i| i + 1)];
+        let base = if prefix.scheme() == Scheme::File {
+            self.root.clone()
+        } else {
+            self.root.join(prefix.bucket())
+        };
+        let start_dir = base.join(dir_key);
+        let root_for_keys = base.clone();
+        let key_prefix = prefix.key().to_string();
+        let mut found = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root_for_keys, &start_dir, &key_prefix, &mut out)?;
+            Ok::<_, std::io::Error>(out)
+        })
+        .await
+        .map_err(|e| Error::backend("local-fs", "listing task failed", e))??;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut page = ListPage::default();
+        for (key, m) in found
+            .into_iter()
+            .filter(|(k, _)| token.as_deref().is_none_or(|t| k.as_str() > t))
+        {
+            if page.objects.len() == max_keys.max(1) {
+                page.next_token = page.objects.last().map(|o| o.uri.key().to_string());
+                break;
+            }
+            let uri = StoreUri::new(prefix.scheme(), prefix.bucket(), key)?;
+            page.objects.push(self.meta(&uri, &m));
+        }
+        Ok(page)
+    }
+
+    async fn delete(&self, uri: &StoreUri) -> Result<()> {
+        let path = self.object_path(uri)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        // Remove directories the delete emptied, so that the key can become an object again.
+        let stop = if uri.scheme() == Scheme::File {
+            self.root.clone()
+        } else {
+            self.root.join(uri.bucket())
+        };
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == stop || !d.starts_with(&stop) || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+
+    async fn copy(&self, from: &StoreUri, to: &StoreUri) -> Result<()> {
+        let (src, _) = self.file_meta(from).await?;
+        let dest = self.object_path(to)?;
+        let (tmp, file) = self.temp_file().await?;
+        drop(file);
+        let result = async {
+            tokio::fs::copy(&src, &tmp).await?;
+            self.commit(&tmp, &dest, to).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+/// Collects `(key, metadata)` of files under `dir` whose key (path relative to `root`, joined by
+/// '/') starts with `key_prefix`.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    key_prefix: &str,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let key = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if key.starts_with(TMP_DIR) {
+            continue;
+        }
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            let as_prefix = format!("{key}/");
+            // Descend only where keys under this directory can still match.
+            if as_prefix.starts_with(key_prefix) || key_prefix.starts_with(&as_prefix) {
+                walk(root, &path, key_prefix, out)?;
+            }
+        } else if ft.is_file() && key.starts_with(key_prefix) {
+            out.push((key, entry.metadata()?));
+        }
+    }
+    Ok(())
+}

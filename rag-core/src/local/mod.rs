@@ -1,0 +1,27 @@
+//! Real local backends: the same pipeline runs on a laptop with no cloud account.
+//!
+//! | trait | backend | what it really does |
+//! |---|---|---|
+//! | [`ObjectStore`](crate::ObjectStore) | [`LocalFileStore`], [`InMemoryStore`] | files under a root dir with atomic writes; a map in memory |
+//! | [`VectorIndex`](crate::VectorIndex) | [`LocalVectorIndex`] | exact cosine/dot/L2 search, BM25, RRF hybrid, filters, persisted segments |
+//! | [`TrainingBackend`](crate::TrainingBackend) | [`LocalProcessBackend`] | runs each job's command as a local process with logs, status and stop |
+//! | [`EmbeddingModel`](crate::EmbeddingModel) | [`HashedEmbedding`] | feature-hashed word and bigram TF-IDF vectors; IDF fitted on the corpus |
+//! | [`ChatModel`](crate::ChatModel) | [`ExtractiveChat`] | answers with the context sentences that best match the question, citing chunk ids |
+//! | [`ModelDeployer`](crate::ModelDeployer) | [`LocalDeployer`] | a registry file of deployed model names and paths |
+
+mod bm25;
+mod deployer;
+mod extractive_chat;
+mod fs_store;
+mod hashed_embedding;
+mod memory_store;
+mod process_backend;
+mod vector_index;
+
+pub use deployer::LocalDeployer;
+pub use extractive_chat::ExtractiveChat;
+pub use fs_store::LocalFileStore;
+pub use hashed_embedding::{HashedEmbedding, HashedEmbeddingConfig};
+pub use memory_store::InMemoryStore;
+pub use process_backend::LocalProcessBackend;
+pub use vector_index::LocalVectorIndex;

@@ -1,0 +1,478 @@
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::bm25::Bm25;
+use crate::error::{Error, Result};
+use crate::index::{
+    FieldKind, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
+    SearchRequest, UpsertReport, VectorIndex, rrf_fuse,
+};
+
+const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG01\n";
+/// Segments after which the next write compacts an index into one.
+const COMPACT_AFTER: usize = 64;
+
+/// An embedded [`VectorIndex`]: exact (brute-force) vector search under the schema's metric,
+/// BM25 full-text search, RRF hybrid search and metadata filters.
+///
+/// With [`LocalVectorIndex::open`] every index is persisted under a directory: a `schema.json`
+/// and append-only segment files, one per upsert or delete call, each written atomically;
+/// opening replays them, and many segments are compacted into one. Exact search is the right
+/// tool up to some hundred thousand vectors; an ANN engine comes with `vector-store`.
+#[derive(Debug, Default)]
+pub struct LocalVectorIndex {
+    dir: Option<PathBuf>,
+    indexes: RwLock<HashMap<String, Arc<RwLock<IndexData>>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    record: IndexRecord,
+    norm: f32,
+}
+
+#[derive(Debug)]
+struct IndexData {
+    schema: IndexSchema,
+    slots: Vec<Option<Slot>>,
+    by_id: HashMap<String, usize>,
+    bm25: Bm25,
+    dir: Option<PathBuf>,
+    segments: Vec<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum SegmentHeader {
+    Upsert {
+        id: String,
+        text: String,
+        metadata: Metadata,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+impl LocalVectorIndex {
+    /// An index kept in memory only.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// An index persisted under `dir`; existing indexes there are loaded.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        tokio::fs::create_dir_all(&dir).await?;
+        let d = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_all(&d))
+            .await
+            .map_err(|e| Error::backend("local-index", "loading task failed", e))??;
+        Ok(Self {
+            dir: Some(dir),
+            indexes: RwLock::new(
+                loaded
+                    .into_iter()
+                    .map(|d| (d.schema.name.clone(), Arc::new(RwLock::new(d))))
+                    .collect(),
+            ),
+        })
+    }
+
+    async fn get(&self, name: &str) -> Result<Arc<RwLock<IndexData>>> {
+        self.indexes
+            .read()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("index {name:?}")))
+    }
+}
+
+fn load_all(dir: &Path) -> Result<Vec<IndexData>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let schema_path = path.join("schema.json");
+        if !schema_path.is_file() {
+            continue;
+        }
+        let schema: IndexSchema = serde_json::from_slice(&std::fs::read(&schema_path)?)
+            .map_err(|e| Error::invalid(format!("{}: {e}", schema_path.display())))?;
+        let mut data = IndexData::new(schema, Some(path.clone()));
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(path.join("segments"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        for seg in &segs {
+            data.replay(seg)?;
+        }
+        data.segments = segs;
+        out.push(data);
+    }
+    Ok(out)
+}
+
+impl IndexData {
+    fn new(schema: IndexSchema, dir: Option<PathBuf>) -> Self {
+        Self {
+            schema,
+            slots: Vec::new(),
+            by_id: HashMap::new(),
+            bm25: Bm25::default(),
+            dir,
+            segments: Vec::new(),
+        }
+    }
+
+    fn apply_upsert(&mut self, record: IndexRecord) {
+        self.apply_delete(&record.id);
+        let slot = self.slots.len();
+        self.bm25.add(slot, &record.text);
+        self.by_id.insert(record.id.clone(), slot);
+        let norm = record.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        self.slots.push(Some(Slot { record, norm }));
+    }
+
+    fn apply_delete(&mut self, id: &str) -> bool {
+        match self.by_id.remove(id) {
+            Some(slot) => {
+                self.slots[slot] = None;
+                self.bm25.remove(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    /// Checks one record against the schema.
+    fn check(&self, r: &IndexRecord) -> std::result::Result<(), String> {
+        if r.id.is_empty() {
+            return Err("empty id".into());
+        }
+        if r.vector.len() != self.schema.dims {
+            return Err(format!(
+                "dimension mismatch: expected {}, got {}",
+                self.schema.dims,
+                r.vector.len()
+            ));
+        }
+        if r.vector.iter().any(|x| !x.is_finite()) {
+            return Err("vector holds NaN or infinity".into());
+        }
+        for f in &self.schema.metadata_fields {
+            if let Some(v) = r.metadata.get(&f.name) {
+                let ok = match f.kind {
+                    FieldKind::Keyword => v.is_string(),
+                    FieldKind::Integer => v.is_i64() || v.is_u64(),
+                    FieldKind::Float => v.is_number(),
+                    FieldKind::Bool => v.is_boolean(),
+                };
+                if !ok && !v.is_null() {
+                    return Err(format!("metadata field {:?} is not {:?}: {v}", f.name, f.kind));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path)?;
+        let bad = |why: &str| Error::invalid(format!("segment {}: {why}", path.display()));
+        let mut cur = bytes
+            .strip_prefix(SEGMENT_MAGIC.as_slice())
+            .ok_or_else(|| bad("bad magic"))?;
+        while !cur.is_empty() {
+            let mut len = [0u8; 4];
+            cur.read_exact(&mut len).map_err(|_| bad("truncated"))?;
+            let len = u32::from_le_bytes(len) as usize;
+            if cur.len() < len {
+                return Err(bad("truncated header"));
+            }
+            let (head, rest) = cur.split_at(len);
+            cur = rest;
+            match serde_json::from_slice(head).map_err(|e| bad(&e.to_string()))? {
+                SegmentHeader::Upsert { id, text, metadata } => {
+                    let n = self.schema.dims * 4;
+                    if cur.len() < n {
+                        return Err(bad("truncated vector"));
+                    }
+                    let (v, rest) = cur.split_at(n);
+                    cur = rest;
+                    let vector = v
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    self.apply_upsert(IndexRecord {
+                        id,
+                        vector,
+                        text,
+                        metadata,
+                    });
+                }
+                SegmentHeader::Delete { id } => {
+                    self.apply_delete(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a segment of upserts and deletes atomically; compacts when segments pile up.
+    fn persist(&mut self, upserts: &[&IndexRecord], deletes: &[String]) -> Result<()> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let mut buf = SEGMENT_MAGIC.to_vec();
+        let encode = |buf: &mut Vec<u8>, h: &SegmentHeader| -> Result<()> {
+            let json = serde_json::to_vec(h).map_err(|e| Error::backend("local-index", "encode", e))?;
+            buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&json);
+            Ok(())
+        };
+        for r in upserts {
+            encode(
+                &mut buf,
+                &SegmentHeader::Upsert {
+                    id: r.id.clone(),
+                    text: r.text.clone(),
+                    metadata: r.metadata.clone(),
+                },
+            )?;
+            r.vector.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+        }
+        for id in deletes {
+            encode(&mut buf, &SegmentHeader::Delete { id: id.clone() })?;
+        }
+        let seg_dir = dir.join("segments");
+        let next = self
+            .segments
+            .last()
+            .and_then(|p| p.file_stem()?.to_str()?.parse::<u64>().ok())
+            .map_or(1, |n| n + 1);
+        let path = seg_dir.join(format!("{next:012}.seg"));
+        write_atomic(&path, &buf)?;
+        self.segments.push(path);
+        Ok(())
+    }
+
+    /// Compacts once segments pile up; call after applying a persisted change.
+    fn maybe_compact(&mut self) -> Result<()> {
+        if self.segments.len() > COMPACT_AFTER {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites all live records as one segment, then removes the older ones. A crash between
+    /// the two steps is harmless: replaying old segments and then the compacted one gives the
+    /// same records.
+    fn compact(&mut self) -> Result<()> {
+        let old = std::mem::take(&mut self.segments);
+        let live: Vec<IndexRecord> = self.live().map(|(_, s)| s.record.clone()).collect();
+        self.segments = old.last().cloned().into_iter().collect();
+        self.persist(&live.iter().collect::<Vec<_>>(), &[])?;
+        for p in &old {
+            let _ = std::fs::remove_file(p);
+        }
+        self.segments.retain(|p| p.exists());
+        // Rebuild the in-memory structures without dead slots.
+        let schema = self.schema.clone();
+        let segments = std::mem::take(&mut self.segments);
+        *self = IndexData::new(schema, self.dir.clone());
+        self.segments = segments;
+        for r in live {
+            self.apply_upsert(r);
+        }
+        Ok(())
+    }
+
+    fn knn(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        let qnorm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let scored = self.live().filter(|(_, s)| passes(req, s)).map(|(i, s)| {
+            let score = match self.schema.metric {
+                Metric::Cosine => {
+                    let dot: f32 = q.iter().zip(&s.record.vector).map(|(a, b)| a * b).sum();
+                    if qnorm == 0.0 || s.norm == 0.0 {
+                        0.0
+                    } else {
+                        dot / (qnorm * s.norm)
+                    }
+                }
+                m => m.score(q, &s.record.vector),
+            };
+            (i, score)
+        });
+        self.top(scored.collect(), n)
+    }
+
+    fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        let scored = self
+            .bm25
+            .scores(q)
+            .into_iter()
+            .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
+            .collect();
+        self.top(scored, n)
+    }
+
+    fn top(&self, mut scored: Vec<(usize, f32)>, n: usize) -> Vec<SearchHit> {
+        let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > n {
+            scored.select_nth_unstable_by(n, by_score);
+            scored.truncate(n);
+        }
+        scored.sort_by(by_score);
+        scored
+            .into_iter()
+            .filter_map(|(i, score)| {
+                self.slots[i].as_ref().map(|s| SearchHit {
+                    id: s.record.id.clone(),
+                    score,
+                    text: s.record.text.clone(),
+                    metadata: s.record.metadata.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn passes(req: &SearchRequest, s: &Slot) -> bool {
+    req.filter.as_ref().is_none_or(|f| f.matches(&s.record.metadata))
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid("segment path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[async_trait]
+impl VectorIndex for LocalVectorIndex {
+    async fn create_index(&self, schema: &IndexSchema) -> Result<()> {
+        schema.validate()?;
+        let mut indexes = self.indexes.write().await;
+        if let Some(existing) = indexes.get(&schema.name) {
+            return existing.read().await.schema.is_compatible(schema);
+        }
+        let dir = self.dir.as_ref().map(|d| d.join(&schema.name));
+        if let Some(dir) = &dir {
+            let json = serde_json::to_vec_pretty(schema)
+                .map_err(|e| Error::backend("local-index", "encode schema", e))?;
+            std::fs::create_dir_all(dir.join("segments"))?;
+            write_atomic(&dir.join("schema.json"), &json)?;
+        }
+        indexes.insert(
+            schema.name.clone(),
+            Arc::new(RwLock::new(IndexData::new(schema.clone(), dir))),
+        );
+        Ok(())
+    }
+
+    async fn schema(&self, index: &str) -> Result<IndexSchema> {
+        Ok(self.get(index).await?.read().await.schema.clone())
+    }
+
+    async fn upsert(&self, index: &str, records: Vec<IndexRecord>) -> Result<UpsertReport> {
+        let handle = self.get(index).await?;
+        let mut data = handle.write().await;
+        let mut report = UpsertReport::default();
+        let mut good = Vec::with_capacity(records.len());
+        for r in records {
+            match data.check(&r) {
+                Ok(()) => good.push(r),
+                Err(reason) => report.failed.push(ItemError {
+                    id: r.id,
+                    reason,
+                    retryable: false,
+                }),
+            }
+        }
+        data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
+        for r in good {
+            report.written.push(r.id.clone());
+            data.apply_upsert(r);
+        }
+        data.maybe_compact()?;
+        Ok(report)
+    }
+
+    async fn delete(&self, index: &str, ids: &[String]) -> Result<usize> {
+        let handle = self.get(index).await?;
+        let mut data = handle.write().await;
+        let present: Vec<String> = ids
+            .iter()
+            .filter(|id| data.by_id.contains_key(*id))
+            .cloned()
+            .collect();
+        data.persist(&[], &present)?;
+        let removed = present.iter().filter(|id| data.apply_delete(id)).count();
+        data.maybe_compact()?;
+        Ok(removed)
+    }
+
+    async fn search(&self, index: &str, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        let handle = self.get(index).await?;
+        let data = handle.read().await;
+        req.validate(data.schema.dims)?;
+        if let Some(f) = &req.filter {
+            if let Some(unknown) = f
+                .fields()
+                .into_iter()
+                .find(|n| !data.schema.metadata_fields.iter().any(|s| s.name == *n))
+            {
+                return Err(Error::invalid(format!(
+                    "filter field {unknown:?} is not a metadata field of index {index:?}"
+                )));
+            }
+        }
+        Ok(match &req.query {
+            Query::Vector(v) => data.knn(v, req.k, req),
+            Query::Text(t) => data.text(t, req.k, req),
+            Query::Hybrid { vector, text } => {
+                let n = req.num_candidates.max(req.k);
+                let lists = [data.knn(vector, n, req), data.text(text, n, req)];
+                rrf_fuse(&lists, req.rrf_k, req.k)
+            }
+        })
+    }
+
+    async fn count(&self, index: &str) -> Result<usize> {
+        Ok(self.get(index).await?.read().await.by_id.len())
+    }
+
+    async fn drop_index(&self, index: &str) -> Result<()> {
+        let removed = self
+            .indexes
+            .write()
+            .await
+            .remove(index)
+            .ok_or_else(|| Error::not_found(format!("index {index:?}")))?;
+        let dir = removed.read().await.dir.clone();
+        if let Some(dir) = dir {
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+        Ok(())
+    }
+}
