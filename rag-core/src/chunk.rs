@@ -248,7 +248,10 @@ impl Chunker {
         let atoms: Vec<(usize, usize)> = match level {
             0 => split_keep(piece, '\n'),
             1 => split_words(piece),
-            _ => piece.char_indices().map(|(i, c)| (i, i + c.len_utf8())).collect(),
+            _ => piece
+                .char_indices()
+                .map(|(i, c)| (i, i + c.len_utf8()))
+                .collect(),
         };
         if atoms.len() <= 1 && level < 2 {
             return self.split_at_level(text, start, end, level + 1);
@@ -400,7 +403,11 @@ mod tests {
         let texts: Vec<_> = c.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(
             texts,
-            ["aaaa aaaa\n\nbbbb bbbb", "bbbb bbbb\n\ncccc cccc", "cccc cccc\n\ndddd dddd"]
+            [
+                "aaaa aaaa\n\nbbbb bbbb",
+                "bbbb bbbb\n\ncccc cccc",
+                "cccc cccc\n\ndddd dddd"
+            ]
         );
     }
 

@@ -208,7 +208,9 @@ impl Filter {
     pub fn matches(&self, meta: &Metadata) -> bool {
         match self {
             Self::Eq(f, v) => meta.get(f).is_some_and(|x| json_eq(x, v)),
-            Self::In(f, vs) => meta.get(f).is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
+            Self::In(f, vs) => meta
+                .get(f)
+                .is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
             Self::Range { field, gte, lte } => meta
                 .get(field)
                 .and_then(Value::as_f64)
@@ -410,9 +412,12 @@ mod tests {
 
     #[test]
     fn filters_compare_numbers_across_int_and_float() {
-        let meta: Metadata = [("year".to_string(), json!(2020)), ("lang".into(), json!("en"))]
-            .into_iter()
-            .collect();
+        let meta: Metadata = [
+            ("year".to_string(), json!(2020)),
+            ("lang".into(), json!("en")),
+        ]
+        .into_iter()
+        .collect();
         assert!(Filter::Eq("year".into(), json!(2020.0)).matches(&meta));
         let f = Filter::And(vec![
             Filter::Range {

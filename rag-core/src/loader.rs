@@ -159,7 +159,11 @@ mod tests {
         let ids: Vec<_> = r.documents.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
         assert_eq!(r.documents[0].source, "oss://b/raw-docs/c.jsonl#a");
-        let lines: Vec<_> = r.skipped.iter().map(|s| s.source.rsplit(':').next().unwrap()).collect();
+        let lines: Vec<_> = r
+            .skipped
+            .iter()
+            .map(|s| s.source.rsplit(':').next().unwrap())
+            .collect();
         assert_eq!(lines, ["2", "4", "5"]);
         assert!(r.skipped[1].reason.contains("empty"));
     }
@@ -167,9 +171,21 @@ mod tests {
     #[test]
     fn text_files_need_utf8_and_no_nul() {
         assert_eq!(parse_file("a.txt", "s", b"hello").documents[0].id, "a.txt");
-        assert!(parse_file("a.txt", "s", b"\xff\xfe").skipped[0].reason.contains("UTF-8"));
-        assert!(parse_file("a.bin", "s", b"ab\0cd").skipped[0].reason.contains("binary"));
-        assert!(parse_file("a.txt", "s", b"  \n").skipped[0].reason.contains("empty"));
+        assert!(
+            parse_file("a.txt", "s", b"\xff\xfe").skipped[0]
+                .reason
+                .contains("UTF-8")
+        );
+        assert!(
+            parse_file("a.bin", "s", b"ab\0cd").skipped[0]
+                .reason
+                .contains("binary")
+        );
+        assert!(
+            parse_file("a.txt", "s", b"  \n").skipped[0]
+                .reason
+                .contains("empty")
+        );
     }
 
     #[test]
@@ -179,6 +195,10 @@ mod tests {
         gz.write_all(b"{\"id\":\"z\",\"text\":\"zeta\"}\n").unwrap();
         let r = parse_file("c.jsonl.gz", "s", &gz.finish().unwrap());
         assert_eq!(r.documents.len(), 1);
-        assert!(parse_file("c.jsonl.gz", "s", b"plain").skipped[0].reason.contains("gzip"));
+        assert!(
+            parse_file("c.jsonl.gz", "s", b"plain").skipped[0]
+                .reason
+                .contains("gzip")
+        );
     }
 }

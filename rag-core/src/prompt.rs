@@ -45,7 +45,12 @@ pub fn parse_rag_prompt(text: &str) -> Option<(Vec<ContextChunk>, String)> {
         let tagged = line
             .strip_prefix('[')
             .and_then(|l| l.split_once("] "))
-            .filter(|(id, _)| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)));
+            .filter(|(id, _)| {
+                !id.is_empty()
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            });
         match (tagged, chunks.last_mut()) {
             (Some((id, rest)), _) => chunks.push(ContextChunk {
                 id: id.to_string(),
@@ -86,8 +91,14 @@ mod tests {
     #[test]
     fn prompt_round_trips_and_follows_the_seed_shape() {
         let ctx = vec![
-            ContextChunk { id: "a1".into(), text: "First chunk.\n[not a tag]".into() },
-            ContextChunk { id: "b2".into(), text: "Second.".into() },
+            ContextChunk {
+                id: "a1".into(),
+                text: "First chunk.\n[not a tag]".into(),
+            },
+            ContextChunk {
+                id: "b2".into(),
+                text: "Second.".into(),
+            },
         ];
         let req = rag_request(&ctx, "what?");
         let user = &req.messages[1].content;

@@ -55,7 +55,10 @@ mod tests {
     #[test]
     fn sentences_split_on_terminators_and_blank_lines() {
         let t = "First one. Second?\n\nThird line v1.2 stays\nwhole";
-        let s: Vec<_> = sentence_spans(t).into_iter().map(|(a, b)| &t[a..b]).collect();
+        let s: Vec<_> = sentence_spans(t)
+            .into_iter()
+            .map(|(a, b)| &t[a..b])
+            .collect();
         assert_eq!(s, ["First one.", "Second?", "Third line v1.2 stays\nwhole"]);
     }
 }

@@ -135,7 +135,10 @@ impl JobSpec {
             return Err(Error::invalid("job name is empty"));
         }
         if self.command.is_empty() || self.command[0].trim().is_empty() {
-            return Err(Error::invalid(format!("job {:?} has no command", self.name)));
+            return Err(Error::invalid(format!(
+                "job {:?} has no command",
+                self.name
+            )));
         }
         if let Some(bad) = self
             .hyper_parameters

@@ -170,7 +170,9 @@ fn validate_bucket(bucket: &str) -> Result<()> {
 
 fn validate_key(key: &str) -> Result<()> {
     if key.starts_with('/') {
-        return Err(Error::invalid(format!("key {key:?} must not start with '/'")));
+        return Err(Error::invalid(format!(
+            "key {key:?} must not start with '/'"
+        )));
     }
     if key.len() > 1024 {
         return Err(Error::invalid("key is longer than 1024 bytes"));

@@ -88,10 +88,14 @@ pub fn write_shard(rows: &[EmbeddedChunk], meta: &ShardMeta) -> Result<Bytes> {
     }
     let schema = schema(meta.dims)?;
     let strings = |f: fn(&Chunk) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(&r.chunk))))
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| f(&r.chunk)),
+        ))
     };
     let ints = |f: fn(&Chunk) -> usize| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| f(&r.chunk) as u64)))
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| f(&r.chunk) as u64),
+        ))
     };
     let mut vectors = FixedSizeListBuilder::with_capacity(
         Float32Builder::with_capacity(rows.len() * meta.dims),
@@ -193,8 +197,13 @@ fn decode_batch(batch: &RecordBatch, dims: usize, out: &mut Vec<EmbeddedChunk>) 
     }
     let s = |n| col::<StringArray>(batch, n);
     let u = |n| col::<UInt64Array>(batch, n);
-    let (id, doc_id, title, source, text) =
-        (s("id")?, s("doc_id")?, s("title")?, s("source")?, s("text")?);
+    let (id, doc_id, title, source, text) = (
+        s("id")?,
+        s("doc_id")?,
+        s("title")?,
+        s("source")?,
+        s("text")?,
+    );
     let (start, end, ordinal) = (u("start")?, u("end")?, u("ordinal")?);
     let vectors = col::<FixedSizeListArray>(batch, "vector")?;
     if vectors.value_length() as usize != dims {
@@ -249,7 +258,10 @@ mod tests {
 
     #[test]
     fn shards_round_trip_rows_and_metadata() {
-        let rows = vec![row("a", vec![1.0, 2.0, 3.0]), row("b", vec![-1.0, 0.5, 0.0])];
+        let rows = vec![
+            row("a", vec![1.0, 2.0, 3.0]),
+            row("b", vec![-1.0, 0.5, 0.0]),
+        ];
         let meta = ShardMeta {
             model_id: "m".into(),
             dims: 3,

@@ -26,7 +26,10 @@ impl Bm25 {
             len += 1;
         }
         for (term, n) in tf {
-            self.postings.entry(term).or_default().push((slot as u32, n));
+            self.postings
+                .entry(term)
+                .or_default()
+                .push((slot as u32, n));
         }
         if self.doc_len.len() <= slot {
             self.doc_len.resize(slot + 1, 0);

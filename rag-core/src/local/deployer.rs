@@ -66,12 +66,19 @@ impl ModelDeployer for LocalDeployer {
                 return Ok(dep.clone());
             }
             return Err(Error::AlreadyExists {
-                what: format!("deployment {:?} of another model path ({path})", spec.model_name),
+                what: format!(
+                    "deployment {:?} of another model path ({path})",
+                    spec.model_name
+                ),
             });
         }
         let uri: StoreUri = spec.model_path.parse()?;
         let mut files = self.store.list(&uri.as_prefix());
-        if futures::StreamExt::next(&mut files).await.transpose()?.is_none() {
+        if futures::StreamExt::next(&mut files)
+            .await
+            .transpose()?
+            .is_none()
+        {
             return Err(Error::not_found(format!("model files under {uri}")));
         }
         let dep = Deployment {
@@ -79,7 +86,10 @@ impl ModelDeployer for LocalDeployer {
             model_name: spec.model_name.clone(),
             status: DeploymentStatus::Running,
         };
-        reg.insert(spec.model_name.clone(), (spec.model_path.clone(), dep.clone()));
+        reg.insert(
+            spec.model_name.clone(),
+            (spec.model_path.clone(), dep.clone()),
+        );
         self.save(&reg).await?;
         Ok(dep)
     }

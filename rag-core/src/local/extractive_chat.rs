@@ -45,8 +45,15 @@ impl ExtractiveChat {
     }
 
     fn answer(&self, prompt: &str) -> String {
-        let (chunks, question) = parse_rag_prompt(prompt)
-            .unwrap_or_else(|| (vec![crate::prompt::ContextChunk { id: String::new(), text: prompt.into() }], prompt.into()));
+        let (chunks, question) = parse_rag_prompt(prompt).unwrap_or_else(|| {
+            (
+                vec![crate::prompt::ContextChunk {
+                    id: String::new(),
+                    text: prompt.into(),
+                }],
+                prompt.into(),
+            )
+        });
         let q_words: HashSet<String> = words(&question)
             .filter(|w| !STOPWORDS.contains(&w.as_str()))
             .collect();
@@ -55,9 +62,15 @@ impl ExtractiveChat {
             .iter()
             .enumerate()
             .flat_map(|(ci, c)| {
-                sentence_spans(&c.text)
-                    .into_iter()
-                    .map(move |(s, e)| (ci, c.text[s..e].split_whitespace().collect::<Vec<_>>().join(" ")))
+                sentence_spans(&c.text).into_iter().map(move |(s, e)| {
+                    (
+                        ci,
+                        c.text[s..e]
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )
+                })
             })
             .collect();
         let mut df: HashMap<&str, usize> = HashMap::new();
@@ -131,8 +144,15 @@ impl ChatModel for ExtractiveChat {
                 finish = "length";
             }
         }
-        let prompt_tokens: usize = request.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
-        let usage = Usage::new(prompt_tokens as u32, content.split_whitespace().count() as u32);
+        let prompt_tokens: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count())
+            .sum();
+        let usage = Usage::new(
+            prompt_tokens as u32,
+            content.split_whitespace().count() as u32,
+        );
         Ok(ChatResponse {
             content,
             usage,
@@ -149,21 +169,36 @@ mod tests {
     #[tokio::test]
     async fn answers_with_the_matching_sentence_and_cites_its_chunk() {
         let ctx = vec![
-            ContextChunk { id: "c1".into(), text: "The dup() call copies a descriptor. It is old.".into() },
-            ContextChunk { id: "c2".into(), text: "Sockets carry network traffic.".into() },
+            ContextChunk {
+                id: "c1".into(),
+                text: "The dup() call copies a descriptor. It is old.".into(),
+            },
+            ContextChunk {
+                id: "c2".into(),
+                text: "Sockets carry network traffic.".into(),
+            },
         ];
         let resp = ExtractiveChat::new(1)
             .chat(&rag_request(&ctx, "How do I copy a file descriptor?"))
             .await
             .unwrap();
         assert_eq!(resp.content, "The dup() call copies a descriptor. [c1]");
-        assert_eq!(resp.usage.total_tokens, resp.usage.prompt_tokens + resp.usage.completion_tokens);
+        assert_eq!(
+            resp.usage.total_tokens,
+            resp.usage.prompt_tokens + resp.usage.completion_tokens
+        );
     }
 
     #[tokio::test]
     async fn says_so_when_nothing_matches() {
-        let ctx = vec![ContextChunk { id: "c1".into(), text: "Unrelated words here.".into() }];
-        let resp = ExtractiveChat::default().chat(&rag_request(&ctx, "quantum chromodynamics")).await.unwrap();
+        let ctx = vec![ContextChunk {
+            id: "c1".into(),
+            text: "Unrelated words here.".into(),
+        }];
+        let resp = ExtractiveChat::default()
+            .chat(&rag_request(&ctx, "quantum chromodynamics"))
+            .await
+            .unwrap();
         assert_eq!(resp.content, NO_ANSWER);
     }
 }

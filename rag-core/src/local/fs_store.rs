@@ -11,7 +11,9 @@ use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, clamp_range};
+use crate::store::{
+    ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, clamp_range,
+};
 use crate::uri::{Scheme, StoreUri};
 
 /// Where in-flight writes go, inside the root so that the final rename stays on one file system.
@@ -59,7 +61,9 @@ impl LocalFileStore {
 
     fn object_path(&self, uri: &StoreUri) -> Result<PathBuf> {
         if uri.is_prefix() {
-            return Err(Error::invalid(format!("{uri} names a prefix, not an object")));
+            return Err(Error::invalid(format!(
+                "{uri} names a prefix, not an object"
+            )));
         }
         Ok(self.path_of(uri))
     }

@@ -172,7 +172,9 @@ impl HashedEmbedding {
             let bytes: Vec<u8> = idf.iter().flat_map(|x| x.to_le_bytes()).collect();
             store.put(&dir.join(IDF_FILE)?, Bytes::from(bytes)).await?;
         }
-        store.put(&dir.join(CONFIG_FILE)?, Bytes::from(json)).await?;
+        store
+            .put(&dir.join(CONFIG_FILE)?, Bytes::from(json))
+            .await?;
         Ok(())
     }
 
@@ -246,7 +248,12 @@ mod tests {
 
     #[test]
     fn fitting_lowers_the_weight_of_common_words() {
-        let corpus = ["the file system", "the clock", "the socket", "the descriptor table"];
+        let corpus = [
+            "the file system",
+            "the clock",
+            "the socket",
+            "the descriptor table",
+        ];
         let m = HashedEmbedding::fit(HashedEmbeddingConfig::default(), corpus).unwrap();
         let idf = |w: &str| m.idf.as_ref().unwrap()[m.idf_slot(hash_feature(&[w]))];
         assert!(idf("the") < idf("socket"));

@@ -10,7 +10,9 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, clamp_range};
+use crate::store::{
+    ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, clamp_range,
+};
 use crate::uri::StoreUri;
 
 #[derive(Debug, Clone)]
@@ -68,7 +70,9 @@ impl InMemoryStore {
 
 fn reject_prefix(uri: &StoreUri) -> Result<()> {
     if uri.is_prefix() {
-        Err(Error::invalid(format!("{uri} names a prefix, not an object")))
+        Err(Error::invalid(format!(
+            "{uri} names a prefix, not an object"
+        )))
     } else {
         Ok(())
     }

@@ -25,3 +25,6 @@ pub use hashed_embedding::{HashedEmbedding, HashedEmbeddingConfig};
 pub use memory_store::InMemoryStore;
 pub use process_backend::LocalProcessBackend;
 pub use vector_index::LocalVectorIndex;
+
+#[cfg(test)]
+mod conformance_tests;

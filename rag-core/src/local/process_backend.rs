@@ -80,7 +80,13 @@ impl LocalProcessBackend {
 
 fn env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -134,7 +140,8 @@ impl TrainingBackend for LocalProcessBackend {
                     reason: format!("could not start {:?}: {e}", spec.command[0]),
                 };
                 write_status(&dir, &status);
-                self.lock().insert(id.clone(), Running { status, stop: None });
+                self.lock()
+                    .insert(id.clone(), Running { status, stop: None });
                 return Ok(id);
             }
         };
@@ -152,7 +159,11 @@ impl TrainingBackend for LocalProcessBackend {
             let status = run_to_end(child, stop_rx, &dir).await;
             tracing::info!(job = %job_id, ?status, "local job ended");
             write_status(&dir, &status);
-            if let Some(r) = jobs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&job_id) {
+            if let Some(r) = jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&job_id)
+            {
                 r.status = status;
                 r.stop = None;
             }
