@@ -177,3 +177,20 @@ pub fn clamp_range(uri: &StoreUri, range: Range<u64>, size: u64) -> Result<Range
     }
     Ok(range.start..range.end.min(size))
 }
+
+/// Streams a local file in 256 KiB chunks, for [`ObjectStore::put_stream`] uploads that never
+/// hold the whole file in memory.
+pub async fn file_stream(path: &std::path::Path) -> Result<ByteStream> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    Ok(stream::try_unfold(file, |mut file| async move {
+        let mut buf = BytesMut::zeroed(256 * 1024);
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok::<_, Error>(Some((buf.freeze(), file)))
+    })
+    .boxed())
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -19,7 +19,6 @@ use crate::uri::{Scheme, StoreUri};
 /// Where in-flight writes go, inside the root so that the final rename stays on one file system.
 /// Bucket names cannot start with '.', so it never collides with a bucket.
 const TMP_DIR: &str = ".ragloop-tmp";
-const READ_CHUNK: usize = 256 * 1024;
 
 /// An [`ObjectStore`] on the local file system: `scheme://bucket/key` lives at
 /// `root/bucket/key` (`file:///path` at `root/path`), so a local run can use the same
@@ -180,23 +179,12 @@ impl ObjectStore for LocalFileStore {
 
     async fn get(&self, uri: &StoreUri) -> Result<GetResult> {
         let (path, m) = self.file_meta(uri).await?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
-            if is_missing(&e) {
-                Error::not_found(uri.to_string())
-            } else {
-                e.into()
-            }
-        })?;
-        let stream = stream::try_unfold(file, |mut file| async move {
-            let mut buf = BytesMut::zeroed(READ_CHUNK);
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            Ok::<_, Error>(Some((buf.freeze(), file)))
-        })
-        .boxed();
+        let stream = crate::store::file_stream(&path)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::not_found(uri.to_string()),
+                e => e,
+            })?;
         Ok(GetResult {
             meta: self.meta(uri, &m),
             stream,

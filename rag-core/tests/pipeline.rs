@@ -1,0 +1,340 @@
+//! The generic pipeline end to end on the local backends, on a small corpus in a temp dir.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rag_core::eval::EvalQuery;
+use rag_core::index::{ItemError, UpsertReport};
+use rag_core::local::*;
+use rag_core::pipeline::*;
+use rag_core::*;
+
+const CORPUS: &str = r#"{"id": "dup.2", "title": "dup, dup2", "text": "SYNOPSIS\n   int dup(int oldfd);\n\nDESCRIPTION\n   The dup() system call allocates a new file descriptor that refers to the same open file description as the descriptor oldfd."}
+{"id": "socket.2", "title": "socket", "text": "SYNOPSIS\n   int socket(int domain, int type, int protocol);\n\nDESCRIPTION\n   socket() creates an endpoint for communication and returns a file descriptor that refers to that endpoint."}
+{"id": "sleep.3", "title": "sleep", "text": "DESCRIPTION\n   sleep() causes the calling thread to sleep until the number of real-time seconds specified in seconds have elapsed."}
+this line is not json
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    store_root: std::path::PathBuf,
+    backends: Backends,
+}
+
+fn fixture(index: Arc<dyn VectorIndex>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("corpus.jsonl"), CORPUS).unwrap();
+    std::fs::write(
+        data.join("sub/notes.txt"),
+        "Plain notes about signal handlers.",
+    )
+    .unwrap();
+    std::fs::write(data.join("sub/latin1.txt"), b"caf\xe9").unwrap();
+    std::fs::write(data.join(".hidden"), "not ingested").unwrap();
+    let store_root = dir.path().join("store");
+    let backends = Backends {
+        store: Arc::new(LocalFileStore::new(&store_root)),
+        trainer: Arc::new(LocalProcessBackend::new(dir.path().join("work"))),
+        index,
+        chat: Arc::new(ExtractiveChat::new(2)),
+        deployer: None,
+    };
+    Fixture {
+        _dir: dir,
+        data,
+        store_root,
+        backends,
+    }
+}
+
+fn pipeline(f: &Fixture) -> Pipeline {
+    let options = PipelineOptions {
+        shard_rows: 2,
+        embed_batch: 3,
+        top_k: 3,
+        ..Default::default()
+    };
+    Pipeline::new(
+        f.backends.clone(),
+        Layout::new("oss://demo-bucket/".parse().unwrap()),
+        options,
+    )
+}
+
+fn model() -> HashedEmbedding {
+    HashedEmbedding::new(HashedEmbeddingConfig {
+        dims: 256,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn fast_wait() -> WaitOptions {
+    WaitOptions {
+        interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test]
+async fn the_local_loop_ingests_embeds_indexes_and_answers_with_citations() {
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    let p = pipeline(&f);
+
+    let ingest = p.ingest(&f.data).await.unwrap();
+    assert_eq!(
+        (ingest.uploaded, ingest.unchanged, ingest.failed.len()),
+        (3, 0, 0)
+    );
+    let again = p.ingest(&f.data).await.unwrap();
+    assert_eq!(
+        (again.uploaded, again.unchanged),
+        (0, 3),
+        "re-ingest skips unchanged files"
+    );
+
+    let loaded = p.load_documents().await.unwrap();
+    let ids: Vec<_> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["dup.2", "socket.2", "sleep.3", "notes.txt"]);
+    let reasons: Vec<_> = loaded.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("bad JSON")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("UTF-8")), "{reasons:?}");
+
+    let m = model();
+    let embedded = p.embed(&m).await.unwrap();
+    assert_eq!(embedded.documents, 4);
+    assert!(embedded.shards_written >= 3, "{embedded:?}");
+    let again = p.embed(&m).await.unwrap();
+    assert_eq!(
+        (again.shards_written, again.shards_current),
+        (0, embedded.shards_written)
+    );
+
+    // Losing a shard (a run killed mid-way) costs exactly that shard on the next run.
+    let shard = p
+        .layout()
+        .vector_shards(m.model_id())
+        .join("part-00001.parquet")
+        .unwrap();
+    f.backends.store.delete(&shard).await.unwrap();
+    let resumed = p.embed(&m).await.unwrap();
+    assert_eq!(resumed.shards_written, 1);
+
+    let indexed = p.index(&m).await.unwrap();
+    assert_eq!(indexed.written, embedded.chunks);
+    assert_eq!(indexed.count, embedded.chunks);
+    let reindexed = p.index(&m).await.unwrap();
+    assert_eq!(
+        reindexed.count, embedded.chunks,
+        "re-indexing upserts, never duplicates"
+    );
+
+    let answer = p
+        .answer(&m, "Which call duplicates a file descriptor?")
+        .await
+        .unwrap();
+    assert!(answer.text.contains("dup() system call"), "{}", answer.text);
+    let cited = &answer.citations[0];
+    assert_eq!(cited.doc_id, "dup.2");
+    assert_eq!(
+        cited.source,
+        "oss://demo-bucket/raw-docs/corpus.jsonl#dup.2"
+    );
+    let doc = &loaded.documents[0].text;
+    let chunk_text = &doc[cited.start as usize..cited.end as usize];
+    assert!(
+        chunk_text.contains("allocates a new file descriptor"),
+        "offsets point into the document"
+    );
+
+    let queries = vec![
+        EvalQuery {
+            id: "q1".into(),
+            text: "create an endpoint for communication".into(),
+            relevant: vec!["socket.2".into()],
+            split: "test".into(),
+        },
+        EvalQuery {
+            id: "q2".into(),
+            text: "sleep for a number of seconds".into(),
+            relevant: vec!["sleep.3".into()],
+            split: "test".into(),
+        },
+    ];
+    for mode in [
+        RetrievalMode::Vector,
+        RetrievalMode::Text,
+        RetrievalMode::Hybrid,
+    ] {
+        let metrics = p.evaluate(&m, &queries, mode, 10).await.unwrap();
+        assert_eq!(metrics.queries, 2);
+        assert_eq!(metrics.hit_at_1, 1.0, "{mode:?}: {metrics:?}");
+    }
+    assert!(matches!(
+        p.answer(&m, "  ").await,
+        Err(Error::InvalidInput { .. })
+    ));
+}
+
+#[tokio::test]
+async fn jobs_run_once_and_failures_carry_the_reason_and_log() {
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    let p = pipeline(&f);
+    let out: StoreUri = "oss://demo-bucket/models/emb-v1/".parse().unwrap();
+    let target = f.store_root.join("demo-bucket/models/emb-v1");
+    let script = format!(
+        "echo training; mkdir -p '{0}' && echo w > '{0}/model.bin' && touch '{0}/_SUCCESS'",
+        target.display()
+    );
+    let spec = JobSpec::new(
+        "emb-train",
+        JobKind::EmbeddingFineTune,
+        vec!["sh".into(), "-c".into(), script],
+        out.clone(),
+    );
+    let first = p
+        .run_job(Stage::TrainEmbeddings, &spec, fast_wait())
+        .await
+        .unwrap();
+    assert!(!first.skipped && first.job_id.is_some());
+    let second = p
+        .run_job(Stage::TrainEmbeddings, &spec, fast_wait())
+        .await
+        .unwrap();
+    assert!(second.skipped, "a complete output is not trained again");
+
+    let failing = JobSpec::new(
+        "llm-ft",
+        JobKind::LlmFineTune,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'CUDA out of memory'; exit 1".into(),
+        ],
+        "oss://demo-bucket/models/llm-ft/".parse().unwrap(),
+    );
+    let err = p
+        .run_job(Stage::FineTuneLlm, &failing, fast_wait())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("CUDA out of memory"), "{err}");
+
+    let silent = JobSpec::new(
+        "no-marker",
+        JobKind::Script,
+        vec!["true".into()],
+        "oss://demo-bucket/models/x/".parse().unwrap(),
+    );
+    let err = p
+        .run_job(Stage::TrainEmbeddings, &silent, fast_wait())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("_SUCCESS"), "{err}");
+}
+
+/// An index that refuses every third record with a retryable error the first time it sees it,
+/// like an Elasticsearch bulk response with per-item 429s.
+struct Flaky {
+    inner: LocalVectorIndex,
+    calls: AtomicUsize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait]
+impl VectorIndex for Flaky {
+    async fn create_index(&self, s: &IndexSchema) -> Result<()> {
+        self.inner.create_index(s).await
+    }
+    async fn schema(&self, i: &str) -> Result<IndexSchema> {
+        self.inner.schema(i).await
+    }
+    async fn upsert(&self, i: &str, records: Vec<IndexRecord>) -> Result<UpsertReport> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        for (n, r) in records.into_iter().enumerate() {
+            let first_time = self.seen.lock().unwrap().insert(r.id.clone());
+            if first_time && n % 3 == 0 {
+                refused.push(ItemError {
+                    id: r.id,
+                    reason: "es_rejected_execution_exception".into(),
+                    retryable: true,
+                });
+            } else {
+                accepted.push(r);
+            }
+        }
+        let mut report = self.inner.upsert(i, accepted).await?;
+        report.failed.extend(refused);
+        Ok(report)
+    }
+    async fn delete(&self, i: &str, ids: &[String]) -> Result<usize> {
+        self.inner.delete(i, ids).await
+    }
+    async fn search(&self, i: &str, r: &SearchRequest) -> Result<Vec<SearchHit>> {
+        self.inner.search(i, r).await
+    }
+    async fn count(&self, i: &str) -> Result<usize> {
+        self.inner.count(i).await
+    }
+    async fn drop_index(&self, i: &str) -> Result<()> {
+        self.inner.drop_index(i).await
+    }
+}
+
+#[tokio::test]
+async fn records_an_index_refuses_as_retryable_are_resent_not_lost() {
+    let flaky = Arc::new(Flaky {
+        inner: LocalVectorIndex::in_memory(),
+        calls: AtomicUsize::new(0),
+        seen: Default::default(),
+    });
+    let f = fixture(flaky.clone());
+    let p = pipeline(&f);
+    p.ingest(&f.data).await.unwrap();
+    let m = model();
+    let embedded = p.embed(&m).await.unwrap();
+    let report = p.index(&m).await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.written, embedded.chunks);
+    assert_eq!(report.count, embedded.chunks);
+    assert!(
+        flaky.calls.load(Ordering::Relaxed) > report.shards,
+        "retries happened"
+    );
+}
+
+#[tokio::test]
+async fn a_dimension_mismatch_with_the_existing_index_fails_before_any_write() {
+    let index = Arc::new(LocalVectorIndex::in_memory());
+    let f = fixture(index.clone());
+    let p = pipeline(&f);
+    index
+        .create_index(&IndexSchema::new("rag-index", 8, Metric::Cosine))
+        .await
+        .unwrap();
+    p.ingest(&f.data).await.unwrap();
+    let m = model();
+    p.embed(&m).await.unwrap();
+    let err = p.index(&m).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DimensionMismatch {
+                expected: 8,
+                actual: 256
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(index.count("rag-index").await.unwrap(), 0);
+}
