@@ -1,1 +1,13 @@
-//! placeholder
+//! # examples
+//!
+//! The `ragloop` command-line tool and the code behind it: thin drivers over `rag-core`'s
+//! pipeline. `cargo run --release -p examples --bin ragloop -- run` runs the whole
+//! train-to-inference loop locally on the bundled Linux man-page corpus.
+//!
+//! - [`local_loop`]: the seven stages on the local backends, with retrieval metrics.
+//! - [`progress`]: progress bars for the pipeline's [`rag_core::pipeline::Progress`].
+//! - [`queries`]: reading evaluation query sets.
+
+pub mod local_loop;
+pub mod progress;
+pub mod queries;

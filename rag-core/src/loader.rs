@@ -5,9 +5,13 @@
 
 use std::io::Read;
 
+use futures::TryStreamExt;
 use serde::Deserialize;
 
 use crate::chunk::Document;
+use crate::error::Result;
+use crate::store::ObjectStore;
+use crate::uri::StoreUri;
 
 /// Largest single document accepted, in bytes; bigger ones are skipped with a reason.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
@@ -36,6 +40,17 @@ impl LoadReport {
         self.documents.extend(other.documents);
         self.skipped.extend(other.skipped);
     }
+}
+
+/// Reads and parses every object under `prefix`, in key order.
+pub async fn load_documents(store: &dyn ObjectStore, prefix: &StoreUri) -> Result<LoadReport> {
+    let objects: Vec<_> = store.list(&prefix.as_prefix()).try_collect().await?;
+    let mut report = LoadReport::default();
+    for meta in objects {
+        let data = store.get_bytes(&meta.uri).await?;
+        report.extend(parse_file(meta.uri.key(), &meta.uri.to_string(), &data));
+    }
+    Ok(report)
 }
 
 #[derive(Deserialize)]

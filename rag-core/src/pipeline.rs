@@ -34,7 +34,7 @@ use crate::index::{
     FieldKind, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
     SearchRequest, VectorIndex,
 };
-use crate::loader::{LoadReport, Skipped, parse_file};
+use crate::loader::{LoadReport, Skipped};
 use crate::prompt::{ContextChunk, cited_ids, rag_request};
 use crate::store::{ObjectStore, file_stream};
 use crate::training::{JobId, JobSpec, JobStatus, TrainingBackend, WaitOptions};
@@ -549,14 +549,7 @@ impl Pipeline {
 
     /// Reads and parses every object under `raw-docs/`.
     pub async fn load_documents(&self) -> Result<LoadReport> {
-        let store = &self.backends.store;
-        let objects: Vec<_> = store.list(&self.layout.raw_docs()).try_collect().await?;
-        let mut report = LoadReport::default();
-        for meta in objects {
-            let data = store.get_bytes(&meta.uri).await?;
-            report.extend(parse_file(meta.uri.key(), &meta.uri.to_string(), &data));
-        }
-        Ok(report)
+        crate::loader::load_documents(self.backends.store.as_ref(), &self.layout.raw_docs()).await
     }
 
     /// Chunks every document, in order, dropping repeated chunk ids.

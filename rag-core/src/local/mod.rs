@@ -21,7 +21,7 @@ mod vector_index;
 pub use deployer::LocalDeployer;
 pub use extractive_chat::ExtractiveChat;
 pub use fs_store::LocalFileStore;
-pub use hashed_embedding::{HashedEmbedding, HashedEmbeddingConfig};
+pub use hashed_embedding::{HashedEmbedding, HashedEmbeddingConfig, HashedTrainingReport};
 pub use memory_store::InMemoryStore;
 pub use process_backend::LocalProcessBackend;
 pub use vector_index::LocalVectorIndex;

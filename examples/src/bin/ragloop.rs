@@ -1,0 +1,140 @@
+//! `ragloop`: run the train-to-inference loop, or one of its jobs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use examples::local_loop::{self, LocalLoopConfig};
+use examples::progress::BarProgress;
+use rag_core::StoreUri;
+use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore};
+
+#[derive(Parser)]
+#[command(name = "ragloop", version, about = "Train-to-inference RAG loop")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole loop locally: ingest, train, embed, index, evaluate, answer.
+    Run {
+        /// Directory of documents to ingest.
+        #[arg(long, default_value = "data/manpages/docs")]
+        data: PathBuf,
+        /// Evaluation queries (JSONL or JSONL.gz); `none` to skip evaluation.
+        #[arg(long, default_value = "data/manpages/queries.jsonl.gz")]
+        queries: String,
+        /// Query split to evaluate on.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Working directory for the local store, index and jobs.
+        #[arg(long, default_value = ".ragloop")]
+        work_dir: PathBuf,
+        /// Bucket prefix, as in the cloud (the local store maps it under the work dir).
+        #[arg(long, default_value = "oss://ragloop-demo/")]
+        root: StoreUri,
+        /// The question to answer at the end.
+        #[arg(long, default_value = "How do I duplicate a file descriptor?")]
+        question: String,
+        /// Embedding dimension.
+        #[arg(long, default_value_t = 768)]
+        dims: usize,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The embedding training job (what `run` submits, and what a PAI-DLC job runs):
+    /// fits the local hashed embedding model on the documents under `--data`.
+    Train {
+        /// Documents prefix (`oss://bucket/raw-docs/`).
+        #[arg(long, env = "RAGLOOP_INPUT_DATA")]
+        data: StoreUri,
+        /// Model output prefix (`oss://bucket/models/emb-v1/`).
+        #[arg(long, env = "RAGLOOP_OUTPUT")]
+        output: StoreUri,
+        /// Root directory of the local store that holds the bucket.
+        #[arg(long, env = "RAGLOOP_STORE_ROOT")]
+        store_root: PathBuf,
+        /// Embedding dimension.
+        #[arg(long, default_value_t = 768)]
+        dims: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            data,
+            queries,
+            split,
+            work_dir,
+            root,
+            question,
+            dims,
+            json,
+        } => {
+            let exe = std::env::current_exe().context("locating the ragloop binary")?;
+            let config = LocalLoopConfig {
+                data_dir: data,
+                queries: (queries != "none").then(|| PathBuf::from(queries)),
+                split,
+                work_dir,
+                root,
+                question,
+                dims,
+                trainer_command: vec![exe.display().to_string(), "train".into()],
+            };
+            let progress = if json {
+                BarProgress::quiet()
+            } else {
+                BarProgress::new()
+            };
+            let summary = local_loop::run(&config, Arc::new(progress)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", local_loop::render(&summary));
+            }
+        }
+        Command::Train {
+            data,
+            output,
+            store_root,
+            dims,
+        } => {
+            let store = LocalFileStore::new(store_root);
+            let config = HashedEmbeddingConfig {
+                dims,
+                ..Default::default()
+            };
+            let report = HashedEmbedding::train_job(&store, &data, &output, config).await?;
+            println!(
+                "fitted {} on {} documents ({} inputs skipped) in {:.2}s → {output}",
+                report.model_id, report.documents, report.skipped_inputs, report.seconds
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Evaluation query sets: JSONL (optionally gzipped) of
+//! `{"id", "text", "relevant": [doc ids], "split": "train"|"test"}`.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rag_core::eval::EvalQuery;
+
+/// Reads the queries of `split` (all queries when `split` is `None`).
+pub fn read_queries(path: &Path, split: Option<&str>) -> Result<Vec<EvalQuery>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_string(&mut text)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+    } else {
+        text =
+            String::from_utf8(raw).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    }
+    let mut out = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let q: EvalQuery = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a query", path.display(), n + 1))?;
+        if split.is_none_or(|s| q.split == s) {
+            out.push(q);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_one_split_and_reports_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.jsonl");
+        std::fs::write(
+            &p,
+            "{\"id\":\"a\",\"text\":\"x\",\"relevant\":[\"d\"],\"split\":\"test\"}\n\n{\"id\":\"b\",\"text\":\"y\",\"relevant\":[],\"split\":\"train\"}\n",
+        )
+        .unwrap();
+        assert_eq!(read_queries(&p, Some("test")).unwrap().len(), 1);
+        assert_eq!(read_queries(&p, None).unwrap().len(), 2);
+        std::fs::write(&p, "nope\n").unwrap();
+        let err = read_queries(&p, None).unwrap_err();
+        assert!(format!("{err:#}").contains("q.jsonl:1"), "{err:#}");
+    }
+}
