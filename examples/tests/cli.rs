@@ -1,0 +1,88 @@
+//! The `ragloop` binary as a user runs it.
+
+use std::process::Command;
+
+fn ragloop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ragloop"))
+}
+
+#[test]
+fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("docs");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("pages.jsonl"),
+        concat!(
+            r#"{"id":"dup.2","title":"dup","text":"DESCRIPTION\n   The dup() system call allocates a new file descriptor referring to the same open file."}"#,
+            "\n",
+            r#"{"id":"kill.2","title":"kill","text":"DESCRIPTION\n   The kill() system call sends a signal to a process or process group."}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        r#"{"id":"q1","text":"send a signal to a process","relevant":["kill.2"],"split":"test"}"#,
+    )
+    .unwrap();
+    let out = ragloop()
+        .args(["run", "--json", "--dims", "128", "--question", "How do I send a signal?"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ragloop run failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages: Vec<&str> = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["Ingest", "TrainEmbeddings", "FineTuneLlm", "Deploy", "Embed", "Index", "Answer"]
+    );
+    let eval = summary["evaluation"].as_array().unwrap();
+    assert_eq!(eval.len(), 4);
+    assert_eq!(eval[0]["metrics"]["hit_at_1"], 1.0, "BM25 finds kill.2 first");
+    let answer = &summary["answer"];
+    assert!(answer["text"].as_str().unwrap().contains("sends a signal"), "{answer}");
+    assert_eq!(answer["citations"][0]["doc_id"], "kill.2");
+
+    // A second run resumes: everything is in place, nothing is trained or embedded again.
+    let again = ragloop()
+        .args(["run", "--dims", "128", "--queries", "none"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(text.contains("already trained"), "{text}");
+    assert!(text.contains("(0 written)"), "{text}");
+}
+
+#[test]
+fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ragloop()
+        .args(["run", "--data", "/nonexistent/ragloop-data", "--queries", "none"])
+        .arg("--work-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+}
