@@ -28,7 +28,14 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     )
     .unwrap();
     let out = ragloop()
-        .args(["run", "--json", "--dims", "128", "--question", "How do I send a signal?"])
+        .args([
+            "run",
+            "--json",
+            "--dims",
+            "128",
+            "--question",
+            "How do I send a signal?",
+        ])
         .arg("--data")
         .arg(&data)
         .arg("--queries")
@@ -48,13 +55,27 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
         .collect();
     assert_eq!(
         stages,
-        ["Ingest", "TrainEmbeddings", "FineTuneLlm", "Deploy", "Embed", "Index", "Answer"]
+        [
+            "Ingest",
+            "TrainEmbeddings",
+            "FineTuneLlm",
+            "Deploy",
+            "Embed",
+            "Index",
+            "Answer"
+        ]
     );
     let eval = summary["evaluation"].as_array().unwrap();
     assert_eq!(eval.len(), 4);
-    assert_eq!(eval[0]["metrics"]["hit_at_1"], 1.0, "BM25 finds kill.2 first");
+    assert_eq!(
+        eval[0]["metrics"]["hit_at_1"], 1.0,
+        "BM25 finds kill.2 first"
+    );
     let answer = &summary["answer"];
-    assert!(answer["text"].as_str().unwrap().contains("sends a signal"), "{answer}");
+    assert!(
+        answer["text"].as_str().unwrap().contains("sends a signal"),
+        "{answer}"
+    );
     assert_eq!(answer["citations"][0]["doc_id"], "kill.2");
 
     // A second run resumes: everything is in place, nothing is trained or embedded again.
@@ -76,7 +97,13 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
 fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
     let dir = tempfile::tempdir().unwrap();
     let out = ragloop()
-        .args(["run", "--data", "/nonexistent/ragloop-data", "--queries", "none"])
+        .args([
+            "run",
+            "--data",
+            "/nonexistent/ragloop-data",
+            "--queries",
+            "none",
+        ])
         .arg("--work-dir")
         .arg(dir.path())
         .output()

@@ -67,7 +67,7 @@ pub use index::{
     FieldKind, Filter, IndexRecord, IndexSchema, Metric, Query, SearchHit, SearchRequest,
     UpsertReport, VectorIndex,
 };
-pub use secret::Secret;
+pub use secret::{AccessKey, Secret};
 pub use store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult};
 pub use training::{JobId, JobKind, JobSpec, JobStatus, TrainingBackend, WaitOptions};
 pub use uri::{Scheme, StoreUri};

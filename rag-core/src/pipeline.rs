@@ -389,6 +389,12 @@ impl Pipeline {
     /// skipped; a file that fails is reported and the others still go.
     pub async fn ingest(&self, dir: &Path) -> Result<IngestReport> {
         let stage = Stage::Ingest;
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!(
+                "data directory {}",
+                dir.display()
+            )));
+        }
         let root = dir.to_path_buf();
         let files = tokio::task::spawn_blocking(move || list_files(&root))
             .await
@@ -432,13 +438,12 @@ impl Pipeline {
         let store = &self.backends.store;
         let uri = self.layout.raw_docs().join(rel)?;
         let size = tokio::fs::metadata(path).await?.len();
-        if let Ok(meta) = store.head(&uri).await {
-            if meta.size == size
-                && sha256_stream(file_stream(path).await?).await?
-                    == sha256_stream(store.get(&uri).await?.stream).await?
-            {
-                return Ok(None);
-            }
+        if let Ok(meta) = store.head(&uri).await
+            && meta.size == size
+            && sha256_stream(file_stream(path).await?).await?
+                == sha256_stream(store.get(&uri).await?.stream).await?
+        {
+            return Ok(None);
         }
         let put = store.put_stream(&uri, file_stream(path).await?).await?;
         Ok(Some(put.size))

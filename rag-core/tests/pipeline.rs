@@ -1,4 +1,5 @@
 //! The generic pipeline end to end on the local backends, on a small corpus in a temp dir.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

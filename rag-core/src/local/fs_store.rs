@@ -78,10 +78,10 @@ impl LocalFileStore {
 
     /// Moves a finished temporary file to `dest`.
     async fn commit(&self, tmp: &Path, dest: &Path, uri: &StoreUri) -> Result<()> {
-        if let Some(parent) = dest.parent() {
-            if let Err(e) = tokio::fs::create_dir_all(parent).await {
-                return Err(conflict_or(e, uri));
-            }
+        if let Some(parent) = dest.parent()
+            && let Err(e) = tokio::fs::create_dir_all(parent).await
+        {
+            return Err(conflict_or(e, uri));
         }
         if tokio::fs::metadata(dest).await.is_ok_and(|m| m.is_dir()) {
             return Err(Error::AlreadyExists {

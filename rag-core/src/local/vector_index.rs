@@ -444,16 +444,14 @@ impl VectorIndex for LocalVectorIndex {
         let handle = self.get(index).await?;
         let data = handle.read().await;
         req.validate(data.schema.dims)?;
-        if let Some(f) = &req.filter {
-            if let Some(unknown) = f
-                .fields()
+        if let Some(unknown) = req.filter.as_ref().and_then(|f| {
+            f.fields()
                 .into_iter()
                 .find(|n| !data.schema.metadata_fields.iter().any(|s| s.name == *n))
-            {
-                return Err(Error::invalid(format!(
-                    "filter field {unknown:?} is not a metadata field of index {index:?}"
-                )));
-            }
+        }) {
+            return Err(Error::invalid(format!(
+                "filter field {unknown:?} is not a metadata field of index {index:?}"
+            )));
         }
         Ok(match &req.query {
             Query::Vector(v) => data.knn(v, req.k, req),

@@ -1,0 +1,115 @@
+use std::time::Duration;
+
+use rag_core::{Error, Result, Secret};
+
+/// DashScope regions with their own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// China (Beijing): `dashscope.aliyuncs.com`.
+    Beijing,
+    /// International (Singapore): `dashscope-intl.aliyuncs.com`.
+    Singapore,
+}
+
+impl Region {
+    fn host(self) -> &'static str {
+        match self {
+            Self::Beijing => "https://dashscope.aliyuncs.com",
+            Self::Singapore => "https://dashscope-intl.aliyuncs.com",
+        }
+    }
+}
+
+/// Base URL, key, timeout and retry policy: configuration, never constants at call sites.
+#[derive(Debug, Clone)]
+pub struct BailianConfig {
+    region: Region,
+    api_base: Option<String>,
+    api_key: Option<Secret>,
+    /// Time limit of one HTTP request.
+    pub timeout: Duration,
+    /// Retries of a request answered 429 or 5xx.
+    pub max_retries: u32,
+}
+
+impl BailianConfig {
+    /// Environment variable of the API key.
+    pub const ENV_API_KEY: &'static str = "DASHSCOPE_API_KEY";
+    /// Environment variable overriding the OpenAI-compatible base URL.
+    pub const ENV_API_BASE: &'static str = "DASHSCOPE_BASE_URL";
+
+    /// Defaults for `region`: 60 s timeout, 3 retries, no key.
+    pub fn new(region: Region) -> Self {
+        Self {
+            region,
+            api_base: None,
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            max_retries: 3,
+        }
+    }
+
+    /// Reads `DASHSCOPE_API_KEY` (required) and `DASHSCOPE_BASE_URL` (optional).
+    pub fn from_env(region: Region) -> Result<Self> {
+        let key = Secret::from_env(Self::ENV_API_KEY).ok_or_else(|| Error::Auth {
+            message: format!("{} is not set", Self::ENV_API_KEY),
+        })?;
+        let mut config = Self::new(region).with_api_key(key);
+        if let Ok(base) = std::env::var(Self::ENV_API_BASE) {
+            config = config.with_api_base(base);
+        }
+        Ok(config)
+    }
+
+    /// Talks to another OpenAI-compatible server.
+    pub fn with_api_base(mut self, base: impl Into<String>) -> Self {
+        self.api_base = Some(base.into().trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Uses this API key.
+    pub fn with_api_key(mut self, key: Secret) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// The API key, if set.
+    pub fn api_key(&self) -> Option<&Secret> {
+        self.api_key.as_ref()
+    }
+
+    /// The OpenAI-compatible base URL (`…/compatible-mode/v1`).
+    pub fn api_base(&self) -> String {
+        self.api_base
+            .clone()
+            .unwrap_or_else(|| format!("{}/compatible-mode/v1", self.region.host()))
+    }
+
+    /// The native DashScope API base (`…/api/v1`), where models, fine-tunes and deployments live.
+    pub fn native_base(&self) -> String {
+        format!("{}/api/v1", self.region.host())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_pick_their_hosts() {
+        let c = BailianConfig::new(Region::Beijing);
+        assert_eq!(
+            c.api_base(),
+            "https://dashscope.aliyuncs.com/compatible-mode/v1"
+        );
+        assert_eq!(c.native_base(), "https://dashscope.aliyuncs.com/api/v1");
+        let c = BailianConfig::new(Region::Beijing).with_api_base("http://localhost:11434/v1/");
+        assert_eq!(c.api_base(), "http://localhost:11434/v1");
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug() {
+        let c = BailianConfig::new(Region::Singapore).with_api_key(Secret::new("sk-abcdef"));
+        assert!(!format!("{c:?}").contains("sk-abcdef"));
+    }
+}

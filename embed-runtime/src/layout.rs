@@ -1,0 +1,164 @@
+//! The files of a sentence-transformers model directory:
+//! `modules.json` (the module pipeline), `1_Pooling/config.json` (pooling mode),
+//! `sentence_bert_config.json` (`max_seq_length`), an optional `2_Normalize` module,
+//! and the transformer's `config.json`, `tokenizer.json` and `model.safetensors`.
+
+use std::path::{Path, PathBuf};
+
+use rag_core::{Error, Result};
+use serde::Deserialize;
+
+/// How token embeddings become one sentence embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over non-padding tokens.
+    Mean,
+    /// The `[CLS]` token.
+    Cls,
+    /// Element-wise maximum over non-padding tokens.
+    Max,
+}
+
+/// What a model directory says about how to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLayout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Pooling mode.
+    pub pooling: Pooling,
+    /// Whether a `Normalize` module follows pooling.
+    pub normalize: bool,
+    /// Longest input in tokens (longer inputs are truncated).
+    pub max_seq_length: usize,
+    /// Output dimension (the pooling's `word_embedding_dimension`).
+    pub dims: usize,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    word_embedding_dimension: usize,
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct BertConfig {
+    max_seq_length: usize,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::not_found(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+}
+
+impl ModelLayout {
+    /// Reads the layout of the model in `dir`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let modules: Vec<Module> = read_json(&dir.join("modules.json"))?;
+        let pooling_module = modules
+            .iter()
+            .find(|m| m.kind.ends_with("models.Pooling"))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: modules.json has no Pooling module",
+                    dir.display()
+                ))
+            })?;
+        let pooling: PoolingConfig =
+            read_json(&dir.join(&pooling_module.path).join("config.json"))?;
+        let mode = match (
+            pooling.pooling_mode_mean_tokens,
+            pooling.pooling_mode_cls_token,
+            pooling.pooling_mode_max_tokens,
+        ) {
+            (true, false, false) => Pooling::Mean,
+            (false, true, false) => Pooling::Cls,
+            (false, false, true) => Pooling::Max,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{}: exactly one of mean, cls or max pooling must be set",
+                    dir.display()
+                )));
+            }
+        };
+        let max_seq_length = match read_json::<BertConfig>(&dir.join("sentence_bert_config.json")) {
+            Ok(c) => c.max_seq_length,
+            Err(Error::NotFound { .. }) => 512,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            pooling: mode,
+            normalize: modules.iter().any(|m| m.kind.ends_with("models.Normalize")),
+            max_seq_length,
+            dims: pooling.word_embedding_dimension,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, body: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    #[test]
+    fn reads_a_minilm_style_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "modules.json",
+            r#"[
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+        );
+        write(
+            d,
+            "1_Pooling/config.json",
+            r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": false,
+            "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}"#,
+        );
+        write(
+            d,
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 256, "do_lower_case": false}"#,
+        );
+        let l = ModelLayout::read(d).unwrap();
+        assert_eq!(
+            (l.pooling, l.normalize, l.max_seq_length, l.dims),
+            (Pooling::Mean, true, 256, 384)
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_files_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ModelLayout::read(dir.path()),
+            Err(Error::NotFound { .. })
+        ));
+        write(dir.path(), "modules.json", "{not json");
+        assert!(matches!(
+            ModelLayout::read(dir.path()),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+}

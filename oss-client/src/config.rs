@@ -1,0 +1,130 @@
+use rag_core::{AccessKey, Error, Result};
+
+/// How to reach OSS: region (or an explicit endpoint for any S3-compatible server), network
+/// and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OssConfig {
+    region: String,
+    endpoint: Option<String>,
+    internal: bool,
+    credentials: Option<AccessKey>,
+}
+
+impl OssConfig {
+    /// Environment variable naming the region (`cn-hangzhou`).
+    pub const ENV_REGION: &'static str = "OSS_REGION";
+    /// Environment variable overriding the endpoint (an S3-compatible server's URL).
+    pub const ENV_ENDPOINT: &'static str = "OSS_ENDPOINT";
+
+    /// Configuration for `region` (`cn-hangzhou`, `ap-southeast-1` …).
+    pub fn new(region: impl Into<String>) -> Result<Self> {
+        let region = region.into();
+        let ok = !region.is_empty()
+            && region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(Error::invalid(format!(
+                "{region:?} is not an OSS region id"
+            )));
+        }
+        Ok(Self {
+            region,
+            endpoint: None,
+            internal: false,
+            credentials: None,
+        })
+    }
+
+    /// Reads `OSS_REGION`, optional `OSS_ENDPOINT` and the standard Alibaba Cloud credentials.
+    pub fn from_env() -> Result<Self> {
+        let region = std::env::var(Self::ENV_REGION).map_err(|_| {
+            Error::invalid(format!(
+                "{} is not set (e.g. cn-hangzhou)",
+                Self::ENV_REGION
+            ))
+        })?;
+        let mut config = Self::new(region)?.with_credentials(AccessKey::from_env()?);
+        if let Ok(endpoint) = std::env::var(Self::ENV_ENDPOINT) {
+            config = config.with_endpoint(endpoint);
+        }
+        Ok(config)
+    }
+
+    /// Uses the VPC-internal endpoint (free traffic from ECS and PAI in the same region).
+    pub fn internal(mut self, internal: bool) -> Self {
+        self.internal = internal;
+        self
+    }
+
+    /// Talks to `endpoint` instead (any S3-compatible server, e.g. a local one in tests).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Uses these credentials.
+    pub fn with_credentials(mut self, credentials: AccessKey) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The credentials, if set.
+    pub fn credentials(&self) -> Option<&AccessKey> {
+        self.credentials.as_ref()
+    }
+
+    /// The S3-compatible endpoint: the override, or OSS's
+    /// `https://s3.oss-<region>[-internal].aliyuncs.com`.
+    pub fn endpoint(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.clone(),
+            None if self.internal => {
+                format!("https://s3.oss-{}-internal.aliyuncs.com", self.region)
+            }
+            None => format!("https://s3.oss-{}.aliyuncs.com", self.region),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_core::Secret;
+
+    #[test]
+    fn endpoints_follow_region_network_and_override() {
+        let c = OssConfig::new("ap-southeast-1").unwrap();
+        assert_eq!(c.endpoint(), "https://s3.oss-ap-southeast-1.aliyuncs.com");
+        assert_eq!(
+            c.clone().internal(true).endpoint(),
+            "https://s3.oss-ap-southeast-1-internal.aliyuncs.com"
+        );
+        assert_eq!(
+            c.with_endpoint("http://127.0.0.1:9000").endpoint(),
+            "http://127.0.0.1:9000"
+        );
+        assert!(OssConfig::new("CN Hangzhou").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let c = OssConfig::new("cn-beijing")
+            .unwrap()
+            .with_credentials(AccessKey {
+                id: "LTAIexample".into(),
+                secret: Secret::new("s3cr3t-value"),
+                security_token: None,
+            });
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("LTAIexample") && !shown.contains("s3cr3t-value"),
+            "{shown}"
+        );
+    }
+}
