@@ -336,6 +336,31 @@ pub struct Answer {
 
 /// The pipeline: backends, a layout and options. Each stage is a method; a driver (the
 /// `ragloop` CLI, a user's own program) calls them in order and decides which to skip.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use rag_core::local::*;
+/// use rag_core::pipeline::{Backends, Layout, Pipeline, PipelineOptions};
+///
+/// async fn my_pipeline() -> rag_core::Result<()> {
+///     let backends = Backends {
+///         store: Arc::new(LocalFileStore::new(".ragloop/store")),
+///         trainer: Arc::new(LocalProcessBackend::new(".ragloop/jobs")),
+///         index: Arc::new(LocalVectorIndex::open(".ragloop/index").await?),
+///         chat: Arc::new(ExtractiveChat::default()),
+///         deployer: None,
+///     };
+///     let layout = Layout::new("oss://my-bucket/".parse()?);
+///     let pipeline = Pipeline::new(backends, layout, PipelineOptions::default());
+///     pipeline.ingest("./data".as_ref()).await?;
+///     let model = HashedEmbedding::new(HashedEmbeddingConfig::default())?;
+///     pipeline.embed(&model).await?;
+///     pipeline.index(&model).await?;
+///     let answer = pipeline.answer(&model, "How do I duplicate a file descriptor?").await?;
+///     println!("{}\n{:?}", answer.text, answer.citations);
+///     Ok(())
+/// }
+/// ```
 pub struct Pipeline {
     backends: Backends,
     layout: Layout,
