@@ -15,7 +15,7 @@
 //!
 //! Cloud crates (`oss-client`, `pai-client`, `bailian-client`, `vector-store`) implement the
 //! same traits; the pipeline never names a vendor. Every backend runs the shared
-//! [`conformance`] suites (feature `conformance`).
+//! `conformance` suites (feature `conformance`).
 //!
 //! ```
 //! use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalVectorIndex};

@@ -79,7 +79,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// An object store: buckets of immutable, `/`-keyed objects.
 ///
 /// Implemented by the local file-system and in-memory stores here, and by `oss-client` for OSS
-/// and any S3-compatible server. Every implementation runs [`crate::conformance::object_store`]
+/// and any S3-compatible server. Every implementation runs `rag_core::conformance::object_store`
 /// (feature `conformance`).
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
