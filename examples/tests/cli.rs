@@ -1,5 +1,7 @@
 //! The `ragloop` binary as a user runs it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn ragloop() -> Command {
@@ -112,4 +114,79 @@ fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("not found"), "{stderr}");
+}
+
+#[test]
+fn cp_uploads_and_downloads_a_tree_like_ossutil() {
+    let server = oss_client::testing::S3TestServer::start();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.store("cli-bucket"))
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("man1")).unwrap();
+    std::fs::write(src.path().join("man1/ls.1"), "list directory contents").unwrap();
+    std::fs::write(src.path().join("notes.txt"), "notes").unwrap();
+    let cp = |args: &[&str]| {
+        ragloop()
+            .arg("cp")
+            .args(args)
+            .args(["--endpoint", server.endpoint()])
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing")
+            .output()
+            .unwrap()
+    };
+    let up = cp(&[
+        "-r",
+        src.path().to_str().unwrap(),
+        "oss://cli-bucket/raw-docs/",
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(text.contains("2 files: 2 copied"), "{text}");
+
+    let again = cp(&[
+        "-r",
+        src.path().to_str().unwrap(),
+        "oss://cli-bucket/raw-docs/",
+    ]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("2 unchanged"));
+
+    let dst = tempfile::tempdir().unwrap();
+    let down = cp(&[
+        "-r",
+        "oss://cli-bucket/raw-docs/",
+        dst.path().to_str().unwrap(),
+    ]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.path().join("man1/ls.1")).unwrap(),
+        "list directory contents"
+    );
+}
+
+#[test]
+fn cp_without_credentials_says_which_variable_is_missing() {
+    let out = ragloop()
+        .args(["cp", "-r", ".", "oss://some-bucket/x/"])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID is not set"),
+        "{stderr}"
+    );
 }

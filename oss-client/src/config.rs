@@ -1,13 +1,32 @@
+use std::time::Duration;
+
 use rag_core::{AccessKey, Error, Result};
 
-/// How to reach OSS: region (or an explicit endpoint for any S3-compatible server), network
-/// and credentials.
+/// Smallest multipart part S3 and OSS accept (except the last part).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// How to reach OSS: region (or an explicit endpoint for any S3-compatible server), network,
+/// credentials, and the transfer and retry settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OssConfig {
     region: String,
     endpoint: Option<String>,
     internal: bool,
+    path_style: bool,
     credentials: Option<AccessKey>,
+    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB).
+    pub part_size: usize,
+    /// Parts of one upload in flight at once.
+    pub part_concurrency: usize,
+    /// Attempts per request (first try included); 429, 5xx, SlowDown and time-outs are retried
+    /// with exponential backoff.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubles, with jitter).
+    pub initial_backoff: Duration,
+    /// Time limit of one attempt.
+    pub attempt_timeout: Duration,
+    /// Time limit to connect.
+    pub connect_timeout: Duration,
 }
 
 impl OssConfig {
@@ -32,7 +51,14 @@ impl OssConfig {
             region,
             endpoint: None,
             internal: false,
+            path_style: false,
             credentials: None,
+            part_size: 16 * 1024 * 1024,
+            part_concurrency: 4,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
         })
     }
 
@@ -60,6 +86,25 @@ impl OssConfig {
     /// Talks to `endpoint` instead (any S3-compatible server, e.g. a local one in tests).
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Addresses buckets in the path (`endpoint/bucket/key`) rather than the host name
+    /// (`bucket.endpoint/key`). OSS needs virtual-hosted addressing (the default); local S3
+    /// servers on `127.0.0.1` need path style.
+    pub fn path_style(mut self, path_style: bool) -> Self {
+        self.path_style = path_style;
+        self
+    }
+
+    /// Whether buckets are addressed in the path.
+    pub fn is_path_style(&self) -> bool {
+        self.path_style
+    }
+
+    /// Sets the multipart part size (raised to the 5 MiB minimum).
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes.max(MIN_PART_SIZE);
         self
     }
 

@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Copy a directory tree to or from OSS, like `ossutil cp -r`: one side is a local path,
+    /// the other an `oss://bucket/prefix/` URI. Reads OSS_REGION (or --endpoint) and
+    /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
+    Cp(examples::cp::CpArgs),
     /// Run the whole loop locally: ingest, train, embed, index, evaluate, answer.
     Run {
         /// Directory of documents to ingest.
@@ -85,6 +89,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Cp(args) => examples::cp::run(args).await?,
         Command::Run {
             data,
             queries,

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command. The oss-client tests talk to a real S3-compatible server, moto (PyPI),
+# which they start themselves; this installs a pinned moto into target/moto-venv (once) and
+# puts it first on PATH. Pinned: moto 5.2 answers CompleteMultipartUpload with a root element
+# the AWS SDK rejects. Set RAGLOOP_S3_ENDPOINT to test against another S3-compatible server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+moto_version=5.1.22
+venv=target/moto-venv
+if [ -z "${RAGLOOP_S3_ENDPOINT:-}" ] && [ ! -f "$venv/moto-$moto_version" ]; then
+    echo "installing moto[server]==$moto_version into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+    touch "$venv/moto-$moto_version"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+
+exec cargo test --workspace --locked "$@"
