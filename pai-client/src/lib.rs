@@ -3,10 +3,7 @@
 //! Alibaba Cloud PAI-DLC training jobs for ragloop (seed steps 2 and 3,
 //! `pai submit --framework pytorch|deepspeed --script … --data oss://… --output oss://…`).
 //!
-//! **Status:** typed configuration only. What comes next (see the pai-client issue): a
-//! [`rag_core::TrainingBackend`] over the PAI-DLC API (version 2020-12-03: CreateJob, GetJob,
-//! ListJobs, StopJob, logs) with ACS3-HMAC-SHA256 request signing, tested over wiremock. Until
-//! then the pipeline runs the same job commands on [`rag_core::local::LocalProcessBackend`].
+//! - [`signing`]: `ACS3-HMAC-SHA256` request signatures, tested against the documented example.
 //!
 //! ```
 //! use pai_client::PaiConfig;
@@ -16,5 +13,6 @@
 //! ```
 
 mod config;
+pub mod signing;
 
 pub use config::{API_VERSION, PaiConfig};
