@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use rag_core::{AccessKey, Error, Result};
 
 /// The PAI-DLC API version this client speaks.
@@ -10,6 +12,12 @@ pub struct PaiConfig {
     workspace_id: String,
     endpoint: Option<String>,
     credentials: Option<AccessKey>,
+    /// Attempts per call (first try included); throttling, 5xx and time-outs are retried.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubles, capped at 20 s; `Retry-After` wins).
+    pub initial_backoff: Duration,
+    /// Time limit of one HTTP request.
+    pub request_timeout: Duration,
 }
 
 impl PaiConfig {
@@ -32,7 +40,27 @@ impl PaiConfig {
             workspace_id,
             endpoint: None,
             credentials: None,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Reads `PAI_REGION`, `PAI_WORKSPACE_ID`, optional `PAI_DLC_ENDPOINT` and the standard
+    /// Alibaba Cloud credentials.
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| Error::invalid(format!("{name} is not set")))
+        };
+        let mut config = Self::new(var("PAI_REGION")?, var("PAI_WORKSPACE_ID")?)?
+            .with_credentials(AccessKey::from_env()?);
+        if let Ok(endpoint) = var("PAI_DLC_ENDPOINT") {
+            config = config.with_endpoint(endpoint);
+        }
+        Ok(config)
     }
 
     /// Talks to `endpoint` instead (a mock server in tests, a VPC endpoint).
