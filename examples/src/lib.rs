@@ -5,11 +5,13 @@
 //! train-to-inference loop locally on the bundled Linux man-page corpus.
 //!
 //! - [`cp`]: `ragloop cp`, recursive copies to and from OSS.
+//! - [`pai`]: `ragloop pai submit|status|logs|stop` on PAI-DLC.
 //! - [`local_loop`]: the seven stages on the local backends, with retrieval metrics.
 //! - [`progress`]: progress bars for the pipeline's [`rag_core::pipeline::Progress`].
 //! - [`queries`]: reading evaluation query sets.
 
 pub mod cp;
 pub mod local_loop;
+pub mod pai;
 pub mod progress;
 pub mod queries;

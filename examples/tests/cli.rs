@@ -190,3 +190,91 @@ fn cp_without_credentials_says_which_variable_is_missing() {
         "{stderr}"
     );
 }
+
+fn pai(args: &[&str]) -> std::process::Output {
+    ragloop()
+        .arg("pai")
+        .args(args)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIcli")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret-value")
+        .env("ALIBABA_CLOUD_SECURITY_TOKEN", "cli-sts-token")
+        .output()
+        .unwrap()
+}
+
+const SUBMIT: &[&str] = &[
+    "submit",
+    "--workspace",
+    "ws-1",
+    "--job-name",
+    "emb-train",
+    "--framework",
+    "pytorch",
+    "--script",
+    "train_emb.py",
+    "--data",
+    "oss://bkt/raw-docs/",
+    "--output",
+    "oss://bkt/models/emb-v1/",
+    "--image",
+    "reg/trainer:1",
+];
+
+#[test]
+fn pai_submit_dry_run_prints_the_signed_request_without_secrets() {
+    let mut args = SUBMIT.to_vec();
+    args.push("--dry-run");
+    let out = pai(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("POST https://pai-dlc.cn-hangzhou.aliyuncs.com/api/v1/jobs\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authorization: ACS3-HMAC-SHA256 Credential=LTAIcli,"),
+        "{text}"
+    );
+    assert!(text.contains("x-acs-action: CreateJob"));
+    assert!(text.contains("\"UserCommand\": \"python train_emb.py --data oss://bkt/raw-docs/ --output oss://bkt/models/emb-v1/\""), "{text}");
+    assert!(
+        !text.contains("cli-secret-value") && !text.contains("cli-sts-token"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pai_submit_sends_create_job_and_prints_the_job_id() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/v1/jobs"))
+            .and(header("x-acs-action", "CreateJob"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"JobId": "dlc7abc", "RequestId": "r-1"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    });
+    let mut args = SUBMIT.to_vec();
+    let uri = server.uri();
+    args.extend(["--endpoint", uri.as_str()]);
+    let out = pai(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "submitted dlc7abc\n");
+    rt.block_on(server.verify());
+}

@@ -109,6 +109,33 @@ impl PaiBackend {
         })
     }
 
+    /// Streams the job's log: calls `on_line` with each new line (prefixed with its pod) every
+    /// `interval`, until the job ends; returns the final status.
+    pub async fn follow_logs(
+        &self,
+        id: &JobId,
+        interval: std::time::Duration,
+        mut on_line: impl FnMut(&str) + Send,
+    ) -> Result<JobStatus> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        loop {
+            let job = self.client.get_job(&id.0).await?;
+            let status = map_status(&job);
+            for pod in &job.pods {
+                let lines = self.client.pod_logs(&id.0, &pod.pod_id, 10_000).await?;
+                let from = seen.get(&pod.pod_id).copied().unwrap_or(0).min(lines.len());
+                for line in &lines[from..] {
+                    on_line(&format!("[{}] {line}", pod.pod_id));
+                }
+                seen.insert(pod.pod_id.clone(), lines.len());
+            }
+            if status.is_terminal() {
+                return Ok(status);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
     /// `oss://bucket/path` as DLC mounts it: the bucket on the region's internal endpoint.
     fn mountable(&self, uri: &StoreUri) -> Option<String> {
         (uri.scheme() == Scheme::Oss).then(|| {

@@ -413,3 +413,24 @@ async fn list_jobs_walks_every_page() {
     let ids: Vec<&str> = all.iter().map(|j| j.job_id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
 }
+
+#[tokio::test]
+async fn follow_logs_streams_each_line_once_until_the_job_ends() {
+    let server = MockServer::start().await;
+    FakeDlc::default().mount(&server).await;
+    let b = backend(&server, SECRET);
+    let id = b.submit(&spec("ok")).await.unwrap();
+    let mut lines = Vec::new();
+    let status = b
+        .follow_logs(&id, Duration::from_millis(5), |l| lines.push(l.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(status, rag_core::JobStatus::Succeeded);
+    assert_eq!(
+        lines,
+        [
+            "[dlc00000001-worker-0] starting ok",
+            "[dlc00000001-worker-0] training on oss://bucket/raw-docs/ lr=0.01"
+        ]
+    );
+}

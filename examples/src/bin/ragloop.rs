@@ -24,6 +24,10 @@ enum Command {
     /// the other an `oss://bucket/prefix/` URI. Reads OSS_REGION (or --endpoint) and
     /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
     Cp(examples::cp::CpArgs),
+    /// PAI-DLC training jobs: submit (the seed's `pai submit`), status, logs, stop.
+    /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
+    #[command(subcommand)]
+    Pai(examples::pai::PaiCommand),
     /// Run the whole loop locally: ingest, train, embed, index, evaluate, answer.
     Run {
         /// Directory of documents to ingest.
@@ -90,6 +94,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Cp(args) => examples::cp::run(args).await?,
+        Command::Pai(cmd) => examples::pai::run(cmd).await?,
         Command::Run {
             data,
             queries,
