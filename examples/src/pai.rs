@@ -12,7 +12,7 @@ use rag_core::training::{Framework, JobId, JobKind, JobSpec, TrainingBackend};
 #[derive(Debug, Subcommand)]
 pub enum PaiCommand {
     /// Submit a training job (`--dry-run` prints the signed request instead of sending it).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Print a job's status.
     Status {
         /// The job id (`dlc…`).
@@ -156,7 +156,7 @@ pub fn job_spec(args: &SubmitArgs) -> JobSpec {
 /// Runs a `ragloop pai` command.
 pub async fn run(cmd: PaiCommand) -> Result<()> {
     match cmd {
-        PaiCommand::Submit(args) => submit(args).await,
+        PaiCommand::Submit(args) => submit(*args).await,
         PaiCommand::Status { job_id } => {
             let status = env_backend()?.status(&JobId(job_id.clone())).await?;
             println!("{job_id}: {status:?}");
