@@ -137,7 +137,7 @@ impl FakeDlc {
             .and(path("/api/v1/jobs"))
             .respond_with(move |req: &Request| {
                 if !signature_ok(req) {
-                    return ResponseTemplate::new(400).set_body_json(error_body(
+                    return ResponseTemplate::new(403).set_body_json(error_body(
                         "SignatureDoesNotMatch",
                         "Specified signature is not matched with our calculation.",
                     ));
