@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use rag_core::training::{Framework, JobId, JobSpec, JobStatus, TrainingBackend};
+use rag_core::training::{Framework, JobId, JobSpec, JobStatus, TrainingBackend, env_name};
 use rag_core::{Error, Result, Scheme, StoreUri};
 
 use crate::client::PaiClient;
@@ -70,15 +70,8 @@ impl PaiBackend {
             ),
             (None, None) => (Some(self.defaults.ecs_spec.clone()), None),
         };
-        let mut envs = BTreeMap::new();
-        envs.insert("RAGLOOP_JOB_NAME".to_string(), spec.name.clone());
-        envs.insert("RAGLOOP_OUTPUT".to_string(), spec.output.to_string());
-        if let Some(base) = &spec.base_model {
-            envs.insert("RAGLOOP_BASE_MODEL".to_string(), base.clone());
-        }
         let mut data_sources = Vec::new();
         for (name, uri) in &spec.inputs {
-            envs.insert(format!("RAGLOOP_INPUT_{}", env_name(name)), uri.to_string());
             if let Some(oss) = self.mountable(uri) {
                 data_sources.push(DataSource {
                     data_source_id: None,
@@ -87,10 +80,6 @@ impl PaiBackend {
                 });
             }
         }
-        for (k, v) in &spec.hyper_parameters {
-            envs.insert(format!("RAGLOOP_HP_{}", env_name(k)), v.clone());
-        }
-        envs.extend(spec.env.clone());
         Ok(CreateJobRequest {
             display_name: spec.name.clone(),
             job_type,
@@ -104,7 +93,7 @@ impl PaiBackend {
             user_command: shell_join(&spec.command),
             workspace_id: self.client.config().workspace_id().to_string(),
             data_sources,
-            envs,
+            envs: spec.job_environment(),
             resource_id: self.defaults.resource_id.clone(),
         })
     }
@@ -147,18 +136,6 @@ impl PaiBackend {
             )
         })
     }
-}
-
-fn env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Joins arguments into one POSIX shell command line, quoting where needed.

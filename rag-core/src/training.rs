@@ -129,6 +129,28 @@ impl JobSpec {
         self
     }
 
+    /// The environment every backend gives the job's process, so that one trainer runs the
+    /// same way locally and in the cloud: `RAGLOOP_JOB_NAME`, `RAGLOOP_OUTPUT`,
+    /// `RAGLOOP_BASE_MODEL` (when set), `RAGLOOP_INPUT_<NAME>` per input and
+    /// `RAGLOOP_HP_<NAME>` per hyper-parameter (names upper-cased, other characters as `_`),
+    /// then the spec's own `env`, which wins.
+    pub fn job_environment(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("RAGLOOP_JOB_NAME".to_string(), self.name.clone());
+        env.insert("RAGLOOP_OUTPUT".to_string(), self.output.to_string());
+        if let Some(base) = &self.base_model {
+            env.insert("RAGLOOP_BASE_MODEL".to_string(), base.clone());
+        }
+        for (name, uri) in &self.inputs {
+            env.insert(format!("RAGLOOP_INPUT_{}", env_name(name)), uri.to_string());
+        }
+        for (name, value) in &self.hyper_parameters {
+            env.insert(format!("RAGLOOP_HP_{}", env_name(name)), value.clone());
+        }
+        env.extend(self.env.clone());
+        env
+    }
+
     /// Checks what every backend needs: a name, a command, valid hyper-parameter names.
     pub fn validate(&self) -> Result<()> {
         if self.name.trim().is_empty() {
@@ -151,6 +173,19 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// `name` as an environment variable suffix: ASCII letters and digits upper-cased, the rest `_`.
+pub fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A job's identifier, as the backend assigned it.

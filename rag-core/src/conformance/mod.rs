@@ -4,7 +4,7 @@
 //! Each suite is a set of `async fn`s taking the backend as a trait object; they panic with a
 //! message naming the broken contract. `run_all` runs every check of a suite.
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn my_store_conforms() {
 //!     let store = MyStore::new(..);

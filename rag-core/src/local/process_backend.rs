@@ -62,32 +62,9 @@ impl LocalProcessBackend {
 
     fn environment(&self, spec: &JobSpec) -> BTreeMap<String, String> {
         let mut env = self.env.clone();
-        env.insert("RAGLOOP_JOB_NAME".into(), spec.name.clone());
-        env.insert("RAGLOOP_OUTPUT".into(), spec.output.to_string());
-        if let Some(base) = &spec.base_model {
-            env.insert("RAGLOOP_BASE_MODEL".into(), base.clone());
-        }
-        for (name, uri) in &spec.inputs {
-            env.insert(format!("RAGLOOP_INPUT_{}", env_name(name)), uri.to_string());
-        }
-        for (name, value) in &spec.hyper_parameters {
-            env.insert(format!("RAGLOOP_HP_{}", env_name(name)), value.clone());
-        }
-        env.extend(spec.env.clone());
+        env.extend(spec.job_environment());
         env
     }
-}
-
-fn env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn write_status(dir: &Path, status: &JobStatus) {
