@@ -131,14 +131,12 @@ impl OssStore {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &uri.to_string()))?;
-        let meta = ObjectMeta {
-            uri: uri.clone(),
-            size: head.content_length().unwrap_or(0).max(0) as u64,
-            last_modified: head
-                .last_modified()
-                .and_then(|t| SystemTime::try_from(*t).ok()),
-            e_tag: head.e_tag().map(unquote),
-        };
+        let meta = object_meta(
+            uri.clone(),
+            head.content_length().unwrap_or(0).max(0) as u64,
+            head.last_modified(),
+            head.e_tag(),
+        );
         let user = head
             .metadata()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -168,14 +166,7 @@ impl OssStore {
             Some(total) => total,
             None => out.content_length().unwrap_or(0).max(0) as u64,
         };
-        let meta = ObjectMeta {
-            uri: uri.clone(),
-            size,
-            last_modified: out
-                .last_modified()
-                .and_then(|t| SystemTime::try_from(*t).ok()),
-            e_tag: out.e_tag().map(unquote),
-        };
+        let meta = object_meta(uri.clone(), size, out.last_modified(), out.e_tag());
         Ok((meta, out.body))
     }
 }
@@ -198,6 +189,21 @@ fn check_scheme(uri: &StoreUri) -> Result<()> {
             "{uri}: the OSS store serves oss:// and s3:// URIs, not {}://",
             other.as_str()
         ))),
+    }
+}
+
+/// Metadata from the fields HeadObject, GetObject and ListObjectsV2 all answer with.
+fn object_meta(
+    uri: StoreUri,
+    size: u64,
+    last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    e_tag: Option<&str>,
+) -> ObjectMeta {
+    ObjectMeta {
+        uri,
+        size,
+        last_modified: last_modified.and_then(|t| SystemTime::try_from(*t).ok()),
+        e_tag: e_tag.map(unquote),
     }
 }
 
@@ -298,14 +304,12 @@ impl ObjectStore for OssStore {
         let mut objects = Vec::new();
         for o in out.contents() {
             let Some(key) = o.key() else { continue };
-            objects.push(ObjectMeta {
-                uri: StoreUri::new(prefix.scheme(), prefix.bucket(), key)?,
-                size: o.size().unwrap_or(0).max(0) as u64,
-                last_modified: o
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok()),
-                e_tag: o.e_tag().map(unquote),
-            });
+            objects.push(object_meta(
+                StoreUri::new(prefix.scheme(), prefix.bucket(), key)?,
+                o.size().unwrap_or(0).max(0) as u64,
+                o.last_modified(),
+                o.e_tag(),
+            ));
         }
         let next_token = if out.is_truncated().unwrap_or(false) {
             out.next_continuation_token().map(str::to_string)
