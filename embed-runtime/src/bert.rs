@@ -1,0 +1,498 @@
+//! A BERT-family encoder for inference: weights loaded with candle from `model.safetensors`,
+//! forward pass over *packed* sequences (no padding: every token row belongs to a real
+//! sequence, attention runs per sequence), with the bias, residual, GELU and layer norm fused
+//! around the matrix multiplies and every buffer reused across batches ([`Workspace`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rag_core::{Error, Result};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::kernels::{self, MatMut, MatRef, Par};
+
+/// The transformer's `config.json` (the fields a BERT encoder needs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BertConfig {
+    /// `bert` (other model types are refused with a clear error).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of every token state.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer (`hidden_size` must be a multiple).
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Longest sequence the position embeddings cover.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Activation of the feed-forward layer; `gelu` (erf form).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+impl BertConfig {
+    /// Reads and validates `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let config: Self = crate::layout::read_json(&dir.join("config.json"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.model_type != "bert" {
+            return Err(Error::invalid(format!(
+                "model_type {:?} is not supported (BERT encoders only)",
+                self.model_type
+            )));
+        }
+        if self.hidden_act != "gelu" {
+            return Err(Error::invalid(format!(
+                "hidden_act {:?} is not supported (gelu only)",
+                self.hidden_act
+            )));
+        }
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(Error::invalid(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// A linear layer stored as `Wᵀ` (`in × out`, row-major) so `x · Wᵀ` reads both operands
+/// row-wise.
+struct Dense {
+    w_t: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+struct Layer {
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    ffn_in: Dense,
+    ffn_out: Dense,
+    ffn_norm: Norm,
+}
+
+/// A loaded BERT encoder (see the module docs).
+pub struct BertEncoder {
+    config: BertConfig,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for BertEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertEncoder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Buffers of one forward pass, reused by the next (they only grow).
+#[derive(Default)]
+pub struct Workspace {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    ffn: Vec<f32>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Workspace({} floats)",
+            self.x.capacity() + self.qkv.capacity() + self.ctx.capacity() + self.ffn.capacity()
+        )
+    }
+}
+
+fn resize(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Token rows per parallel task of the row-wise kernels.
+const ROWS_PER_TASK: usize = 32;
+
+struct Tensors {
+    map: HashMap<String, Tensor>,
+    prefix: &'static str,
+}
+
+impl Tensors {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let key = format!("{}{name}", self.prefix);
+        let t = self
+            .map
+            .get(&key)
+            .ok_or_else(|| Error::invalid(format!("model.safetensors has no tensor {key}")))?;
+        if t.dims() != shape {
+            return Err(Error::invalid(format!(
+                "tensor {key} has shape {:?}, config says {shape:?}",
+                t.dims()
+            )));
+        }
+        let t = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .map_err(candle_err)?;
+        t.to_vec1::<f32>().map_err(candle_err)
+    }
+
+    fn norm(&self, name: &str, h: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.get(&format!("{name}.weight"), &[h])?,
+            beta: self.get(&format!("{name}.bias"), &[h])?,
+        })
+    }
+
+    /// Loads one or more `out × in` linear layers and stacks them into one `in × Σout` dense.
+    fn dense(&self, names: &[&str], inputs: usize, outputs: usize) -> Result<Dense> {
+        let total = outputs * names.len();
+        let mut w_t = vec![0.0; inputs * total];
+        let mut bias = Vec::with_capacity(total);
+        for (n, name) in names.iter().enumerate() {
+            let w = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
+            for o in 0..outputs {
+                for i in 0..inputs {
+                    w_t[i * total + n * outputs + o] = w[o * inputs + i];
+                }
+            }
+            bias.extend(self.get(&format!("{name}.bias"), &[outputs])?);
+        }
+        Ok(Dense {
+            w_t,
+            bias,
+            inputs,
+            outputs: total,
+        })
+    }
+}
+
+fn candle_err(e: candle_core::Error) -> Error {
+    Error::backend("candle", "tensor conversion", e)
+}
+
+impl BertEncoder {
+    /// Loads `dir/config.json` and `dir/model.safetensors` (any float dtype; converted to f32).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = BertConfig::read(dir)?;
+        let path = dir.join("model.safetensors");
+        if !path.exists() {
+            return Err(Error::not_found(format!("{}", path.display())));
+        }
+        let map = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        Self::from_tensors(config, map)
+    }
+
+    /// Builds the encoder from named tensors (HF BERT names, with or without a `bert.` prefix),
+    /// e.g. the weights a trainer holds in memory.
+    pub fn from_tensors(config: BertConfig, map: HashMap<String, Tensor>) -> Result<Self> {
+        config.validate()?;
+        let prefix = if map.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let t = Tensors { map, prefix };
+        let h = config.hidden_size;
+        let ff = config.intermediate_size;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            layers.push(Layer {
+                qkv: t.dense(
+                    &[
+                        &format!("{p}.attention.self.query"),
+                        &format!("{p}.attention.self.key"),
+                        &format!("{p}.attention.self.value"),
+                    ],
+                    h,
+                    h,
+                )?,
+                attn_out: t.dense(&[&format!("{p}.attention.output.dense")], h, h)?,
+                attn_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
+                ffn_in: t.dense(&[&format!("{p}.intermediate.dense")], h, ff)?,
+                ffn_out: t.dense(&[&format!("{p}.output.dense")], ff, h)?,
+                ffn_norm: t.norm(&format!("{p}.output.LayerNorm"), h)?,
+            });
+        }
+        Ok(Self {
+            word: t.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: t.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type: t.get(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
+            embed_norm: t.norm("embeddings.LayerNorm", h)?,
+            layers,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Runs the encoder over `seqs` (token ids, each at most `max_position_embeddings` long)
+    /// and returns the last hidden states, the rows of all sequences one after another
+    /// (`Σ len × hidden_size`). Uses up to `threads` threads of the current rayon pool.
+    pub fn forward<'w>(
+        &self,
+        seqs: &[&[u32]],
+        ws: &'w mut Workspace,
+        threads: usize,
+    ) -> Result<&'w [f32]> {
+        let h = self.config.hidden_size;
+        let tokens: usize = seqs.iter().map(|s| s.len()).sum();
+        for s in seqs {
+            if s.len() > self.config.max_position_embeddings {
+                return Err(Error::invalid(format!(
+                    "sequence of {} tokens exceeds max_position_embeddings {}",
+                    s.len(),
+                    self.config.max_position_embeddings
+                )));
+            }
+            if let Some(bad) = s.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+                return Err(Error::invalid(format!(
+                    "token id {bad} outside the vocabulary of {}",
+                    self.config.vocab_size
+                )));
+            }
+        }
+        resize(&mut ws.x, tokens * h);
+        resize(&mut ws.qkv, tokens * 3 * h);
+        resize(&mut ws.ctx, tokens * h);
+        resize(&mut ws.ffn, tokens * self.config.intermediate_size);
+        let Workspace { x, qkv, ctx, ffn } = ws;
+        let x = &mut x[..tokens * h];
+        let qkv = &mut qkv[..tokens * 3 * h];
+        let ctx = &mut ctx[..tokens * h];
+        let ffn = &mut ffn[..tokens * self.config.intermediate_size];
+        let par = Par::Threads(threads);
+        let simd = pulp::Arch::new();
+
+        self.embed(seqs, x);
+        for layer in &self.layers {
+            // qkv = x·Wqkvᵀ + b
+            self.dense(&layer.qkv, x, qkv, false, tokens, par);
+            self.attention(seqs, qkv, ctx, threads, simd);
+            // x = LN(x + ctx·Woᵀ + b)
+            self.dense(&layer.attn_out, ctx, x, true, tokens, par);
+            self.norm_rows(x, &layer.attn_norm, simd);
+            // ffn = GELU(x·W1ᵀ + b1); x = LN(x + ffn·W2ᵀ + b2)
+            self.dense(&layer.ffn_in, x, ffn, false, tokens, par);
+            ffn.par_chunks_mut(ROWS_PER_TASK * self.config.intermediate_size)
+                .for_each(|rows| {
+                    simd.dispatch(
+                        #[inline(always)]
+                        || kernels::gelu(rows),
+                    )
+                });
+            self.dense(&layer.ffn_out, ffn, x, true, tokens, par);
+            self.norm_rows(x, &layer.ffn_norm, simd);
+        }
+        Ok(&ws.x[..tokens * h])
+    }
+
+    fn embed(&self, seqs: &[&[u32]], x: &mut [f32]) {
+        let h = self.config.hidden_size;
+        let rows: Vec<(u32, usize)> = seqs
+            .iter()
+            .flat_map(|s| s.iter().enumerate().map(|(pos, &id)| (id, pos)))
+            .collect();
+        x.par_chunks_mut(h)
+            .zip(rows.par_iter())
+            .for_each(|(row, &(id, pos))| {
+                let w = &self.word[id as usize * h..][..h];
+                let p = &self.position[pos * h..][..h];
+                let t = &self.token_type[..h];
+                for (((o, w), p), t) in row.iter_mut().zip(w).zip(p).zip(t) {
+                    *o = w + p + t;
+                }
+                kernels::layer_norm(
+                    row,
+                    &self.embed_norm.gamma,
+                    &self.embed_norm.beta,
+                    self.config.layer_norm_eps as f32,
+                );
+            });
+    }
+
+    /// `out = input·Wᵀ + b`, or `out += input·Wᵀ + b` when `residual`.
+    fn dense(
+        &self,
+        d: &Dense,
+        input: &[f32],
+        out: &mut [f32],
+        residual: bool,
+        tokens: usize,
+        par: Par,
+    ) {
+        let chunk = ROWS_PER_TASK * d.outputs;
+        if residual {
+            out.par_chunks_mut(chunk)
+                .for_each(|rows| kernels::add_rows(rows, &d.bias));
+        } else {
+            out.par_chunks_mut(chunk)
+                .for_each(|rows| kernels::fill_rows(rows, &d.bias));
+        }
+        kernels::matmul(
+            MatMut::rows(out, tokens, d.outputs),
+            MatRef::rows(input, tokens, d.inputs),
+            MatRef::rows(&d.w_t, d.inputs, d.outputs),
+            true,
+            par,
+        );
+    }
+
+    fn norm_rows(&self, x: &mut [f32], norm: &Norm, simd: pulp::Arch) {
+        let h = self.config.hidden_size;
+        let eps = self.config.layer_norm_eps as f32;
+        x.par_chunks_mut(ROWS_PER_TASK * h).for_each(|rows| {
+            simd.dispatch(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(h) {
+                        kernels::layer_norm(row, &norm.gamma, &norm.beta, eps);
+                    }
+                },
+            )
+        });
+    }
+
+    /// Scaled dot-product attention of every head of every sequence; `ctx` gets the heads'
+    /// outputs side by side (`tokens × hidden`).
+    fn attention(
+        &self,
+        seqs: &[&[u32]],
+        qkv: &[f32],
+        ctx: &mut [f32],
+        threads: usize,
+        simd: pulp::Arch,
+    ) {
+        let h = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        // One task per sequence; a lone sequence lets each multiply use every thread.
+        let inner = if seqs.len() >= threads {
+            Par::Single
+        } else {
+            Par::Threads(threads)
+        };
+        let mut parts = Vec::with_capacity(seqs.len());
+        let mut rest = ctx;
+        let mut offset = 0;
+        for s in seqs {
+            let (part, tail) = rest.split_at_mut(s.len() * h);
+            parts.push((part, offset, s.len()));
+            offset += s.len();
+            rest = tail;
+        }
+        parts.into_par_iter().for_each(|(out, start, len)| {
+            SCORES.with_borrow_mut(|scores| {
+                resize(scores, len * len);
+                let scores = &mut scores[..len * len];
+                for head in 0..heads {
+                    let base = start * 3 * h + head * d;
+                    let q = MatRef {
+                        data: qkv,
+                        offset: base,
+                        rows: len,
+                        cols: d,
+                        rs: 3 * h,
+                        cs: 1,
+                    };
+                    let k_t = MatRef {
+                        data: qkv,
+                        offset: base + h,
+                        rows: d,
+                        cols: len,
+                        rs: 1,
+                        cs: 3 * h,
+                    };
+                    let v = MatRef {
+                        data: qkv,
+                        offset: base + 2 * h,
+                        rows: len,
+                        cols: d,
+                        rs: 3 * h,
+                        cs: 1,
+                    };
+                    kernels::matmul(MatMut::rows(scores, len, len), q, k_t, false, inner);
+                    simd.dispatch(
+                        #[inline(always)]
+                        || {
+                            for row in scores.chunks_exact_mut(len) {
+                                kernels::softmax(row, scale);
+                            }
+                        },
+                    );
+                    let o = MatMut {
+                        data: &mut *out,
+                        offset: head * d,
+                        rows: len,
+                        cols: d,
+                        rs: h,
+                        cs: 1,
+                    };
+                    kernels::matmul(o, MatRef::rows(scores, len, len), v, false, inner);
+                }
+            });
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! [`SentenceEmbedder`]: a sentence-transformers model directory as a
+//! [`rag_core::EmbeddingModel`] — tokenizer, BERT encoder, pooling, normalisation, prefixes.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rag_core::{Embedding, EmbeddingModel, Error, Result};
+use sha2::{Digest, Sha256};
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bert::{BertEncoder, Workspace};
+use crate::layout::{ModelLayout, Pooling};
+
+/// How a [`SentenceEmbedder`] runs. `Default` follows the model directory.
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Worker threads (default: the machine's available parallelism).
+    pub threads: Option<usize>,
+    /// Tokens per forward pass; sequences are sorted by length and packed up to this many
+    /// (no padding is ever computed). Default 8,192.
+    pub max_batch_tokens: usize,
+    /// Overrides `max_seq_length` of `sentence_bert_config.json` (capped by the model's
+    /// position embeddings).
+    pub max_seq_length: Option<usize>,
+    /// Prepended to queries; `None` takes the model's `query` prompt, if any.
+    pub query_prefix: Option<String>,
+    /// Prepended to documents; `None` takes the model's `document` prompt, if any.
+    pub document_prefix: Option<String>,
+    /// The id written into Parquet metadata; default `<directory name>-<weights hash>`.
+    pub model_id: Option<String>,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            max_batch_tokens: 8192,
+            max_seq_length: None,
+            query_prefix: None,
+            document_prefix: None,
+            model_id: None,
+        }
+    }
+}
+
+struct Inner {
+    layout: ModelLayout,
+    encoder: BertEncoder,
+    tokenizer: Tokenizer,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    max_len: usize,
+    max_batch_tokens: usize,
+    query_prefix: String,
+    document_prefix: String,
+    model_id: String,
+    workspace: Mutex<Workspace>,
+}
+
+/// A sentence-transformers model (BERT encoder + pooling [+ normalisation]) on the CPU.
+///
+/// Cheap to clone (shared state); calls from several tasks take turns on the one thread pool.
+#[derive(Clone)]
+pub struct SentenceEmbedder {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SentenceEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEmbedder")
+            .field("model_id", &self.inner.model_id)
+            .field("dims", &self.inner.layout.dims)
+            .field("pooling", &self.inner.layout.pooling)
+            .field("normalize", &self.inner.layout.normalize)
+            .field("max_len", &self.inner.max_len)
+            .field("threads", &self.inner.threads)
+            .finish()
+    }
+}
+
+/// Bytes of text tokenised before truncation is certain to apply (see `encode`).
+const BYTES_PER_TOKEN_BOUND: usize = 64;
+
+impl SentenceEmbedder {
+    /// Loads the model in `dir` with default options.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, EmbedderOptions::default())
+    }
+
+    /// Loads the model in `dir`.
+    pub fn load_with(dir: &Path, options: EmbedderOptions) -> Result<Self> {
+        let layout = ModelLayout::read(dir)?;
+        let encoder = BertEncoder::load(&layout.transformer_dir)?;
+        let config = encoder.config();
+        if config.hidden_size != layout.dims {
+            return Err(Error::invalid(format!(
+                "pooling dimension {} differs from the encoder's hidden size {}",
+                layout.dims, config.hidden_size
+            )));
+        }
+        let max_len = options
+            .max_seq_length
+            .unwrap_or(layout.max_seq_length)
+            .min(config.max_position_embeddings);
+        if max_len < 2 {
+            return Err(Error::invalid(
+                "max_seq_length must leave room for [CLS] and [SEP]",
+            ));
+        }
+        let tok_path = layout.transformer_dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
+        // tokenizer.json may carry its own padding/truncation; ours are decided here.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::invalid(format!("truncation: {e}")))?;
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("embed-{i}"))
+            .build()
+            .map_err(|e| Error::backend("embed-runtime", "building the thread pool", e))?;
+        let model_id = match options.model_id {
+            Some(id) => id,
+            None => default_model_id(dir, &layout.transformer_dir.join("model.safetensors"))?,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                query_prefix: options
+                    .query_prefix
+                    .or(layout.query_prefix.clone())
+                    .unwrap_or_default(),
+                document_prefix: options
+                    .document_prefix
+                    .or(layout.document_prefix.clone())
+                    .unwrap_or_default(),
+                layout,
+                encoder,
+                tokenizer,
+                pool,
+                threads,
+                max_len,
+                max_batch_tokens: options.max_batch_tokens.max(max_len),
+                model_id,
+                workspace: Mutex::new(Workspace::default()),
+            }),
+        })
+    }
+
+    /// The model directory's layout.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.inner.layout
+    }
+
+    /// Embeds `texts` as they are (no prefix), blocking the calling thread.
+    pub fn embed_raw(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        self.inner.embed(texts, "")
+    }
+
+    /// Number of tokens `text` becomes (after truncation, with special tokens).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.inner.encode(&[text], "")?[0].get_ids().len())
+    }
+}
+
+fn default_model_id(dir: &Path, weights: &Path) -> Result<String> {
+    let name: String = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = if name == "model" {
+        // The PyPI packaging puts the model in `…/model`; the parent names it better.
+        dir.canonicalize()
+            .ok()
+            .and_then(|p| {
+                p.parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().replace('_', "-"))
+            })
+            .unwrap_or(name)
+    } else {
+        name
+    };
+    let mut file = std::fs::File::open(weights)
+        .map_err(|e| Error::not_found(format!("{}: {e}", weights.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| {
+            Error::backend("embed-runtime", format!("reading {}", weights.display()), e)
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{name}-{}", &hex::encode(hasher.finalize())[..12]))
+}
+
+impl Inner {
+    fn encode(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>> {
+        // Tokenising a huge text only to keep its first `max_len` tokens wastes time: a
+        // prefix of max_len × 64 bytes is tokenised first and the whole text only when that
+        // prefix came out shorter than max_len tokens (so the result is always exact).
+        let cap = self.max_len * BYTES_PER_TOKEN_BOUND;
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let full = format!("{prefix}{t}");
+                let trimmed = full.trim();
+                let mut end = trimmed.len().min(cap);
+                while !trimmed.is_char_boundary(end) {
+                    end -= 1;
+                }
+                trimmed[..end].to_string()
+            })
+            .collect();
+        let mut encodings = self
+            .pool
+            .install(|| self.tokenizer.encode_batch(inputs.clone(), true))
+            .map_err(|e| Error::invalid(format!("tokenizer: {e}")))?;
+        for (i, enc) in encodings.iter_mut().enumerate() {
+            let full_len = format!("{prefix}{}", texts[i]).trim().len();
+            if inputs[i].len() < full_len && enc.get_ids().len() < self.max_len {
+                let full = format!("{prefix}{}", texts[i]);
+                *enc = self
+                    .tokenizer
+                    .encode(full.trim(), true)
+                    .map_err(|e| Error::invalid(format!("tokenizer: {e}")))?;
+            }
+        }
+        Ok(encodings)
+    }
+
+    fn embed(&self, texts: &[&str], prefix: &str) -> Result<Vec<Embedding>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self.encode(texts, prefix)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let h = self.layout.dims;
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut guard = self
+            .workspace
+            .lock()
+            .map_err(|_| Error::backend_msg("embed-runtime", "a previous call panicked"))?;
+        let ws: &mut Workspace = &mut guard;
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < order.len()
+                && (end == start
+                    || tokens + encodings[order[end]].get_ids().len() <= self.max_batch_tokens)
+            {
+                tokens += encodings[order[end]].get_ids().len();
+                end += 1;
+            }
+            let batch = &order[start..end];
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
+            let states = self
+                .pool
+                .install(|| self.encoder.forward(&seqs, &mut *ws, self.threads))?;
+            let mut row = 0;
+            for (&i, seq) in batch.iter().zip(&seqs) {
+                let rows = &states[row * h..(row + seq.len()) * h];
+                let mut v = pool(rows, h, self.layout.pooling);
+                if self.layout.normalize {
+                    rag_core::embedding::normalize(&mut v);
+                }
+                out[i] = v;
+                row += seq.len();
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+}
+
+fn pool(rows: &[f32], h: usize, pooling: Pooling) -> Vec<f32> {
+    match pooling {
+        Pooling::Cls => rows[..h].to_vec(),
+        Pooling::Mean => {
+            let mut v = vec![0.0; h];
+            let n = rows.len() / h;
+            for row in rows.chunks_exact(h) {
+                v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
+            v.iter_mut().for_each(|a| *a /= n.max(1) as f32);
+            v
+        }
+        Pooling::Max => {
+            let mut v = vec![f32::NEG_INFINITY; h];
+            for row in rows.chunks_exact(h) {
+                v.iter_mut().zip(row).for_each(|(a, b)| *a = a.max(*b));
+            }
+            v
+        }
+    }
+}
+
+#[async_trait]
+impl EmbeddingModel for SentenceEmbedder {
+    fn model_id(&self) -> &str {
+        &self.inner.model_id
+    }
+
+    fn dims(&self) -> usize {
+        self.inner.layout.dims
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_len
+    }
+
+    fn normalized(&self) -> bool {
+        self.inner.layout.normalize
+    }
+
+    async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Embedding>> {
+        let inner = Arc::clone(&self.inner);
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            inner.embed(&refs, &inner.document_prefix)
+        })
+        .await
+        .map_err(|e| Error::backend("embed-runtime", "embedding task failed", e))?
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Embedding> {
+        let inner = Arc::clone(&self.inner);
+        let text = text.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut v = inner.embed(&[&text], &inner.query_prefix)?;
+            v.pop()
+                .ok_or_else(|| Error::backend_msg("embed-runtime", "no vector returned"))
+        })
+        .await
+        .map_err(|e| Error::backend("embed-runtime", "embedding task failed", e))?
+    }
+}
