@@ -106,19 +106,75 @@ fn main() {
         embedder.embed_raw(&[q]).unwrap();
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let rust = Row {
+    let mut rows = vec![Row {
         engine: "embed-runtime".into(),
         texts: texts.len(),
         seconds,
         p50_ms: p50(lat),
         rss_mib: peak_rss_mib(),
-    };
-    println!(
-        "{} texts/s={:.1} p50={:.2}ms rss={:.0}MiB",
-        rust.engine,
-        rust.texts as f64 / rust.seconds,
-        rust.p50_ms,
-        rust.rss_mib
+    }];
+    let python = flag("--python").or_else(|| std::env::var("RAGLOOP_REF_PYTHON").ok());
+    match python {
+        Some(py) => {
+            let script = root.join("scripts/bench/st_embed.py");
+            let mut cmd = Command::new(py);
+            cmd.arg(script)
+                .arg(&model)
+                .arg(&data)
+                .arg(threads.to_string());
+            if let Some(n) = limit {
+                cmd.arg(n.to_string());
+            }
+            let out = cmd
+                .env("OMP_NUM_THREADS", threads.to_string())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = String::from_utf8_lossy(&out.stdout);
+            let v: serde_json::Value =
+                serde_json::from_str(line.trim().lines().last().unwrap()).unwrap();
+            rows.push(Row {
+                engine: v["engine"].as_str().unwrap().to_string(),
+                texts: v["texts"].as_u64().unwrap() as usize,
+                seconds: v["seconds"].as_f64().unwrap(),
+                p50_ms: v["p50_ms"].as_f64().unwrap(),
+                rss_mib: v["rss_mib"].as_f64().unwrap(),
+            });
+        }
+        None => {
+            eprintln!("no --python / RAGLOOP_REF_PYTHON: the sentence-transformers row is left out")
+        }
+    }
+    let base = rows[0].texts as f64 / rows[0].seconds;
+    let mut table = String::from(
+        "| engine | texts | seconds | texts/s | embed-runtime speed-up | p50 latency, 1 query (ms) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|\n",
     );
-    let _ = Command::new("true");
+    for r in &rows {
+        let rate = r.texts as f64 / r.seconds;
+        table += &format!(
+            "| {} | {} | {:.1} | {:.1} | {:.2}× | {:.2} | {:.0} |\n",
+            r.engine,
+            r.texts,
+            r.seconds,
+            rate,
+            base / rate,
+            r.p50_ms,
+            r.rss_mib
+        );
+    }
+    print!("{table}");
+    if args.iter().any(|a| a == "--write") {
+        let path = root.join("BENCHMARKS.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- embed-runtime:begin -->", "<!-- embed-runtime:end -->");
+        let (a, b) = (
+            doc.find(begin).expect("begin marker"),
+            doc.find(end).expect("end marker"),
+        );
+        std::fs::write(&path, format!("{}{begin}\n{table}{}", &doc[..a], &doc[b..])).unwrap();
+    }
 }

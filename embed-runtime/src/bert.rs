@@ -336,12 +336,7 @@ impl BertEncoder {
             // ffn = GELU(x·W1ᵀ + b1); x = LN(x + ffn·W2ᵀ + b2)
             self.dense(&layer.ffn_in, x, ffn, false, tokens, par);
             ffn.par_chunks_mut(ROWS_PER_TASK * self.config.intermediate_size)
-                .for_each(|rows| {
-                    simd.dispatch(
-                        #[inline(always)]
-                        || kernels::gelu(rows),
-                    )
-                });
+                .for_each(|rows| kernels::gelu_simd(simd, rows));
             self.dense(&layer.ffn_out, ffn, x, true, tokens, par);
             self.norm_rows(x, &layer.ffn_norm, simd);
         }
@@ -402,16 +397,8 @@ impl BertEncoder {
     fn norm_rows(&self, x: &mut [f32], norm: &Norm, simd: pulp::Arch) {
         let h = self.config.hidden_size;
         let eps = self.config.layer_norm_eps as f32;
-        x.par_chunks_mut(ROWS_PER_TASK * h).for_each(|rows| {
-            simd.dispatch(
-                #[inline(always)]
-                || {
-                    for row in rows.chunks_exact_mut(h) {
-                        kernels::layer_norm(row, &norm.gamma, &norm.beta, eps);
-                    }
-                },
-            )
-        });
+        x.par_chunks_mut(ROWS_PER_TASK * h)
+            .for_each(|rows| kernels::layer_norm_rows(simd, rows, &norm.gamma, &norm.beta, eps));
     }
 
     /// Scaled dot-product attention of every head of every sequence; `ctx` gets the heads'
@@ -474,14 +461,7 @@ impl BertEncoder {
                         cs: 1,
                     };
                     kernels::matmul(MatMut::rows(scores, len, len), q, k_t, false, inner);
-                    simd.dispatch(
-                        #[inline(always)]
-                        || {
-                            for row in scores.chunks_exact_mut(len) {
-                                kernels::softmax(row, scale);
-                            }
-                        },
-                    );
+                    kernels::softmax_rows(simd, scores, len, scale);
                     let o = MatMut {
                         data: &mut *out,
                         offset: head * d,

@@ -238,6 +238,70 @@ pub(crate) fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32)
     }
 }
 
+/// Runs `op` compiled for the best instruction set the CPU has (AVX-512, AVX2+FMA or the
+/// baseline), so the loops above vectorise as widely as the machine allows. The op is a type
+/// implementing `WithSimd` (not a closure) so that it is inlined into the dispatched function.
+macro_rules! simd_op {
+    ($name:ident { $($field:ident: $ty:ty),* } => |$this:ident| $body:block) => {
+        struct $name<'a> { $($field: $ty,)* _p: std::marker::PhantomData<&'a ()> }
+        impl pulp::WithSimd for $name<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _simd: S) {
+                let $this = self;
+                $body
+            }
+        }
+    };
+}
+
+simd_op!(GeluOp { xs: &'a mut [f32] } => |op| { gelu(op.xs) });
+simd_op!(SoftmaxOp { rows: &'a mut [f32], len: usize, scale: f32 } => |op| {
+    for row in op.rows.chunks_exact_mut(op.len) {
+        softmax(row, op.scale);
+    }
+});
+simd_op!(NormOp { rows: &'a mut [f32], gamma: &'a [f32], beta: &'a [f32], eps: f32 } => |op| {
+    for row in op.rows.chunks_exact_mut(op.gamma.len()) {
+        layer_norm(row, op.gamma, op.beta, op.eps);
+    }
+});
+
+/// [`gelu`] over `xs`, vectorised for this CPU.
+pub(crate) fn gelu_simd(arch: pulp::Arch, xs: &mut [f32]) {
+    arch.dispatch(GeluOp {
+        xs,
+        _p: std::marker::PhantomData,
+    });
+}
+
+/// [`softmax`] of every `len`-long row of `rows`, vectorised for this CPU.
+pub(crate) fn softmax_rows(arch: pulp::Arch, rows: &mut [f32], len: usize, scale: f32) {
+    arch.dispatch(SoftmaxOp {
+        rows,
+        len,
+        scale,
+        _p: std::marker::PhantomData,
+    });
+}
+
+/// [`layer_norm`] of every row of `rows` (rows as long as `gamma`), vectorised for this CPU.
+pub(crate) fn layer_norm_rows(
+    arch: pulp::Arch,
+    rows: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    arch.dispatch(NormOp {
+        rows,
+        gamma,
+        beta,
+        eps,
+        _p: std::marker::PhantomData,
+    });
+}
+
 /// Writes `bias` into every row of `rows` (`rows.len()` a multiple of `bias.len()`).
 pub(crate) fn fill_rows(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
