@@ -3,18 +3,21 @@
 # which they start themselves; this installs a pinned moto into target/moto-venv (once) and
 # puts it first on PATH. Pinned: moto 5.2 answers CompleteMultipartUpload with a root element
 # the AWS SDK rejects. Set RAGLOOP_S3_ENDPOINT to test against another S3-compatible server.
-# The embed-runtime tests run the real all-MiniLM-L6-v2, fetched by scripts/fetch-model.sh.
+# The embed-runtime tests run the real all-MiniLM-L6-v2, fetched by scripts/fetch-model.sh;
+# the venv also has pyarrow, which a test uses to read the Parquet shards `ragloop embed` writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 moto_version=5.1.22
 venv=target/moto-venv
-if [ -z "${RAGLOOP_S3_ENDPOINT:-}" ] && [ ! -f "$venv/moto-$moto_version" ]; then
+marker="$venv/moto-$moto_version-pyarrow"
+if [ ! -f "$marker" ]; then
     echo "installing moto[server]==$moto_version into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
-    touch "$venv/moto-$moto_version"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" \
+        "pyarrow==26.0.1"
+    touch "$marker"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 scripts/fetch-model.sh

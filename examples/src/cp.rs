@@ -7,8 +7,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oss_client::cp::{CpEvent, CpOptions, CpSummary, download_prefix, upload_dir};
-use oss_client::{OssConfig, OssStore};
 use rag_core::StoreUri;
+
+use crate::stores::OssArgs;
 
 /// Arguments of `ragloop cp`.
 #[derive(Debug, Args)]
@@ -32,12 +33,9 @@ pub struct CpArgs {
     /// Copy even files that are already at the destination.
     #[arg(long)]
     pub force: bool,
-    /// An S3-compatible endpoint instead of OSS's regional one (uses path-style addressing).
-    #[arg(long, env = "OSS_ENDPOINT")]
-    pub endpoint: Option<String>,
-    /// OSS region.
-    #[arg(long, env = "OSS_REGION", default_value = "cn-hangzhou")]
-    pub region: String,
+    /// Where OSS is.
+    #[command(flatten)]
+    pub oss: OssArgs,
 }
 
 /// Runs the copy described by `args`.
@@ -50,12 +48,7 @@ pub async fn run(args: CpArgs) -> Result<()> {
         (Ok(src), Err(_)) => (PathBuf::from(&args.destination), src, false),
         _ => bail!("one side of cp must be a local path and the other an oss:// URI"),
     };
-    let mut config =
-        OssConfig::new(&args.region)?.with_credentials(rag_core::AccessKey::from_env()?);
-    if let Some(endpoint) = &args.endpoint {
-        config = config.with_endpoint(endpoint).path_style(true);
-    }
-    let store = OssStore::new(config)?;
+    let store = args.oss.store()?;
     let opts = CpOptions {
         include: args.include,
         exclude: args.exclude,

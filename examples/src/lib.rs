@@ -5,13 +5,17 @@
 //! train-to-inference loop locally on the bundled Linux man-page corpus.
 //!
 //! - [`cp`]: `ragloop cp`, recursive copies to and from OSS.
+//! - [`embed`]: `ragloop embed`, the batch embedding job (documents → Parquet shards).
 //! - [`pai`]: `ragloop pai submit|status|logs|stop` on PAI-DLC.
 //! - [`local_loop`]: the seven stages on the local backends, with retrieval metrics.
 //! - [`progress`]: progress bars for the pipeline's [`rag_core::pipeline::Progress`].
 //! - [`queries`]: reading evaluation query sets.
+//! - [`stores`]: which object store serves a command-line location.
 
 pub mod cp;
+pub mod embed;
 pub mod local_loop;
 pub mod pai;
 pub mod progress;
 pub mod queries;
+pub mod stores;

@@ -149,6 +149,16 @@ impl Chunker {
         Ok(Self::chars(max_size, overlap))
     }
 
+    /// Chunks every document, in order, dropping repeated chunk ids (the same text in the same
+    /// document twice).
+    pub fn chunk_all(&self, docs: &[Document]) -> Vec<Chunk> {
+        let mut seen = std::collections::HashSet::new();
+        docs.iter()
+            .flat_map(|d| self.chunk(d))
+            .filter(|c| seen.insert(c.id.clone()))
+            .collect()
+    }
+
     /// Chunks one document. An empty or whitespace-only document yields no chunks.
     pub fn chunk(&self, doc: &Document) -> Vec<Chunk> {
         let text = doc.text.as_str();

@@ -43,6 +43,7 @@ pub mod chunk;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod deploy;
+pub mod embed_job;
 pub mod embedding;
 pub mod error;
 pub mod eval;

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::chat::{ChatModel, Usage};
 use crate::chunk::{Chunk, Chunker};
 use crate::deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
+use crate::embed_job::{ShardOptions, embed_to_shards, shard_number};
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
 use crate::eval::{EvalQuery, MetricsAccumulator, RetrievalMetrics};
@@ -39,9 +40,7 @@ use crate::prompt::{ContextChunk, cited_ids, rag_request};
 use crate::store::{ObjectStore, file_stream};
 use crate::training::{JobId, JobSpec, JobStatus, TrainingBackend, WaitOptions};
 use crate::uri::StoreUri;
-use crate::vectors::{
-    EmbeddedChunk, ShardMeta, read_shard, read_shard_meta, source_hash, write_shard,
-};
+use crate::vectors::{EmbeddedChunk, read_shard};
 
 /// The object a job writes last into its output prefix to say the output is complete
 /// (the Hadoop/Spark convention). A job whose output holds it is not run again.
@@ -584,19 +583,12 @@ impl Pipeline {
 
     /// Chunks every document, in order, dropping repeated chunk ids.
     pub fn chunk_all(&self, report: &LoadReport) -> Vec<Chunk> {
-        let mut seen = std::collections::HashSet::new();
-        report
-            .documents
-            .iter()
-            .flat_map(|d| self.options.chunker.chunk(d))
-            .filter(|c| seen.insert(c.id.clone()))
-            .collect()
+        self.options.chunker.chunk_all(&report.documents)
     }
 
     /// Stage 5: embeds every chunk of `raw-docs/` with `model` into Parquet shards under
     /// `vector-indexes/<model>/`. Shards that are current are kept, so a killed run resumes.
     pub async fn embed(&self, model: &dyn EmbeddingModel) -> Result<EmbedReport> {
-        let stage = Stage::Embed;
         let loaded = self.load_documents().await?;
         if loaded.documents.is_empty() {
             return Err(Error::invalid(format!(
@@ -614,76 +606,22 @@ impl Pipeline {
             shards_prefix: prefix.to_string(),
             ..Default::default()
         };
-        self.progress.begin(stage, Some(chunks.len() as u64));
-        let store = &self.backends.store;
-        let shards: Vec<&[Chunk]> = chunks.chunks(self.options.shard_rows.max(1)).collect();
-        for (i, shard) in shards.iter().enumerate() {
-            let uri = prefix.join(&format!("part-{i:05}.parquet"))?;
-            let meta = ShardMeta {
-                model_id: model.model_id().to_string(),
-                dims: model.dims(),
-                normalized: model.normalized(),
-                source_hash: source_hash(shard.iter()),
-            };
-            if self.shard_is_current(&uri, &meta).await {
-                report.shards_current += 1;
-                self.progress.advance(stage, shard.len() as u64);
-                continue;
-            }
-            let mut rows = Vec::with_capacity(shard.len());
-            for batch in shard.chunks(self.options.embed_batch.max(1)) {
-                let texts: Vec<String> = batch.iter().map(Chunk::embedding_text).collect();
-                let vectors = model.embed_documents(&texts).await?;
-                if vectors.len() != batch.len() {
-                    return Err(Error::backend_msg(
-                        "embedding",
-                        format!(
-                            "model returned {} vectors for {} texts",
-                            vectors.len(),
-                            batch.len()
-                        ),
-                    ));
-                }
-                rows.extend(batch.iter().zip(vectors).map(|(c, vector)| EmbeddedChunk {
-                    chunk: c.clone(),
-                    vector,
-                }));
-                self.progress.advance(stage, batch.len() as u64);
-            }
-            store.put(&uri, write_shard(&rows, &meta)?).await?;
-            report.shards_written += 1;
-        }
-        // Shards past the new end are left over from a larger corpus: remove them.
-        let stale: Vec<_> = store
-            .list(&prefix)
-            .try_filter(|m| {
-                let n = shard_number(m.uri.file_name());
-                futures::future::ready(n.is_some_and(|n| n >= shards.len()))
-            })
-            .try_collect()
-            .await?;
-        for m in stale {
-            store.delete(&m.uri).await?;
-        }
-        self.progress.end(
-            stage,
-            &format!(
-                "{} documents, {} chunks: {} shards written, {} current, {} inputs skipped",
-                report.documents,
-                report.chunks,
-                report.shards_written,
-                report.shards_current,
-                report.skipped_inputs.len()
-            ),
-        );
+        let shards = embed_to_shards(
+            self.backends.store.as_ref(),
+            model,
+            &chunks,
+            &prefix,
+            &ShardOptions {
+                shard_rows: self.options.shard_rows,
+                batch: self.options.embed_batch,
+                ..Default::default()
+            },
+            self.progress.as_ref(),
+        )
+        .await?;
+        report.shards_written = shards.written;
+        report.shards_current = shards.current;
         Ok(report)
-    }
-
-    async fn shard_is_current(&self, uri: &StoreUri, meta: &ShardMeta) -> bool {
-        match self.backends.store.get_bytes(uri).await {
-            Ok(bytes) => read_shard_meta(bytes).is_ok_and(|m| m == *meta),
-            Err(_) => false,
-        }
     }
 
     /// The index schema for vectors of `model`: its dimension, cosine similarity, and the chunk
@@ -928,13 +866,6 @@ fn citation_of(hit: &SearchHit) -> Citation {
 }
 
 /// `Some(n)` for `part-NNNNN.parquet`.
-fn shard_number(name: &str) -> Option<usize> {
-    name.strip_prefix("part-")?
-        .strip_suffix(".parquet")?
-        .parse()
-        .ok()
-}
-
 async fn sha256_stream(mut s: crate::store::ByteStream) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     while let Some(chunk) = s.try_next().await? {

@@ -24,6 +24,9 @@ enum Command {
     /// the other an `oss://bucket/prefix/` URI. Reads OSS_REGION (or --endpoint) and
     /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
     Cp(examples::cp::CpArgs),
+    /// The batch embedding job: documents (local path or store prefix) → chunks → vectors with
+    /// a sentence-transformers model → Parquet shards under --output. Re-running resumes.
+    Embed(examples::embed::EmbedArgs),
     /// PAI-DLC training jobs: submit (the seed's `pai submit`), status, logs, stop.
     /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
     #[command(subcommand)]
@@ -94,6 +97,20 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Cp(args) => examples::cp::run(args).await?,
+        Command::Embed(args) => {
+            let json = args.json;
+            let progress = if json {
+                BarProgress::quiet()
+            } else {
+                BarProgress::new()
+            };
+            let summary = examples::embed::run(args, &progress).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", examples::embed::render(&summary));
+            }
+        }
         Command::Pai(cmd) => examples::pai::run(cmd).await?,
         Command::Run {
             data,

@@ -1,0 +1,151 @@
+//! `ragloop embed`: the batch embedding job (seed step 5). Documents from a local path or a
+//! store prefix are chunked, embedded with a sentence-transformers model (embed-runtime) and
+//! written as Parquet shards under the output prefix; re-running resumes (kept shards are
+//! skipped), and `--workers N --worker I` splits the shards between N processes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use embed_runtime::{EmbedderOptions, SentenceEmbedder};
+use rag_core::embed_job::{ShardOptions, ShardReport, embed_to_shards};
+use rag_core::pipeline::Progress;
+use rag_core::{Chunker, EmbeddingModel};
+use serde::Serialize;
+
+use crate::stores::{self, OssArgs};
+
+/// Arguments of `ragloop embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// A sentence-transformers model directory (e.g. `models/all-MiniLM-L6-v2`).
+    #[arg(long, env = "RAGLOOP_MODEL")]
+    pub model: PathBuf,
+    /// Documents: a local file or directory, or a store prefix (`oss://bucket/raw-docs/`).
+    /// JSONL(.gz) files hold one document per line; other files are one document each.
+    #[arg(long, env = "RAGLOOP_INPUT_DATA")]
+    pub input: String,
+    /// Where the shards go: a store prefix (`oss://bucket/vector-indexes/emb-v1/`) or a local
+    /// directory.
+    #[arg(long, env = "RAGLOOP_OUTPUT")]
+    pub output: String,
+    /// A local directory standing in for every bucket (no OSS calls), as the local loop does.
+    #[arg(long, env = "RAGLOOP_STORE_ROOT")]
+    pub store_root: Option<PathBuf>,
+    /// Chunks per Parquet shard.
+    #[arg(long, default_value_t = 4096)]
+    pub shard_rows: usize,
+    /// Largest chunk, in characters.
+    #[arg(long, default_value_t = 1200)]
+    pub chunk_chars: usize,
+    /// Characters shared by consecutive chunks of a long paragraph.
+    #[arg(long, default_value_t = 150)]
+    pub chunk_overlap: usize,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// This worker's index when several share the job.
+    #[arg(long, env = "RAGLOOP_WORKER", default_value_t = 0)]
+    pub worker: usize,
+    /// How many workers share the job.
+    #[arg(long, env = "RAGLOOP_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Where OSS is.
+    #[command(flatten)]
+    pub oss: OssArgs,
+}
+
+/// What `ragloop embed` did.
+#[derive(Debug, Serialize)]
+pub struct EmbedSummary {
+    /// The model id written into the shards' metadata.
+    pub model_id: String,
+    /// Vector dimension.
+    pub dims: usize,
+    /// Documents read.
+    pub documents: usize,
+    /// Inputs skipped (bad lines, binary or empty files), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Chunks of all documents.
+    pub chunks: usize,
+    /// The output prefix.
+    pub output: String,
+    /// Shard counts.
+    pub shards: ShardReport,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Runs the job.
+pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummary> {
+    let start = std::time::Instant::now();
+    let input = stores::location(&args.input)?;
+    let mut output = stores::location(&args.output)?;
+    if !output.is_prefix() {
+        output = output.as_prefix();
+    }
+    let src = stores::open(&input, args.store_root.as_ref(), &args.oss)?;
+    let dst = stores::open(&output, args.store_root.as_ref(), &args.oss)?;
+    let model = SentenceEmbedder::load_with(
+        &args.model,
+        EmbedderOptions {
+            threads: args.threads,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let loaded = rag_core::loader::load_documents(src.as_ref(), &input)
+        .await
+        .with_context(|| format!("reading documents from {input}"))?;
+    if loaded.documents.is_empty() {
+        bail!(
+            "no documents under {input} ({} inputs skipped)",
+            loaded.skipped.len()
+        );
+    }
+    let chunker = Chunker::try_new(args.chunk_chars, args.chunk_overlap)?;
+    let chunks = chunker.chunk_all(&loaded.documents);
+    let options = ShardOptions {
+        shard_rows: args.shard_rows,
+        worker: args.worker,
+        workers: args.workers,
+        ..Default::default()
+    };
+    let shards =
+        embed_to_shards(dst.as_ref(), &model, &chunks, &output, &options, progress).await?;
+    Ok(EmbedSummary {
+        model_id: model.model_id().to_string(),
+        dims: model.dims(),
+        documents: loaded.documents.len(),
+        skipped: loaded
+            .skipped
+            .into_iter()
+            .map(|s| (s.source, s.reason))
+            .collect(),
+        chunks: chunks.len(),
+        output: output.to_string(),
+        shards,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A human-readable account of the summary.
+pub fn render(s: &EmbedSummary) -> String {
+    format!(
+        "{} documents ({} inputs skipped) → {} chunks → {} shards under {} ({} written, {} current) \
+         with {} ({} dims) in {:.1}s\n",
+        s.documents,
+        s.skipped.len(),
+        s.chunks,
+        s.shards.shards,
+        s.output,
+        s.shards.written,
+        s.shards.current,
+        s.model_id,
+        s.dims,
+        s.seconds
+    )
+}

@@ -1,0 +1,224 @@
+//! `ragloop embed` as a user runs it: documents → Parquet shards that pyarrow reads, a second
+//! run that finds everything current, and a killed run that resumes to exactly the output of an
+//! uninterrupted one. Needs the model from `scripts/fetch-model.sh` (scripts/test.sh runs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rag_core::vectors::read_shard;
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} has no model: run scripts/fetch-model.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The first `n` man pages of the bundled corpus, as one JSONL file in a fresh directory.
+fn input(dir: &Path, n: usize) -> PathBuf {
+    let corpus =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/manpages/docs/corpus.jsonl.gz");
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(corpus).unwrap(),
+    ));
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let mut out = std::fs::File::create(docs.join("pages.jsonl")).unwrap();
+    for line in reader.lines().take(n) {
+        writeln!(out, "{}", line.unwrap()).unwrap();
+    }
+    docs
+}
+
+fn embed(input: &Path, output: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragloop"));
+    cmd.args([
+        "embed",
+        "--json",
+        "--shard-rows",
+        "16",
+        "--threads",
+        "2",
+        "--chunk-chars",
+        "600",
+    ])
+    .arg("--model")
+    .arg(model_dir())
+    .arg("--input")
+    .arg(input)
+    .arg("--output")
+    .arg(output);
+    cmd
+}
+
+/// A shard's file name and its rows as (chunk id, vector).
+type Shard = (String, Vec<(String, Vec<f32>)>);
+
+fn shards(dir: &Path) -> Vec<Shard> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n)).unwrap();
+            let (_, rows) = read_shard(bytes.into()).unwrap();
+            (
+                n,
+                rows.into_iter().map(|r| (r.chunk.id, r.vector)).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn embed_writes_shards_pyarrow_reads_and_a_rerun_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 6);
+    let out_dir = dir.path().join("vectors");
+    let out = embed(&docs, &out_dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["documents"], 6);
+    assert_eq!(summary["dims"], 384);
+    let n = summary["shards"]["shards"].as_u64().unwrap();
+    assert!(n >= 2, "{summary}");
+    assert_eq!(summary["shards"]["written"], n);
+    let chunks = summary["chunks"].as_u64().unwrap();
+    let rows: usize = shards(&out_dir).iter().map(|(_, r)| r.len()).sum();
+    assert_eq!(rows as u64, chunks);
+
+    // pyarrow (installed by scripts/test.sh) reads the shards and their metadata.
+    let script = r#"
+import glob, sys, pyarrow.parquet as pq
+files = sorted(glob.glob(sys.argv[1] + "/*.parquet"))
+rows = sum(pq.read_table(f).num_rows for f in files)
+t = pq.read_table(files[0])
+meta = pq.read_metadata(files[0]).metadata
+assert str(t.schema.field("vector").type) == "fixed_size_list<item: float>[384]", t.schema
+assert meta[b"ragloop.dims"] == b"384" and meta[b"ragloop.normalized"] == b"true"
+assert set(t.column_names) >= {"id", "text", "source", "vector"}
+print(rows)
+"#;
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        chunks.to_string()
+    );
+
+    let again = embed(&docs, &out_dir).output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["shards"]["current"].as_u64(),
+            summary["shards"]["written"].as_u64()
+        ),
+        (Some(n), Some(0))
+    );
+}
+
+#[test]
+fn a_killed_embed_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 12);
+    let whole = dir.path().join("whole");
+    let out = embed(&docs, &whole).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = shards(&whole);
+
+    let resumed = dir.path().join("resumed");
+    let mut child = embed(&docs, &resumed).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !resumed.join("part-00001.parquet").exists() {
+        assert!(Instant::now() < deadline, "no shard appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = shards(&resumed).len();
+    assert!(
+        partial < want.len(),
+        "{partial} of {} shards before the kill",
+        want.len()
+    );
+
+    let out = embed(&docs, &resumed).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        summary["shards"]["current"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+    let got = shards(&resumed);
+    assert_eq!(got.len(), want.len());
+    for ((gn, grows), (wn, wrows)) in got.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        let gids: Vec<_> = grows.iter().map(|r| &r.0).collect();
+        let wids: Vec<_> = wrows.iter().map(|r| &r.0).collect();
+        assert_eq!(gids, wids, "{gn}: same rows, same order, no duplicates");
+        for (g, w) in grows.iter().zip(wrows) {
+            assert!(rag_core::embedding::cosine(&g.1, &w.1) > 0.999_999);
+        }
+    }
+}
+
+#[test]
+fn embed_without_a_model_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["embed", "--model"])
+        .arg(dir.path().join("no-such-model"))
+        .arg("--input")
+        .arg(&docs)
+        .arg("--output")
+        .arg(dir.path().join("v"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loading the model") && stderr.contains("no-such-model"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
