@@ -362,3 +362,17 @@ impl EmbeddingModel for SentenceEmbedder {
         .map_err(|e| Error::backend("embed-runtime", "embedding task failed", e))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_modes() {
+        // Three tokens of width 2.
+        let rows = [1.0, -2.0, 3.0, 0.0, -1.0, 5.0];
+        assert_eq!(pool(&rows, 2, Pooling::Cls), vec![1.0, -2.0]);
+        assert_eq!(pool(&rows, 2, Pooling::Mean), vec![1.0, 1.0]);
+        assert_eq!(pool(&rows, 2, Pooling::Max), vec![3.0, 5.0]);
+    }
+}

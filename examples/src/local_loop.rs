@@ -9,6 +9,10 @@
 //! | 5 embed | Parquet shards under `vector-indexes/` |
 //! | 6 index | [`LocalVectorIndex`] under `<work>/index` |
 //! | 7 answer | hybrid retrieval + [`ExtractiveChat`], with citations |
+//!
+//! With [`LocalLoopConfig::neural_model`] the corpus is also embedded with that
+//! sentence-transformers model (embed-runtime), indexed as `rag-index-neural`, evaluated
+//! (dense and hybrid rows) and used for the answer's retrieval.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +49,9 @@ pub struct LocalLoopConfig {
     pub question: String,
     /// Embedding dimension.
     pub dims: usize,
+    /// A sentence-transformers model directory (e.g. `models/all-MiniLM-L6-v2`): when given,
+    /// the corpus is also embedded and indexed with it (embed-runtime) and evaluated.
+    pub neural_model: Option<PathBuf>,
     /// The training command, program first; `--data`, `--output`, `--store-root` and `--dims`
     /// are appended.
     pub trainer_command: Vec<String>,
@@ -234,6 +241,40 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         t,
     );
 
+    // The neural model, when one is given: embedded and indexed beside the hashed ones.
+    let neural = match &config.neural_model {
+        Some(dir) => {
+            let model = embed_runtime::SentenceEmbedder::load(dir)
+                .with_context(|| format!("loading the model in {}", dir.display()))?;
+            let neural_pipeline = Pipeline::new(
+                pipeline.backends().clone(),
+                layout.clone(),
+                PipelineOptions {
+                    index_name: "rag-index-neural".into(),
+                    ..Default::default()
+                },
+            )
+            .with_progress(progress.clone());
+            let t = Instant::now();
+            let e = neural_pipeline.embed(&model).await?;
+            let i = neural_pipeline.index(&model).await?;
+            timed(
+                Stage::Embed,
+                format!(
+                    "{}: {} chunks → {} shards ({} written), {} records indexed",
+                    model.model_id(),
+                    e.chunks,
+                    e.shards_written + e.shards_current,
+                    e.shards_written,
+                    i.count
+                ),
+                t,
+            );
+            Some((neural_pipeline, model))
+        }
+        None => None,
+    };
+
     // Evaluation on the held-out queries.
     let mut evaluation = Vec::new();
     if let Some(path) = &config.queries {
@@ -259,10 +300,24 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
                 RetrievalMode::Hybrid,
             ),
         ];
+        let mut rows: Vec<(String, &Pipeline, &dyn EmbeddingModel, RetrievalMode)> = rows
+            .into_iter()
+            .map(|(l, p, m, r)| (l.to_string(), p, m, r))
+            .collect();
+        if let Some((p, m)) = &neural {
+            let name = m.layout().dir.display().to_string();
+            rows.push((format!("dense {name}"), p, m, RetrievalMode::Vector));
+            rows.push((
+                format!("hybrid: BM25 + {name} (RRF)"),
+                p,
+                m,
+                RetrievalMode::Hybrid,
+            ));
+        }
         for (label, p, model, mode) in rows {
             let metrics = p.evaluate(model, &queries, mode, 50).await?;
             evaluation.push(MetricsRow {
-                retriever: label.to_string(),
+                retriever: label,
                 metrics,
             });
         }
@@ -270,7 +325,11 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
 
     // 7. Answer.
     let t = Instant::now();
-    let answer = pipeline.answer(&trained, &config.question).await?;
+    // With a neural model the answer retrieves with it (hybrid), else with the hashed one.
+    let answer = match &neural {
+        Some((p, m)) => p.answer(m, &config.question).await?,
+        None => pipeline.answer(&trained, &config.question).await?,
+    };
     timed(
         Stage::Answer,
         format!(

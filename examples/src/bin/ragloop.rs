@@ -54,6 +54,10 @@ enum Command {
         /// Embedding dimension.
         #[arg(long, default_value_t = 768)]
         dims: usize,
+        /// Also embed, index and evaluate with this sentence-transformers model
+        /// (`scripts/fetch-model.sh` fetches all-MiniLM-L6-v2 into models/).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -120,6 +124,7 @@ async fn run(cli: Cli) -> Result<()> {
             root,
             question,
             dims,
+            model,
             json,
         } => {
             let exe = std::env::current_exe().context("locating the ragloop binary")?;
@@ -131,6 +136,7 @@ async fn run(cli: Cli) -> Result<()> {
                 root,
                 question,
                 dims,
+                neural_model: model,
                 trainer_command: vec![exe.display().to_string(), "train".into()],
             };
             let progress = if json {
