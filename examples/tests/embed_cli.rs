@@ -222,3 +222,59 @@ fn embed_without_a_model_says_so() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn run_with_a_neural_model_evaluates_it_and_answers_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 8);
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        r#"{"id":"q1","text":"print entries from the name service databases","relevant":["getent.1"],"split":"test"}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args([
+            "run",
+            "--json",
+            "--dims",
+            "64",
+            "--question",
+            "What does getent display?",
+        ])
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<&str> = summary["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(
+        rows[4].starts_with("dense ") && rows[5].starts_with("hybrid: BM25 + "),
+        "{rows:?}"
+    );
+    assert_eq!(
+        summary["evaluation"][4]["metrics"]["hit_at_1"], 1.0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"], "getent.1",
+        "{summary}"
+    );
+}
