@@ -26,10 +26,19 @@ pub struct BailianConfig {
     region: Region,
     api_base: Option<String>,
     api_key: Option<Secret>,
-    /// Time limit of one HTTP request.
+    /// Time limit of one HTTP request (for a stream: of the wait between two chunks).
     pub timeout: Duration,
-    /// Retries of a request answered 429 or 5xx.
+    /// Time limit of establishing a connection.
+    pub connect_timeout: Duration,
+    /// Retries of a request answered 429 or 5xx, or that timed out or lost its connection.
     pub max_retries: u32,
+    /// First wait before a retry; doubled each time up to `max_backoff`. A `Retry-After`
+    /// header wins (capped by `max_backoff` as well).
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Embedding requests in flight at once.
+    pub embed_concurrency: usize,
 }
 
 impl BailianConfig {
@@ -38,14 +47,29 @@ impl BailianConfig {
     /// Environment variable overriding the OpenAI-compatible base URL.
     pub const ENV_API_BASE: &'static str = "DASHSCOPE_BASE_URL";
 
-    /// Defaults for `region`: 60 s timeout, 3 retries, no key.
+    /// Defaults for `region`: 60 s timeout, 10 s to connect, 3 retries from 500 ms backoff
+    /// (at most 20 s), 4 embedding requests in flight, no key.
     pub fn new(region: Region) -> Self {
         Self {
             region,
             api_base: None,
             api_key: None,
             timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
             max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(20),
+            embed_concurrency: 4,
+        }
+    }
+
+    /// A client for any OpenAI-compatible server at `base` (vLLM, llama.cpp server, Ollama …),
+    /// with the key, if any, from `DASHSCOPE_API_KEY`.
+    pub fn openai_compatible(base: impl Into<String>) -> Self {
+        let config = Self::new(Region::Beijing).with_api_base(base);
+        match Secret::from_env(Self::ENV_API_KEY) {
+            Some(key) => config.with_api_key(key),
+            None => config,
         }
     }
 
@@ -88,6 +112,11 @@ impl BailianConfig {
     /// The native DashScope API base (`…/api/v1`), where models, fine-tunes and deployments live.
     pub fn native_base(&self) -> String {
         format!("{}/api/v1", self.region.host())
+    }
+
+    /// The region.
+    pub fn region(&self) -> Region {
+        self.region
     }
 }
 

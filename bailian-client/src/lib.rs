@@ -1,22 +1,47 @@
 //! # bailian-client
 //!
 //! Alibaba Cloud Model Studio (Bailian / DashScope) for ragloop: the LLM that answers (seed
-//! step 7), fine-tunes (step 3) and deployments (step 4).
+//! step 7) and the embeddings API.
 //!
-//! **Status:** typed configuration only. What comes next (see the bailian-client issue): an
-//! OpenAI-compatible client implementing [`rag_core::ChatModel`] (with SSE streaming) and
-//! [`rag_core::EmbeddingModel`], and the fine-tune and deployment APIs behind
-//! [`rag_core::TrainingBackend`] and [`rag_core::ModelDeployer`]. Because the base URL is
-//! configuration, the same client serves vLLM, llama.cpp server or Ollama.
+//! - [`ChatClient`] implements [`rag_core::ChatModel`] over the OpenAI-compatible
+//!   `/chat/completions`: non-streaming, and streaming over SSE with
+//!   `stream_options.include_usage` (the final usage-only chunk with empty `choices`, then
+//!   `data: [DONE]`); temperature/top_p/max_tokens/stop/seed.
+//! - [`EmbeddingClient`] implements [`rag_core::EmbeddingModel`] over `/embeddings`
+//!   (text-embedding-v3/v4 with `dimensions`), in batches of at most 10 texts, with bounded
+//!   concurrency.
+//! - Errors: DashScope's error JSON (both the compatible `{"error": {…}}` and the native
+//!   `{"code", "message", "request_id"}` shapes) becomes a typed [`rag_core::Error`] that keeps
+//!   the code, message and request id; content-filter refusals are
+//!   [`rag_core::Error::ContentFiltered`]; 429, 5xx, time-outs and lost connections are retried
+//!   with exponential backoff honouring `Retry-After`.
 //!
+//! Base URL, key, region, time-outs and retry policy are [`BailianConfig`], so the same client
+//! serves DashScope (Beijing or Singapore), vLLM, llama.cpp server or Ollama. The API key is a
+//! [`rag_core::Secret`]: it never appears in `Debug`, logs or errors.
+//!
+//! ```no_run
+//! use bailian_client::{BailianConfig, ChatClient, Region};
+//! use rag_core::{ChatModel, ChatRequest};
+//!
+//! # async fn demo() -> rag_core::Result<()> {
+//! let config = BailianConfig::from_env(Region::Beijing)?; // DASHSCOPE_API_KEY
+//! let llm = ChatClient::new(config, "qwen-plus")?;
+//! let answer = llm.chat(&ChatRequest::user("Context: …\nQuestion: …")).await?;
+//! println!("{} ({} tokens)", answer.content, answer.usage.total_tokens);
+//! # Ok(()) }
 //! ```
-//! use bailian_client::{BailianConfig, Region};
-//! let config = BailianConfig::new(Region::Singapore);
-//! assert_eq!(config.api_base(), "https://dashscope-intl.aliyuncs.com/compatible-mode/v1");
-//! let local = BailianConfig::new(Region::Beijing).with_api_base("http://127.0.0.1:8000/v1");
-//! assert_eq!(local.api_base(), "http://127.0.0.1:8000/v1");
-//! ```
+//!
+//! The fine-tune, model-import and deployment APIs (seed steps 3 and 4) come next.
 
+mod chat;
 mod config;
+mod embeddings;
+mod error;
+mod http;
+pub mod sse;
 
+pub use chat::ChatClient;
 pub use config::{BailianConfig, Region};
+pub use embeddings::{EmbeddingClient, EmbeddingOptions};
+pub use error::ApiError;

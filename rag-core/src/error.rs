@@ -71,6 +71,13 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A model's safety filter refused the input or withheld the output (DashScope's
+    /// `data_inspection_failed`, OpenAI's `content_filter`). Not retryable with the same input.
+    #[error("refused by the content filter: {message}")]
+    ContentFiltered {
+        /// The backend's explanation.
+        message: String,
+    },
     /// Any other failure reported by a backend, with its cause kept.
     #[error("{backend} error: {message}")]
     Backend {

@@ -1,0 +1,158 @@
+//! DashScope error bodies → [`rag_core::Error`].
+//!
+//! Two shapes exist: the OpenAI-compatible one,
+//! `{"error": {"code", "message", "type", "param"}, "request_id"}`, and the native one,
+//! `{"code", "message", "request_id"}`. The code, message and request id are kept in the
+//! error's text (support asks for the request id); content-filter refusals
+//! (`data_inspection_failed` / `DataInspectionFailed`) become [`Error::ContentFiltered`].
+
+use std::time::Duration;
+
+use rag_core::Error;
+use serde_json::Value;
+
+/// What a DashScope (or OpenAI-compatible) server said about a failed request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The error code (`InvalidApiKey`, `data_inspection_failed`, `Throttling.RateQuota` …).
+    pub code: Option<String>,
+    /// The server's message.
+    pub message: Option<String>,
+    /// The request id, for support.
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    /// Reads whichever of the two body shapes `body` has (or neither: then only the status).
+    pub fn parse(status: u16, body: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let inner = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
+        let text = |val: &Value, key: &str| {
+            val.get(key)
+                .and_then(|x| match x {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .filter(|s| !s.is_empty())
+        };
+        let mut message = text(inner, "message");
+        if message.is_none() && v.is_null() && !body.is_empty() {
+            // Not JSON (a proxy's HTML page, say): keep a short, printable excerpt.
+            let raw = String::from_utf8_lossy(body);
+            message = Some(raw.chars().take(200).collect());
+        }
+        Self {
+            status,
+            code: text(inner, "code").or_else(|| text(inner, "type")),
+            message,
+            request_id: text(&v, "request_id").or_else(|| text(&v, "id")),
+        }
+    }
+
+    /// Whether the server refused the content (its safety filter).
+    pub fn is_content_filter(&self) -> bool {
+        self.code.as_deref().is_some_and(|c| {
+            let c = c.to_ascii_lowercase();
+            c.contains("data_inspection_failed") || c.contains("datainspectionfailed")
+        }) || self
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("DataInspectionFailed"))
+    }
+
+    /// The error's text: `HTTP 400 InvalidParameter: message (request id …)`.
+    pub fn describe(&self, what: &str) -> String {
+        let mut s = format!("{what}: HTTP {}", self.status);
+        if let Some(c) = &self.code {
+            s.push_str(&format!(" {c}"));
+        }
+        if let Some(m) = &self.message {
+            s.push_str(&format!(": {m}"));
+        }
+        if let Some(r) = &self.request_id {
+            s.push_str(&format!(" (request id {r})"));
+        }
+        s
+    }
+
+    /// The typed error for this answer.
+    pub fn into_error(self, what: &str, retry_after: Option<Duration>) -> Error {
+        let text = self.describe(what);
+        let code = self.code.clone().unwrap_or_default();
+        if self.is_content_filter() {
+            return Error::ContentFiltered { message: text };
+        }
+        match self.status {
+            429 => Error::RateLimited { retry_after },
+            _ if code.starts_with("Throttling") => Error::RateLimited { retry_after },
+            401 | 403 => Error::Auth { message: text },
+            404 => Error::NotFound { what: text },
+            409 => Error::AlreadyExists { what: text },
+            400 | 413 | 422 => Error::InvalidInput { message: text },
+            s if s >= 500 => Error::Unavailable {
+                message: text,
+                source: None,
+            },
+            _ => Error::backend_msg("dashscope", text),
+        }
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compatible_mode_body() {
+        // As DashScope's OpenAI-compatible endpoint answers a filtered prompt.
+        let body = br#"{"error":{"code":"data_inspection_failed","param":null,"message":"Input data may contain inappropriate content.","type":"data_inspection_failed"},"id":"chatcmpl-deab386b","request_id":"deab386b-2562-9a7b-b8fa-0ba9385a5c28"}"#;
+        let e = ApiError::parse(400, body);
+        assert_eq!(e.code.as_deref(), Some("data_inspection_failed"));
+        assert_eq!(
+            e.request_id.as_deref(),
+            Some("deab386b-2562-9a7b-b8fa-0ba9385a5c28")
+        );
+        let err = e.into_error("chat", None);
+        assert!(matches!(err, Error::ContentFiltered { .. }), "{err}");
+        assert!(err.to_string().contains("deab386b-2562"), "{err}");
+    }
+
+    #[test]
+    fn native_body_and_statuses() {
+        let body = br#"{"code":"InvalidApiKey","message":"Invalid API-key provided.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}"#;
+        let err = ApiError::parse(401, body).into_error("chat", None);
+        assert!(matches!(err, Error::Auth { .. }));
+        assert!(
+            err.to_string()
+                .contains("InvalidApiKey: Invalid API-key provided.")
+        );
+        let throttled = br#"{"code":"Throttling.RateQuota","message":"Requests rate limit exceeded, please try again later.","request_id":"x"}"#;
+        let err = ApiError::parse(429, throttled).into_error("chat", Some(Duration::from_secs(2)));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+        let err =
+            ApiError::parse(503, b"<html>Service Unavailable</html>").into_error("chat", None);
+        assert!(err.is_retryable() && err.to_string().contains("Service Unavailable"));
+        let err = ApiError::parse(
+            400,
+            br#"{"code":"InvalidParameter","message":"Range of input length should be [1, 8192]"}"#,
+        )
+        .into_error("embeddings", None);
+        assert!(matches!(err, Error::InvalidInput { .. }));
+    }
+}

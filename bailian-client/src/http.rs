@@ -1,0 +1,147 @@
+//! The HTTP transport shared by every DashScope call: bearer auth, time-outs, and retries of
+//! 429/5xx/time-outs/connection failures with exponential backoff that honours `Retry-After`.
+
+use std::time::Duration;
+
+use rag_core::{Error, Result};
+use reqwest::{Method, Response};
+use serde::de::DeserializeOwned;
+
+use crate::config::BailianConfig;
+use crate::error::{ApiError, retry_after};
+
+/// A configured client (cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    pub(crate) config: BailianConfig,
+}
+
+impl Http {
+    pub(crate) fn new(config: BailianConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            // Between two reads of a body: bounds a stalled stream without cutting a long one.
+            .read_timeout(config.timeout)
+            .user_agent(concat!(
+                "ragloop-bailian-client/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|e| Error::backend("dashscope", "building the HTTP client", e))?;
+        Ok(Self { client, config })
+    }
+
+    /// Sends a request and returns the successful (2xx) response, retrying what is retryable.
+    /// `whole_timeout` bounds the entire exchange (off for streams, whose length is open).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+        whole_timeout: bool,
+    ) -> Result<Response> {
+        let mut backoff = self.config.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .once(method.clone(), url, body, what, whole_timeout)
+                .await;
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_retryable() && attempt < self.config.max_retries => {
+                    attempt += 1;
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(backoff)
+                        .min(self.config.max_backoff);
+                    tracing::warn!(what, attempt, error = %e, ?wait, "DashScope call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+        whole_timeout: bool,
+    ) -> Result<Response> {
+        let mut req = self.client.request(method, url);
+        if whole_timeout {
+            req = req.timeout(self.config.timeout);
+        }
+        if let Some(key) = self.config.api_key() {
+            req = req.bearer_auth(key.expose());
+        }
+        if let Some(v) = body {
+            req = req.json(v);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(e, what, self.config.timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let wait = retry_after(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(ApiError::parse(status.as_u16(), &body).into_error(what, wait))
+    }
+
+    /// Sends and decodes a JSON answer.
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<T> {
+        let mut backoff = self.config.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            let resp = self.send(method.clone(), url, body, what, true).await?;
+            // Reading the body can fail too (a reset mid-body): retry that like a failed send.
+            match resp.bytes().await {
+                Ok(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::backend("dashscope", format!("{what}: unexpected answer"), e)
+                    });
+                }
+                Err(e) => {
+                    let err = transport_error(e, what, self.config.timeout);
+                    if !err.is_retryable() || attempt >= self.config.max_retries {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+}
+
+/// A failure below HTTP (connect, time-out, reset) as a typed, retryable error.
+pub(crate) fn transport_error(e: reqwest::Error, what: &str, timeout: Duration) -> Error {
+    if e.is_timeout() {
+        Error::Timeout {
+            what: what.to_string(),
+            after: timeout,
+        }
+    } else if e.is_connect() || e.is_request() || e.is_body() || e.is_decode() {
+        Error::Unavailable {
+            message: format!("{what}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    } else {
+        Error::backend("dashscope", what.to_string(), e)
+    }
+}
