@@ -7,6 +7,7 @@
 //! - [`cp`]: `ragloop cp`, recursive copies to and from OSS.
 //! - [`embed`]: `ragloop embed`, the batch embedding job (documents → Parquet shards).
 //! - [`pai`]: `ragloop pai submit|status|logs|stop` on PAI-DLC.
+//! - [`llm_answer`]: the answer step against any OpenAI-compatible LLM (example `llm_answer`).
 //! - [`local_loop`]: the seven stages on the local backends, with retrieval metrics.
 //! - [`progress`]: progress bars for the pipeline's [`rag_core::pipeline::Progress`].
 //! - [`queries`]: reading evaluation query sets.
@@ -14,6 +15,7 @@
 
 pub mod cp;
 pub mod embed;
+pub mod llm_answer;
 pub mod local_loop;
 pub mod pai;
 pub mod progress;
