@@ -25,6 +25,7 @@ impl Region {
 pub struct BailianConfig {
     region: Region,
     api_base: Option<String>,
+    native_base: Option<String>,
     api_key: Option<Secret>,
     /// Time limit of one HTTP request (for a stream: of the wait between two chunks).
     pub timeout: Duration,
@@ -53,6 +54,7 @@ impl BailianConfig {
         Self {
             region,
             api_base: None,
+            native_base: None,
             api_key: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
@@ -109,9 +111,17 @@ impl BailianConfig {
             .unwrap_or_else(|| format!("{}/compatible-mode/v1", self.region.host()))
     }
 
+    /// Talks to the native API at another base (a workspace-specific domain, a proxy).
+    pub fn with_native_base(mut self, base: impl Into<String>) -> Self {
+        self.native_base = Some(base.into().trim_end_matches('/').to_string());
+        self
+    }
+
     /// The native DashScope API base (`…/api/v1`), where models, fine-tunes and deployments live.
     pub fn native_base(&self) -> String {
-        format!("{}/api/v1", self.region.host())
+        self.native_base
+            .clone()
+            .unwrap_or_else(|| format!("{}/api/v1", self.region.host()))
     }
 
     /// The region.

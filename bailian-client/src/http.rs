@@ -10,6 +10,23 @@ use serde::de::DeserializeOwned;
 use crate::config::BailianConfig;
 use crate::error::{ApiError, retry_after};
 
+/// A request body. Forms are built afresh for each attempt (they are consumed when sent).
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    /// No body.
+    Empty,
+    /// A JSON body.
+    Json(&'a serde_json::Value),
+    /// A multipart form.
+    Form(&'a (dyn Fn() -> reqwest::multipart::Form + Send + Sync)),
+}
+
+impl<'a> From<Option<&'a serde_json::Value>> for Payload<'a> {
+    fn from(v: Option<&'a serde_json::Value>) -> Self {
+        v.map_or(Payload::Empty, Payload::Json)
+    }
+}
+
 /// A configured client (cheap to clone).
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
@@ -38,10 +55,11 @@ impl Http {
         &self,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: impl Into<Payload<'_>>,
         what: &str,
         whole_timeout: bool,
     ) -> Result<Response> {
+        let body = body.into();
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 0;
         loop {
@@ -69,7 +87,7 @@ impl Http {
         &self,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: Payload<'_>,
         what: &str,
         whole_timeout: bool,
     ) -> Result<Response> {
@@ -80,8 +98,10 @@ impl Http {
         if let Some(key) = self.config.api_key() {
             req = req.bearer_auth(key.expose());
         }
-        if let Some(v) = body {
-            req = req.json(v);
+        match body {
+            Payload::Empty => {}
+            Payload::Json(v) => req = req.json(v),
+            Payload::Form(build) => req = req.multipart(build()),
         }
         let resp = req
             .send()
@@ -101,9 +121,10 @@ impl Http {
         &self,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: impl Into<Payload<'_>>,
         what: &str,
     ) -> Result<T> {
+        let body = body.into();
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 0;
         loop {

@@ -34,14 +34,18 @@
 //!
 //! The fine-tune, model-import and deployment APIs (seed steps 3 and 4) come next.
 
+mod backend;
 mod chat;
 mod config;
 mod embeddings;
 mod error;
 mod http;
+mod lifecycle;
 pub mod sse;
 
+pub use backend::{BailianDeployer, BailianFineTunes, MODEL_RECORD};
 pub use chat::ChatClient;
 pub use config::{BailianConfig, Region};
 pub use embeddings::{EmbeddingClient, EmbeddingOptions};
 pub use error::ApiError;
+pub use lifecycle::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};
