@@ -1,7 +1,7 @@
 //! # bailian-client
 //!
 //! Alibaba Cloud Model Studio (Bailian / DashScope) for ragloop: the LLM that answers (seed
-//! step 7) and the embeddings API.
+//! step 7), the embeddings API, fine-tunes (step 3) and deployments (step 4).
 //!
 //! - [`ChatClient`] implements [`rag_core::ChatModel`] over the OpenAI-compatible
 //!   `/chat/completions`: non-streaming, and streaming over SSE with
@@ -10,6 +10,16 @@
 //! - [`EmbeddingClient`] implements [`rag_core::EmbeddingModel`] over `/embeddings`
 //!   (text-embedding-v3/v4 with `dimensions`), in batches of at most 10 texts, with bounded
 //!   concurrency.
+//! - [`ModelStudio`]: the native API — file upload, fine-tune jobs (create, status, logs,
+//!   cancel), deployments (create, status, list, scale, delete) and the seed's model-import call
+//!   (`POST /api/v1/models` with `model_name`/`model_path`).
+//! - [`BailianFineTunes`] implements [`rag_core::TrainingBackend`] for LLM fine-tune jobs: the
+//!   JSONL files under the job's `data` (and `validation`) input are uploaded from any
+//!   [`rag_core::ObjectStore`], the job is created on `base_model`, and on success the
+//!   fine-tuned model's id is written to `<output>/bailian-model.json` before `_SUCCESS`.
+//!   [`BailianDeployer`] implements [`rag_core::ModelDeployer`]: `model_path` is a model id or
+//!   such an output prefix, so the pipeline's deploy stage picks up what the fine-tune made;
+//!   deploying the same model twice returns the live deployment.
 //! - Errors: DashScope's error JSON (both the compatible `{"error": {…}}` and the native
 //!   `{"code", "message", "request_id"}` shapes) becomes a typed [`rag_core::Error`] that keeps
 //!   the code, message and request id; content-filter refusals are
@@ -31,8 +41,6 @@
 //! println!("{} ({} tokens)", answer.content, answer.usage.total_tokens);
 //! # Ok(()) }
 //! ```
-//!
-//! The fine-tune, model-import and deployment APIs (seed steps 3 and 4) come next.
 
 mod backend;
 mod chat;
