@@ -76,16 +76,7 @@ impl EmbeddingClient {
             ));
         }
         let model = model.into();
-        let id: String = format!("{model}-d{dims}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let id = rag_core::uri::safe_segment(&format!("{model}-d{dims}"), '-');
         Ok(Self {
             http: Http::new(config)?,
             model,

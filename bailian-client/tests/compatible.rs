@@ -395,6 +395,16 @@ impl Respond for FakeEmbeddings {
     }
 }
 
+fn embedder(server: &MockServer, dims: usize) -> EmbeddingClient {
+    EmbeddingClient::new(
+        config(server),
+        "text-embedding-v4",
+        dims,
+        EmbeddingOptions::default(),
+    )
+    .unwrap()
+}
+
 async fn embeddings_server(dims: usize) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -408,13 +418,7 @@ async fn embeddings_server(dims: usize) -> MockServer {
 #[tokio::test]
 async fn embeddings_batch_by_ten_keep_order_and_send_dimensions() {
     let server = embeddings_server(64).await;
-    let model = EmbeddingClient::new(
-        config(&server),
-        "text-embedding-v4",
-        64,
-        EmbeddingOptions::default(),
-    )
-    .unwrap();
+    let model = embedder(&server, 64);
     let texts: Vec<String> = (0..23)
         .map(|i| format!("text number {i} word{i}"))
         .collect();
@@ -450,13 +454,7 @@ async fn embeddings_batch_by_ten_keep_order_and_send_dimensions() {
 #[tokio::test]
 async fn embeddings_of_the_wrong_dimension_are_refused() {
     let server = embeddings_server(32).await;
-    let model = EmbeddingClient::new(
-        config(&server),
-        "text-embedding-v4",
-        64,
-        EmbeddingOptions::default(),
-    )
-    .unwrap();
+    let model = embedder(&server, 64);
     let err = model.embed_query("hello").await.unwrap_err();
     assert!(
         matches!(
@@ -473,12 +471,6 @@ async fn embeddings_of_the_wrong_dimension_are_refused() {
 #[tokio::test]
 async fn embedding_model_conformance() {
     let server = embeddings_server(128).await;
-    let model = EmbeddingClient::new(
-        config(&server),
-        "text-embedding-v4",
-        128,
-        EmbeddingOptions::default(),
-    )
-    .unwrap();
+    let model = embedder(&server, 128);
     rag_core::conformance::embedding::run_all(&model).await;
 }

@@ -175,20 +175,13 @@ impl SentenceEmbedder {
 }
 
 fn default_model_id(dir: &Path, weights: &Path) -> Result<String> {
-    let name: String = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "model".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let name = rag_core::uri::safe_segment(
+        &dir.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into()),
+        '-',
+    );
     let name = if name == "model" {
         // The PyPI packaging puts the model in `…/model`; the parent names it better.
         dir.canonicalize()

@@ -165,16 +165,7 @@ impl Layout {
 
 /// `name` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
 fn key_safe(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s = crate::uri::safe_segment(name, '_');
     if s.is_empty() || s.chars().all(|c| c == '.') {
         "_".into()
     } else {

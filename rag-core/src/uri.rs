@@ -247,6 +247,20 @@ impl<'de> serde::Deserialize<'de> for StoreUri {
     }
 }
 
+/// `name` with every character outside `[A-Za-z0-9._-]` replaced by `replacement`: safe as
+/// one segment of an object key or a file name (model ids become `vector-indexes/<id>/`).
+pub fn safe_segment(name: &str, replacement: char) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                replacement
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
