@@ -278,3 +278,57 @@ fn run_with_a_neural_model_evaluates_it_and_answers_with_it() {
         "{summary}"
     );
 }
+
+#[test]
+fn embed_reads_from_and_writes_to_an_s3_compatible_store() {
+    let server = oss_client::testing::S3TestServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(server.store("embed-bucket")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 3);
+    let bytes = std::fs::read(docs.join("pages.jsonl")).unwrap();
+    rt.block_on(rag_core::ObjectStore::put(
+        &store,
+        &"oss://embed-bucket/raw-docs/pages.jsonl".parse().unwrap(),
+        bytes.into(),
+    ))
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["embed", "--json", "--shard-rows", "32", "--threads", "2"])
+        .arg("--model")
+        .arg(model_dir())
+        .args(["--input", "oss://embed-bucket/raw-docs/"])
+        .args(["--output", "oss://embed-bucket/vector-indexes/minilm/"])
+        .args(["--endpoint", server.endpoint()])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["documents"], 3);
+    let shards = summary["shards"]["shards"].as_u64().unwrap() as usize;
+    let listed: Vec<rag_core::ObjectMeta> = rt
+        .block_on(futures::TryStreamExt::try_collect(
+            rag_core::ObjectStore::list(
+                &store,
+                &"oss://embed-bucket/vector-indexes/minilm/".parse().unwrap(),
+            ),
+        ))
+        .unwrap();
+    assert_eq!(listed.len(), shards);
+    let mut rows = 0;
+    for m in &listed {
+        let data = rt
+            .block_on(rag_core::ObjectStore::get_bytes(&store, &m.uri))
+            .unwrap();
+        let (meta, r) = read_shard(data).unwrap();
+        assert_eq!(meta.dims, 384);
+        rows += r.len();
+    }
+    assert_eq!(rows as u64, summary["chunks"].as_u64().unwrap());
+}
