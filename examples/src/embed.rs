@@ -18,9 +18,14 @@ use crate::stores::{self, OssArgs};
 /// Arguments of `ragloop embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// A sentence-transformers model directory (e.g. `models/all-MiniLM-L6-v2`).
+    /// A sentence-transformers model: a local directory (e.g. `models/all-MiniLM-L6-v2`) or a
+    /// store prefix (`oss://bucket/models/emb-v1/`, what the training job wrote), which is
+    /// downloaded to `--model-cache` first.
     #[arg(long, env = "RAGLOOP_MODEL")]
-    pub model: PathBuf,
+    pub model: String,
+    /// Where models from a store are downloaded.
+    #[arg(long, default_value = "target/ragloop-models")]
+    pub model_cache: PathBuf,
     /// Documents: a local file or directory, or a store prefix (`oss://bucket/raw-docs/`).
     /// JSONL(.gz) files hold one document per line; other files are one document each.
     #[arg(long, env = "RAGLOOP_INPUT_DATA")]
@@ -89,14 +94,15 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
     }
     let src = stores::open(&input, args.store_root.as_ref(), &args.oss)?;
     let dst = stores::open(&output, args.store_root.as_ref(), &args.oss)?;
+    let model_dir = fetch_model(&args).await?;
     let model = SentenceEmbedder::load_with(
-        &args.model,
+        &model_dir,
         EmbedderOptions {
             threads: args.threads,
             ..Default::default()
         },
     )
-    .with_context(|| format!("loading the model in {}", args.model.display()))?;
+    .with_context(|| format!("loading the model in {}", model_dir.display()))?;
     let loaded = rag_core::loader::load_documents(src.as_ref(), &input)
         .await
         .with_context(|| format!("reading documents from {input}"))?;
@@ -130,6 +136,41 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
         shards,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The model directory: `--model` itself when it is a local path, else a copy of the store
+/// prefix it names under `--model-cache` (files already there with the same size are kept).
+async fn fetch_model(args: &EmbedArgs) -> Result<PathBuf> {
+    let uri = match args.model.parse::<rag_core::StoreUri>() {
+        Ok(uri) if uri.scheme() != rag_core::Scheme::File => uri.as_prefix(),
+        Ok(uri) => return Ok(PathBuf::from(format!("/{}", uri.key()))),
+        Err(_) => return Ok(PathBuf::from(&args.model)),
+    };
+    let store = stores::open(&uri, args.store_root.as_ref(), &args.oss)?;
+    let dir = args.model_cache.join(rag_core::uri::safe_segment(
+        &format!("{}-{}", uri.bucket(), uri.key()),
+        '_',
+    ));
+    let objects: Vec<rag_core::ObjectMeta> =
+        futures::TryStreamExt::try_collect(store.list(&uri)).await?;
+    if objects.is_empty() {
+        bail!("no model files under {uri}");
+    }
+    for m in objects {
+        let rel = m.uri.key().strip_prefix(uri.key()).unwrap_or(m.uri.key());
+        let path = dir.join(rel);
+        if std::fs::metadata(&path).is_ok_and(|md| md.len() == m.size) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let bytes = store.get_bytes(&m.uri).await?;
+        let tmp = path.with_extension("part");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(dir)
 }
 
 /// A human-readable account of the summary.

@@ -293,10 +293,28 @@ fn embed_reads_from_and_writes_to_an_s3_compatible_store() {
         bytes.into(),
     ))
     .unwrap();
+    // The model too comes from the store, as a training job would have left it there.
+    for entry in walk(&model_dir()) {
+        let rel = entry
+            .strip_prefix(model_dir())
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let uri = format!("oss://embed-bucket/models/minilm/{rel}")
+            .parse()
+            .unwrap();
+        rt.block_on(rag_core::ObjectStore::put(
+            &store,
+            &uri,
+            std::fs::read(&entry).unwrap().into(),
+        ))
+        .unwrap();
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
         .args(["embed", "--json", "--shard-rows", "32", "--threads", "2"])
-        .arg("--model")
-        .arg(model_dir())
+        .args(["--model", "oss://embed-bucket/models/minilm/"])
+        .arg("--model-cache")
+        .arg(dir.path().join("cache"))
         .args(["--input", "oss://embed-bucket/raw-docs/"])
         .args(["--output", "oss://embed-bucket/vector-indexes/minilm/"])
         .args(["--endpoint", server.endpoint()])
@@ -331,4 +349,26 @@ fn embed_reads_from_and_writes_to_an_s3_compatible_store() {
         rows += r.len();
     }
     assert_eq!(rows as u64, summary["chunks"].as_u64().unwrap());
+    // Same weights as the local copy: the model id ends with the same weights hash.
+    let local = embed_runtime::SentenceEmbedder::load(&model_dir()).unwrap();
+    let local_id = rag_core::EmbeddingModel::model_id(&local);
+    let remote_id = summary["model_id"].as_str().unwrap();
+    assert_eq!(
+        remote_id[remote_id.len() - 12..],
+        local_id[local_id.len() - 12..]
+    );
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
