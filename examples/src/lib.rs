@@ -6,6 +6,7 @@
 //!
 //! - [`cp`]: `ragloop cp`, recursive copies to and from OSS.
 //! - [`embed`]: `ragloop embed`, the batch embedding job (documents → Parquet shards).
+//! - [`logging`]: the binaries' log set-up (credentials never logged, even at `trace`).
 //! - [`pai`]: `ragloop pai submit|status|logs|stop` on PAI-DLC.
 //! - [`llm_answer`]: the answer step against any OpenAI-compatible LLM (example `llm_answer`).
 //! - [`local_loop`]: the seven stages on the local backends, with retrieval metrics.
@@ -17,6 +18,7 @@ pub mod cp;
 pub mod embed;
 pub mod llm_answer;
 pub mod local_loop;
+pub mod logging;
 pub mod pai;
 pub mod progress;
 pub mod queries;

@@ -278,3 +278,55 @@ fn pai_submit_sends_create_job_and_prints_the_job_id() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "submitted dlc7abc\n");
     rt.block_on(server.verify());
 }
+
+/// Secrets given through the environment never reach the output, even with every log level on:
+/// an OSS copy against moto (STS token included) and a PAI dry run, at `RUST_LOG=trace`.
+#[test]
+fn secrets_never_appear_in_output_or_trace_logs() {
+    const SECRET: &str = "sk-never-print-7f3a9c";
+    const TOKEN: &str = "sts-never-print-51be02";
+    let server = oss_client::testing::S3TestServer::start();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.store("secret-bucket"))
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), "some text").unwrap();
+    let with_secrets = |cmd: &mut Command| {
+        cmd.env("RUST_LOG", "trace,aws_sigv4=trace,aws_smithy_runtime=trace")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+            .env("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN)
+            .env("DASHSCOPE_API_KEY", SECRET)
+            .output()
+            .unwrap()
+    };
+    let cp = with_secrets(
+        ragloop()
+            .args([
+                "cp",
+                "-r",
+                src.path().to_str().unwrap(),
+                "oss://secret-bucket/x/",
+            ])
+            .args(["--endpoint", server.endpoint()]),
+    );
+    let mut dry = SUBMIT.to_vec();
+    dry.push("--dry-run");
+    let pai = with_secrets(ragloop().arg("pai").args(&dry));
+    for out in [&cp, &pai] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.is_empty(), "trace logging produced output");
+        assert!(!all.contains(SECRET), "secret leaked: {all}");
+        assert!(!all.contains(TOKEN), "STS token leaked");
+    }
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+}
