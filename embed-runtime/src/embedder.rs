@@ -217,6 +217,8 @@ impl Inner {
         // prefix of max_len × 64 bytes is tokenised first and the whole text only when that
         // prefix came out shorter than max_len tokens (so the result is always exact).
         let cap = self.max_len * BYTES_PER_TOKEN_BOUND;
+        // Each input once: the prefixed, trimmed text, and whether the byte cap cut it.
+        let mut cut = Vec::with_capacity(texts.len());
         let inputs: Vec<String> = texts
             .iter()
             .map(|t| {
@@ -226,17 +228,17 @@ impl Inner {
                 while !trimmed.is_char_boundary(end) {
                     end -= 1;
                 }
+                cut.push(end < trimmed.len());
                 trimmed[..end].to_string()
             })
             .collect();
         let mut encodings = self
             .pool
-            .install(|| self.tokenizer.encode_batch(inputs.clone(), true))
+            .install(|| self.tokenizer.encode_batch(inputs, true))
             .map_err(|e| Error::invalid(format!("tokenizer: {e}")))?;
-        for (i, enc) in encodings.iter_mut().enumerate() {
-            let full_len = format!("{prefix}{}", texts[i]).trim().len();
-            if inputs[i].len() < full_len && enc.get_ids().len() < self.max_len {
-                let full = format!("{prefix}{}", texts[i]);
+        for ((enc, t), was_cut) in encodings.iter_mut().zip(texts).zip(cut) {
+            if was_cut && enc.get_ids().len() < self.max_len {
+                let full = format!("{prefix}{t}");
                 *enc = self
                     .tokenizer
                     .encode(full.trim(), true)
