@@ -65,8 +65,8 @@ pub use deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
 pub use embedding::{Embedding, EmbeddingModel};
 pub use error::{Error, Result};
 pub use index::{
-    FieldKind, Filter, IndexRecord, IndexSchema, Metric, Query, SearchHit, SearchRequest,
-    UpsertReport, VectorIndex,
+    FieldKind, Filter, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
+    SearchRequest, UpsertReport, VectorIndex, rrf_fuse,
 };
 pub use secret::{AccessKey, Secret};
 pub use store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult};

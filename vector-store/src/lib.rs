@@ -3,11 +3,25 @@
 //! Search back-ends for ragloop (seed steps 6 and 7: `PUT /rag-index` with a `dense_vector`
 //! mapping, `POST /rag-index/_search` with `knn`).
 //!
-//! **Status:** the index mappings for Elasticsearch 8 and OpenSearch 2 ([`mapping`]), built from
-//! a [`rag_core::IndexSchema`]. What comes next (see the vector-store issue): a
-//! [`rag_core::VectorIndex`] for each engine (bulk loading from Parquet with per-item errors,
-//! kNN, hybrid RRF) and a fast embedded ANN index. Until then the pipeline uses
-//! [`rag_core::local::LocalVectorIndex`] (exact search, BM25, RRF).
+//! - [`SearchIndex`]: a [`rag_core::VectorIndex`] on **Elasticsearch 8.x** (`dense_vector` +
+//!   HNSW, top-level `knn`, hybrid through `retriever.rrf`) and **OpenSearch 2.x**
+//!   (`knn_vector` on lucene HNSW, `knn` query, `hybrid` query + normalisation pipeline), with a
+//!   client-side RRF fallback, sized `_bulk` loads with per-item errors and retries, and
+//!   zero-downtime re-indexing through [`SearchIndex::swap_alias`]. Transport and auth come
+//!   from the `opensearch` crate (basic auth or an Elasticsearch API key).
+//! - [`mapping`]: the create-index bodies, built from a [`rag_core::IndexSchema`].
+//!
+//! ```no_run
+//! use rag_core::{IndexSchema, Metric, Query, SearchRequest, VectorIndex};
+//! use vector_store::{Engine, SearchConfig, SearchIndex};
+//! # async fn demo() -> rag_core::Result<()> {
+//! let index = SearchIndex::new(SearchConfig::new("http://localhost:9200", Engine::Elasticsearch8))?;
+//! index.create_index(&IndexSchema::new("rag-index", 768, Metric::Cosine)).await?;
+//! let hits = index
+//!     .search("rag-index", &SearchRequest::new(Query::Text("file descriptor".into()), 5))
+//!     .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! ```
 //! use rag_core::{IndexSchema, Metric};
@@ -17,6 +31,15 @@
 //! assert_eq!(body["mappings"]["properties"]["embedding"]["dims"], 768);
 //! ```
 
+mod config;
+pub mod dsl;
 mod mapping;
+mod search_index;
+mod transport;
 
-pub use mapping::{EMBEDDING_FIELD, Engine, HnswParams, TEXT_FIELD, mapping, mapping_with};
+pub use config::{Auth, HybridMode, Refresh, SearchConfig};
+pub use mapping::{
+    EMBEDDING_FIELD, Engine, HnswParams, META_KEY, TEXT_FIELD, mapping, mapping_with,
+    schema_from_mapping,
+};
+pub use search_index::SearchIndex;

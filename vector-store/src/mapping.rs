@@ -59,13 +59,73 @@ pub fn mapping_with(schema: &IndexSchema, engine: Engine, hnsw: HnswParams) -> V
         };
         props.insert(f.name.clone(), json!({ "type": ty }));
     }
+    // `_meta` keeps the schema as ragloop wrote it, so reading it back is exact.
+    let mappings = json!({ "_meta": { META_KEY: schema }, "properties": props });
     match engine {
-        Engine::Elasticsearch8 => json!({ "mappings": { "properties": props } }),
+        Engine::Elasticsearch8 => json!({ "mappings": mappings }),
         Engine::OpenSearch2 => json!({
             "settings": { "index": { "knn": true } },
-            "mappings": { "properties": props }
+            "mappings": mappings
         }),
     }
+}
+
+/// The key under `mappings._meta` that holds the ragloop [`IndexSchema`].
+pub const META_KEY: &str = "ragloop_schema";
+
+/// Reads the schema of index `name` from its mapping (the `mappings` object of
+/// `GET /{index}/_mapping`): the `_meta` ragloop wrote, or else what the vector field and the
+/// metadata fields say (an index created by other tools).
+pub fn schema_from_mapping(name: &str, mappings: &Value) -> rag_core::Result<IndexSchema> {
+    if let Some(meta) = mappings["_meta"].get(META_KEY) {
+        let mut schema: IndexSchema = serde_json::from_value(meta.clone()).map_err(|e| {
+            rag_core::Error::invalid(format!("index {name:?}: unreadable _meta.{META_KEY}: {e}"))
+        })?;
+        schema.name = name.to_string();
+        return Ok(schema);
+    }
+    let props = &mappings["properties"];
+    let vector = &props[EMBEDDING_FIELD];
+    let dims = vector["dims"]
+        .as_u64()
+        .or_else(|| vector["dimension"].as_u64())
+        .ok_or_else(|| {
+            rag_core::Error::invalid(format!(
+                "index {name:?} has no vector field {EMBEDDING_FIELD:?} with a dimension"
+            ))
+        })? as usize;
+    let space = vector["similarity"]
+        .as_str()
+        .or_else(|| vector["method"]["space_type"].as_str())
+        .or_else(|| vector["space_type"].as_str())
+        .unwrap_or("cosine");
+    let metric = match space {
+        "cosine" | "cosinesimil" => Metric::Cosine,
+        "dot_product" | "max_inner_product" | "innerproduct" => Metric::Dot,
+        "l2_norm" | "l2" => Metric::L2,
+        other => {
+            return Err(rag_core::Error::invalid(format!(
+                "index {name:?}: vector similarity {other:?} is not supported"
+            )));
+        }
+    };
+    let mut schema = IndexSchema::new(name, dims, metric);
+    if let Some(obj) = props.as_object() {
+        for (field, def) in obj {
+            if field == EMBEDDING_FIELD || field == TEXT_FIELD {
+                continue;
+            }
+            let kind = match def["type"].as_str() {
+                Some("keyword") => FieldKind::Keyword,
+                Some("long" | "integer" | "short" | "byte") => FieldKind::Integer,
+                Some("double" | "float" | "half_float" | "scaled_float") => FieldKind::Float,
+                Some("boolean") => FieldKind::Bool,
+                _ => continue,
+            };
+            schema = schema.with_field(field.clone(), kind);
+        }
+    }
+    Ok(schema)
 }
 
 fn vector_field(schema: &IndexSchema, engine: Engine, hnsw: HnswParams) -> Value {
@@ -113,7 +173,10 @@ mod tests {
         let body = mapping(&schema(), Engine::Elasticsearch8);
         assert_eq!(
             body,
-            json!({"mappings": {"properties": {
+            json!({"mappings": {"_meta": {"ragloop_schema": {
+                "name": "rag-index", "dims": 768, "metric": "cosine", "metadata_fields": [
+                    {"name": "doc_id", "kind": "keyword"}, {"name": "start", "kind": "integer"}]}},
+                "properties": {
                 "embedding": {"type": "dense_vector", "dims": 768, "index": true, "similarity": "cosine",
                               "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
                 "text": {"type": "text"},
@@ -134,5 +197,24 @@ mod tests {
         assert_eq!(v["dimension"], 768);
         assert_eq!(v["method"]["space_type"], "innerproduct");
         assert_eq!(v["method"]["engine"], "lucene");
+    }
+
+    #[test]
+    fn schemas_read_back_from_meta_or_from_the_fields() {
+        let s = schema();
+        for engine in [Engine::Elasticsearch8, Engine::OpenSearch2] {
+            let body = mapping(&s, engine);
+            assert_eq!(
+                schema_from_mapping("rag-index", &body["mappings"]).unwrap(),
+                s
+            );
+            let mut foreign = body["mappings"].clone();
+            foreign.as_object_mut().unwrap().remove("_meta");
+            let back = schema_from_mapping("rag-index", &foreign).unwrap();
+            assert_eq!((back.dims, back.metric), (768, Metric::Cosine));
+            let mut fields = back.metadata_fields.clone();
+            fields.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(fields, s.metadata_fields);
+        }
     }
 }
