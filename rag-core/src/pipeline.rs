@@ -40,7 +40,7 @@ use crate::prompt::{ContextChunk, cited_ids, rag_request};
 use crate::store::{ObjectStore, file_stream};
 use crate::training::{JobId, JobSpec, JobStatus, TrainingBackend, WaitOptions};
 use crate::uri::StoreUri;
-use crate::vectors::{EmbeddedChunk, read_shard};
+use crate::vectors::{EmbeddedChunk, read_shard_batches};
 
 /// The object a job writes last into its output prefix to say the output is complete
 /// (the Hadoop/Spark convention). A job whose output holds it is not run again.
@@ -652,7 +652,10 @@ impl Pipeline {
             ..Default::default()
         };
         for shard in shards {
-            let (meta, rows) = read_shard(self.backends.store.get_bytes(&shard.uri).await?)?;
+            let (meta, batches) = read_shard_batches(
+                self.backends.store.get_bytes(&shard.uri).await?,
+                self.options.index_batch.max(1),
+            )?;
             if meta.model_id != model.model_id() || meta.dims != model.dims() {
                 return Err(Error::invalid(format!(
                     "{} holds vectors of {} ({} dims), not of {} ({} dims)",
@@ -663,7 +666,8 @@ impl Pipeline {
                     model.dims()
                 )));
             }
-            for batch in rows.chunks(self.options.index_batch.max(1)) {
+            for batch in batches {
+                let batch = batch?;
                 let records: Vec<IndexRecord> = batch.iter().map(record_of).collect();
                 let (written, failed) = self.upsert_with_retries(name, records).await?;
                 report.written += written;

@@ -189,6 +189,49 @@ pub fn read_shard(data: Bytes) -> Result<(ShardMeta, Vec<EmbeddedChunk>)> {
     Ok((meta, rows))
 }
 
+/// Decodes a shard `rows` rows at a time: only one batch of decoded rows is in memory besides
+/// the file itself, so loading an index from shards stays bounded whatever the corpus size.
+pub fn read_shard_batches(data: Bytes, rows: usize) -> Result<(ShardMeta, ShardBatches)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data)
+        .map_err(|e| Error::invalid(format!("not a Parquet file: {e}")))?;
+    let meta = shard_meta(&builder)?;
+    let reader = builder
+        .with_batch_size(rows.max(1))
+        .build()
+        .map_err(|e| Error::backend("parquet", "opening reader", e))?;
+    let dims = meta.dims;
+    Ok((meta, ShardBatches { reader, dims }))
+}
+
+/// The row batches of one shard, from [`read_shard_batches`].
+pub struct ShardBatches {
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    dims: usize,
+}
+
+impl std::fmt::Debug for ShardBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardBatches").field("dims", &self.dims).finish_non_exhaustive()
+    }
+}
+
+impl Iterator for ShardBatches {
+    type Item = Result<Vec<EmbeddedChunk>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.reader.next()?;
+        Some(
+            batch
+                .map_err(|e| Error::invalid(format!("corrupt Parquet shard: {e}")))
+                .and_then(|b| {
+                    let mut rows = Vec::with_capacity(b.num_rows());
+                    decode_batch(&b, self.dims, &mut rows)?;
+                    Ok(rows)
+                }),
+        )
+    }
+}
+
 fn decode_batch(batch: &RecordBatch, dims: usize, out: &mut Vec<EmbeddedChunk>) -> Result<()> {
     fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
         b.column_by_name(name)
@@ -273,6 +316,10 @@ mod tests {
         let (m, back) = read_shard(bytes).unwrap();
         assert_eq!(m, meta);
         assert_eq!(back, rows);
+        let (m, batches) = read_shard_batches(write_shard(&rows, &meta).unwrap(), 1).unwrap();
+        assert_eq!(m, meta);
+        let batches: Vec<Vec<EmbeddedChunk>> = batches.collect::<Result<_>>().unwrap();
+        assert_eq!(batches, vec![rows[..1].to_vec(), rows[1..].to_vec()]);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!   client-side RRF fallback, sized `_bulk` loads with per-item errors and retries, and
 //!   zero-downtime re-indexing through [`SearchIndex::swap_alias`]. Transport and auth come
 //!   from the `opensearch` crate (basic auth or an Elasticsearch API key).
+//! - [`open_ann_index`]: the embedded index for corpora that outgrow exact search —
+//!   [`rag_core::local::LocalVectorIndex`] (BM25, filters, persisted segments) with USearch
+//!   HNSW graphs ([`HnswGraphs`]) answering vector queries, saved beside the segments.
 //! - [`mapping`]: the create-index bodies, built from a [`rag_core::IndexSchema`].
 //!
 //! ```no_run
@@ -31,12 +34,14 @@
 //! assert_eq!(body["mappings"]["properties"]["embedding"]["dims"], 768);
 //! ```
 
+mod ann;
 mod config;
 pub mod dsl;
 mod mapping;
 mod search_index;
 mod transport;
 
+pub use ann::{AnnParams, HnswGraphs, open_ann_index};
 pub use config::{Auth, HybridMode, Refresh, SearchConfig};
 pub use mapping::{
     EMBEDDING_FIELD, Engine, HnswParams, META_KEY, TEXT_FIELD, mapping, mapping_with,

@@ -3,12 +3,13 @@
 //! | trait | backend | what it really does |
 //! |---|---|---|
 //! | [`ObjectStore`](crate::ObjectStore) | [`LocalFileStore`], [`InMemoryStore`] | files under a root dir with atomic writes; a map in memory |
-//! | [`VectorIndex`](crate::VectorIndex) | [`LocalVectorIndex`] | exact cosine/dot/L2 search, BM25, RRF hybrid, filters, persisted segments |
+//! | [`VectorIndex`](crate::VectorIndex) | [`LocalVectorIndex`] | exact cosine/dot/L2 search (or an [`ann::AnnGraph`] such as `vector-store`'s HNSW), BM25, RRF hybrid, filters, persisted segments |
 //! | [`TrainingBackend`](crate::TrainingBackend) | [`LocalProcessBackend`] | runs each job's command as a local process with logs, status and stop |
 //! | [`EmbeddingModel`](crate::EmbeddingModel) | [`HashedEmbedding`] | feature-hashed word and bigram TF-IDF vectors; IDF fitted on the corpus |
 //! | [`ChatModel`](crate::ChatModel) | [`ExtractiveChat`] | answers with the context sentences that best match the question, citing chunk ids |
 //! | [`ModelDeployer`](crate::ModelDeployer) | [`LocalDeployer`] | a registry file of deployed model names and paths |
 
+pub mod ann;
 mod bm25;
 mod deployer;
 mod extractive_chat;

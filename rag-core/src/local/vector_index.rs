@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use super::ann::{AnnFactory, AnnGraph};
 use super::bm25::Bm25;
 use crate::error::{Error, Result};
 use crate::index::{
@@ -24,11 +25,37 @@ const COMPACT_AFTER: usize = 64;
 /// With [`LocalVectorIndex::open`] every index is persisted under a directory: a `schema.json`
 /// and append-only segment files, one per upsert or delete call, each written atomically;
 /// opening replays them, and many segments are compacted into one. Exact search is the right
-/// tool up to some hundred thousand vectors; an ANN engine comes with `vector-store`.
+/// tool up to some ten thousand vectors; beyond, give it an [`AnnFactory`]
+/// ([`LocalVectorIndex::open_with_ann`]; `vector-store` has an HNSW one) and vector queries go
+/// through the graph, which is saved beside the segments and rebuilt when it is missing or stale.
 #[derive(Debug, Default)]
 pub struct LocalVectorIndex {
     dir: Option<PathBuf>,
     indexes: RwLock<HashMap<String, Arc<RwLock<IndexData>>>>,
+    ann: Option<Arc<dyn AnnFactory>>,
+}
+
+/// The graph of one index and whether it changed since it was saved.
+struct Ann {
+    factory: Arc<dyn AnnFactory>,
+    graph: Box<dyn AnnGraph>,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Ann {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ann")
+            .field("len", &self.graph.len())
+            .field("dirty", &self.dirty)
+            .finish()
+    }
+}
+
+/// Which segment state a saved graph describes.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct AnnStamp {
+    last_segment: String,
+    len: usize,
 }
 
 #[derive(Debug)]
@@ -45,6 +72,7 @@ struct IndexData {
     bm25: Bm25,
     dir: Option<PathBuf>,
     segments: Vec<PathBuf>,
+    ann: Option<Ann>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,15 +94,36 @@ impl LocalVectorIndex {
         Self::default()
     }
 
+    /// An in-memory index whose vector queries go through graphs from `ann`.
+    pub fn in_memory_with_ann(ann: Arc<dyn AnnFactory>) -> Self {
+        Self {
+            ann: Some(ann),
+            ..Self::default()
+        }
+    }
+
     /// An index persisted under `dir`; existing indexes there are loaded.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
+        Self::open_inner(dir.into(), None).await
+    }
+
+    /// Like [`open`](Self::open), with vector queries through graphs from `ann`: each index
+    /// keeps `ann.graph` (+ `ann.json`, the segment state it covers) beside its segments,
+    /// saved after compactions, on [`flush`](Self::flush) and when the index is dropped;
+    /// a missing or stale graph is rebuilt from the records on open.
+    pub async fn open_with_ann(dir: impl Into<PathBuf>, ann: Arc<dyn AnnFactory>) -> Result<Self> {
+        Self::open_inner(dir.into(), Some(ann)).await
+    }
+
+    async fn open_inner(dir: PathBuf, ann: Option<Arc<dyn AnnFactory>>) -> Result<Self> {
         tokio::fs::create_dir_all(&dir).await?;
         let d = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_all(&d))
+        let factory = ann.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_all(&d, factory))
             .await
             .map_err(|e| Error::backend("local-index", "loading task failed", e))??;
         Ok(Self {
+            ann,
             dir: Some(dir),
             indexes: RwLock::new(
                 loaded
@@ -93,9 +142,18 @@ impl LocalVectorIndex {
             .cloned()
             .ok_or_else(|| Error::not_found(format!("index {name:?}")))
     }
+
+    /// Saves every changed graph now (graphs are also saved after compactions and on drop).
+    pub async fn flush(&self) -> Result<()> {
+        let handles: Vec<_> = self.indexes.read().await.values().cloned().collect();
+        for h in handles {
+            h.write().await.save_ann()?;
+        }
+        Ok(())
+    }
 }
 
-fn load_all(dir: &Path) -> Result<Vec<IndexData>> {
+fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -115,6 +173,9 @@ fn load_all(dir: &Path) -> Result<Vec<IndexData>> {
             data.replay(seg)?;
         }
         data.segments = segs;
+        if let Some(factory) = &ann {
+            data.attach_ann(factory.clone())?;
+        }
         out.push(data);
     }
     Ok(out)
@@ -129,16 +190,124 @@ impl IndexData {
             bm25: Bm25::default(),
             dir,
             segments: Vec::new(),
+            ann: None,
         }
     }
 
-    fn apply_upsert(&mut self, record: IndexRecord) {
+    fn ann_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        self.dir
+            .as_ref()
+            .map(|d| (d.join("ann.graph"), d.join("ann.json")))
+    }
+
+    fn stamp(&self) -> AnnStamp {
+        AnnStamp {
+            last_segment: self
+                .segments
+                .last()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            len: self.by_id.len(),
+        }
+    }
+
+    /// Loads the saved graph if it covers the current segments, else builds one.
+    fn attach_ann(&mut self, factory: Arc<dyn AnnFactory>) -> Result<()> {
+        if let Some((graph_path, stamp_path)) = self.ann_paths() {
+            let saved: Option<AnnStamp> = std::fs::read(&stamp_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if saved.as_ref() == Some(&self.stamp()) {
+                match factory.load(&self.schema, &graph_path) {
+                    Ok(graph) if graph.len() == self.by_id.len() => {
+                        self.ann = Some(Ann {
+                            factory,
+                            graph,
+                            dirty: false,
+                        });
+                        return Ok(());
+                    }
+                    Ok(_) => tracing::warn!(path = %graph_path.display(), "saved graph is stale; rebuilding"),
+                    Err(e) => tracing::warn!(path = %graph_path.display(), error = %e, "saved graph unreadable; rebuilding"),
+                }
+            }
+        }
+        let graph = factory.create(&self.schema)?;
+        let items: Vec<(u64, &[f32])> = self
+            .live()
+            .map(|(i, s)| (i as u64, s.record.vector.as_slice()))
+            .collect();
+        graph.add_batch(&items)?;
+        self.ann = Some(Ann {
+            factory,
+            graph,
+            dirty: true,
+        });
+        self.save_ann()
+    }
+
+    /// Writes the graph and its stamp (graph first; a stale stamp only costs a rebuild).
+    fn save_ann(&mut self) -> Result<()> {
+        let stamp = self.stamp();
+        let (Some((graph_path, stamp_path)), Some(ann)) = (self.ann_paths(), self.ann.as_mut())
+        else {
+            return Ok(());
+        };
+        if !ann.dirty {
+            return Ok(());
+        }
+        let tmp = graph_path.with_extension("tmp");
+        ann.graph.save(&tmp)?;
+        std::fs::rename(&tmp, &graph_path)?;
+        let json = serde_json::to_vec(&stamp)
+            .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
+        write_atomic(&stamp_path, &json)?;
+        ann.dirty = false;
+        Ok(())
+    }
+
+    /// Brings the graph in step after records were applied: `removed` slots leave it, `added`
+    /// slots join it. A graph that fails is dropped (searches go exact, the next open rebuilds).
+    fn update_ann(&mut self, removed: &[usize], added: &[usize]) {
+        let Some(ann) = self.ann.as_mut() else {
+            return;
+        };
+        let slots = &self.slots;
+        let result = removed
+            .iter()
+            .try_for_each(|&s| ann.graph.remove(s as u64))
+            .and_then(|()| {
+                let items: Vec<(u64, &[f32])> = added
+                    .iter()
+                    .filter_map(|&i| {
+                        slots[i]
+                            .as_ref()
+                            .map(|s| (i as u64, s.record.vector.as_slice()))
+                    })
+                    .collect();
+                ann.graph.add_batch(&items)
+            });
+        ann.dirty = true;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, index = %self.schema.name, "ANN graph update failed; exact search until the next open");
+            self.ann = None;
+            if let Some((_, stamp)) = self.ann_paths() {
+                let _ = std::fs::remove_file(stamp);
+            }
+        }
+    }
+
+    /// Applies an upsert; returns the slot it replaced, if any, and its own slot.
+    fn apply_upsert(&mut self, record: IndexRecord) -> (Option<usize>, usize) {
+        let replaced = self.by_id.get(&record.id).copied();
         self.apply_delete(&record.id);
         let slot = self.slots.len();
         self.bm25.add(slot, &record.text);
         self.by_id.insert(record.id.clone(), slot);
         let norm = record.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         self.slots.push(Some(Slot { record, norm }));
+        (replaced, slot)
     }
 
     fn apply_delete(&mut self, id: &str) -> bool {
@@ -296,18 +465,89 @@ impl IndexData {
             let _ = std::fs::remove_file(p);
         }
         self.segments.retain(|p| p.exists());
-        // Rebuild the in-memory structures without dead slots.
+        // Rebuild the in-memory structures without dead slots; live slots keep their order, so
+        // graph keys only move down (slot i of the new numbering was the i-th live slot).
+        let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
         let schema = self.schema.clone();
         let segments = std::mem::take(&mut self.segments);
+        let ann = self.ann.take();
         *self = IndexData::new(schema, self.dir.clone());
         self.segments = segments;
         for r in live {
             self.apply_upsert(r);
         }
+        if let Some(mut ann) = ann {
+            let moved = old_slots
+                .iter()
+                .enumerate()
+                .filter(|(new, old)| *new != **old)
+                .try_for_each(|(new, &old)| ann.graph.rename(old as u64, new as u64));
+            match moved {
+                Ok(()) => {
+                    ann.dirty = true;
+                    self.ann = Some(ann);
+                    self.save_ann()?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ANN graph rename failed; rebuilding it");
+                    self.attach_ann(ann.factory)?;
+                }
+            }
+        }
         Ok(())
     }
 
     fn knn(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        if let Some(hits) = self.knn_ann(q, n, req) {
+            return hits;
+        }
+        self.knn_exact(q, n, req)
+    }
+
+    /// Graph search, or `None` where exact search is the better tool: small indexes, and
+    /// filters that pass few records (a graph walk would visit mostly rejected nodes).
+    fn knn_ann(&self, q: &[f32], n: usize, req: &SearchRequest) -> Option<Vec<SearchHit>> {
+        let ann = self.ann.as_ref()?;
+        let live = self.by_id.len();
+        if live < ann.factory.exact_below() {
+            return None;
+        }
+        let keep = |key: u64| {
+            self.slots
+                .get(key as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| passes(req, s))
+        };
+        if req.filter.is_some() {
+            let passing = self.live().filter(|(_, s)| passes(req, s)).count();
+            if passing <= ann.factory.exact_below().max(n) || passing * 20 < live {
+                return None;
+            }
+        }
+        let ef = req.num_candidates.max(n);
+        let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = if req.filter.is_some() { Some(&keep) } else { None };
+        match ann.graph.search(q, n, ef, filter) {
+            Ok(found) => Some(
+                found
+                    .into_iter()
+                    .filter_map(|(key, score)| {
+                        self.slots.get(key as usize)?.as_ref().map(|s| SearchHit {
+                            id: s.record.id.clone(),
+                            score,
+                            text: s.record.text.clone(),
+                            metadata: s.record.metadata.clone(),
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ANN search failed; searching exactly");
+                None
+            }
+        }
+    }
+
+    fn knn_exact(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
         let qnorm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
         let scored = self.live().filter(|(_, s)| passes(req, s)).map(|(i, s)| {
             let score = match self.schema.metric {
@@ -357,6 +597,17 @@ impl IndexData {
     }
 }
 
+impl Drop for IndexData {
+    fn drop(&mut self) {
+        // Best effort: a graph not saved here is rebuilt on the next open.
+        if self.dir.as_ref().is_some_and(|d| d.exists())
+            && let Err(e) = self.save_ann()
+        {
+            tracing::warn!(error = %e, index = %self.schema.name, "saving the ANN graph failed");
+        }
+    }
+}
+
 fn passes(req: &SearchRequest, s: &Slot) -> bool {
     req.filter
         .as_ref()
@@ -391,10 +642,11 @@ impl VectorIndex for LocalVectorIndex {
             std::fs::create_dir_all(dir.join("segments"))?;
             write_atomic(&dir.join("schema.json"), &json)?;
         }
-        indexes.insert(
-            schema.name.clone(),
-            Arc::new(RwLock::new(IndexData::new(schema.clone(), dir))),
-        );
+        let mut data = IndexData::new(schema.clone(), dir);
+        if let Some(factory) = &self.ann {
+            data.attach_ann(factory.clone())?;
+        }
+        indexes.insert(schema.name.clone(), Arc::new(RwLock::new(data)));
         Ok(())
     }
 
@@ -418,10 +670,17 @@ impl VectorIndex for LocalVectorIndex {
             }
         }
         data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
+        let (mut removed, mut added) = (Vec::new(), Vec::with_capacity(good.len()));
         for r in good {
             report.written.push(r.id.clone());
-            data.apply_upsert(r);
+            let (replaced, slot) = data.apply_upsert(r);
+            removed.extend(replaced);
+            added.push(slot);
         }
+        // A record replaced twice in one batch: its first new slot died already.
+        added.retain(|&s| data.slots[s].is_some());
+        removed.retain(|s| !added.contains(s));
+        data.update_ann(&removed, &added);
         data.maybe_compact()?;
         Ok(report)
     }
@@ -435,7 +694,9 @@ impl VectorIndex for LocalVectorIndex {
             .cloned()
             .collect();
         data.persist(&[], &present)?;
+        let slots: Vec<usize> = present.iter().filter_map(|id| data.by_id.get(id).copied()).collect();
         let removed = present.iter().filter(|id| data.apply_delete(id)).count();
+        data.update_ann(&slots, &[]);
         data.maybe_compact()?;
         Ok(removed)
     }
