@@ -211,7 +211,9 @@ pub struct ShardBatches {
 
 impl std::fmt::Debug for ShardBatches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardBatches").field("dims", &self.dims).finish_non_exhaustive()
+        f.debug_struct("ShardBatches")
+            .field("dims", &self.dims)
+            .finish_non_exhaustive()
     }
 }
 

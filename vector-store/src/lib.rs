@@ -10,7 +10,7 @@
 //!   zero-downtime re-indexing through [`SearchIndex::swap_alias`]. Transport and auth come
 //!   from the `opensearch` crate (basic auth or an Elasticsearch API key).
 //! - [`open_ann_index`]: the embedded index for corpora that outgrow exact search —
-//!   [`rag_core::local::LocalVectorIndex`] (BM25, filters, persisted segments) with USearch
+//!   [`rag_core::local::LocalVectorIndex`] (BM25, filters, persisted segments) with our own
 //!   HNSW graphs ([`HnswGraphs`]) answering vector queries, saved beside the segments.
 //! - [`mapping`]: the create-index bodies, built from a [`rag_core::IndexSchema`].
 //!
@@ -37,6 +37,7 @@
 mod ann;
 mod config;
 pub mod dsl;
+mod hnsw;
 mod mapping;
 mod search_index;
 mod transport;

@@ -228,8 +228,12 @@ impl IndexData {
                         });
                         return Ok(());
                     }
-                    Ok(_) => tracing::warn!(path = %graph_path.display(), "saved graph is stale; rebuilding"),
-                    Err(e) => tracing::warn!(path = %graph_path.display(), error = %e, "saved graph unreadable; rebuilding"),
+                    Ok(_) => {
+                        tracing::warn!(path = %graph_path.display(), "saved graph is stale; rebuilding")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %graph_path.display(), error = %e, "saved graph unreadable; rebuilding")
+                    }
                 }
             }
         }
@@ -525,7 +529,11 @@ impl IndexData {
             }
         }
         let ef = req.num_candidates.max(n);
-        let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = if req.filter.is_some() { Some(&keep) } else { None };
+        let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = if req.filter.is_some() {
+            Some(&keep)
+        } else {
+            None
+        };
         match ann.graph.search(q, n, ef, filter) {
             Ok(found) => Some(
                 found
@@ -694,7 +702,10 @@ impl VectorIndex for LocalVectorIndex {
             .cloned()
             .collect();
         data.persist(&[], &present)?;
-        let slots: Vec<usize> = present.iter().filter_map(|id| data.by_id.get(id).copied()).collect();
+        let slots: Vec<usize> = present
+            .iter()
+            .filter_map(|id| data.by_id.get(id).copied())
+            .collect();
         let removed = present.iter().filter(|id| data.apply_delete(id)).count();
         data.update_ann(&slots, &[]);
         data.maybe_compact()?;

@@ -1,0 +1,605 @@
+//! ragloop's own HNSW graph (Malkov & Yashunin, 2016), the [`AnnGraph`] behind the embedded
+//! index: f32 vectors stored contiguously, the neighbour-selection heuristic, deletions as
+//! tombstones (they keep routing), filters applied to results while the walk goes on, and the
+//! distance loops compiled once per search for the CPU's widest vectors (pulp: AVX-512 where
+//! present) with the next neighbour's vector prefetched while the current one is scored —
+//! the two things that decide HNSW speed once vectors outgrow the caches.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::RwLock;
+
+use rag_core::local::ann::{AnnGraph, KeyFilter};
+use rag_core::{Error, Metric, Result};
+
+const MAGIC: &[u8; 8] = b"RLHNSW1\n";
+
+/// A distance, lower is closer.
+#[derive(Clone, Copy, PartialEq)]
+struct Dist(f32);
+impl Eq for Dist {}
+impl PartialOrd for Dist {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Dist {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Sum of `a[i] * b[i]` in 16 lanes (vectorises under the dispatched target features).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum of `(a[i] - b[i])²` in 16 lanes.
+#[inline(always)]
+fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Hints the CPU to fetch `v` into the cache. Never faults, whatever the address.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr().cast::<i8>();
+        // SAFETY: prefetching is a hint; it reads nothing architecturally and cannot fault.
+        // Both cache lines of a 384-float vector's start are requested; the hardware
+        // prefetcher follows the rest of the contiguous vector.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Graph parameters and state.
+struct Inner {
+    dims: usize,
+    l2: bool,
+    m: usize,
+    ef_construction: usize,
+    /// `n × dims`, unit length for cosine.
+    vectors: Vec<f32>,
+    keys: Vec<u64>,
+    ids: HashMap<u64, u32>,
+    deleted: Vec<bool>,
+    levels: Vec<u8>,
+    /// Level-0 links, `n × (1 + 2m)`: a count, then up to `2m` ids.
+    links0: Vec<u32>,
+    /// Links of levels ≥ 1, per node: `level × (1 + m)` (empty for level-0 nodes).
+    upper: Vec<Vec<u32>>,
+    entry: Option<u32>,
+    max_level: usize,
+    rng: u64,
+}
+
+impl Inner {
+    #[inline(always)]
+    fn vector(&self, id: u32) -> &[f32] {
+        let i = id as usize * self.dims;
+        &self.vectors[i..i + self.dims]
+    }
+
+    #[inline(always)]
+    fn dist(&self, q: &[f32], id: u32) -> Dist {
+        let v = self.vector(id);
+        Dist(if self.l2 { l2sq(q, v) } else { 1.0 - dot(q, v) })
+    }
+
+    fn cap(&self, level: usize) -> usize {
+        if level == 0 { 2 * self.m } else { self.m }
+    }
+
+    fn links(&self, id: u32, level: usize) -> &[u32] {
+        let (list, cap) = if level == 0 {
+            let w = 1 + 2 * self.m;
+            (
+                &self.links0[id as usize * w..(id as usize + 1) * w],
+                2 * self.m,
+            )
+        } else {
+            let w = 1 + self.m;
+            (&self.upper[id as usize][(level - 1) * w..level * w], self.m)
+        };
+        let n = (list[0] as usize).min(cap);
+        &list[1..1 + n]
+    }
+
+    fn set_links(&mut self, id: u32, level: usize, to: &[u32]) {
+        let list = if level == 0 {
+            let w = 1 + 2 * self.m;
+            &mut self.links0[id as usize * w..(id as usize + 1) * w]
+        } else {
+            let w = 1 + self.m;
+            &mut self.upper[id as usize][(level - 1) * w..level * w]
+        };
+        list[0] = to.len() as u32;
+        list[1..1 + to.len()].copy_from_slice(to);
+    }
+
+    /// Best-first search of one layer from `entry`; returns up to `ef` (distance, id) sorted
+    /// closest first. Only ids `accept` takes enter the results; all of them route.
+    #[inline(always)]
+    fn search_layer<F: Fn(u32) -> bool>(
+        &self,
+        q: &[f32],
+        entry: &[(Dist, u32)],
+        ef: usize,
+        level: usize,
+        visited: &mut Visited,
+        accept: F,
+    ) -> Vec<(Dist, u32)> {
+        visited.clear(self.keys.len());
+        let mut candidates: BinaryHeap<Reverse<(Dist, u32)>> = BinaryHeap::with_capacity(ef * 2);
+        let mut results: BinaryHeap<(Dist, u32)> = BinaryHeap::with_capacity(ef + 1);
+        for &(d, id) in entry {
+            visited.insert(id);
+            candidates.push(Reverse((d, id)));
+            if accept(id) {
+                results.push((d, id));
+            }
+        }
+        while let Some(Reverse((d, c))) = candidates.pop() {
+            if results.len() >= ef && results.peek().is_some_and(|w| d > w.0) {
+                break;
+            }
+            let links = self.links(c, level);
+            if let Some(&first) = links.first() {
+                prefetch(self.vector(first));
+            }
+            for (j, &n) in links.iter().enumerate() {
+                if let Some(&next) = links.get(j + 1) {
+                    prefetch(self.vector(next));
+                }
+                if !visited.insert(n) {
+                    continue;
+                }
+                let dn = self.dist(q, n);
+                if results.len() < ef || results.peek().is_some_and(|w| dn < w.0) {
+                    candidates.push(Reverse((dn, n)));
+                    if accept(n) {
+                        results.push((dn, n));
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = results.into_vec();
+        out.sort_unstable();
+        out
+    }
+
+    /// Greedy descent through the upper layers down to `stop` (exclusive).
+    #[inline(always)]
+    fn descend(&self, q: &[f32], stop: usize) -> Option<(Dist, u32)> {
+        let entry = self.entry?;
+        let mut best = (self.dist(q, entry), entry);
+        for level in (stop + 1..=self.max_level).rev() {
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for &n in self.links(best.1, level) {
+                    let d = self.dist(q, n);
+                    if d < best.0 {
+                        best = (d, n);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Some(best)
+    }
+
+    /// The neighbour-selection heuristic: keep a candidate only if it is closer to the base
+    /// than to every neighbour kept so far (spreads links across directions).
+    #[inline(always)]
+    fn select(&self, sorted: &[(Dist, u32)], m: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(m);
+        for &(d, c) in sorted {
+            if kept.len() >= m {
+                break;
+            }
+            let v = self.vector(c);
+            if kept.iter().all(|&k| self.dist(v, k) > d) {
+                kept.push(c);
+            }
+        }
+        kept
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, key: u64, v: &[f32], visited: &mut Visited) {
+        let id = self.keys.len() as u32;
+        // Level ~ floor(-ln(U) / ln(M)).
+        self.rng = self
+            .rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let level = ((-u.ln()) / (self.m as f64).ln()).floor().min(16.0) as usize;
+        self.vectors.extend_from_slice(v);
+        self.keys.push(key);
+        self.ids.insert(key, id);
+        self.deleted.push(false);
+        self.levels.push(level as u8);
+        self.links0.extend(std::iter::repeat_n(0, 1 + 2 * self.m));
+        self.upper.push(vec![0; level * (1 + self.m)]);
+        let q = self.vector(id).to_vec();
+        let Some(mut ep) = self.descend(&q, level) else {
+            self.entry = Some(id);
+            self.max_level = level;
+            return;
+        };
+        let all = |_: u32| true;
+        for lc in (0..=level.min(self.max_level)).rev() {
+            let found = self.search_layer(&q, &[ep], self.ef_construction, lc, visited, all);
+            // The new node keeps M links on every level; level 0 lists may grow to 2M as
+            // later nodes link back.
+            let neighbours = self.select(&found, self.m);
+            self.set_links(id, lc, &neighbours);
+            for &n in &neighbours {
+                let mut list: Vec<u32> = self.links(n, lc).to_vec();
+                if list.len() < self.cap(lc) {
+                    list.push(id);
+                } else {
+                    let base = self.vector(n).to_vec();
+                    let mut scored: Vec<(Dist, u32)> = list
+                        .iter()
+                        .chain(std::iter::once(&id))
+                        .map(|&x| (self.dist(&base, x), x))
+                        .collect();
+                    scored.sort_unstable();
+                    list = self.select(&scored, self.cap(lc));
+                }
+                self.set_links(n, lc, &list);
+            }
+            if let Some(&first) = found.first() {
+                ep = first;
+            }
+        }
+        if level > self.max_level {
+            self.max_level = level;
+            self.entry = Some(id);
+        }
+    }
+
+    #[inline(always)]
+    fn knn(&self, q: &[f32], n: usize, ef: usize, keep: Option<KeyFilter<'_>>) -> Vec<(u64, f32)> {
+        let Some(ep) = self.descend(q, 0) else {
+            return Vec::new();
+        };
+        let mut visited = Visited::default();
+        let accept =
+            |id: u32| !self.deleted[id as usize] && keep.is_none_or(|k| k(self.keys[id as usize]));
+        self.search_layer(q, &[ep], ef.max(n), 0, &mut visited, accept)
+            .into_iter()
+            .take(n)
+            .map(|(d, id)| {
+                let sim = if self.l2 {
+                    -d.0.max(0.0).sqrt()
+                } else {
+                    1.0 - d.0
+                };
+                (self.keys[id as usize], sim)
+            })
+            .collect()
+    }
+}
+
+/// A visited set: one bit per node.
+#[derive(Default)]
+struct Visited(Vec<u64>);
+
+impl Visited {
+    fn clear(&mut self, n: usize) {
+        self.0.clear();
+        self.0.resize(n.div_ceil(64), 0);
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, id: u32) -> bool {
+        let (w, b) = ((id / 64) as usize, id % 64);
+        let fresh = self.0[w] & (1 << b) == 0;
+        self.0[w] |= 1 << b;
+        fresh
+    }
+}
+
+// The graph operations as `WithSimd` types (not closures, which would not be inlined): pulp
+// compiles each for the CPU's widest vectors, and the `#[inline(always)]` search, insert and
+// distance code is compiled into it.
+
+struct KnnOp<'a> {
+    inner: &'a Inner,
+    q: &'a [f32],
+    n: usize,
+    ef: usize,
+    keep: Option<KeyFilter<'a>>,
+}
+
+impl pulp::WithSimd for KnnOp<'_> {
+    type Output = Vec<(u64, f32)>;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        self.inner.knn(self.q, self.n, self.ef, self.keep)
+    }
+}
+
+struct InsertOp<'a> {
+    inner: &'a mut Inner,
+    items: &'a [(u64, Vec<f32>)],
+}
+
+impl pulp::WithSimd for InsertOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let mut visited = Visited::default();
+        for (key, v) in self.items {
+            if let Some(old) = self.inner.ids.remove(key) {
+                self.inner.deleted[old as usize] = true;
+            }
+            self.inner.insert(*key, v, &mut visited);
+        }
+    }
+}
+
+/// An HNSW graph (see the module docs).
+pub(crate) struct Hnsw {
+    inner: RwLock<Inner>,
+    metric: Metric,
+    arch: pulp::Arch,
+}
+
+fn poisoned() -> Error {
+    Error::backend_msg("hnsw", "graph lock poisoned by a panic")
+}
+
+impl Hnsw {
+    pub(crate) fn new(dims: usize, metric: Metric, m: usize, ef_construction: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                dims,
+                l2: metric == Metric::L2,
+                m: m.max(2),
+                ef_construction: ef_construction.max(1),
+                vectors: Vec::new(),
+                keys: Vec::new(),
+                ids: HashMap::new(),
+                deleted: Vec::new(),
+                levels: Vec::new(),
+                links0: Vec::new(),
+                upper: Vec::new(),
+                entry: None,
+                max_level: 0,
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+            metric,
+            arch: pulp::Arch::new(),
+        }
+    }
+
+    fn prepare(&self, v: &[f32]) -> Vec<f32> {
+        if self.metric == Metric::Cosine {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                return v.iter().map(|x| x / norm).collect();
+            }
+        }
+        v.to_vec()
+    }
+
+    pub(crate) fn load(path: &Path, dims: usize, metric: Metric) -> Result<Self> {
+        let bad = |why: &str| Error::invalid(format!("graph {}: {why}", path.display()));
+        let mut r = BufReader::new(std::fs::File::open(path)?);
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic).map_err(|_| bad("truncated"))?;
+        if &magic != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let u64s = |r: &mut BufReader<std::fs::File>, n: usize| -> Result<Vec<u64>> {
+            let mut b = vec![0u8; n * 8];
+            r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
+            Ok(b.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect())
+        };
+        let head = u64s(&mut r, 8)?;
+        let [d, l2, m, efc, n, entry, max_level, rng] = head[..] else {
+            return Err(bad("bad header"));
+        };
+        if d as usize != dims || (l2 == 1) != (metric == Metric::L2) {
+            return Err(Error::DimensionMismatch {
+                expected: dims,
+                actual: d as usize,
+            });
+        }
+        let (n, m) = (n as usize, m as usize);
+        let u32s = |r: &mut BufReader<std::fs::File>, count: usize| -> Result<Vec<u32>> {
+            let mut b = vec![0u8; count * 4];
+            r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
+            Ok(b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect())
+        };
+        let vectors: Vec<f32> = u32s(&mut r, n * dims)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        let keys = u64s(&mut r, n)?;
+        let flags = u32s(&mut r, n)?;
+        let links0 = u32s(&mut r, n * (1 + 2 * m))?;
+        let mut upper = Vec::with_capacity(n);
+        for &f in &flags {
+            let level = (f >> 1) as usize;
+            upper.push(u32s(&mut r, level * (1 + m))?);
+        }
+        let deleted: Vec<bool> = flags.iter().map(|f| f & 1 == 1).collect();
+        let ids = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !deleted[*i])
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        let graph = Self::new(dims, metric, m, efc as usize);
+        {
+            let mut g = graph.inner.write().map_err(|_| poisoned())?;
+            g.vectors = vectors;
+            g.keys = keys;
+            g.ids = ids;
+            g.levels = flags.iter().map(|f| (f >> 1) as u8).collect();
+            g.deleted = deleted;
+            g.links0 = links0;
+            g.upper = upper;
+            g.entry = (entry != u64::MAX).then_some(entry as u32);
+            g.max_level = max_level as usize;
+            g.rng = rng;
+        }
+        Ok(graph)
+    }
+}
+
+impl AnnGraph for Hnsw {
+    fn add_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        let mut g = self.inner.write().map_err(|_| poisoned())?;
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != g.dims) {
+            return Err(Error::DimensionMismatch {
+                expected: g.dims,
+                actual: v.len(),
+            });
+        }
+        let prepared: Vec<(u64, Vec<f32>)> =
+            items.iter().map(|(k, v)| (*k, self.prepare(v))).collect();
+        self.arch.dispatch(InsertOp {
+            inner: &mut g,
+            items: &prepared,
+        });
+        Ok(())
+    }
+
+    fn remove(&self, key: u64) -> Result<()> {
+        let mut g = self.inner.write().map_err(|_| poisoned())?;
+        if let Some(id) = g.ids.remove(&key) {
+            g.deleted[id as usize] = true;
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: u64, to: u64) -> Result<()> {
+        let mut g = self.inner.write().map_err(|_| poisoned())?;
+        if let Some(id) = g.ids.remove(&from) {
+            g.ids.insert(to, id);
+            g.keys[id as usize] = to;
+        }
+        Ok(())
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        n: usize,
+        ef: usize,
+        keep: Option<KeyFilter<'_>>,
+    ) -> Result<Vec<(u64, f32)>> {
+        let g = self.inner.read().map_err(|_| poisoned())?;
+        if query.len() != g.dims {
+            return Err(Error::DimensionMismatch {
+                expected: g.dims,
+                actual: query.len(),
+            });
+        }
+        let q = self.prepare(query);
+        Ok(self.arch.dispatch(KnnOp {
+            inner: &g,
+            q: &q,
+            n,
+            ef,
+            keep,
+        }))
+    }
+
+    fn len(&self) -> usize {
+        self.inner.read().map(|g| g.ids.len()).unwrap_or(0)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let g = self.inner.read().map_err(|_| poisoned())?;
+        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        w.write_all(MAGIC)?;
+        let head = [
+            g.dims as u64,
+            u64::from(g.l2),
+            g.m as u64,
+            g.ef_construction as u64,
+            g.keys.len() as u64,
+            g.entry.map_or(u64::MAX, u64::from),
+            g.max_level as u64,
+            g.rng,
+        ];
+        for x in head {
+            w.write_all(&x.to_le_bytes())?;
+        }
+        for x in &g.vectors {
+            w.write_all(&x.to_bits().to_le_bytes())?;
+        }
+        for k in &g.keys {
+            w.write_all(&k.to_le_bytes())?;
+        }
+        for (i, l) in g.levels.iter().enumerate() {
+            let flags = (u32::from(*l) << 1) | u32::from(g.deleted[i]);
+            w.write_all(&flags.to_le_bytes())?;
+        }
+        for x in &g.links0 {
+            w.write_all(&x.to_le_bytes())?;
+        }
+        for node in &g.upper {
+            for x in node {
+                w.write_all(&x.to_le_bytes())?;
+            }
+        }
+        w.into_inner()
+            .map_err(|e| Error::from(e.into_error()))?
+            .sync_data()?;
+        Ok(())
+    }
+}
