@@ -60,21 +60,31 @@ impl Http {
         whole_timeout: bool,
     ) -> Result<Response> {
         let body = body.into();
+        self.retrying(what, || {
+            self.once(method.clone(), url, body, what, whole_timeout)
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or `max_retries` retries are spent;
+    /// pauses double from `initial_backoff` up to `max_backoff`, `Retry-After` first.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut backoff = self.config.initial_backoff;
-        let mut attempt = 0;
+        let mut retries = 0;
         loop {
-            let result = self
-                .once(method.clone(), url, body, what, whole_timeout)
-                .await;
-            match result {
-                Ok(resp) => return Ok(resp),
-                Err(e) if e.is_retryable() && attempt < self.config.max_retries => {
-                    attempt += 1;
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && retries < self.config.max_retries => {
+                    retries += 1;
                     let wait = e
                         .retry_after()
                         .unwrap_or(backoff)
                         .min(self.config.max_backoff);
-                    tracing::warn!(what, attempt, error = %e, ?wait, "DashScope call failed; retrying");
+                    tracing::warn!(what, attempt = retries, error = %e, ?wait, "DashScope call failed; retrying");
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
@@ -116,7 +126,8 @@ impl Http {
         Err(ApiError::parse(status.as_u16(), &body).into_error(what, wait))
     }
 
-    /// Sends and decodes a JSON answer.
+    /// Sends and decodes a JSON answer. A body that fails mid-read (a reset) is retried like a
+    /// failed send, in the same retry budget.
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -125,28 +136,16 @@ impl Http {
         what: &str,
     ) -> Result<T> {
         let body = body.into();
-        let mut backoff = self.config.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            let resp = self.send(method.clone(), url, body, what, true).await?;
-            // Reading the body can fail too (a reset mid-body): retry that like a failed send.
-            match resp.bytes().await {
-                Ok(bytes) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::backend("dashscope", format!("{what}: unexpected answer"), e)
-                    });
-                }
-                Err(e) => {
-                    let err = transport_error(e, what, self.config.timeout);
-                    if !err.is_retryable() || attempt >= self.config.max_retries {
-                        return Err(err);
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-            }
-        }
+        let bytes = self
+            .retrying(what, || async {
+                let resp = self.once(method.clone(), url, body, what, true).await?;
+                resp.bytes()
+                    .await
+                    .map_err(|e| transport_error(e, what, self.config.timeout))
+            })
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::backend("dashscope", format!("{what}: unexpected answer"), e))
     }
 }
 

@@ -474,3 +474,55 @@ async fn embedding_model_conformance() {
     let model = embedder(&server, 128);
     rag_core::conformance::embedding::run_all(&model).await;
 }
+
+/// A connection reset in the middle of a JSON body is retried like a failed send, and both
+/// kinds of failure share one budget: `max_retries + 1` attempts in all (503s and cut bodies
+/// alternating once made it `(max_retries + 1)²`).
+#[tokio::test]
+async fn a_body_cut_mid_read_is_retried_within_one_budget() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                // Odd attempts: 503. Even ones: promise 500 bytes, send a few, hang up.
+                let answer: &[u8] = if n.is_multiple_of(2) {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"id\": \"chatcmpl-"
+                };
+                let _ = sock.write_all(answer).await;
+            });
+        }
+    });
+    let mut c = BailianConfig::new(Region::Beijing)
+        .with_api_base(format!("http://{addr}/compatible-mode/v1"))
+        .with_api_key(Secret::new(KEY));
+    c.initial_backoff = Duration::from_millis(1);
+    c.max_backoff = Duration::from_millis(5);
+    c.max_retries = 2;
+    let llm = ChatClient::new(c, "qwen-plus").unwrap();
+    let req = ChatRequest {
+        messages: vec![Message::user("dup?")],
+        params: Default::default(),
+    };
+    let err = llm.chat(&req).await.unwrap_err();
+    assert!(
+        err.is_retryable(),
+        "a cut body is a transient failure: {err:?}"
+    );
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3,
+        "max_retries + 1 attempts, not (max_retries + 1)²"
+    );
+}
