@@ -1,5 +1,6 @@
 //! ragloop's own HNSW graph (Malkov & Yashunin, 2016), the [`AnnGraph`] behind the embedded
-//! index: f32 vectors stored contiguously, the neighbour-selection heuristic, deletions as
+//! index: each node's level-0 links and vector in one block (one region to fetch), the
+//! neighbour-selection heuristic, deletions as
 //! tombstones (they keep routing), filters applied to results while the walk goes on, and the
 //! distance loops compiled once per search for the CPU's widest vectors (pulp: AVX-512 where
 //! present) with the next neighbour's vector prefetched while the current one is scored —
@@ -14,7 +15,7 @@ use std::sync::RwLock;
 use rag_core::local::ann::{AnnGraph, KeyFilter};
 use rag_core::{Error, Metric, Result};
 
-const MAGIC: &[u8; 8] = b"RLHNSW1\n";
+const MAGIC: &[u8; 8] = b"RLHNSW2\n";
 
 /// A distance, lower is closer.
 #[derive(Clone, Copy, PartialEq)]
@@ -96,14 +97,14 @@ struct Inner {
     l2: bool,
     m: usize,
     ef_construction: usize,
-    /// `n × dims`, unit length for cosine.
-    vectors: Vec<f32>,
+    /// One block per node, `1 + 2m + dims` words: the level-0 link count, up to `2m` level-0
+    /// links, then the vector's f32 bits (unit length for cosine). Links and vector share cache
+    /// lines and one block is one memory region to fetch when a node is expanded and scored.
+    blocks: Vec<u32>,
     keys: Vec<u64>,
     ids: HashMap<u64, u32>,
     deleted: Vec<bool>,
     levels: Vec<u8>,
-    /// Level-0 links, `n × (1 + 2m)`: a count, then up to `2m` ids.
-    links0: Vec<u32>,
     /// Links of levels ≥ 1, per node: `level × (1 + m)` (empty for level-0 nodes).
     upper: Vec<Vec<u32>>,
     entry: Option<u32>,
@@ -113,9 +114,14 @@ struct Inner {
 
 impl Inner {
     #[inline(always)]
+    fn stride(&self) -> usize {
+        1 + 2 * self.m + self.dims
+    }
+
+    #[inline(always)]
     fn vector(&self, id: u32) -> &[f32] {
-        let i = id as usize * self.dims;
-        &self.vectors[i..i + self.dims]
+        let i = id as usize * self.stride() + 1 + 2 * self.m;
+        bytemuck::cast_slice(&self.blocks[i..i + self.dims])
     }
 
     #[inline(always)]
@@ -130,11 +136,8 @@ impl Inner {
 
     fn links(&self, id: u32, level: usize) -> &[u32] {
         let (list, cap) = if level == 0 {
-            let w = 1 + 2 * self.m;
-            (
-                &self.links0[id as usize * w..(id as usize + 1) * w],
-                2 * self.m,
-            )
+            let i = id as usize * self.stride();
+            (&self.blocks[i..i + 1 + 2 * self.m], 2 * self.m)
         } else {
             let w = 1 + self.m;
             (&self.upper[id as usize][(level - 1) * w..level * w], self.m)
@@ -145,8 +148,8 @@ impl Inner {
 
     fn set_links(&mut self, id: u32, level: usize, to: &[u32]) {
         let list = if level == 0 {
-            let w = 1 + 2 * self.m;
-            &mut self.links0[id as usize * w..(id as usize + 1) * w]
+            let i = id as usize * self.stride();
+            &mut self.blocks[i..i + 1 + 2 * self.m]
         } else {
             let w = 1 + self.m;
             &mut self.upper[id as usize][(level - 1) * w..level * w]
@@ -257,12 +260,12 @@ impl Inner {
             .wrapping_add(1442695040888963407);
         let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let level = ((-u.ln()) / (self.m as f64).ln()).floor().min(16.0) as usize;
-        self.vectors.extend_from_slice(v);
+        self.blocks.extend(std::iter::repeat_n(0, 1 + 2 * self.m));
+        self.blocks.extend_from_slice(bytemuck::cast_slice(v));
         self.keys.push(key);
         self.ids.insert(key, id);
         self.deleted.push(false);
         self.levels.push(level as u8);
-        self.links0.extend(std::iter::repeat_n(0, 1 + 2 * self.m));
         self.upper.push(vec![0; level * (1 + self.m)]);
         let q = self.vector(id).to_vec();
         let Some(mut ep) = self.descend(&q, level) else {
@@ -403,12 +406,11 @@ impl Hnsw {
                 l2: metric == Metric::L2,
                 m: m.max(2),
                 ef_construction: ef_construction.max(1),
-                vectors: Vec::new(),
+                blocks: Vec::new(),
                 keys: Vec::new(),
                 ids: HashMap::new(),
                 deleted: Vec::new(),
                 levels: Vec::new(),
-                links0: Vec::new(),
                 upper: Vec::new(),
                 entry: None,
                 max_level: 0,
@@ -462,13 +464,9 @@ impl Hnsw {
                 .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
                 .collect())
         };
-        let vectors: Vec<f32> = u32s(&mut r, n * dims)?
-            .into_iter()
-            .map(f32::from_bits)
-            .collect();
+        let blocks = u32s(&mut r, n * (1 + 2 * m + dims))?;
         let keys = u64s(&mut r, n)?;
         let flags = u32s(&mut r, n)?;
-        let links0 = u32s(&mut r, n * (1 + 2 * m))?;
         let mut upper = Vec::with_capacity(n);
         for &f in &flags {
             let level = (f >> 1) as usize;
@@ -484,12 +482,11 @@ impl Hnsw {
         let graph = Self::new(dims, metric, m, efc as usize);
         {
             let mut g = graph.inner.write().map_err(|_| poisoned())?;
-            g.vectors = vectors;
+            g.blocks = blocks;
             g.keys = keys;
             g.ids = ids;
             g.levels = flags.iter().map(|f| (f >> 1) as u8).collect();
             g.deleted = deleted;
-            g.links0 = links0;
             g.upper = upper;
             g.entry = (entry != u64::MAX).then_some(entry as u32);
             g.max_level = max_level as usize;
@@ -579,8 +576,8 @@ impl AnnGraph for Hnsw {
         for x in head {
             w.write_all(&x.to_le_bytes())?;
         }
-        for x in &g.vectors {
-            w.write_all(&x.to_bits().to_le_bytes())?;
+        for x in &g.blocks {
+            w.write_all(&x.to_le_bytes())?;
         }
         for k in &g.keys {
             w.write_all(&k.to_le_bytes())?;
@@ -588,9 +585,6 @@ impl AnnGraph for Hnsw {
         for (i, l) in g.levels.iter().enumerate() {
             let flags = (u32::from(*l) << 1) | u32::from(g.deleted[i]);
             w.write_all(&flags.to_le_bytes())?;
-        }
-        for x in &g.links0 {
-            w.write_all(&x.to_le_bytes())?;
         }
         for node in &g.upper {
             for x in node {
