@@ -41,6 +41,9 @@ pub struct BertConfig {
     /// Activation of the feed-forward layer; `gelu` (erf form).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Dropout probability used in training (inference ignores it).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
 }
 
 fn default_model_type() -> String {
@@ -51,6 +54,9 @@ fn default_type_vocab() -> usize {
 }
 fn default_eps() -> f64 {
     1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
 }
 fn default_act() -> String {
     "gelu".into()

@@ -45,6 +45,7 @@ mod bert;
 mod embedder;
 mod kernels;
 mod layout;
+pub mod train;
 
 pub use bert::{BertConfig, BertEncoder, Workspace};
 pub use embedder::{EmbedderOptions, SentenceEmbedder};

@@ -94,7 +94,13 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
     }
     let src = stores::open(&input, args.store_root.as_ref(), &args.oss)?;
     let dst = stores::open(&output, args.store_root.as_ref(), &args.oss)?;
-    let model_dir = fetch_model(&args).await?;
+    let model_dir = fetch_model_dir(
+        &args.model,
+        &args.model_cache,
+        args.store_root.as_ref(),
+        &args.oss,
+    )
+    .await?;
     let model = SentenceEmbedder::load_with(
         &model_dir,
         EmbedderOptions {
@@ -138,16 +144,21 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
     })
 }
 
-/// The model directory: `--model` itself when it is a local path, else a copy of the store
-/// prefix it names under `--model-cache` (files already there with the same size are kept).
-async fn fetch_model(args: &EmbedArgs) -> Result<PathBuf> {
-    let uri = match args.model.parse::<rag_core::StoreUri>() {
+/// A model directory: `model` itself when it is a local path, else a copy of the store
+/// prefix it names under `cache` (files already there with the same size are kept).
+pub async fn fetch_model_dir(
+    model: &str,
+    cache: &std::path::Path,
+    store_root: Option<&PathBuf>,
+    oss: &OssArgs,
+) -> Result<PathBuf> {
+    let uri = match model.parse::<rag_core::StoreUri>() {
         Ok(uri) if uri.scheme() != rag_core::Scheme::File => uri.as_prefix(),
         Ok(uri) => return Ok(PathBuf::from(format!("/{}", uri.key()))),
-        Err(_) => return Ok(PathBuf::from(&args.model)),
+        Err(_) => return Ok(PathBuf::from(model)),
     };
-    let store = stores::open(&uri, args.store_root.as_ref(), &args.oss)?;
-    let dir = args.model_cache.join(rag_core::uri::safe_segment(
+    let store = stores::open(&uri, store_root, oss)?;
+    let dir = cache.join(rag_core::uri::safe_segment(
         &format!("{}-{}", uri.bucket(), uri.key()),
         '_',
     ));

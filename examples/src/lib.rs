@@ -13,6 +13,7 @@
 //! - [`progress`]: progress bars for the pipeline's [`rag_core::pipeline::Progress`].
 //! - [`queries`]: reading evaluation query sets.
 //! - [`stores`]: which object store serves a command-line location.
+//! - [`train`]: `ragloop train`, the embedding training job (hashed model or a BERT fine-tune).
 
 pub mod cp;
 pub mod embed;
@@ -23,3 +24,4 @@ pub mod pai;
 pub mod progress;
 pub mod queries;
 pub mod stores;
+pub mod train;

@@ -19,14 +19,19 @@ pub fn read_queries(path: &Path, split: Option<&str>) -> Result<Vec<EvalQuery>> 
         text =
             String::from_utf8(raw).with_context(|| format!("{} is not UTF-8", path.display()))?;
     }
+    parse_queries(&text, &path.display().to_string(), split)
+}
+
+/// Parses JSONL query text (`name` labels errors); keeps `split` only when given.
+pub fn parse_queries(text: &str, name: &str, split: Option<&str>) -> Result<Vec<EvalQuery>> {
     let mut out = Vec::new();
     for (n, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let q: EvalQuery = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a query", path.display(), n + 1))?;
+        let q: EvalQuery =
+            serde_json::from_str(line).with_context(|| format!("{name}:{}: not a query", n + 1))?;
         if split.is_none_or(|s| q.split == s) {
             out.push(q);
         }

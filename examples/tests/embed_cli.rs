@@ -372,3 +372,99 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `ragloop train --base-model` as the local loop or a PAI-DLC job runs it: documents in, a
+/// sentence-transformers directory, a report and `_SUCCESS` out; the trained model then serves
+/// `ragloop embed` straight from the output prefix.
+#[test]
+fn train_fine_tunes_the_model_and_embed_uses_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 24);
+    // Queries: each page's id words as a query, half train, half test.
+    let corpus = std::fs::read_to_string(docs.join("pages.jsonl")).unwrap();
+    let mut queries = String::new();
+    for (i, line) in corpus.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["id"].as_str().unwrap();
+        let split = if i % 2 == 0 { "train" } else { "test" };
+        queries.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"id": format!("q-{id}"), "text": format!("manual page for {}", v["title"].as_str().unwrap()), "relevant": [id], "split": split})
+        ));
+    }
+    let qpath = dir.path().join("queries.jsonl");
+    std::fs::write(&qpath, queries).unwrap();
+    let output = dir.path().join("store/models/emb-v1");
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["train", "--json", "--max-steps", "3", "--batch-size", "4"])
+        .args(["--max-passage-tokens", "32", "--max-query-tokens", "16"])
+        .args(["--hold-out", "0.2"])
+        .arg("--base-model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--output")
+        .arg(&output)
+        .arg("--queries")
+        .arg(&qpath)
+        .arg("--eval-queries")
+        .arg(&qpath)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(summary["documents"], 24);
+    let evals = summary["evaluations"].as_array().unwrap();
+    assert_eq!(evals.len(), 2, "{evals:?}");
+    assert_eq!(evals[1]["base"]["queries"], 12);
+    let origins: Vec<&str> = summary["pairs_by_origin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[0].as_str().unwrap())
+        .collect();
+    for o in ["title", "heading", "inverse_cloze", "query"] {
+        assert!(origins.contains(&o), "{origins:?}");
+    }
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+        "training-report.json",
+        "training-report.md",
+        "_SUCCESS",
+    ] {
+        assert!(output.join(f).exists(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(output.join("training-report.md")).unwrap();
+    assert!(
+        md.contains("| trained |") && md.contains("loss per step"),
+        "{md}"
+    );
+
+    // The output prefix is a model `ragloop embed` loads.
+    let shards = dir.path().join("shards");
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["embed", "--json", "--shard-rows", "64", "--threads", "2"])
+        .arg("--model")
+        .arg(format!("file://{}/", output.display()))
+        .arg("--model-cache")
+        .arg(dir.path().join("cache"))
+        .arg("--input")
+        .arg(&docs)
+        .arg("--output")
+        .arg(&shards)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use examples::local_loop::{self, LocalLoopConfig};
 use examples::progress::BarProgress;
 use rag_core::StoreUri;
-use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore};
 
 #[derive(Parser)]
 #[command(name = "ragloop", version, about = "Train-to-inference RAG loop")]
@@ -62,22 +61,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The embedding training job (what `run` submits, and what a PAI-DLC job runs):
-    /// fits the local hashed embedding model on the documents under `--data`.
-    Train {
-        /// Documents prefix (`oss://bucket/raw-docs/`).
-        #[arg(long, env = "RAGLOOP_INPUT_DATA")]
-        data: StoreUri,
-        /// Model output prefix (`oss://bucket/models/emb-v1/`).
-        #[arg(long, env = "RAGLOOP_OUTPUT")]
-        output: StoreUri,
-        /// Root directory of the local store that holds the bucket.
-        #[arg(long, env = "RAGLOOP_STORE_ROOT")]
-        store_root: PathBuf,
-        /// Embedding dimension.
-        #[arg(long, default_value_t = 768)]
-        dims: usize,
-    },
+    /// The embedding training job (what `run` submits, and what a PAI-DLC job runs): with
+    /// `--base-model` fine-tunes a sentence-transformers model on pairs mined from the
+    /// documents under `--data` (plus `--queries`/`--pairs`), else fits the hashed model.
+    Train(examples::train::TrainArgs),
 }
 
 #[tokio::main]
@@ -145,23 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", local_loop::render(&summary));
             }
         }
-        Command::Train {
-            data,
-            output,
-            store_root,
-            dims,
-        } => {
-            let store = LocalFileStore::new(store_root);
-            let config = HashedEmbeddingConfig {
-                dims,
-                ..Default::default()
-            };
-            let report = HashedEmbedding::train_job(&store, &data, &output, config).await?;
-            println!(
-                "fitted {} on {} documents ({} inputs skipped) in {:.2}s → {output}",
-                report.model_id, report.documents, report.skipped_inputs, report.seconds
-            );
-        }
+        Command::Train(args) => examples::train::run(args).await?,
     }
     Ok(())
 }

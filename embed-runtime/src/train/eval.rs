@@ -1,0 +1,55 @@
+//! Document retrieval quality of an embedding model: every document embedded whole
+//! (`title + "\n" + text`, truncated by the model), queries ranked by cosine similarity.
+
+use rag_core::eval::{EvalQuery, MetricsAccumulator, RetrievalMetrics};
+use rag_core::{Document, EmbeddingModel, Result};
+
+use super::pairs::document_passage;
+
+/// Texts embedded per call, so a large corpus is not one giant request.
+const EMBED_BATCH: usize = 256;
+
+/// Ranks `docs` for each query with `model` and returns hit@1/5/10, MRR@10 and nDCG@10.
+/// Documents longer than `max_chars` are cut first (the model truncates to its own limit).
+pub async fn evaluate(
+    model: &dyn EmbeddingModel,
+    docs: &[Document],
+    queries: &[EvalQuery],
+    max_chars: usize,
+) -> Result<RetrievalMetrics> {
+    let mut doc_vecs = Vec::with_capacity(docs.len());
+    let texts: Vec<String> = docs
+        .iter()
+        .map(|d| document_passage(d, max_chars))
+        .collect();
+    for chunk in texts.chunks(EMBED_BATCH) {
+        doc_vecs.extend(model.embed_documents(chunk).await?);
+    }
+    let norms: Vec<f32> = doc_vecs.iter().map(|v| norm(v)).collect();
+    let mut acc = MetricsAccumulator::default();
+    for q in queries {
+        let qv = model.embed_query(&q.text).await?;
+        let qn = norm(&qv);
+        let mut scored: Vec<(f32, usize)> = doc_vecs
+            .iter()
+            .zip(&norms)
+            .enumerate()
+            .map(|(i, (v, n))| {
+                let dot: f32 = v.iter().zip(&qv).map(|(a, b)| a * b).sum();
+                (dot / (n * qn).max(f32::MIN_POSITIVE), i)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let ranked: Vec<String> = scored
+            .iter()
+            .take(10)
+            .map(|&(_, i)| docs[i].id.clone())
+            .collect();
+        acc.add(&ranked, &q.relevant);
+    }
+    Ok(acc.finish())
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}

@@ -1,0 +1,390 @@
+//! Domain training of sentence-transformers BERT models (seed step 2), in Rust on candle's
+//! autograd — the same trainer runs on a laptop and as the command of a PAI-DLC job.
+//!
+//! - [`EmbeddingTrainer`] fine-tunes every weight of the encoder with the multiple-negatives
+//!   ranking loss (InfoNCE over in-batch negatives, cosine similarity × `scale`), AdamW with
+//!   decoupled weight decay, linear warmup then linear decay, global-norm gradient clipping and
+//!   dropout — the recipe of sentence-transformers' `fit` with `MultipleNegativesRankingLoss`.
+//!   Seeded: the same pairs, config and seed give the same weights.
+//! - [`pairs`] makes the training data: pairs mined from raw documents, pairs from queries with
+//!   known answers, user JSONL; dedup and a held-out split.
+//! - [`evaluate`] measures document retrieval (hit@k, MRR@10, nDCG@10) of any
+//!   [`SentenceEmbedder`] on a query set, so base and trained models are compared the same way.
+//! - [`EmbeddingTrainer::save`] writes a sentence-transformers directory (the base model's
+//!   configs and tokenizer, the trained `model.safetensors`) that [`SentenceEmbedder`] and
+//!   sentence-transformers both load.
+//!
+//! ```no_run
+//! use embed_runtime::train::{EmbeddingTrainer, TrainConfig, pairs::Pair};
+//!
+//! # fn demo(pairs: Vec<Pair>) -> rag_core::Result<()> {
+//! let mut trainer = EmbeddingTrainer::load("models/all-MiniLM-L6-v2".as_ref())?;
+//! let report = trainer.train(&pairs, &TrainConfig::default(), &mut |step| {
+//!     println!("step {} loss {:.4}", step.step, step.loss);
+//! })?;
+//! trainer.save("models/emb-v1".as_ref())?;
+//! println!("{} steps in {:.0}s", report.steps.len(), report.seconds);
+//! # Ok(()) }
+//! ```
+
+mod eval;
+mod model;
+mod optim;
+pub mod pairs;
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rag_core::{Error, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub use eval::evaluate;
+pub use model::TrainableBert;
+use model::{Batch, Dropout, candle, mnrl_loss};
+use optim::{AdamW, warmup_linear};
+use pairs::Pair;
+
+use crate::layout::ModelLayout;
+
+/// Hyper-parameters of [`EmbeddingTrainer::train`]. The defaults are sentence-transformers'
+/// `fit` defaults for this loss, with passages cut to 128 tokens for 2-core budgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Passes over the pairs.
+    pub epochs: usize,
+    /// Pairs per step (each query's negatives are the other passages of its batch).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Share of the steps spent warming the learning rate up from 0.
+    pub warmup_ratio: f64,
+    /// AdamW decoupled weight decay (not applied to biases and layer norms).
+    pub weight_decay: f64,
+    /// Gradients are scaled down when their global L2 norm exceeds this.
+    pub max_grad_norm: f64,
+    /// Similarity scale (1 / temperature) of the loss.
+    pub scale: f64,
+    /// Tokens of a query kept.
+    pub max_query_tokens: usize,
+    /// Tokens of a passage kept.
+    pub max_passage_tokens: usize,
+    /// Dropout probability; `None` takes the model's `hidden_dropout_prob`.
+    pub dropout: Option<f32>,
+    /// Seed of shuffling and dropout.
+    pub seed: u64,
+    /// Stops after this many steps (the schedule still spans the full run).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 32,
+            learning_rate: 2e-5,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            scale: 20.0,
+            max_query_tokens: 64,
+            max_passage_tokens: 128,
+            dropout: None,
+            seed: 42,
+            max_steps: None,
+        }
+    }
+}
+
+/// One optimisation step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// 1-based step number.
+    pub step: usize,
+    /// Total steps of the run.
+    pub total: usize,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Loss of the batch.
+    pub loss: f64,
+    /// Learning rate used.
+    pub learning_rate: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Seconds the step took.
+    pub seconds: f64,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Every step.
+    pub steps: Vec<StepLog>,
+    /// Pairs trained on.
+    pub pairs: usize,
+    /// Trained parameters.
+    pub parameters: usize,
+    /// Seconds spent tokenising.
+    pub tokenize_seconds: f64,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+impl TrainReport {
+    /// Mean seconds per step, without the first (warm-up of allocations).
+    pub fn mean_step_seconds(&self) -> f64 {
+        let tail = if self.steps.len() > 1 {
+            &self.steps[1..]
+        } else {
+            &self.steps[..]
+        };
+        tail.iter().map(|s| s.seconds).sum::<f64>() / tail.len().max(1) as f64
+    }
+}
+
+/// Fine-tunes a sentence-transformers BERT model (see the module docs).
+pub struct EmbeddingTrainer {
+    base_dir: std::path::PathBuf,
+    layout: ModelLayout,
+    model: TrainableBert,
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for EmbeddingTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingTrainer")
+            .field("base_dir", &self.base_dir)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Weight files of other formats that a copied model directory must not keep: they would hold
+/// the base weights next to the trained ones.
+const STALE_WEIGHTS: &[&str] = &[
+    "pytorch_model.bin",
+    "tf_model.h5",
+    "flax_model.msgpack",
+    "rust_model.ot",
+    "model.onnx",
+];
+const STALE_DIRS: &[&str] = &["onnx", "openvino"];
+
+impl EmbeddingTrainer {
+    /// Loads the sentence-transformers model in `dir` for training.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let layout = ModelLayout::read(dir)?;
+        let model = TrainableBert::load(&layout.transformer_dir, layout.pooling)?;
+        let tok_path = layout.transformer_dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
+        tokenizer.with_padding(None);
+        Ok(Self {
+            base_dir: dir.to_path_buf(),
+            layout,
+            model,
+            tokenizer,
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &TrainableBert {
+        &self.model
+    }
+
+    fn tokenize(&self, texts: Vec<String>, max_tokens: usize) -> Result<Vec<Vec<u32>>> {
+        let max_len = max_tokens
+            .min(self.layout.max_seq_length)
+            .min(self.model.config().max_position_embeddings)
+            .max(2);
+        let mut tok = self.tokenizer.clone();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| Error::invalid(format!("truncation: {e}")))?;
+        // A token is rarely longer than 16 bytes of text: cut huge texts before tokenising.
+        let texts: Vec<String> = texts
+            .into_iter()
+            .map(|t| {
+                let t = t.trim();
+                let mut end = t.len().min(max_len * 16);
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                t[..end].to_string()
+            })
+            .collect();
+        let encodings = tok
+            .encode_batch(texts, true)
+            .map_err(|e| Error::invalid(format!("tokenizer: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    /// Trains on `pairs`; `on_step` sees every step as it finishes.
+    pub fn train(
+        &mut self,
+        pairs: &[Pair],
+        config: &TrainConfig,
+        on_step: &mut dyn FnMut(&StepLog),
+    ) -> Result<TrainReport> {
+        if config.batch_size < 2 {
+            return Err(Error::invalid(
+                "batch_size must be at least 2 (the other passages are the negatives)",
+            ));
+        }
+        if pairs.len() < 2 {
+            return Err(Error::invalid(format!(
+                "{} training pairs: at least 2 are needed",
+                pairs.len()
+            )));
+        }
+        let started = Instant::now();
+        let queries = self.tokenize(
+            pairs.iter().map(|p| p.query.clone()).collect(),
+            config.max_query_tokens,
+        )?;
+        let passages = self.tokenize(
+            pairs.iter().map(|p| p.passage.clone()).collect(),
+            config.max_passage_tokens,
+        )?;
+        let tokenize_seconds = started.elapsed().as_secs_f64();
+
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut epochs = Vec::with_capacity(config.epochs);
+        for _ in 0..config.epochs {
+            let batches: Vec<Vec<usize>> = pairs::epoch_batches(pairs, config.batch_size, &mut rng)
+                .into_iter()
+                .filter(|b| b.len() >= 2)
+                .collect();
+            epochs.push(batches);
+        }
+        let total: usize = epochs.iter().map(Vec::len).sum();
+        let total = config.max_steps.map_or(total, |m| m.min(total));
+        let warmup = (total as f64 * config.warmup_ratio).ceil() as usize;
+        let dropout_p = config
+            .dropout
+            .unwrap_or(self.model.config().hidden_dropout_prob as f32);
+        let mut optimizer =
+            AdamW::new(self.model.vars(), config.weight_decay).map_err(candle("optimizer"))?;
+        let mut steps = Vec::with_capacity(total);
+        'outer: for (epoch, batches) in epochs.iter().enumerate() {
+            for batch in batches {
+                if steps.len() == total {
+                    break 'outer;
+                }
+                let t0 = Instant::now();
+                let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
+                let p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
+                let mut dropout = Dropout {
+                    p: dropout_p,
+                    rng: &mut rng,
+                };
+                let loss = (|| -> candle_core::Result<Tensor> {
+                    let qe = self.model.embed(&Batch::pad(&q), &mut dropout)?;
+                    let pe = self.model.embed(&Batch::pad(&p), &mut dropout)?;
+                    mnrl_loss(&qe, &pe, config.scale)
+                })()
+                .map_err(candle("forward pass"))?;
+                let loss_value = loss
+                    .to_scalar::<f32>()
+                    .map_err(candle("reading the loss"))? as f64;
+                if !loss_value.is_finite() {
+                    return Err(Error::backend_msg(
+                        "trainer",
+                        format!("the loss became {loss_value} at step {}", steps.len() + 1),
+                    ));
+                }
+                let grads = loss.backward().map_err(candle("backward pass"))?;
+                let grad_norm = optimizer
+                    .grad_norm(&grads)
+                    .map_err(candle("gradient norm"))?;
+                let clip = if grad_norm > config.max_grad_norm && grad_norm > 0.0 {
+                    config.max_grad_norm / grad_norm
+                } else {
+                    1.0
+                };
+                let lr = warmup_linear(steps.len(), warmup, total, config.learning_rate);
+                optimizer
+                    .step(&grads, lr, clip)
+                    .map_err(candle("optimizer step"))?;
+                let log = StepLog {
+                    step: steps.len() + 1,
+                    total,
+                    epoch,
+                    loss: loss_value,
+                    learning_rate: lr,
+                    grad_norm,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                on_step(&log);
+                steps.push(log);
+            }
+        }
+        Ok(TrainReport {
+            steps,
+            pairs: pairs.len(),
+            parameters: self.model.parameter_count(),
+            tokenize_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Writes the trained model as a sentence-transformers directory: every file of the base
+    /// directory (configs, tokenizer, pooling, README) except weights of other formats, and the
+    /// trained `model.safetensors` in place of the base one.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        let io = |what: String| move |e: std::io::Error| Error::backend("trainer", what, e);
+        copy_tree(&self.base_dir, out, &self.layout.transformer_dir).map_err(io(format!(
+            "copying {} to {}",
+            self.base_dir.display(),
+            out.display()
+        )))?;
+        let rel = self
+            .layout
+            .transformer_dir
+            .strip_prefix(&self.base_dir)
+            .unwrap_or(Path::new(""));
+        let weights = out.join(rel).join("model.safetensors");
+        let tmp = weights.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&self.model.tensors(), &tmp)
+            .map_err(candle("writing model.safetensors"))?;
+        std::fs::rename(&tmp, &weights).map_err(io(format!("writing {}", weights.display())))?;
+        Ok(())
+    }
+}
+
+/// Copies `from` to `to`, leaving out hidden files and, in the transformer's directory, its
+/// weights (they are written afterwards).
+fn copy_tree(from: &Path, to: &Path, transformer_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let is_transformer = from == transformer_dir;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let target = to.join(name.as_ref());
+        if entry.file_type()?.is_dir() {
+            if !(is_transformer && STALE_DIRS.contains(&name.as_ref())) {
+                copy_tree(&entry.path(), &target, transformer_dir)?;
+            }
+        } else if !(is_transformer
+            && (STALE_WEIGHTS.contains(&name.as_ref()) || name == "model.safetensors"))
+        {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}

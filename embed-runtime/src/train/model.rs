@@ -1,0 +1,594 @@
+//! A trainable BERT encoder on candle's autograd.
+//!
+//! candle-transformers' BERT is built for inference (its fused layer norm has no backward and
+//! dropout is a no-op), so the modules here are written from differentiable candle ops:
+//! linear layers as `x · Wᵀ + b`, layer norm from mean/variance, softmax with a detached
+//! row max, GELU (erf), and dropout with masks drawn from the trainer's seeded RNG (candle's
+//! own random tensors cannot be seeded on the CPU), so a run is reproducible.
+//!
+//! Sequences are padded to the longest in the batch; padded keys are masked out of attention
+//! with a large negative bias and out of the mean pooling.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rag_core::{Error, Result};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::bert::BertConfig;
+use crate::layout::Pooling;
+
+pub(crate) fn candle(context: &'static str) -> impl Fn(candle_core::Error) -> Error {
+    move |e| Error::backend("candle", context, e)
+}
+
+/// A linear layer with the Hugging Face layout (`weight` is `out × in`).
+struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())
+    }
+}
+
+struct LayerNorm {
+    gamma: Var,
+    beta: Var,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Normalises the rows of a 2-D tensor.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(self.gamma.as_tensor())?
+            .broadcast_add(self.beta.as_tensor())
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: LayerNorm,
+}
+
+/// Token ids of a padded batch and its mask.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    /// `rows × width` token ids, padded with 0.
+    pub ids: Vec<u32>,
+    /// 1 for a real token, 0 for padding (same shape).
+    pub mask: Vec<f32>,
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl Batch {
+    /// Pads `seqs` (non-empty, each non-empty) to the longest.
+    pub fn pad(seqs: &[&[u32]]) -> Self {
+        let width = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+        let mut ids = vec![0u32; seqs.len() * width];
+        let mut mask = vec![0f32; seqs.len() * width];
+        for (r, s) in seqs.iter().enumerate() {
+            ids[r * width..r * width + s.len()].copy_from_slice(s);
+            mask[r * width..r * width + s.len()].fill(1.0);
+        }
+        Self {
+            ids,
+            mask,
+            rows: seqs.len(),
+            width,
+        }
+    }
+}
+
+/// Dropout masks drawn from a seeded generator; `p == 0` disables it.
+pub(crate) struct Dropout<'r> {
+    pub p: f32,
+    pub rng: &'r mut ChaCha8Rng,
+}
+
+impl Dropout<'_> {
+    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let scale = 1.0 / keep;
+        let n = x.elem_count();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if self.rng.random::<f32>() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+    }
+}
+
+/// The trainable encoder: every weight is a candle [`Var`].
+pub struct TrainableBert {
+    config: BertConfig,
+    /// Name in the weights file → variable (only the trained tensors).
+    vars: Vec<(String, Var)>,
+    /// Tensors of the weights file that are not trained (e.g. the pooler); saved unchanged.
+    frozen: HashMap<String, Tensor>,
+    word: Var,
+    position: Var,
+    token_type: Var,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    pooling: Pooling,
+}
+
+impl std::fmt::Debug for TrainableBert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainableBert")
+            .field("config", &self.config)
+            .field("parameters", &self.parameter_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainableBert {
+    /// Loads `dir/config.json` and `dir/model.safetensors` as trainable f32 variables.
+    pub fn load(dir: &Path, pooling: Pooling) -> Result<Self> {
+        let config = BertConfig::read(dir)?;
+        let path = dir.join("model.safetensors");
+        if !path.exists() {
+            return Err(Error::not_found(format!("{}", path.display())));
+        }
+        let map = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        Self::from_tensors(config, map, pooling)
+    }
+
+    /// Builds the encoder from named tensors (Hugging Face BERT names, with or without a
+    /// `bert.` prefix, which is kept when saving).
+    pub fn from_tensors(
+        config: BertConfig,
+        mut map: HashMap<String, Tensor>,
+        pooling: Pooling,
+    ) -> Result<Self> {
+        if matches!(pooling, Pooling::Max) {
+            return Err(Error::invalid(
+                "max pooling is not supported for training (mean or CLS)",
+            ));
+        }
+        let prefix = if map.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let h = config.hidden_size;
+        let ff = config.intermediate_size;
+        let mut vars = Vec::new();
+        let mut take = |name: &str, shape: &[usize]| -> Result<Var> {
+            let full = format!("{prefix}{name}");
+            let t = map
+                .remove(&full)
+                .ok_or_else(|| Error::invalid(format!("weights have no tensor {full}")))?;
+            if t.dims() != shape {
+                return Err(Error::invalid(format!(
+                    "{full} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
+            }
+            let t = t.to_dtype(DType::F32).map_err(candle("to f32"))?;
+            let var = Var::from_tensor(&t).map_err(candle("variable"))?;
+            vars.push((full, var.clone()));
+            Ok(var)
+        };
+        let eps = config.layer_norm_eps;
+        let word = take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let position = take(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type = take(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        let embed_norm = LayerNorm {
+            gamma: take("embeddings.LayerNorm.weight", &[h])?,
+            beta: take("embeddings.LayerNorm.bias", &[h])?,
+            eps,
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let mut lin = |name: &str, inputs: usize, outputs: usize| -> Result<Linear> {
+                Ok(Linear {
+                    weight: take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
+                    bias: take(&format!("{p}.{name}.bias"), &[outputs])?,
+                })
+            };
+            let query = lin("attention.self.query", h, h)?;
+            let key = lin("attention.self.key", h, h)?;
+            let value = lin("attention.self.value", h, h)?;
+            let attn_out = lin("attention.output.dense", h, h)?;
+            let ffn_in = lin("intermediate.dense", h, ff)?;
+            let ffn_out = lin("output.dense", ff, h)?;
+            let mut norm = |name: &str| -> Result<LayerNorm> {
+                Ok(LayerNorm {
+                    gamma: take(&format!("{p}.{name}.weight"), &[h])?,
+                    beta: take(&format!("{p}.{name}.bias"), &[h])?,
+                    eps,
+                })
+            };
+            let attn_norm = norm("attention.output.LayerNorm")?;
+            let ffn_norm = norm("output.LayerNorm")?;
+            layers.push(Layer {
+                query,
+                key,
+                value,
+                attn_out,
+                attn_norm,
+                ffn_in,
+                ffn_out,
+                ffn_norm,
+            });
+        }
+        Ok(Self {
+            config,
+            vars,
+            frozen: map,
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            pooling,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// The trained variables with their names in the weights file.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Number of trained parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Every tensor of the weights file, trained ones with their current values.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = self.frozen.clone();
+        for (name, var) in &self.vars {
+            out.insert(name.clone(), var.as_tensor().detach());
+        }
+        out
+    }
+
+    /// Sentence embeddings (pooled, L2-normalised) of a padded batch: `rows × hidden`.
+    pub(crate) fn embed(
+        &self,
+        batch: &Batch,
+        dropout: &mut Dropout<'_>,
+    ) -> candle_core::Result<Tensor> {
+        let dev = Device::Cpu;
+        let (b, t, h) = (batch.rows, batch.width, self.config.hidden_size);
+        let heads = self.config.num_attention_heads;
+        let hd = h / heads;
+        let ids = Tensor::from_slice(&batch.ids, b * t, &dev)?;
+        let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+        let positions = Tensor::from_vec(positions, b * t, &dev)?;
+        let mut x = self
+            .word
+            .as_tensor()
+            .index_select(&ids, 0)?
+            .add(&self.position.as_tensor().index_select(&positions, 0)?)?
+            .broadcast_add(&self.token_type.as_tensor().narrow(0, 0, 1)?)?;
+        x = dropout.apply(&self.embed_norm.forward(&x)?)?;
+        let mask = Tensor::from_slice(&batch.mask, (b, t), &dev)?;
+        // 0 for real keys, -10⁴ for padding (what BERT uses; exp underflows to 0).
+        let key_bias = ((mask.clone() - 1.0)? * 10_000.0)?.reshape((b, 1, 1, t))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for layer in &self.layers {
+            let split = |y: Tensor| -> candle_core::Result<Tensor> {
+                y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(layer.query.forward(&x)?)?;
+            let k = split(layer.key.forward(&x)?)?;
+            let v = split(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&key_bias)?;
+            let probs = dropout.apply(&softmax_last(&scores)?)?;
+            let ctx = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * t, h))?;
+            let attn = dropout.apply(&layer.attn_out.forward(&ctx)?)?;
+            x = layer.attn_norm.forward(&(attn + &x)?)?;
+            let inner = layer.ffn_in.forward(&x)?.gelu_erf()?;
+            let out = dropout.apply(&layer.ffn_out.forward(&inner)?)?;
+            x = layer.ffn_norm.forward(&(out + &x)?)?;
+        }
+        let states = x.reshape((b, t, h))?;
+        let pooled = match self.pooling {
+            Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
+            _ => {
+                let m = mask.reshape((b, t, 1))?;
+                let summed = states.broadcast_mul(&m)?.sum(1)?;
+                let counts = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        l2_normalize(&pooled)
+    }
+}
+
+/// Row-wise softmax over the last dimension (the row max is a constant for the gradient).
+pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Divides each row by its L2 norm.
+pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
+    x.broadcast_div(&norm)
+}
+
+/// Multiple-negatives ranking loss (InfoNCE with in-batch negatives): row `i` of `queries`
+/// must score passage `i` above every other passage of the batch; `scale` is 1/temperature
+/// on cosine similarities.
+pub(crate) fn mnrl_loss(
+    queries: &Tensor,
+    passages: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let n = queries.dim(0)?;
+    let logits = (queries.matmul(&passages.t()?)? * scale)?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_p = shifted.broadcast_sub(&log_z)?;
+    let eye = Tensor::eye(n, DType::F32, queries.device())?;
+    log_p.mul(&eye)?.sum_all()? * (-1.0 / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn tiny_config() -> BertConfig {
+        serde_json::from_value(serde_json::json!({
+            "model_type": "bert", "vocab_size": 20, "hidden_size": 8, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 12, "max_position_embeddings": 16,
+            "layer_norm_eps": 1e-12
+        }))
+        .unwrap()
+    }
+
+    fn tiny_weights(config: &BertConfig, seed: u64) -> HashMap<String, Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut map = HashMap::new();
+        let mut put = |name: String, shape: Vec<usize>, base: f32, spread: f32| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|_| base + spread * (rng.random::<f32>() * 2.0 - 1.0))
+                .collect();
+            map.insert(name, Tensor::from_vec(data, shape, &Device::Cpu).unwrap());
+        };
+        let (h, ff) = (config.hidden_size, config.intermediate_size);
+        put(
+            "embeddings.word_embeddings.weight".into(),
+            vec![config.vocab_size, h],
+            0.0,
+            1.0,
+        );
+        put(
+            "embeddings.position_embeddings.weight".into(),
+            vec![16, h],
+            0.0,
+            0.3,
+        );
+        put(
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, h],
+            0.0,
+            0.3,
+        );
+        put("embeddings.LayerNorm.weight".into(), vec![h], 1.0, 0.2);
+        put("embeddings.LayerNorm.bias".into(), vec![h], 0.0, 0.2);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            for (name, o, inp) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", ff, h),
+                ("output.dense", h, ff),
+            ] {
+                put(format!("{p}.{name}.weight"), vec![o, inp], 0.0, 0.5);
+                put(format!("{p}.{name}.bias"), vec![o], 0.0, 0.1);
+            }
+            for name in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                put(format!("{p}.{name}.weight"), vec![h], 1.0, 0.2);
+                put(format!("{p}.{name}.bias"), vec![h], 0.0, 0.2);
+            }
+        }
+        map
+    }
+
+    fn loss_of(model: &TrainableBert) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut off = Dropout {
+            p: 0.0,
+            rng: &mut rng,
+        };
+        let q = Batch::pad(&[&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]]);
+        let p = Batch::pad(&[&[1, 10, 11, 12, 2], &[13, 4], &[14, 15, 16]]);
+        let qe = model.embed(&q, &mut off).unwrap();
+        let pe = model.embed(&p, &mut off).unwrap();
+        mnrl_loss(&qe, &pe, 5.0).unwrap()
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let config = tiny_config();
+        let model =
+            TrainableBert::from_tensors(config, tiny_weights(&tiny_config(), 3), Pooling::Mean)
+                .unwrap();
+        let grads = loss_of(&model).backward().unwrap();
+        let eps = 1e-2f32;
+        let mut checked = 0;
+        for (name, var) in model.vars() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                // Only unused rows (e.g. token type 1) may lack a gradient entry.
+                assert!(name.contains("token_type"), "{name} has no gradient");
+                continue;
+            };
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // The element with the largest gradient, where f32 differences are meaningful.
+            let (i, &gi) = g
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap();
+            if gi.abs() < 1e-3 {
+                continue;
+            }
+            let at = |delta: f32| {
+                let mut w = base.clone();
+                w[i] += delta;
+                var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let l = loss_of(&model).to_scalar::<f32>().unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                l
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - gi).abs() <= 0.05 * gi.abs() + 2e-3,
+                "{name}[{i}]: autograd {gi} vs finite difference {numeric}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} tensors checked");
+    }
+
+    #[test]
+    fn padding_changes_nothing() {
+        let model = TrainableBert::from_tensors(
+            tiny_config(),
+            tiny_weights(&tiny_config(), 5),
+            Pooling::Mean,
+        )
+        .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut off = Dropout {
+            p: 0.0,
+            rng: &mut rng,
+        };
+        let alone = model.embed(&Batch::pad(&[&[3, 4, 5]]), &mut off).unwrap();
+        let padded = model
+            .embed(&Batch::pad(&[&[3, 4, 5], &[1, 2, 3, 4, 5, 6, 7]]), &mut off)
+            .unwrap();
+        let a = alone.to_vec2::<f32>().unwrap();
+        let b = padded.to_vec2::<f32>().unwrap();
+        for (x, y) in a[0].iter().zip(&b[0]) {
+            assert!((x - y).abs() < 1e-5, "{:?} vs {:?}", a[0], b[0]);
+        }
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_scales_what_it_keeps() {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut d = Dropout {
+                p: 0.25,
+                rng: &mut rng,
+            };
+            d.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let a = draw(1);
+        assert_eq!(a, draw(1));
+        assert_ne!(a, draw(2));
+        let zeros = a.iter().filter(|v| **v == 0.0).count();
+        assert!((2_000..3_000).contains(&zeros), "{zeros}");
+        assert!(
+            a.iter()
+                .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn the_trainable_forward_matches_the_inference_encoder() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2");
+        if !dir.join("model.safetensors").exists() {
+            panic!("{} has no model: run scripts/fetch-model.sh", dir.display());
+        }
+        let embedder = crate::SentenceEmbedder::load(&dir).unwrap();
+        let model = TrainableBert::load(&dir, Pooling::Mean).unwrap();
+        let texts = [
+            "duplicate a file descriptor",
+            "",
+            "mount a filesystem at a directory",
+        ];
+        let want = embedder.embed_raw(&texts).unwrap();
+        let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        tok.with_padding(None);
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| tok.encode(*t, true).unwrap().get_ids().to_vec())
+            .collect();
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut off = Dropout {
+            p: 0.0,
+            rng: &mut rng,
+        };
+        let got = model
+            .embed(&Batch::pad(&seqs), &mut off)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let cos = rag_core::embedding::cosine(g, w);
+            assert!(cos > 0.9999, "cosine {cos}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The trainer on the real all-MiniLM-L6-v2 (tiny runs, so CI stays fast): the loss falls, the
+//! saved directory reloads with `SentenceEmbedder`, its embeddings moved, and a seed reproduces
+//! a run bit for bit.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use embed_runtime::SentenceEmbedder;
+use embed_runtime::train::pairs::{Pair, PairOrigin};
+use embed_runtime::train::{EmbeddingTrainer, TrainConfig};
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} has no model: run scripts/fetch-model.sh (scripts/test.sh does) or set RAGLOOP_TEST_MODEL",
+        dir.display()
+    );
+    dir
+}
+
+/// Queries whose words barely overlap their passages, so the base model ranks them poorly.
+fn pairs() -> Vec<Pair> {
+    let raw = [
+        (
+            "zq1 alpha",
+            "pidfd_getfd obtains a duplicate of another process's file descriptor",
+        ),
+        (
+            "zq2 bravo",
+            "mount attaches the filesystem found on a device to the directory tree",
+        ),
+        (
+            "zq3 charlie",
+            "iconv converts text from one character encoding to another",
+        ),
+        (
+            "zq4 delta",
+            "getent displays entries from databases supported by name service switch",
+        ),
+        (
+            "zq5 echo",
+            "crontab maintains the tables that drive the cron daemon",
+        ),
+        (
+            "zq6 foxtrot",
+            "tar stores and extracts files from a tape or disk archive",
+        ),
+        (
+            "zq7 golf",
+            "kill sends a signal to a process, by default the terminate signal",
+        ),
+        (
+            "zq8 hotel",
+            "chmod changes the file mode bits of each given file",
+        ),
+    ];
+    raw.iter()
+        .enumerate()
+        .map(|(i, (q, p))| Pair {
+            query: (*q).into(),
+            passage: (*p).into(),
+            doc_id: format!("doc{i}"),
+            origin: PairOrigin::Supplied,
+        })
+        .collect()
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        epochs: 6,
+        batch_size: 8,
+        learning_rate: 1e-4,
+        warmup_ratio: 0.0,
+        max_query_tokens: 16,
+        max_passage_tokens: 32,
+        dropout: Some(0.0),
+        seed: 7,
+        ..Default::default()
+    }
+}
+
+fn train_and_save(out: &Path) -> embed_runtime::train::TrainReport {
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let report = trainer.train(&pairs(), &config(), &mut |_| {}).unwrap();
+    trainer.save(out).unwrap();
+    report
+}
+
+#[test]
+fn training_lowers_the_loss_and_the_saved_model_reloads_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("emb-v1");
+    let report = train_and_save(&out);
+    assert_eq!(report.steps.len(), 6);
+    let first = report.steps[0].loss;
+    let last = report.steps.last().unwrap().loss;
+    assert!(
+        last < first * 0.5,
+        "loss {first} → {last}: {:?}",
+        report.steps
+    );
+
+    // A sentence-transformers directory: configs, tokenizer, pooling, the new weights.
+    for f in [
+        "config.json",
+        "modules.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "model.safetensors",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let base = SentenceEmbedder::load(&model_dir()).unwrap();
+    let trained = SentenceEmbedder::load(&out).unwrap();
+    assert_ne!(base.layout().dims, 0);
+    let all = pairs();
+    let queries: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
+    let passages: Vec<&str> = all.iter().map(|p| p.passage.as_str()).collect();
+    let b = base.embed_raw(&queries).unwrap();
+    let t = trained.embed_raw(&queries).unwrap();
+    let moved = rag_core::embedding::cosine(&b[0], &t[0]);
+    assert!(
+        moved < 0.999,
+        "the trained model embeds like the base (cosine {moved})"
+    );
+
+    // The trained model ranks each pair's passage first more often than the base does.
+    let top1 = |m: &SentenceEmbedder| {
+        let q = m.embed_raw(&queries).unwrap();
+        let p = m.embed_raw(&passages).unwrap();
+        (0..q.len())
+            .filter(|&i| {
+                let best = (0..p.len())
+                    .max_by(|&a, &c| {
+                        rag_core::embedding::cosine(&q[i], &p[a])
+                            .total_cmp(&rag_core::embedding::cosine(&q[i], &p[c]))
+                    })
+                    .unwrap();
+                best == i
+            })
+            .count()
+    };
+    let (before, after) = (top1(&base), top1(&trained));
+    assert!(after > before, "top-1 {before} → {after}");
+}
+
+#[test]
+fn a_seed_reproduces_the_weights_and_bad_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.epochs = 1;
+    c.dropout = Some(0.1);
+    c.batch_size = 4;
+    let run = |out: &Path| {
+        let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+        trainer.train(&pairs(), &c, &mut |_| {}).unwrap();
+        trainer.save(out).unwrap();
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let a = run(&dir.path().join("a"));
+    let b = run(&dir.path().join("b"));
+    assert!(a == b, "same seed, different weights");
+
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let err = trainer.train(&pairs()[..1], &c, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("at least 2"), "{err}");
+    let mut one = c.clone();
+    one.batch_size = 1;
+    let err = trainer.train(&pairs(), &one, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("batch_size"), "{err}");
+}
