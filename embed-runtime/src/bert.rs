@@ -227,16 +227,22 @@ fn candle_err(e: candle_core::Error) -> Error {
     Error::backend("candle", "tensor conversion", e)
 }
 
+/// Reads `dir/config.json` (validated) and every tensor of `dir/model.safetensors`.
+pub(crate) fn load_weights(dir: &Path) -> Result<(BertConfig, HashMap<String, Tensor>)> {
+    let config = BertConfig::read(dir)?;
+    let path = dir.join("model.safetensors");
+    if !path.exists() {
+        return Err(Error::not_found(format!("{}", path.display())));
+    }
+    let map = candle_core::safetensors::load(&path, &Device::Cpu)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    Ok((config, map))
+}
+
 impl BertEncoder {
     /// Loads `dir/config.json` and `dir/model.safetensors` (any float dtype; converted to f32).
     pub fn load(dir: &Path) -> Result<Self> {
-        let config = BertConfig::read(dir)?;
-        let path = dir.join("model.safetensors");
-        if !path.exists() {
-            return Err(Error::not_found(format!("{}", path.display())));
-        }
-        let map = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        let (config, map) = load_weights(dir)?;
         Self::from_tensors(config, map)
     }
 

@@ -3,7 +3,8 @@
 //! the EmbeddingModel conformance suite passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
+mod support;
+use support::model_dir;
 
 use embed_runtime::{EmbedderOptions, SentenceEmbedder};
 use rag_core::EmbeddingModel;
@@ -21,19 +22,6 @@ struct Case {
     text: String,
     tokens: usize,
     vector: Vec<f32>,
-}
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} has no model: run scripts/fetch-model.sh (scripts/test.sh does) or set RAGLOOP_TEST_MODEL",
-        dir.display()
-    );
-    dir
 }
 
 fn fixture() -> Fixture {

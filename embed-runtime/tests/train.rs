@@ -3,24 +3,14 @@
 //! a run bit for bit.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+mod support;
+use support::model_dir;
+
+use std::path::Path;
 
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::pairs::{Pair, PairOrigin};
 use embed_runtime::train::{EmbeddingTrainer, TrainConfig};
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} has no model: run scripts/fetch-model.sh (scripts/test.sh does) or set RAGLOOP_TEST_MODEL",
-        dir.display()
-    );
-    dir
-}
 
 /// Queries whose words barely overlap their passages, so the base model ranks them poorly.
 fn pairs() -> Vec<Pair> {

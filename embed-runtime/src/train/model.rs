@@ -151,13 +151,7 @@ impl std::fmt::Debug for TrainableBert {
 impl TrainableBert {
     /// Loads `dir/config.json` and `dir/model.safetensors` as trainable f32 variables.
     pub fn load(dir: &Path, pooling: Pooling) -> Result<Self> {
-        let config = BertConfig::read(dir)?;
-        let path = dir.join("model.safetensors");
-        if !path.exists() {
-            return Err(Error::not_found(format!("{}", path.display())));
-        }
-        let map = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        let (config, map) = crate::bert::load_weights(dir)?;
         Self::from_tensors(config, map, pooling)
     }
 
