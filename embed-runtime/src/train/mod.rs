@@ -28,6 +28,7 @@
 //! ```
 
 mod eval;
+mod gelu;
 mod model;
 mod optim;
 pub mod pairs;

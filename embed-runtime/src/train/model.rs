@@ -318,7 +318,7 @@ impl TrainableBert {
                 .reshape((b * t, h))?;
             let attn = dropout.apply(&layer.attn_out.forward(&ctx)?)?;
             x = layer.attn_norm.forward(&(attn + &x)?)?;
-            let inner = layer.ffn_in.forward(&x)?.gelu_erf()?;
+            let inner = super::gelu::gelu(&layer.ffn_in.forward(&x)?)?;
             let out = dropout.apply(&layer.ffn_out.forward(&inner)?)?;
             x = layer.ffn_norm.forward(&(out + &x)?)?;
         }

@@ -67,8 +67,38 @@ enum Command {
     Train(examples::train::TrainArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `purge_delay` option (`mi_option_purge_delay` in mimalloc.h; the sys crate names
+/// only some options).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped instead of returning it to the OS after 10 ms. The trainer frees
+/// and allocates tensors of tens of MiB many times a step; returned pages come back as page
+/// faults the kernel must zero — 27 % of a training step (7.3 s vs 10.0 s measured).
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option before any thread is started; the option
+    // is a plain integer mimalloc reads on its next purge decision.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}
+
+fn main() -> ExitCode {
+    keep_freed_memory();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
     examples::logging::init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
