@@ -10,16 +10,22 @@ use rag_core::eval::EvalQuery;
 /// Reads the queries of `split` (all queries when `split` is `None`).
 pub fn read_queries(path: &Path, split: Option<&str>) -> Result<Vec<EvalQuery>> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut text = String::new();
-    if path.extension().is_some_and(|e| e == "gz") {
+    let name = path.display().to_string();
+    parse_queries(&decode_text(&name, raw)?, &name, split)
+}
+
+/// The UTF-8 text of a file's bytes, gunzipped first when `name` ends in `.gz`.
+pub fn decode_text(name: &str, raw: Vec<u8>) -> Result<String> {
+    let raw = if name.ends_with(".gz") {
+        let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_string(&mut text)
-            .with_context(|| format!("decompressing {}", path.display()))?;
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {name}"))?;
+        out
     } else {
-        text =
-            String::from_utf8(raw).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    }
-    parse_queries(&text, &path.display().to_string(), split)
+        raw
+    };
+    String::from_utf8(raw).with_context(|| format!("{name} is not UTF-8"))
 }
 
 /// Parses JSONL query text (`name` labels errors); keeps `split` only when given.

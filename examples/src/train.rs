@@ -185,23 +185,8 @@ async fn read_input(arg: &str, store_root: Option<&PathBuf>, oss: &OssArgs) -> R
         .to_vec())
 }
 
-fn text_of(name: &str, raw: Vec<u8>) -> Result<String> {
-    let raw = if name.ends_with(".gz") {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::MultiGzDecoder::new(raw.as_slice()),
-            &mut out,
-        )
-        .with_context(|| format!("decompressing {name}"))?;
-        out
-    } else {
-        raw
-    };
-    String::from_utf8(raw).with_context(|| format!("{name} is not UTF-8"))
-}
-
 async fn read_queries(args: &TrainArgs, arg: &str, split: &str) -> Result<Vec<EvalQuery>> {
-    let text = text_of(
+    let text = crate::queries::decode_text(
         arg,
         read_input(arg, args.store_root.as_ref(), &args.oss).await?,
     )?;
@@ -249,7 +234,10 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         all.extend(from_queries);
     }
     if let Some(p) = &args.pairs {
-        let text = text_of(p, read_input(p, args.store_root.as_ref(), &args.oss).await?)?;
+        let text = crate::queries::decode_text(
+            p,
+            read_input(p, args.store_root.as_ref(), &args.oss).await?,
+        )?;
         all.extend(pairs::read_pairs_jsonl(&text)?);
     }
     let all = pairs::dedup(all);

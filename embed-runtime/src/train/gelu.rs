@@ -104,6 +104,17 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn matches_candle_gelu_erf_and_its_gradient() {
         let data: Vec<f32> = (0..20_000)
@@ -114,14 +125,7 @@ mod tests {
         let w = Tensor::rand(0f32, 1.0, (200, 100), &Device::Cpu).unwrap();
         let ours = gelu(x.as_tensor()).unwrap();
         let theirs = x.as_tensor().gelu_erf().unwrap();
-        let diff = (&ours - &theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&ours, &theirs);
         assert!(diff < 1e-5, "forward differs by {diff}");
         let g1 = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = theirs
@@ -135,14 +139,7 @@ mod tests {
             g1.get(x.as_tensor()).unwrap(),
             g2.get(x.as_tensor()).unwrap(),
         );
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(a, b);
         assert!(diff < 1e-5, "gradient differs by {diff}");
     }
 }
