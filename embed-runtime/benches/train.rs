@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use embed_runtime::train::pairs::{self, Pair};
-use embed_runtime::train::{EmbeddingTrainer, TrainConfig};
+use embed_runtime::train::{AdapterTrainer, EmbeddingTrainer, TrainConfig};
 use rag_core::eval::EvalQuery;
 
 #[global_allocator]
@@ -46,6 +46,43 @@ fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The lowest cosine between sentence-transformers' and embed-runtime's embeddings of a few
+/// texts with the model in `dir` (asserted ≥ 0.9999).
+fn st_cosine(py: &str, root: &Path, dir: &Path) -> f32 {
+    let texts = ["duplicate a file descriptor", "mount a filesystem", ""];
+    let mut child = Command::new(py)
+        .arg(root.join("scripts/bench/st_encode.py"))
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        serde_json::to_string(&texts).unwrap().as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "st_encode.py failed");
+    let theirs: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = embed_runtime::SentenceEmbedder::load(dir)
+        .unwrap()
+        .embed_raw(&texts)
+        .unwrap();
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| rag_core::embedding::cosine(a, b))
+        .fold(1.0f32, f32::min);
+    assert!(
+        worst > 0.9999,
+        "sentence-transformers embeds {} differently: cosine {worst}",
+        dir.display()
+    );
+    worst
 }
 
 fn main() {
@@ -87,40 +124,23 @@ fn main() {
     let mut load_check = String::new();
 
     if let Some(py) = python {
-        // The trained directory must load in sentence-transformers and embed as we do.
-        let texts = ["duplicate a file descriptor", "mount a filesystem", ""];
-        let mut child = Command::new(&py)
-            .arg(root.join("scripts/bench/st_encode.py"))
-            .arg(saved.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(
-            child.stdin.as_mut().unwrap(),
-            serde_json::to_string(&texts).unwrap().as_bytes(),
-        )
-        .unwrap();
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "st_encode.py failed");
-        let theirs: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout).unwrap();
-        let ours = embed_runtime::SentenceEmbedder::load(saved.path())
-            .unwrap()
-            .embed_raw(&texts)
-            .unwrap();
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| rag_core::embedding::cosine(a, b))
-            .fold(1.0f32, f32::min);
-        assert!(
-            worst > 0.9999,
-            "sentence-transformers embeds the trained model differently: cosine {worst}"
-        );
+        // The trained directories (full and adapter) must load in sentence-transformers and
+        // embed as we do.
+        let worst = st_cosine(&py, &root, saved.path());
+        let mut adapter = AdapterTrainer::load(&model).unwrap();
+        let adapter_config = TrainConfig {
+            epochs: 2,
+            ..TrainConfig::adapter()
+        };
+        adapter.train(&pairs, &adapter_config, &mut |_| {}).unwrap();
+        let adapter_dir = tempfile::tempdir().unwrap();
+        adapter.save(adapter_dir.path()).unwrap();
+        let adapter_worst = st_cosine(&py, &root, adapter_dir.path());
         load_check = format!(
             "\nThe trained directory (after {steps} steps) loads in sentence-transformers; its embeddings \
-             match embed-runtime's on the same directory at cosine ≥ {worst:.5}.\n"
+             match embed-runtime's on the same directory at cosine ≥ {worst:.5}. So does a linear-adapter \
+             directory (`2_Dense` module, {} epochs): cosine ≥ {adapter_worst:.5}.\n",
+            adapter_config.epochs
         );
 
         let tmp = std::env::temp_dir().join("ragloop-train-bench-pairs.jsonl");

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::bert::{BertEncoder, Workspace};
+use crate::head::{self, DenseHead};
 use crate::layout::{ModelLayout, Pooling};
 
 /// How a [`SentenceEmbedder`] runs. `Default` follows the model directory.
@@ -48,6 +49,7 @@ impl Default for EmbedderOptions {
 struct Inner {
     layout: ModelLayout,
     encoder: BertEncoder,
+    heads: Vec<DenseHead>,
     tokenizer: Tokenizer,
     pool: rayon::ThreadPool,
     threads: usize,
@@ -94,12 +96,17 @@ impl SentenceEmbedder {
         let layout = ModelLayout::read(dir)?;
         let encoder = BertEncoder::load(&layout.transformer_dir)?;
         let config = encoder.config();
-        if config.hidden_size != layout.dims {
+        if config.hidden_size != layout.pooling_dims {
             return Err(Error::invalid(format!(
                 "pooling dimension {} differs from the encoder's hidden size {}",
-                layout.dims, config.hidden_size
+                layout.pooling_dims, config.hidden_size
             )));
         }
+        let heads = layout
+            .dense
+            .iter()
+            .map(DenseHead::load)
+            .collect::<Result<Vec<_>>>()?;
         let max_len = options
             .max_seq_length
             .unwrap_or(layout.max_seq_length)
@@ -133,7 +140,11 @@ impl SentenceEmbedder {
             .map_err(|e| Error::backend("embed-runtime", "building the thread pool", e))?;
         let model_id = match options.model_id {
             Some(id) => id,
-            None => default_model_id(dir, &layout.transformer_dir.join("model.safetensors"))?,
+            None => {
+                let mut weights = vec![layout.transformer_dir.join("model.safetensors")];
+                weights.extend(layout.dense.iter().map(|d| head::weights_path(&d.dir)));
+                default_model_id(dir, &weights)?
+            }
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -147,6 +158,7 @@ impl SentenceEmbedder {
                     .unwrap_or_default(),
                 layout,
                 encoder,
+                heads,
                 tokenizer,
                 pool,
                 threads,
@@ -165,7 +177,19 @@ impl SentenceEmbedder {
 
     /// Embeds `texts` as they are (no prefix), blocking the calling thread.
     pub fn embed_raw(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        self.inner.embed(texts, "")
+        self.inner.embed(texts, "", Output::Final)
+    }
+
+    /// Embeddings as the model's last `Dense` module (or pooling) leaves them, before
+    /// normalisation, with the query or document prefix; blocking. A linear adapter trains on
+    /// these.
+    pub fn embed_unnormalized(&self, texts: &[&str], query: bool) -> Result<Vec<Embedding>> {
+        let prefix = if query {
+            &self.inner.query_prefix
+        } else {
+            &self.inner.document_prefix
+        };
+        self.inner.embed(texts, prefix, Output::Unnormalized)
     }
 
     /// Number of tokens `text` becomes (after truncation, with special tokens).
@@ -174,7 +198,9 @@ impl SentenceEmbedder {
     }
 }
 
-fn default_model_id(dir: &Path, weights: &Path) -> Result<String> {
+/// `<name>-<first 12 hex of SHA-256 over the weight files>`: the transformer's alone for a
+/// model without Dense modules, so such ids do not change when heads are added elsewhere.
+fn default_model_id(dir: &Path, weights: &[std::path::PathBuf]) -> Result<String> {
     let name = rag_core::uri::safe_segment(
         &dir.canonicalize()
             .ok()
@@ -195,20 +221,31 @@ fn default_model_id(dir: &Path, weights: &Path) -> Result<String> {
     } else {
         name
     };
-    let mut file = std::fs::File::open(weights)
-        .map_err(|e| Error::not_found(format!("{}: {e}", weights.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| {
-            Error::backend("embed-runtime", format!("reading {}", weights.display()), e)
-        })?;
-        if n == 0 {
-            break;
+    for path in weights {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| Error::not_found(format!("{}: {e}", path.display())))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| {
+                Error::backend("embed-runtime", format!("reading {}", path.display()), e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
     }
     Ok(format!("{name}-{}", &hex::encode(hasher.finalize())[..12]))
+}
+
+/// Where [`Inner::embed`] stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// The model's output (Dense modules, then normalisation if the model has it).
+    Final,
+    /// Before normalisation.
+    Unnormalized,
 }
 
 impl Inner {
@@ -248,14 +285,14 @@ impl Inner {
         Ok(encodings)
     }
 
-    fn embed(&self, texts: &[&str], prefix: &str) -> Result<Vec<Embedding>> {
+    fn embed(&self, texts: &[&str], prefix: &str, output: Output) -> Result<Vec<Embedding>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings = self.encode(texts, prefix)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-        let h = self.layout.dims;
+        let h = self.layout.pooling_dims;
         let mut out = vec![Vec::new(); texts.len()];
         let mut guard = self
             .workspace
@@ -282,7 +319,10 @@ impl Inner {
             for (&i, seq) in batch.iter().zip(&seqs) {
                 let rows = &states[row * h..(row + seq.len()) * h];
                 let mut v = pool(rows, h, self.layout.pooling);
-                if self.layout.normalize {
+                for head in &self.heads {
+                    v = head.apply(&v);
+                }
+                if self.layout.normalize && output == Output::Final {
                     rag_core::embedding::normalize(&mut v);
                 }
                 out[i] = v;
@@ -339,7 +379,7 @@ impl EmbeddingModel for SentenceEmbedder {
         let texts = texts.to_vec();
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            inner.embed(&refs, &inner.document_prefix)
+            inner.embed(&refs, &inner.document_prefix, Output::Final)
         })
         .await
         .map_err(|e| Error::backend("embed-runtime", "embedding task failed", e))?
@@ -349,7 +389,7 @@ impl EmbeddingModel for SentenceEmbedder {
         let inner = Arc::clone(&self.inner);
         let text = text.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut v = inner.embed(&[&text], &inner.query_prefix)?;
+            let mut v = inner.embed(&[&text], &inner.query_prefix, Output::Final)?;
             v.pop()
                 .ok_or_else(|| Error::backend_msg("embed-runtime", "no vector returned"))
         })

@@ -1,6 +1,7 @@
 //! The files of a sentence-transformers model directory:
 //! `modules.json` (the module pipeline), `1_Pooling/config.json` (pooling mode),
-//! `sentence_bert_config.json` (`max_seq_length`), an optional `2_Normalize` module,
+//! `sentence_bert_config.json` (`max_seq_length`), optional `Dense` modules (a linear map and
+//! activation on the pooled embedding, e.g. a trained adapter), an optional `Normalize` module,
 //! and the transformer's `config.json`, `tokenizer.json` and `model.safetensors`.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,50 @@ pub enum Pooling {
     Max,
 }
 
+/// The activation of a [`DenseLayout`] (sentence-transformers' `activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `torch.nn.modules.linear.Identity`.
+    Identity,
+    /// `torch.nn.modules.activation.Tanh` (sentence-transformers' default).
+    Tanh,
+}
+
+impl Activation {
+    /// The name sentence-transformers writes into `config.json`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Activation::Identity => "torch.nn.modules.linear.Identity",
+            Activation::Tanh => "torch.nn.modules.activation.Tanh",
+        }
+    }
+
+    fn from_torch_name(name: &str) -> Option<Self> {
+        match name.rsplit('.').next()? {
+            "Identity" => Some(Activation::Identity),
+            "Tanh" => Some(Activation::Tanh),
+            _ => None,
+        }
+    }
+}
+
+/// A `sentence_transformers.models.Dense` module: `activation(W·x + b)` on the pooled
+/// embedding, weights in `<dir>/model.safetensors` as `linear.weight` (`out × in`) and
+/// `linear.bias`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenseLayout {
+    /// The module's directory.
+    pub dir: PathBuf,
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+    /// Whether the module has a bias.
+    pub bias: bool,
+    /// Applied after the linear map.
+    pub activation: Activation,
+}
+
 /// What a model directory says about how to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelLayout {
@@ -30,8 +75,12 @@ pub struct ModelLayout {
     pub normalize: bool,
     /// Longest input in tokens (longer inputs are truncated).
     pub max_seq_length: usize,
-    /// Output dimension (the pooling's `word_embedding_dimension`).
+    /// Output dimension: the last Dense module's `out_features`, else `pooling_dims`.
     pub dims: usize,
+    /// The pooling's `word_embedding_dimension` (the encoder's hidden size).
+    pub pooling_dims: usize,
+    /// Dense modules after pooling, in pipeline order.
+    pub dense: Vec<DenseLayout>,
     /// Directory of the transformer module (`config.json`, `tokenizer.json`,
     /// `model.safetensors`): the model directory itself unless `modules.json` says otherwise.
     pub transformer_dir: PathBuf,
@@ -63,6 +112,24 @@ struct PoolingConfig {
     pooling_mode_mean_tokens: bool,
     #[serde(default)]
     pooling_mode_max_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct DenseConfig {
+    in_features: usize,
+    out_features: usize,
+    #[serde(default = "yes")]
+    bias: bool,
+    #[serde(default = "tanh")]
+    activation_function: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn tanh() -> String {
+    Activation::Tanh.torch_name().into()
 }
 
 #[derive(Deserialize)]
@@ -128,12 +195,43 @@ impl ModelLayout {
             Err(Error::NotFound { .. }) => 512,
             Err(e) => return Err(e),
         };
+        let mut dense = Vec::new();
+        let mut width = pooling.word_embedding_dimension;
+        for m in modules.iter().filter(|m| m.kind.ends_with("models.Dense")) {
+            let module_dir = dir.join(&m.path);
+            let config: DenseConfig = read_json(&module_dir.join("config.json"))?;
+            let activation =
+                Activation::from_torch_name(&config.activation_function).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{}: activation {} is not supported (Identity or Tanh)",
+                        module_dir.display(),
+                        config.activation_function
+                    ))
+                })?;
+            if config.in_features != width {
+                return Err(Error::invalid(format!(
+                    "{}: in_features {} does not follow the previous width {width}",
+                    module_dir.display(),
+                    config.in_features
+                )));
+            }
+            width = config.out_features;
+            dense.push(DenseLayout {
+                dir: module_dir,
+                in_features: config.in_features,
+                out_features: config.out_features,
+                bias: config.bias,
+                activation,
+            });
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             pooling: mode,
             normalize: modules.iter().any(|m| m.kind.ends_with("models.Normalize")),
             max_seq_length,
-            dims: pooling.word_embedding_dimension,
+            dims: width,
+            pooling_dims: pooling.word_embedding_dimension,
+            dense,
             transformer_dir: transformer,
             query_prefix: prompt(&["query"]),
             document_prefix: prompt(&["document", "passage"]),
@@ -187,6 +285,42 @@ mod tests {
             (l.pooling, l.normalize, l.max_seq_length, l.dims),
             (Pooling::Mean, true, 256, 384)
         );
+        assert!(l.dense.is_empty());
+
+        // A Dense module after pooling changes the output width.
+        write(
+            d,
+            "modules.json",
+            r#"[
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#,
+        );
+        write(
+            d,
+            "2_Dense/config.json",
+            r#"{"in_features": 384, "out_features": 128, "bias": true,
+            "activation_function": "torch.nn.modules.activation.Tanh"}"#,
+        );
+        let l = ModelLayout::read(d).unwrap();
+        assert_eq!((l.dims, l.pooling_dims, l.normalize), (128, 384, false));
+        assert_eq!(l.dense[0].activation, Activation::Tanh);
+        assert_eq!(l.dense[0].dir, d.join("2_Dense"));
+
+        write(
+            d,
+            "2_Dense/config.json",
+            r#"{"in_features": 384, "out_features": 128, "activation_function": "torch.nn.ReLU"}"#,
+        );
+        let err = ModelLayout::read(d).unwrap_err().to_string();
+        assert!(err.contains("torch.nn.ReLU"), "{err}");
+        write(
+            d,
+            "2_Dense/config.json",
+            r#"{"in_features": 768, "out_features": 128}"#,
+        );
+        let err = ModelLayout::read(d).unwrap_err().to_string();
+        assert!(err.contains("in_features 768"), "{err}");
     }
 
     #[test]

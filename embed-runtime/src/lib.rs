@@ -5,7 +5,7 @@
 //!
 //! [`SentenceEmbedder`] loads a sentence-transformers model directory (`modules.json`,
 //! `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`, optional
-//! `2_Normalize`) — weights with `candle`, the tokenizer with `tokenizers` — and implements
+//! `Dense` and `Normalize` modules) — weights with `candle`, the tokenizer with `tokenizers` — and implements
 //! [`rag_core::EmbeddingModel`]: BERT-family encoders, mean/CLS/max pooling per the pooling
 //! config, normalisation, `max_seq_length` truncation, query/document prefixes (the model's
 //! `prompts` or your own).
@@ -43,10 +43,11 @@
 
 mod bert;
 mod embedder;
+mod head;
 mod kernels;
 mod layout;
 pub mod train;
 
 pub use bert::{BertConfig, BertEncoder, Workspace};
 pub use embedder::{EmbedderOptions, SentenceEmbedder};
-pub use layout::{ModelLayout, Pooling};
+pub use layout::{Activation, DenseLayout, ModelLayout, Pooling};

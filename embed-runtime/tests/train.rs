@@ -10,7 +10,8 @@ use std::path::Path;
 
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::pairs::{Pair, PairOrigin};
-use embed_runtime::train::{EmbeddingTrainer, TrainConfig};
+use embed_runtime::train::{AdapterTrainer, EmbeddingTrainer, TrainConfig};
+use rag_core::EmbeddingModel;
 
 /// Queries whose words barely overlap their passages, so the base model ranks them poorly.
 fn pairs() -> Vec<Pair> {
@@ -110,7 +111,6 @@ fn training_lowers_the_loss_and_the_saved_model_reloads_changed() {
     assert_ne!(base.layout().dims, 0);
     let all = pairs();
     let queries: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
-    let passages: Vec<&str> = all.iter().map(|p| p.passage.as_str()).collect();
     let b = base.embed_raw(&queries).unwrap();
     let t = trained.embed_raw(&queries).unwrap();
     let moved = rag_core::embedding::cosine(&b[0], &t[0]);
@@ -120,21 +120,83 @@ fn training_lowers_the_loss_and_the_saved_model_reloads_changed() {
     );
 
     // The trained model ranks each pair's passage first more often than the base does.
-    let top1 = |m: &SentenceEmbedder| {
-        let q = m.embed_raw(&queries).unwrap();
-        let p = m.embed_raw(&passages).unwrap();
-        (0..q.len())
-            .filter(|&i| {
-                let best = (0..p.len())
-                    .max_by(|&a, &c| {
-                        rag_core::embedding::cosine(&q[i], &p[a])
-                            .total_cmp(&rag_core::embedding::cosine(&q[i], &p[c]))
-                    })
-                    .unwrap();
-                best == i
-            })
-            .count()
+    let (before, after) = (top1(&base), top1(&trained));
+    assert!(after > before, "top-1 {before} → {after}");
+}
+
+/// How many pairs' queries rank their own passage first among all passages.
+fn top1(m: &SentenceEmbedder) -> usize {
+    let all = pairs();
+    let queries: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
+    let passages: Vec<&str> = all.iter().map(|p| p.passage.as_str()).collect();
+    let q = m.embed_raw(&queries).unwrap();
+    let p = m.embed_raw(&passages).unwrap();
+    (0..q.len())
+        .filter(|&i| {
+            let best = (0..p.len())
+                .max_by(|&a, &c| {
+                    rag_core::embedding::cosine(&q[i], &p[a])
+                        .total_cmp(&rag_core::embedding::cosine(&q[i], &p[c]))
+                })
+                .unwrap();
+            best == i
+        })
+        .count()
+}
+
+#[test]
+fn the_adapter_starts_as_the_base_model_and_trains_a_dense_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = SentenceEmbedder::load(&model_dir()).unwrap();
+    let texts = ["zq1 alpha", "tar stores and extracts files from a tape"];
+    let b = base.embed_raw(&texts).unwrap();
+
+    // Untrained, the adapter is the identity: the saved model embeds like the base.
+    let identity = dir.path().join("identity");
+    AdapterTrainer::load(&model_dir())
+        .unwrap()
+        .save(&identity)
+        .unwrap();
+    let same = SentenceEmbedder::load(&identity).unwrap();
+    assert_eq!(same.layout().dense.len(), 1);
+    // The id's hash covers the adapter's weights too.
+    let hash = |m: &SentenceEmbedder| m.model_id().rsplit('-').next().unwrap().to_string();
+    assert_ne!(hash(&same), hash(&base), "the adapter is part of the id");
+    for (x, y) in b.iter().zip(same.embed_raw(&texts).unwrap()) {
+        let c = rag_core::embedding::cosine(x, &y);
+        assert!(c > 0.99999, "identity adapter moved the embedding: {c}");
+    }
+
+    let mut trainer = AdapterTrainer::load(&model_dir()).unwrap();
+    let config = TrainConfig {
+        epochs: 40,
+        batch_size: 8,
+        learning_rate: 5e-3,
+        ..TrainConfig::adapter()
     };
+    let report = trainer.train(&pairs(), &config, &mut |_| {}).unwrap();
+    assert_eq!(report.steps.len(), 40);
+    let (first, last) = (report.steps[0].loss, report.steps.last().unwrap().loss);
+    assert!(last < first * 0.5, "loss {first} → {last}");
+    let out = dir.path().join("adapter");
+    trainer.save(&out).unwrap();
+    assert!(out.join("2_Dense/config.json").exists());
+    assert!(out.join("2_Dense/model.safetensors").exists());
+    let modules = std::fs::read_to_string(out.join("modules.json")).unwrap();
+    assert!(
+        modules.find("2_Dense").unwrap() < modules.find("Normalize").unwrap(),
+        "{modules}"
+    );
+    // The encoder is untouched; the adapter moved the embeddings and helps retrieval.
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(model_dir().join("model.safetensors")).unwrap()
+    );
+    let trained = SentenceEmbedder::load(&out).unwrap();
+    let t = trained.embed_raw(&texts).unwrap();
+    assert!(rag_core::embedding::cosine(&b[0], &t[0]) < 0.999);
+    let norm: f32 = t[0].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "Normalize still follows: {norm}");
     let (before, after) = (top1(&base), top1(&trained));
     assert!(after > before, "top-1 {before} → {after}");
 }

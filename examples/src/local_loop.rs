@@ -12,7 +12,11 @@
 //!
 //! With [`LocalLoopConfig::neural_model`] the corpus is also embedded with that
 //! sentence-transformers model (embed-runtime), indexed as `rag-index-neural`, evaluated
-//! (dense and hybrid rows) and used for the answer's retrieval.
+//! (dense and hybrid rows) and used for the answer's retrieval. With
+//! [`LocalLoopConfig::fine_tune`] as well, stage 2 also runs the neural trainer as a job
+//! (`ragloop train --mode …` with the base model as `RAGLOOP_BASE_MODEL`, pairs from the
+//! queries' `train` split, else mined from the documents); the trained model is fetched from
+//! the store, indexed as `rag-index-neural-tuned`, evaluated beside the base and answers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use rag_core::{EmbeddingModel, JobKind, JobSpec, StoreUri, WaitOptions};
 use serde::Serialize;
 
 use crate::queries::read_queries;
+use crate::train::TrainMode;
 
 /// What the local loop runs on.
 #[derive(Debug, Clone)]
@@ -52,6 +57,8 @@ pub struct LocalLoopConfig {
     /// A sentence-transformers model directory (e.g. `models/all-MiniLM-L6-v2`): when given,
     /// the corpus is also embedded and indexed with it (embed-runtime) and evaluated.
     pub neural_model: Option<PathBuf>,
+    /// Fine-tune `neural_model` in stage 2 (needs `neural_model`).
+    pub fine_tune: Option<TrainMode>,
     /// The training command, program first; `--data`, `--output`, `--store-root` and `--dims`
     /// are appended.
     pub trainer_command: Vec<String>,
@@ -179,6 +186,89 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         t,
     );
 
+    // The neural model's training job, when asked for.
+    let tuned = match (&config.neural_model, config.fine_tune) {
+        (Some(base), Some(mode)) => {
+            let t = Instant::now();
+            let output = layout.model("emb-neural-v1");
+            let base = base
+                .canonicalize()
+                .with_context(|| format!("the model directory {}", base.display()))?;
+            let mut command = config.trainer_command.clone();
+            command.extend([
+                "--data".into(),
+                layout.raw_docs().to_string(),
+                "--output".into(),
+                output.to_string(),
+                "--store-root".into(),
+                store_root.display().to_string(),
+            ]);
+            // Pairs from the queries' train split when there is one (never the evaluated split).
+            let train_queries = match &config.queries {
+                Some(q)
+                    if config.split != "train" && !read_queries(q, Some("train"))?.is_empty() =>
+                {
+                    Some(q.canonicalize()?)
+                }
+                _ => None,
+            };
+            let pairs = match &train_queries {
+                Some(q) => {
+                    command.extend([
+                        "--queries".into(),
+                        q.display().to_string(),
+                        "--queries-split".into(),
+                        "train".into(),
+                        "--mine".into(),
+                        "none".into(),
+                    ]);
+                    "the queries' train split"
+                }
+                None => "pairs mined from the documents",
+            };
+            let mode_name = match mode {
+                TrainMode::Full => "full",
+                TrainMode::Adapter => "adapter",
+            };
+            let spec = JobSpec::new(
+                "emb-train-neural",
+                JobKind::EmbeddingFineTune,
+                command,
+                output.clone(),
+            )
+            .with_input("data", layout.raw_docs())
+            .with_base_model(base.display().to_string())
+            .with_hyper_parameter("mode", mode_name);
+            let job = pipeline
+                .run_job(Stage::TrainEmbeddings, &spec, wait)
+                .await?;
+            let dir = crate::embed::fetch_model_dir(
+                &output.to_string(),
+                &config.work_dir.join("models"),
+                Some(&store_root),
+                &crate::stores::OssArgs {
+                    endpoint: None,
+                    region: String::new(),
+                },
+            )
+            .await?;
+            timed(
+                Stage::TrainEmbeddings,
+                match &job.job_id {
+                    Some(id) => format!(
+                        "job {id} trained {} ({mode_name}) on {pairs} → {output}",
+                        base.display()
+                    ),
+                    None => format!("{output} already trained"),
+                },
+                t,
+            );
+            Some(dir)
+        }
+        (None, Some(_)) => bail!("fine-tuning needs a neural model (--model)"),
+        _ => None,
+    };
+
     // 3 and 4 need an LLM trainer and server; the local loop says so instead of pretending.
     for (stage, why) in [
         (
@@ -241,39 +331,53 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         t,
     );
 
-    // The neural model, when one is given: embedded and indexed beside the hashed ones.
-    let neural = match &config.neural_model {
-        Some(dir) => {
-            let model = embed_runtime::SentenceEmbedder::load(dir)
-                .with_context(|| format!("loading the model in {}", dir.display()))?;
-            let neural_pipeline = Pipeline::new(
-                pipeline.backends().clone(),
-                layout.clone(),
-                PipelineOptions {
-                    index_name: "rag-index-neural".into(),
-                    ..Default::default()
-                },
+    // The neural models, when given: embedded and indexed beside the hashed ones.
+    let mut neural = Vec::new();
+    let models = config
+        .neural_model
+        .iter()
+        .map(|d| (d.clone(), "rag-index-neural"))
+        .chain(tuned.map(|d| (d, "rag-index-neural-tuned")));
+    for (dir, index_name) in models {
+        let model = embed_runtime::SentenceEmbedder::load(&dir)
+            .with_context(|| format!("loading the model in {}", dir.display()))?;
+        let neural_pipeline = Pipeline::new(
+            pipeline.backends().clone(),
+            layout.clone(),
+            PipelineOptions {
+                index_name: index_name.into(),
+                ..Default::default()
+            },
+        )
+        .with_progress(progress.clone());
+        let t = Instant::now();
+        let e = neural_pipeline.embed(&model).await?;
+        let i = neural_pipeline.index(&model).await?;
+        timed(
+            Stage::Embed,
+            format!(
+                "{}: {} chunks → {} shards ({} written), {} records indexed",
+                model.model_id(),
+                e.chunks,
+                e.shards_written + e.shards_current,
+                e.shards_written,
+                i.count
+            ),
+            t,
+        );
+        let name = if index_name.ends_with("tuned") {
+            format!(
+                "{} (fine-tuned)",
+                config
+                    .neural_model
+                    .as_ref()
+                    .map_or(dir.display(), |d| d.display())
             )
-            .with_progress(progress.clone());
-            let t = Instant::now();
-            let e = neural_pipeline.embed(&model).await?;
-            let i = neural_pipeline.index(&model).await?;
-            timed(
-                Stage::Embed,
-                format!(
-                    "{}: {} chunks → {} shards ({} written), {} records indexed",
-                    model.model_id(),
-                    e.chunks,
-                    e.shards_written + e.shards_current,
-                    e.shards_written,
-                    i.count
-                ),
-                t,
-            );
-            Some((neural_pipeline, model))
-        }
-        None => None,
-    };
+        } else {
+            dir.display().to_string()
+        };
+        neural.push((name, neural_pipeline, model));
+    }
 
     // Evaluation on the held-out queries.
     let mut evaluation = Vec::new();
@@ -304,8 +408,7 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
             .into_iter()
             .map(|(l, p, m, r)| (l.to_string(), p, m, r))
             .collect();
-        if let Some((p, m)) = &neural {
-            let name = m.layout().dir.display().to_string();
+        for (name, p, m) in &neural {
             rows.push((format!("dense {name}"), p, m, RetrievalMode::Vector));
             rows.push((
                 format!("hybrid: BM25 + {name} (RRF)"),
@@ -325,9 +428,10 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
 
     // 7. Answer.
     let t = Instant::now();
-    // With a neural model the answer retrieves with it (hybrid), else with the hashed one.
-    let answer = match &neural {
-        Some((p, m)) => p.answer(m, &config.question).await?,
+    // With a neural model the answer retrieves with it (hybrid; the fine-tuned one when there
+    // is one), else with the hashed one.
+    let answer = match neural.last() {
+        Some((_, p, m)) => p.answer(m, &config.question).await?,
         None => pipeline.answer(&trained, &config.question).await?,
     };
     timed(

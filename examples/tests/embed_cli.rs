@@ -223,22 +223,40 @@ fn embed_without_a_model_says_so() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+/// `ragloop run --model M --fine-tune adapter`: besides the base model, stage 2 runs the neural
+/// trainer as a `LocalProcessBackend` job (base model and mode passed as `RAGLOOP_BASE_MODEL` /
+/// `RAGLOOP_HP_MODE`, as a PAI-DLC job gets them), the trained model comes back from the store
+/// and is evaluated and answers.
 #[test]
-fn run_with_a_neural_model_evaluates_it_and_answers_with_it() {
+fn run_with_a_neural_model_fine_tunes_it_as_a_job_and_answers_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let docs = input(dir.path(), 8);
-    let queries = dir.path().join("queries.jsonl");
-    std::fs::write(
-        &queries,
+    // One train-split query per page (its title), and the evaluated test query.
+    let corpus = std::fs::read_to_string(docs.join("pages.jsonl")).unwrap();
+    let mut queries = String::new();
+    for line in corpus.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        queries.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"id": format!("t-{}", v["id"].as_str().unwrap()),
+                "text": format!("{} command", v["title"].as_str().unwrap()),
+                "relevant": [v["id"]], "split": "train"})
+        ));
+    }
+    queries.push_str(
         r#"{"id":"q1","text":"print entries from the name service databases","relevant":["getent.1"],"split":"test"}"#,
-    )
-    .unwrap();
+    );
+    let qpath = dir.path().join("queries.jsonl");
+    std::fs::write(&qpath, queries).unwrap();
+    let work = dir.path().join("work");
     let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
         .args([
             "run",
             "--json",
             "--dims",
             "64",
+            "--fine-tune",
+            "adapter",
             "--question",
             "What does getent display?",
         ])
@@ -247,9 +265,9 @@ fn run_with_a_neural_model_evaluates_it_and_answers_with_it() {
         .arg("--data")
         .arg(&docs)
         .arg("--queries")
-        .arg(&queries)
+        .arg(&qpath)
         .arg("--work-dir")
-        .arg(dir.path().join("work"))
+        .arg(&work)
         .output()
         .unwrap();
     assert!(
@@ -258,21 +276,55 @@ fn run_with_a_neural_model_evaluates_it_and_answers_with_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trainings: Vec<&str> = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "TrainEmbeddings")
+        .map(|s| s["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(trainings.len(), 2, "{trainings:?}");
+    assert!(
+        trainings[1].contains("(adapter) on the queries' train split"),
+        "{trainings:?}"
+    );
+    // The job left a sentence-transformers directory with the adapter, its report and the
+    // marker in the store.
+    let model = work.join("store/ragloop-demo/models/emb-neural-v1");
+    for f in [
+        "2_Dense/model.safetensors",
+        "training-report.json",
+        "_SUCCESS",
+    ] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("training-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["mode"], "adapter");
+    assert_eq!(
+        report["train_pairs"].as_u64().unwrap() + report["held_out_pairs"].as_u64().unwrap(),
+        8
+    );
+
     let rows: Vec<&str> = summary["evaluation"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["retriever"].as_str().unwrap())
         .collect();
-    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(rows.len(), 8, "{rows:?}");
     assert!(
         rows[4].starts_with("dense ") && rows[5].starts_with("hybrid: BM25 + "),
         "{rows:?}"
     );
-    assert_eq!(
-        summary["evaluation"][4]["metrics"]["hit_at_1"], 1.0,
-        "{summary}"
-    );
+    assert!(rows[6].ends_with("(fine-tuned)"), "{rows:?}");
+    for i in [4, 6] {
+        assert_eq!(
+            summary["evaluation"][i]["metrics"]["hit_at_1"], 1.0,
+            "{summary}"
+        );
+    }
     assert_eq!(
         summary["answer"]["citations"][0]["doc_id"], "getent.1",
         "{summary}"

@@ -117,6 +117,12 @@ impl JobSpec {
         self
     }
 
+    /// Sets the model to start from (given to the job as `RAGLOOP_BASE_MODEL`).
+    pub fn with_base_model(mut self, base_model: impl Into<String>) -> Self {
+        self.base_model = Some(base_model.into());
+        self
+    }
+
     /// Adds a hyper-parameter.
     pub fn with_hyper_parameter(mut self, name: impl Into<String>, value: impl ToString) -> Self {
         self.hyper_parameters.insert(name.into(), value.to_string());

@@ -10,6 +10,8 @@
 //!   known answers, user JSONL; dedup and a held-out split.
 //! - [`evaluate`] measures document retrieval (hit@k, MRR@10, nDCG@10) of any
 //!   [`SentenceEmbedder`] on a query set, so base and trained models are compared the same way.
+//! - [`AdapterTrainer`] is the cheap mode for small data: the encoder stays frozen and a
+//!   linear adapter (a `Dense` module) is fitted on its embeddings in seconds.
 //! - [`EmbeddingTrainer::save`] writes a sentence-transformers directory (the base model's
 //!   configs and tokenizer, the trained `model.safetensors`) that [`SentenceEmbedder`] and
 //!   sentence-transformers both load.
@@ -27,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod adapter;
 mod eval;
 mod gelu;
 mod model;
@@ -43,6 +46,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+pub use adapter::AdapterTrainer;
 pub use eval::evaluate;
 pub use model::TrainableBert;
 use model::{Batch, Dropout, candle, mnrl_loss};
@@ -101,6 +105,21 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Defaults for [`AdapterTrainer`]: a linear map on frozen embeddings takes a far larger
+    /// learning rate and many more passes (each is milliseconds), with weight decay towards
+    /// the base model.
+    pub fn adapter() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            weight_decay: 0.01,
+            ..Self::default()
+        }
+    }
+}
+
 /// One optimisation step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
@@ -129,8 +148,10 @@ pub struct TrainReport {
     pub pairs: usize,
     /// Trained parameters.
     pub parameters: usize,
-    /// Seconds spent tokenising.
-    pub tokenize_seconds: f64,
+    /// Seconds spent preparing the data: tokenising (full fine-tuning) or embedding with the
+    /// frozen encoder (adapter).
+    #[serde(alias = "tokenize_seconds")]
+    pub prepare_seconds: f64,
     /// Wall time of the run.
     pub seconds: f64,
 }
@@ -238,17 +259,7 @@ impl EmbeddingTrainer {
         config: &TrainConfig,
         on_step: &mut dyn FnMut(&StepLog),
     ) -> Result<TrainReport> {
-        if config.batch_size < 2 {
-            return Err(Error::invalid(
-                "batch_size must be at least 2 (the other passages are the negatives)",
-            ));
-        }
-        if pairs.len() < 2 {
-            return Err(Error::invalid(format!(
-                "{} training pairs: at least 2 are needed",
-                pairs.len()
-            )));
-        }
+        check_inputs(pairs, config)?;
         let started = Instant::now();
         let queries = self.tokenize(
             pairs.iter().map(|p| p.query.clone()).collect(),
@@ -258,7 +269,7 @@ impl EmbeddingTrainer {
             pairs.iter().map(|p| p.passage.clone()).collect(),
             config.max_passage_tokens,
         )?;
-        let tokenize_seconds = started.elapsed().as_secs_f64();
+        let prepare_seconds = started.elapsed().as_secs_f64();
 
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut epochs = Vec::with_capacity(config.epochs);
@@ -335,7 +346,7 @@ impl EmbeddingTrainer {
             steps,
             pairs: pairs.len(),
             parameters: self.model.parameter_count(),
-            tokenize_seconds,
+            prepare_seconds,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -345,7 +356,7 @@ impl EmbeddingTrainer {
     /// trained `model.safetensors` in place of the base one.
     pub fn save(&self, out: &Path) -> Result<()> {
         let io = |what: String| move |e: std::io::Error| Error::backend("trainer", what, e);
-        copy_tree(&self.base_dir, out, &self.layout.transformer_dir).map_err(io(format!(
+        copy_tree(&self.base_dir, out, Some(&self.layout.transformer_dir)).map_err(io(format!(
             "copying {} to {}",
             self.base_dir.display(),
             out.display()
@@ -364,11 +375,27 @@ impl EmbeddingTrainer {
     }
 }
 
-/// Copies `from` to `to`, leaving out hidden files and, in the transformer's directory, its
-/// weights (they are written afterwards).
-fn copy_tree(from: &Path, to: &Path, transformer_dir: &Path) -> std::io::Result<()> {
+/// What both trainers refuse: fewer than two pairs, batches without negatives.
+fn check_inputs(pairs: &[Pair], config: &TrainConfig) -> Result<()> {
+    if config.batch_size < 2 {
+        return Err(Error::invalid(
+            "batch_size must be at least 2 (the other passages are the negatives)",
+        ));
+    }
+    if pairs.len() < 2 {
+        return Err(Error::invalid(format!(
+            "{} training pairs: at least 2 are needed",
+            pairs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to`, leaving out hidden files and, in `retrained` (the transformer's
+/// directory when its weights are written afterwards), its weights.
+fn copy_tree(from: &Path, to: &Path, retrained: Option<&Path>) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
-    let is_transformer = from == transformer_dir;
+    let is_transformer = retrained == Some(from);
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -379,7 +406,7 @@ fn copy_tree(from: &Path, to: &Path, transformer_dir: &Path) -> std::io::Result<
         let target = to.join(name.as_ref());
         if entry.file_type()?.is_dir() {
             if !(is_transformer && STALE_DIRS.contains(&name.as_ref())) {
-                copy_tree(&entry.path(), &target, transformer_dir)?;
+                copy_tree(&entry.path(), &target, retrained)?;
             }
         } else if !(is_transformer
             && (STALE_WEIGHTS.contains(&name.as_ref()) || name == "model.safetensors"))

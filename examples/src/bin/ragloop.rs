@@ -57,6 +57,10 @@ enum Command {
         /// (`scripts/fetch-model.sh` fetches all-MiniLM-L6-v2 into models/).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Also fine-tune --model in stage 2 (a training job: `adapter` takes seconds, `full`
+        /// minutes) and evaluate the result beside it.
+        #[arg(long, value_enum, requires = "model")]
+        fine_tune: Option<examples::train::TrainMode>,
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -64,7 +68,7 @@ enum Command {
     /// The embedding training job (what `run` submits, and what a PAI-DLC job runs): with
     /// `--base-model` fine-tunes a sentence-transformers model on pairs mined from the
     /// documents under `--data` (plus `--queries`/`--pairs`), else fits the hashed model.
-    Train(examples::train::TrainArgs),
+    Train(Box<examples::train::TrainArgs>),
 }
 
 #[global_allocator]
@@ -136,6 +140,7 @@ async fn run(cli: Cli) -> Result<()> {
             question,
             dims,
             model,
+            fine_tune,
             json,
         } => {
             let exe = std::env::current_exe().context("locating the ragloop binary")?;
@@ -148,6 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
                 question,
                 dims,
                 neural_model: model,
+                fine_tune,
                 trainer_command: vec![exe.display().to_string(), "train".into()],
             };
             let progress = if json {
@@ -162,7 +168,7 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", local_loop::render(&summary));
             }
         }
-        Command::Train(args) => examples::train::run(args).await?,
+        Command::Train(args) => examples::train::run(*args).await?,
     }
     Ok(())
 }
