@@ -17,6 +17,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::pairs::{self, MiningOptions, Pair, PairOrigin};
+use embed_runtime::train::synthetic::{SyntheticOptions, SyntheticReport, synthetic_pairs};
 use embed_runtime::train::{
     AdapterTrainer, EmbeddingTrainer, StepLog, TrainConfig, TrainReport, evaluate,
 };
@@ -72,6 +73,14 @@ pub struct TrainArgs {
     /// User pairs: JSONL of `{"query", "passage"}` (path or store URI).
     #[arg(long)]
     pub pairs: Option<String>,
+    /// Questions to ask an LLM to write per document (synthetic pairs; 0 = none). The LLM is
+    /// the one `llm_answer` uses: `RAGLOOP_LLM_BASE_URL` (any OpenAI-compatible server) and
+    /// `RAGLOOP_LLM_MODEL`, or `DASHSCOPE_API_KEY` for Bailian.
+    #[arg(long, default_value_t = 0)]
+    pub synthetic: usize,
+    /// Documents to ask the LLM about (spread evenly over the corpus; default: all).
+    #[arg(long)]
+    pub synthetic_docs: Option<usize>,
     /// What to mine from the documents: any of `titles,headings,cloze`, or `none`.
     #[arg(long, default_value = "titles,headings,cloze")]
     pub mine: String,
@@ -155,6 +164,8 @@ pub struct TrainSummary {
     pub held_out_pairs: usize,
     /// Relevant ids of `--queries` not among the documents.
     pub missing_relevant: usize,
+    /// The LLM's questions, when `--synthetic` asked for them.
+    pub synthetic: Option<SyntheticReport>,
     /// Hyper-parameters.
     pub config: TrainConfig,
     /// Loss per step and timings.
@@ -254,6 +265,13 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         missing_relevant = missing;
         all.extend(from_queries);
     }
+    let synthetic = if args.synthetic > 0 {
+        let (made, report) = synthetic_questions(args, &docs).await?;
+        all.extend(made);
+        Some(report)
+    } else {
+        None
+    };
     if let Some(p) = &args.pairs {
         let text = crate::queries::decode_text(
             p,
@@ -361,6 +379,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         train_pairs: train.len(),
         held_out_pairs: held.len(),
         missing_relevant,
+        synthetic,
         config,
         report,
         evaluations,
@@ -379,6 +398,40 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     .await?;
     dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
     Ok(summary)
+}
+
+/// Asks the configured LLM for `--synthetic` questions about `--synthetic-docs` documents.
+async fn synthetic_questions(
+    args: &TrainArgs,
+    docs: &[Document],
+) -> Result<(Vec<Pair>, SyntheticReport)> {
+    let env =
+        crate::llm_answer::LlmEnv::from_vars(|k| std::env::var(k).ok())?.with_context(|| {
+            format!(
+                "--synthetic needs an LLM: {}",
+                crate::llm_answer::NOT_CONFIGURED
+            )
+        })?;
+    let chat = bailian_client::ChatClient::new(env.config, env.model)?;
+    // Spread evenly, so a capped run still covers the whole corpus.
+    let n = args.synthetic_docs.unwrap_or(docs.len()).min(docs.len());
+    let chosen: Vec<Document> = (0..n).map(|i| docs[i * docs.len() / n].clone()).collect();
+    let options = SyntheticOptions {
+        questions_per_doc: args.synthetic,
+        ..Default::default()
+    };
+    tracing::info!(
+        documents = chosen.len(),
+        per_doc = args.synthetic,
+        "asking the LLM for questions"
+    );
+    let (made, report) = synthetic_pairs(&chat, &chosen, &options)
+        .await
+        .context("writing synthetic questions")?;
+    for (doc, error) in &report.failed {
+        tracing::warn!(doc, error, "no synthetic questions for this document");
+    }
+    Ok((made, report))
 }
 
 fn mining_options(spec: &str, seed: u64) -> Result<MiningOptions> {
@@ -489,6 +542,18 @@ pub fn render(s: &TrainSummary) -> String {
             .join(", "),
         s.missing_relevant,
     );
+    if let Some(y) = &s.synthetic {
+        out.push_str(&format!(
+            "synthetic questions: {} pairs from {} documents ({} failed, {} lines rejected), \
+             {} tokens, {:.0} s\n\n",
+            y.pairs,
+            y.documents,
+            y.failed.len(),
+            y.rejected_lines,
+            y.usage.total_tokens,
+            y.seconds
+        ));
+    }
     let r = &s.report;
     let first = r.steps.first().map_or(f64::NAN, |x| x.loss);
     let last_n = r.steps.len().clamp(1, 5);

@@ -520,3 +520,110 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An OpenAI-compatible chat server that writes two questions naming the passage's first line
+/// (so every document gets its own), and answers one document with a 500 every time.
+struct QuestionWriter;
+
+impl wiremock::Respond for QuestionWriter {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let prompt = body["messages"][1]["content"].as_str().unwrap();
+        let first = prompt
+            .split("Passage:\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap();
+        if first.starts_with("getent") {
+            return wiremock::ResponseTemplate::new(500).set_body_json(serde_json::json!(
+                {"error": {"code": "internal_error", "message": "boom", "type": "server_error"}}
+            ));
+        }
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "choices": [{"message": {"role": "assistant",
+                "content": format!("1. What is {first} for?\n2. How do I use {first}?")},
+                "finish_reason": "stop", "index": 0}],
+            "object": "chat.completion",
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "model": "qwen-test", "id": "chatcmpl-1"
+        }))
+    }
+}
+
+/// `ragloop train --synthetic 2` asks the configured LLM (the OpenAI wire format, here a local
+/// server) for questions about each page and trains on them; a page whose call keeps failing
+/// is reported and skipped, not fatal.
+#[test]
+fn train_with_synthetic_questions_from_an_llm() {
+    use wiremock::matchers::{body_partial_json, method, path};
+    use wiremock::{Mock, MockServer};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .and(body_partial_json(serde_json::json!({"model": "qwen-test"})))
+            .respond_with(QuestionWriter)
+            .mount(&server)
+            .await;
+        server
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 8);
+    let output = dir.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["train", "--json", "--mode", "adapter", "--mine", "none"])
+        .args(["--synthetic", "2", "--hold-out", "0", "--epochs", "3"])
+        .arg("--base-model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--output")
+        .arg(&output)
+        .env("RAGLOOP_LLM_BASE_URL", format!("{}/v1", server.uri()))
+        .env("RAGLOOP_LLM_MODEL", "qwen-test")
+        .env_remove("DASHSCOPE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let synthetic = &summary["synthetic"];
+    assert_eq!(synthetic["documents"], 8);
+    assert_eq!(synthetic["pairs"], 14, "{synthetic}");
+    assert_eq!(synthetic["failed"][0][0], "getent.1", "{synthetic}");
+    assert_eq!(synthetic["usage"]["total_tokens"], 7 * 120);
+    assert_eq!(
+        summary["pairs_by_origin"],
+        serde_json::json!([["synthetic", 14]])
+    );
+    assert_eq!(summary["train_pairs"], 14);
+    assert!(output.join("2_Dense/model.safetensors").exists());
+    let md = std::fs::read_to_string(output.join("training-report.md")).unwrap();
+    assert!(
+        md.contains("synthetic questions: 14 pairs from 8 documents (1 failed"),
+        "{md}"
+    );
+
+    // Without an LLM configured, the flag is refused with a one-line explanation.
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["train", "--mine", "none", "--synthetic", "1"])
+        .arg("--base-model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--output")
+        .arg(dir.path().join("out2"))
+        .env_remove("RAGLOOP_LLM_BASE_URL")
+        .env_remove("DASHSCOPE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--synthetic needs an LLM"), "{err}");
+}

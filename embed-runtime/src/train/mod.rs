@@ -8,6 +8,8 @@
 //!   Seeded: the same pairs, config and seed give the same weights.
 //! - [`pairs`] makes the training data: pairs mined from raw documents, pairs from queries with
 //!   known answers, user JSONL; dedup and a held-out split.
+//! - [`synthetic`] asks any `ChatModel` for questions about each document (pairs whose queries
+//!   read like a user's).
 //! - [`evaluate`] measures document retrieval (hit@k, MRR@10, nDCG@10) of any
 //!   [`SentenceEmbedder`] on a query set, so base and trained models are compared the same way.
 //! - [`AdapterTrainer`] is the cheap mode for small data: the encoder stays frozen and a
@@ -35,6 +37,7 @@ mod gelu;
 mod model;
 mod optim;
 pub mod pairs;
+pub mod synthetic;
 
 use std::path::Path;
 use std::time::Instant;

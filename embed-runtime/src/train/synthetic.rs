@@ -1,0 +1,347 @@
+//! Synthetic training queries: any [`ChatModel`] writes questions that a passage answers
+//! (generated queries in the manner of doc2query, InPars and GPL), so raw documents yield pairs
+//! whose queries read like a user's rather than like a title or a sentence of the text.
+//!
+//! Each document is asked for once; what comes back is parsed line by line (numbering,
+//! bullets and quotes stripped; refusals, answers-in-place-of-questions, over-long and duplicate
+//! lines dropped). A failed call costs only that document's pairs; bad credentials stop the run,
+//! and so does a run in which every call failed (with the first error).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use futures::StreamExt;
+use rag_core::chat::{ChatParams, ChatRequest, Message, Usage};
+use rag_core::{ChatModel, Document, Error, Result};
+use serde::Serialize;
+
+use super::pairs::{Pair, PairOrigin, document_passage};
+
+/// What [`synthetic_pairs`] asks for.
+#[derive(Debug, Clone)]
+pub struct SyntheticOptions {
+    /// Questions asked per document.
+    pub questions_per_doc: usize,
+    /// Characters of the document shown to the model (and used as the pair's passage).
+    pub max_passage_chars: usize,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Longest question kept, in characters.
+    pub max_question_chars: usize,
+}
+
+impl Default for SyntheticOptions {
+    fn default() -> Self {
+        Self {
+            questions_per_doc: 2,
+            max_passage_chars: 2_000,
+            concurrency: 4,
+            temperature: Some(0.7),
+            max_question_chars: 300,
+        }
+    }
+}
+
+/// What a [`synthetic_pairs`] run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyntheticReport {
+    /// Documents asked about.
+    pub documents: usize,
+    /// Pairs made.
+    pub pairs: usize,
+    /// Lines of the answers that were not usable questions.
+    pub rejected_lines: usize,
+    /// Documents whose call failed: (document id, error).
+    pub failed: Vec<(String, String)>,
+    /// Tokens used by all calls.
+    pub usage: Usage,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+const SYSTEM: &str = "You write search queries for a retrieval system. Given a passage, write \
+questions that a user who has not seen the passage might ask and that the passage answers. Use \
+only the passage. Write each question on its own line, with no numbering, no answers and no \
+other text.";
+
+/// The request for one passage.
+pub fn question_request(passage: &str, options: &SyntheticOptions) -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            Message::system(SYSTEM),
+            Message::user(format!(
+                "Write {} different questions this passage answers.\n\nPassage:\n{passage}",
+                options.questions_per_doc
+            )),
+        ],
+        params: ChatParams {
+            temperature: options.temperature,
+            max_tokens: Some((64 * options.questions_per_doc.max(1)) as u32),
+            ..Default::default()
+        },
+    }
+}
+
+/// The usable questions in a model's answer (at most `n`) and how many lines were rejected.
+pub fn parse_questions(answer: &str, n: usize, max_chars: usize) -> (Vec<String>, usize) {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut rejected = 0;
+    for line in answer.lines() {
+        let raw = line.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        let q = strip_marker(raw);
+        let lower = q.to_lowercase();
+        let refusal = ["i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai"]
+            .iter()
+            .any(|r| lower.starts_with(r));
+        // A heading the model added ("Questions:"), an answer, or a fragment.
+        let not_a_question = q.ends_with(':')
+            || lower.starts_with("answer")
+            || lower.starts_with("a:")
+            || q.split_whitespace().count() < 2;
+        if refusal
+            || not_a_question
+            || q.chars().count() > max_chars
+            || !seen.insert(lower.clone())
+            || out.len() == n
+        {
+            rejected += 1;
+            continue;
+        }
+        out.push(q.to_string());
+    }
+    (out, rejected)
+}
+
+/// Strips list markers (`1.`, `2)`, `-`, `*`, `•`, `Q:`, `Question 1:`) and surrounding quotes.
+fn strip_marker(line: &str) -> &str {
+    let mut s = line.trim();
+    let lower = s.to_ascii_lowercase();
+    for prefix in ["question", "q"] {
+        if lower.starts_with(prefix) {
+            let rest = &s[prefix.len()..];
+            let digits = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+            if let Some(r) = digits.strip_prefix(':') {
+                s = r.trim_start();
+                break;
+            }
+        }
+    }
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    if digits.len() < s.len()
+        && let Some(r) = digits
+            .strip_prefix('.')
+            .or_else(|| digits.strip_prefix(')'))
+    {
+        s = r.trim_start();
+    }
+    for bullet in ['-', '*', '•'] {
+        if let Some(r) = s.strip_prefix(bullet) {
+            s = r.trim_start();
+        }
+    }
+    s.trim_matches(|c| c == '"' || c == '\u{201c}' || c == '\u{201d}' || c == '`')
+        .trim()
+}
+
+/// Asks `chat` for questions about each document; returns the pairs (origin
+/// [`PairOrigin::Synthetic`], passage = [`document_passage`]) and a report. Documents with no
+/// text are skipped.
+pub async fn synthetic_pairs(
+    chat: &dyn ChatModel,
+    docs: &[Document],
+    options: &SyntheticOptions,
+) -> Result<(Vec<Pair>, SyntheticReport)> {
+    let started = Instant::now();
+    let mut report = SyntheticReport::default();
+    let jobs: Vec<(&Document, String)> = docs
+        .iter()
+        .filter(|d| !d.text.trim().is_empty())
+        .map(|d| (d, document_passage(d, options.max_passage_chars)))
+        .collect();
+    report.documents = jobs.len();
+    let mut answers = futures::stream::iter(jobs.iter().map(|(doc, passage)| async move {
+        (
+            *doc,
+            passage,
+            chat.chat(&question_request(passage, options)).await,
+        )
+    }))
+    .buffered(options.concurrency.max(1));
+    let mut pairs = Vec::new();
+    let mut first_error = None;
+    let mut answered = 0;
+    while let Some((doc, passage, answer)) = answers.next().await {
+        match answer {
+            Ok(r) => {
+                answered += 1;
+                report.usage.prompt_tokens += r.usage.prompt_tokens;
+                report.usage.completion_tokens += r.usage.completion_tokens;
+                report.usage.total_tokens += r.usage.total_tokens;
+                let (questions, rejected) = parse_questions(
+                    &r.content,
+                    options.questions_per_doc,
+                    options.max_question_chars,
+                );
+                report.rejected_lines += rejected;
+                pairs.extend(questions.into_iter().map(|query| Pair {
+                    query,
+                    passage: passage.clone(),
+                    doc_id: doc.id.clone(),
+                    origin: PairOrigin::Synthetic,
+                }));
+            }
+            // Every other call would fail the same way.
+            Err(e @ Error::Auth { .. }) => return Err(e),
+            Err(e) => {
+                report.failed.push((doc.id.clone(), e.to_string()));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if answered == 0
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    report.pairs = pairs.len();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((pairs, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use rag_core::chat::ChatResponse;
+
+    #[test]
+    fn parses_lists_and_drops_what_is_not_a_question() {
+        let answer = "Here are the questions:\n\
+            1. How do I copy a file descriptor?\n\
+            2) \"Which call duplicates an fd onto a given number?\"\n\
+            - What does dup return on error?\n\
+            Q: what does dup return on error?\n\
+            Question 3: Can dup2 close the target first?\n\
+            Answer: it returns -1\n\
+            \n\
+            fd\n";
+        let (q, rejected) = parse_questions(answer, 10, 300);
+        assert_eq!(
+            q,
+            [
+                "How do I copy a file descriptor?",
+                "Which call duplicates an fd onto a given number?",
+                "What does dup return on error?",
+                "Can dup2 close the target first?",
+            ]
+        );
+        // The heading, the duplicate (case-insensitive), the answer and the fragment.
+        assert_eq!(rejected, 4);
+        let (q, rejected) = parse_questions("I'm sorry, I can't help with that.", 2, 300);
+        assert!(q.is_empty() && rejected == 1);
+        let (q, _) = parse_questions("a b\nc d\ne f", 2, 300);
+        assert_eq!(q.len(), 2, "at most n");
+        let (q, _) = parse_questions(&"word ".repeat(100), 2, 300);
+        assert!(q.is_empty(), "over-long lines are dropped");
+    }
+
+    /// Answers from a script keyed by a word of the passage; fails for `broken`.
+    struct Scripted;
+
+    #[async_trait]
+    impl ChatModel for Scripted {
+        fn model_id(&self) -> &str {
+            "scripted"
+        }
+
+        async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
+            let prompt = &request.messages[1].content;
+            if prompt.contains("broken") {
+                return Err(Error::Unavailable {
+                    message: "503 from the server".into(),
+                    source: None,
+                });
+            }
+            let topic = prompt.rsplit('\n').next().unwrap_or_default();
+            Ok(ChatResponse {
+                content: format!("1. What is {topic}?\n2. How is {topic} used?\n3. Extra one?"),
+                usage: Usage::new(10, 5),
+                finish_reason: Some("stop".into()),
+            })
+        }
+    }
+
+    fn doc(id: &str, text: &str) -> Document {
+        Document {
+            id: id.into(),
+            title: String::new(),
+            text: text.into(),
+            source: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn makes_pairs_per_document_and_keeps_going_past_failures() {
+        let docs = [
+            doc("a", "tar archives"),
+            doc("b", "broken"),
+            doc("c", "   "),
+            doc("d", "crontab tables"),
+        ];
+        let options = SyntheticOptions::default();
+        let (pairs, report) = synthetic_pairs(&Scripted, &docs, &options).await.unwrap();
+        assert_eq!(report.documents, 3, "the empty document is not asked about");
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(pairs[0].query, "What is tar archives?");
+        assert_eq!(pairs[0].passage, "tar archives");
+        assert!(
+            pairs
+                .iter()
+                .all(|p| p.origin == PairOrigin::Synthetic && p.doc_id != "b")
+        );
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].1.contains("503"), "{:?}", report.failed);
+        assert_eq!(
+            report.rejected_lines, 2,
+            "the third question of each answer"
+        );
+        assert_eq!(report.usage.total_tokens, 30);
+    }
+
+    struct BadKey;
+
+    #[async_trait]
+    impl ChatModel for BadKey {
+        fn model_id(&self) -> &str {
+            "bad-key"
+        }
+
+        async fn chat(&self, _: &ChatRequest) -> Result<ChatResponse> {
+            Err(Error::Auth {
+                message: "invalid api key".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_credentials_or_nothing_answered_stop_the_run() {
+        let err = synthetic_pairs(&BadKey, &[doc("a", "x y")], &SyntheticOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Auth { .. }), "{err}");
+        let err = synthetic_pairs(
+            &Scripted,
+            &[doc("b", "broken")],
+            &SyntheticOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+    }
+}
