@@ -33,6 +33,7 @@
 
 mod adapter;
 mod eval;
+mod fused;
 mod gelu;
 mod model;
 mod optim;

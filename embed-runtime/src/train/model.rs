@@ -1,22 +1,26 @@
 //! A trainable BERT encoder on candle's autograd.
 //!
 //! candle-transformers' BERT is built for inference (its fused layer norm has no backward and
-//! dropout is a no-op), so the modules here are written from differentiable candle ops:
-//! linear layers as `x · Wᵀ + b`, layer norm from mean/variance, softmax with a detached
-//! row max, GELU (erf), and dropout with masks drawn from the trainer's seeded RNG (candle's
-//! own random tensors cannot be seeded on the CPU), so a run is reproducible.
+//! dropout is a no-op), so the modules here are our own: linear layers, layer norm,
+//! self-attention (from one fused QKV projection) and GELU are single candle ops with
+//! hand-written backward passes (`fused.rs`, `gelu.rs`), the rest plain candle ops, and dropout
+//! masks come from the trainer's seeded RNG (candle's own random tensors cannot be seeded on the
+//! CPU), so a run is reproducible.
 //!
 //! Sequences are padded to the longest in the batch; padded keys are masked out of attention
 //! with a large negative bias and out of the mean pooling.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use rag_core::{Error, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
+use super::fused::Attention;
 use crate::bert::BertConfig;
 use crate::layout::Pooling;
 
@@ -32,8 +36,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())
+        super::fused::linear(x, self.weight.as_tensor(), self.bias.as_tensor())
     }
 }
 
@@ -46,13 +49,7 @@ struct LayerNorm {
 impl LayerNorm {
     /// Normalises the rows of a 2-D tensor.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(self.gamma.as_tensor())?
-            .broadcast_add(self.beta.as_tensor())
+        super::fused::layer_norm(x, self.gamma.as_tensor(), self.beta.as_tensor(), self.eps)
     }
 }
 
@@ -104,23 +101,41 @@ pub(crate) struct Dropout<'r> {
 }
 
 impl Dropout<'_> {
-    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `n` multipliers: 0 with probability `p`, else `1 / (1 − p)`; `None` when `p == 0`.
+    /// Drawn in parallel blocks, each from its own position of the generator's stream (one
+    /// 32-bit word per draw), so the mask is the one a sequential loop would draw.
+    fn mask(&mut self, n: usize) -> Option<Vec<f32>> {
         if self.p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
+        const BLOCK: usize = 1 << 16;
         let keep = 1.0 - self.p;
         let scale = 1.0 / keep;
-        let n = x.elem_count();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if self.rng.random::<f32>() < keep {
-                    scale
-                } else {
-                    0.0
+        let start = self.rng.get_word_pos();
+        let base = self.rng.clone();
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(k, block)| {
+                let mut rng = base.clone();
+                rng.set_word_pos(start + (k * BLOCK) as u128);
+                for x in block {
+                    *x = if rng.random::<f32>() < keep {
+                        scale
+                    } else {
+                        0.0
+                    };
                 }
-            })
-            .collect();
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+            });
+        self.rng.set_word_pos(start + n as u128);
+        Some(out)
+    }
+
+    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.mask(x.elem_count()) {
+            None => Ok(x.clone()),
+            Some(mask) => x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?),
+        }
     }
 }
 
@@ -300,22 +315,36 @@ impl TrainableBert {
         x = dropout.apply(&self.embed_norm.forward(&x)?)?;
         let mask = Tensor::from_slice(&batch.mask, (b, t), &dev)?;
         // 0 for real keys, -10⁴ for padding (what BERT uses; exp underflows to 0).
-        let key_bias = ((mask.clone() - 1.0)? * 10_000.0)?.reshape((b, 1, 1, t))?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let key_bias: Arc<Vec<f32>> =
+            Arc::new(batch.mask.iter().map(|m| (m - 1.0) * 10_000.0).collect());
         for layer in &self.layers {
-            let split = |y: Tensor| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+            // One projection for queries, keys and values.
+            let w = Tensor::cat(
+                &[
+                    layer.query.weight.as_tensor(),
+                    layer.key.weight.as_tensor(),
+                    layer.value.weight.as_tensor(),
+                ],
+                0,
+            )?;
+            let bias = Tensor::cat(
+                &[
+                    layer.query.bias.as_tensor(),
+                    layer.key.bias.as_tensor(),
+                    layer.value.bias.as_tensor(),
+                ],
+                0,
+            )?;
+            let qkv = super::fused::linear(&x, &w, &bias)?;
+            let op = Attention {
+                b,
+                t,
+                heads,
+                hd,
+                key_bias: key_bias.clone(),
+                dropout: dropout.mask(b * heads * t * t).map(Arc::new),
             };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&key_bias)?;
-            let probs = dropout.apply(&softmax_last(&scores)?)?;
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * t, h))?;
+            let ctx = super::fused::attention(&qkv, op)?;
             let attn = dropout.apply(&layer.attn_out.forward(&ctx)?)?;
             x = layer.attn_norm.forward(&(attn + &x)?)?;
             let inner = super::gelu::gelu(&layer.ffn_in.forward(&x)?)?;
@@ -336,7 +365,9 @@ impl TrainableBert {
     }
 }
 
-/// Row-wise softmax over the last dimension (the row max is a constant for the gradient).
+/// Row-wise softmax over the last dimension (the row max is a constant for the gradient): the
+/// reference the fused attention is tested against.
+#[cfg(test)]
 pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
@@ -371,6 +402,36 @@ pub(crate) fn mnrl_loss(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn parallel_dropout_masks_equal_a_sequential_draw() {
+        let n = (1 << 16) * 3 + 123;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut d = Dropout {
+            p: 0.25,
+            rng: &mut rng,
+        };
+        let a = d.mask(n).unwrap();
+        let after: u32 = d.rng.random();
+        let mut seq = ChaCha8Rng::seed_from_u64(5);
+        let b: Vec<f32> = (0..n)
+            .map(|_| {
+                if seq.random::<f32>() < 0.75 {
+                    1.0 / 0.75
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert!(a == b, "the parallel mask differs from the sequential one");
+        assert_eq!(
+            after,
+            seq.random::<u32>(),
+            "the generator continues where a loop would"
+        );
+        let kept = a.iter().filter(|&&x| x > 0.0).count() as f64 / n as f64;
+        assert!((kept - 0.75).abs() < 0.01, "{kept}");
+    }
 
     fn tiny_config() -> BertConfig {
         serde_json::from_value(serde_json::json!({

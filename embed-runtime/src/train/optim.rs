@@ -2,11 +2,18 @@
 //! learning-rate schedule of sentence-transformers' `WarmupLinear`, and global-norm gradient
 //! clipping.
 
+use std::sync::Mutex;
+
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Var};
+use rayon::prelude::*;
+
+/// Elements per parallel task (fixed, so sums do not depend on the thread count).
+const CHUNK: usize = 1 << 15;
 
 /// AdamW over a set of variables; variables named `*.bias` or `*LayerNorm*` get no weight
-/// decay (the Hugging Face / sentence-transformers convention).
+/// decay (the Hugging Face / sentence-transformers convention). The moments live in plain
+/// vectors and each variable is updated in place in one pass.
 pub(crate) struct AdamW {
     params: Vec<Param>,
     beta1: f64,
@@ -19,23 +26,91 @@ pub(crate) struct AdamW {
 struct Param {
     var: Var,
     decay: bool,
-    m: Tensor,
-    v: Tensor,
+    m: Mutex<Vec<f32>>,
+    v: Mutex<Vec<f32>>,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => Err(candle_core::Error::Msg(
+            "adamw: contiguous f32 tensors only".into(),
+        )),
+    }
+}
+
+/// One AdamW update of a variable from its gradient.
+struct Update<'a> {
+    m: &'a Mutex<Vec<f32>>,
+    v: &'a Mutex<Vec<f32>>,
+    b1: f32,
+    b2: f32,
+    /// Bias corrections `1 − βᵗ`.
+    c1: f32,
+    c2: f32,
+    eps: f32,
+    lr: f32,
+    /// `1 − lr · weight decay` (1 without decay).
+    keep: f32,
+    grad_scale: f32,
+}
+
+impl InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "ragloop-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let g = f32_slice(g, gl)?;
+        let CpuStorage::F32(data) = dst else {
+            return Err(candle_core::Error::Msg("adamw: f32 variables only".into()));
+        };
+        let Some((a, b)) = dst_l.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg(
+                "adamw: contiguous variables only".into(),
+            ));
+        };
+        let theta = &mut data[a..b];
+        let poisoned = |_| candle_core::Error::Msg("adamw: a previous update panicked".into());
+        let mut m = self.m.lock().map_err(poisoned)?;
+        let mut v = self.v.lock().map_err(poisoned)?;
+        if g.len() != theta.len() || m.len() != theta.len() {
+            return Err(candle_core::Error::Msg("adamw: gradient shape".into()));
+        }
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((theta, g), (m, v))| {
+                for (((t, g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+                    let g = g * self.grad_scale;
+                    *m = self.b1 * *m + (1.0 - self.b1) * g;
+                    *v = self.b2 * *v + (1.0 - self.b2) * g * g;
+                    let update = (*m / self.c1) / ((*v / self.c2).sqrt() + self.eps);
+                    *t = *t * self.keep - self.lr * update;
+                }
+            });
+        Ok(())
+    }
 }
 
 impl AdamW {
     pub fn new(vars: &[(String, Var)], weight_decay: f64) -> candle_core::Result<Self> {
         let params = vars
             .iter()
-            .map(|(name, var)| {
-                Ok(Param {
-                    var: var.clone(),
-                    decay: !(name.ends_with(".bias") || name.contains("LayerNorm")),
-                    m: var.as_tensor().zeros_like()?,
-                    v: var.as_tensor().zeros_like()?,
-                })
+            .map(|(name, var)| Param {
+                var: var.clone(),
+                decay: !(name.ends_with(".bias") || name.contains("LayerNorm")),
+                m: Mutex::new(vec![0.0; var.elem_count()]),
+                v: Mutex::new(vec![0.0; var.elem_count()]),
             })
-            .collect::<candle_core::Result<_>>()?;
+            .collect();
         Ok(Self {
             params,
             beta1: 0.9,
@@ -51,7 +126,16 @@ impl AdamW {
         let mut sum = 0f64;
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                sum += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                let g = g.contiguous()?;
+                let (storage, layout) = g.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(candle_core::Error::Msg("adamw: CPU tensors only".into()));
+                };
+                let partials: Vec<f64> = f32_slice(cpu, layout)?
+                    .par_chunks(CHUNK)
+                    .map(|c| c.iter().map(|x| x * x).sum::<f32>() as f64)
+                    .collect();
+                sum += partials.iter().sum::<f64>();
             }
         }
         Ok(sum.sqrt())
@@ -62,29 +146,24 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> candle_core::Result<()> {
         self.step += 1;
         let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.step);
-        let c2 = 1.0 - b2.powi(self.step);
-        for p in &mut self.params {
+        for p in &self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
-            let g = if grad_scale == 1.0 {
-                g.clone()
-            } else {
-                (g * grad_scale)?
+            let decay = if p.decay { self.weight_decay } else { 0.0 };
+            let update = Update {
+                m: &p.m,
+                v: &p.v,
+                b1: b1 as f32,
+                b2: b2 as f32,
+                c1: (1.0 - b1.powi(self.step)) as f32,
+                c2: (1.0 - b2.powi(self.step)) as f32,
+                eps: self.eps as f32,
+                lr: lr as f32,
+                keep: (1.0 - lr * decay) as f32,
+                grad_scale: grad_scale as f32,
             };
-            p.m = ((&p.m * b1)? + (&g * (1.0 - b1))?)?;
-            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&p.m / c1)?;
-            let v_hat = (&p.v / c2)?;
-            let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            let theta = p.var.as_tensor();
-            let theta = if p.decay && self.weight_decay > 0.0 {
-                (theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta.clone()
-            };
-            p.var.set(&(theta - (update * lr)?)?)?;
+            p.var.as_tensor().inplace_op2(&g.contiguous()?, &update)?;
         }
         Ok(())
     }
@@ -104,7 +183,7 @@ pub(crate) fn warmup_linear(step: usize, warmup: usize, total: usize, peak: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
