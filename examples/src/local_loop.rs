@@ -93,6 +93,9 @@ pub struct LoopSummary {
     pub evaluation: Vec<MetricsRow>,
     /// The answered question.
     pub answer: Answer,
+    /// The evaluation report (`eval-report.md`, with `eval-report.png` beside it) in the work
+    /// directory, when queries were evaluated.
+    pub report: Option<PathBuf>,
     /// Total wall time.
     pub seconds: f64,
 }
@@ -426,6 +429,22 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         }
     }
 
+    let report = if evaluation.is_empty() {
+        None
+    } else {
+        let title = format!(
+            "Retrieval on the {:?} split of {}",
+            config.split,
+            config
+                .queries
+                .as_ref()
+                .map_or_else(String::new, |q| q.display().to_string())
+        );
+        let (md, _png) =
+            crate::report::write(&config.work_dir, "eval-report", &title, &evaluation)?;
+        Some(md)
+    };
+
     // 7. Answer.
     let t = Instant::now();
     // With a neural model the answer retrieves with it (hybrid; the fine-tuned one when there
@@ -448,6 +467,7 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         stages,
         evaluation,
         answer,
+        report,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -494,6 +514,13 @@ pub fn render(summary: &LoopSummary) -> String {
         a.usage.prompt_tokens,
         a.usage.completion_tokens
     ));
+    if let Some(r) = &summary.report {
+        out.push_str(&format!(
+            "\nReport: {} (chart: {})\n",
+            r.display(),
+            r.with_extension("png").display()
+        ));
+    }
     out.push_str(&format!("\nTotal {:.1}s\n", summary.seconds));
     out
 }

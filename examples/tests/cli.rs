@@ -80,6 +80,14 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     );
     assert_eq!(answer["citations"][0]["doc_id"], "kill.2");
 
+    // The evaluation report: the table and its chart in the work directory.
+    let report = std::path::PathBuf::from(summary["report"].as_str().unwrap());
+    assert_eq!(report, dir.path().join("work/eval-report.md"));
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| BM25 | 1.000 |"), "{md}");
+    let png = std::fs::read(report.with_extension("png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+
     // A second run resumes: everything is in place, nothing is trained or embedded again.
     let again = ragloop()
         .args(["run", "--dims", "128", "--queries", "none"])

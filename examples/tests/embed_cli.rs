@@ -627,3 +627,64 @@ fn train_with_synthetic_questions_from_an_llm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--synthetic needs an LLM"), "{err}");
 }
+
+/// `ragloop eval`: BM25, the hashed model and a sentence-transformers model (dense, hybrid) on
+/// a query set, written as a Markdown table and a PNG chart.
+#[test]
+fn eval_writes_the_report_for_every_retriever() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 8);
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        concat!(
+            r#"{"id":"q1","text":"print entries from the name service databases","relevant":["getent.1"],"split":"test"}"#,
+            "\n",
+            r#"{"id":"q2","text":"not evaluated: train split","relevant":["getent.1"],"split":"train"}"#,
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["eval", "--json", "--dims", "64"])
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<&str> = summary["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[0], "BM25");
+    assert!(
+        rows[1].starts_with("dense hashed") && rows[3].starts_with("dense "),
+        "{rows:?}"
+    );
+    assert_eq!(
+        summary["rows"][0]["metrics"]["queries"], 1,
+        "the test split only"
+    );
+    assert_eq!(summary["rows"][3]["metrics"]["hit_at_1"], 1.0, "{summary}");
+    let md = std::fs::read_to_string(out_dir.join("eval-report.md")).unwrap();
+    assert!(
+        md.contains("| BM25 |") && md.contains("eval-report.png"),
+        "{md}"
+    );
+    let png = std::fs::read(out_dir.join("eval-report.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}

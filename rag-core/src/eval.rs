@@ -33,6 +33,10 @@ pub struct RetrievalMetrics {
     pub mrr_at_10: f64,
     /// Mean nDCG@10 with binary relevance.
     pub ndcg_at_10: f64,
+    /// The hit@k curve: element `k − 1` is the share of queries with a relevant document
+    /// within the first `k` (k = 1…10).
+    #[serde(default)]
+    pub hit_at: [f64; 10],
 }
 
 /// Accumulates per-query rankings into [`RetrievalMetrics`].
@@ -69,6 +73,9 @@ impl MetricsAccumulator {
         s.hit_at_1 += hit(1);
         s.hit_at_5 += hit(5);
         s.hit_at_10 += hit(10);
+        for (k, h) in s.hit_at.iter_mut().enumerate() {
+            *h += hit(k + 1);
+        }
         s.mrr_at_10 += first.map_or(0.0, |p| 1.0 / (p + 1) as f64);
         s.ndcg_at_10 += if ideal > 0.0 { dcg / ideal } else { 0.0 };
     }
@@ -84,6 +91,7 @@ impl MetricsAccumulator {
             hit_at_10: s.hit_at_10 / n,
             mrr_at_10: s.mrr_at_10 / n,
             ndcg_at_10: s.ndcg_at_10 / n,
+            hit_at: s.hit_at.map(|h| h / n),
         }
     }
 }
@@ -108,6 +116,25 @@ mod tests {
         assert!((m.hit_at_5 - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.mrr_at_10 - (1.0 + 1.0 / 3.0) / 3.0).abs() < 1e-12);
         let ndcg = (1.0 + 1.0 / 4f64.log2()) / 3.0;
+        let third = 1.0 / 3.0;
+        let curve = [
+            third,
+            third,
+            2.0 * third,
+            2.0 * third,
+            2.0 * third,
+            2.0 * third,
+        ];
+        for (k, want) in curve.iter().enumerate() {
+            assert!(
+                (m.hit_at[k] - want).abs() < 1e-12,
+                "hit@{} = {}",
+                k + 1,
+                m.hit_at[k]
+            );
+        }
+        assert_eq!(m.hit_at[0], m.hit_at_1);
+        assert_eq!(m.hit_at[9], m.hit_at_10);
         assert!((m.ndcg_at_10 - ndcg).abs() < 1e-12);
     }
 }

@@ -26,6 +26,9 @@ enum Command {
     /// The batch embedding job: documents (local path or store prefix) → chunks → vectors with
     /// a sentence-transformers model → Parquet shards under --output. Re-running resumes.
     Embed(examples::embed::EmbedArgs),
+    /// Retrieval quality on a query set: BM25, the hashed model and each --model (dense and
+    /// hybrid), as a Markdown table and a PNG chart (hit@k curves, nDCG@10) under --out.
+    Eval(examples::eval::EvalArgs),
     /// PAI-DLC training jobs: submit (the seed's `pai submit`), status, logs, stop.
     /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
     #[command(subcommand)]
@@ -128,6 +131,24 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", examples::embed::render(&summary));
+            }
+        }
+        Command::Eval(args) => {
+            let progress = if args.json {
+                BarProgress::quiet()
+            } else {
+                BarProgress::new()
+            };
+            let summary = examples::eval::run(&args, Arc::new(progress)).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", std::fs::read_to_string(&summary.report)?);
+                println!(
+                    "\nReport: {} (chart: {})",
+                    summary.report.display(),
+                    summary.chart.display()
+                );
             }
         }
         Command::Pai(cmd) => examples::pai::run(cmd).await?,
