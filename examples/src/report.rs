@@ -81,6 +81,7 @@ pub fn chart(title: &str, rows: &[MetricsRow], path: &Path) -> Result<()> {
         .configure_mesh()
         .x_desc("k (pages retrieved)")
         .y_desc("queries answered")
+        .light_line_style(WHITE)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(draw)?;
@@ -115,6 +116,7 @@ pub fn chart(title: &str, rows: &[MetricsRow], path: &Path) -> Result<()> {
     bars.configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
+        .light_line_style(WHITE)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(draw)?;

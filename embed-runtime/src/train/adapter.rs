@@ -14,12 +14,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rag_core::{Error, Result};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::model::{candle, l2_normalize, mnrl_loss};
-use super::optim::{AdamW, warmup_linear};
-use super::pairs::{self, Pair};
+use super::pairs::Pair;
 use super::{StepLog, TrainConfig, TrainReport, copy_tree};
 use crate::SentenceEmbedder;
 use crate::layout::{Activation, ModelLayout};
@@ -93,70 +90,19 @@ impl AdapterTrainer {
         let passages = self.embed_unique(pairs.iter().map(|p| p.passage.as_str()), false)?;
         let prepare_seconds = started.elapsed().as_secs_f64();
 
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let epochs: Vec<Vec<Vec<usize>>> = (0..config.epochs)
-            .map(|_| {
-                pairs::epoch_batches(pairs, config.batch_size, &mut rng)
-                    .into_iter()
-                    .filter(|b| b.len() >= 2)
-                    .collect()
-            })
-            .collect();
-        let total: usize = epochs.iter().map(Vec::len).sum();
-        let total = config.max_steps.map_or(total, |m| m.min(total));
-        let warmup = (total as f64 * config.warmup_ratio).ceil() as usize;
         let vars = [
             ("linear.delta".to_string(), self.delta.clone()),
             ("linear.bias".to_string(), self.bias.clone()),
         ];
-        let mut optimizer = AdamW::new(&vars, config.weight_decay).map_err(candle("optimizer"))?;
-        let mut steps = Vec::with_capacity(total);
-        'outer: for (epoch, batches) in epochs.iter().enumerate() {
-            for batch in batches {
-                if steps.len() == total {
-                    break 'outer;
-                }
-                let t0 = Instant::now();
-                let ids = Tensor::new(
-                    batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                    &Device::Cpu,
-                )
-                .map_err(candle("batch"))?;
-                let loss = (|| {
-                    let q = self.forward(&queries.index_select(&ids, 0)?)?;
-                    let p = self.forward(&passages.index_select(&ids, 0)?)?;
-                    mnrl_loss(&q, &p, config.scale)
-                })()
-                .map_err(candle("forward pass"))?;
-                let loss_value = loss
-                    .to_scalar::<f32>()
-                    .map_err(candle("reading the loss"))? as f64;
-                let grads = loss.backward().map_err(candle("backward pass"))?;
-                let grad_norm = optimizer
-                    .grad_norm(&grads)
-                    .map_err(candle("gradient norm"))?;
-                let clip = if grad_norm > config.max_grad_norm && grad_norm > 0.0 {
-                    config.max_grad_norm / grad_norm
-                } else {
-                    1.0
-                };
-                let lr = warmup_linear(steps.len(), warmup, total, config.learning_rate);
-                optimizer
-                    .step(&grads, lr, clip)
-                    .map_err(candle("optimizer step"))?;
-                let log = StepLog {
-                    step: steps.len() + 1,
-                    total,
-                    epoch,
-                    loss: loss_value,
-                    learning_rate: lr,
-                    grad_norm,
-                    seconds: t0.elapsed().as_secs_f64(),
-                };
-                on_step(&log);
-                steps.push(log);
-            }
-        }
+        let steps = super::optimise(pairs, config, &vars, on_step, &mut |batch, _rng| {
+            let ids = Tensor::new(
+                batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                &Device::Cpu,
+            )?;
+            let q = self.forward(&queries.index_select(&ids, 0)?)?;
+            let p = self.forward(&passages.index_select(&ids, 0)?)?;
+            mnrl_loss(&q, &p, config.scale)
+        })?;
         let d = self.layout.dims;
         Ok(TrainReport {
             steps,

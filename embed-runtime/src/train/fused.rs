@@ -28,7 +28,12 @@ fn msg(op: &str, what: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("{op}: {what}"))
 }
 
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+/// The f32 data of a contiguous tensor's storage.
+pub(crate) fn slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         return Err(msg(op, "f32 only"));
     };

@@ -5,26 +5,11 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fused::slice;
 use crate::kernels;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
-
-fn contiguous<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &'static str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        return Err(candle_core::Error::Msg(format!("{op}: f32 only")));
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(candle_core::Error::Msg(format!(
-            "{op}: input must be contiguous"
-        ))),
-    }
-}
 
 struct Gelu;
 
@@ -38,7 +23,7 @@ impl CustomOp1 for Gelu {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let mut out = contiguous(storage, layout, self.name())?.to_vec();
+        let mut out = slice(storage, layout, self.name())?.to_vec();
         let arch = pulp::Arch::new();
         out.par_chunks_mut(CHUNK)
             .for_each(|c| kernels::gelu_simd(arch, c));
@@ -70,8 +55,8 @@ impl CustomOp2 for GeluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, self.name())?;
-        let g = contiguous(s2, l2, self.name())?;
+        let x = slice(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
         if x.len() != g.len() {
             return Err(candle_core::Error::Msg(
                 "ragloop-gelu-grad: shape mismatch".into(),

@@ -275,77 +275,18 @@ impl EmbeddingTrainer {
         )?;
         let prepare_seconds = started.elapsed().as_secs_f64();
 
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut epochs = Vec::with_capacity(config.epochs);
-        for _ in 0..config.epochs {
-            let batches: Vec<Vec<usize>> = pairs::epoch_batches(pairs, config.batch_size, &mut rng)
-                .into_iter()
-                .filter(|b| b.len() >= 2)
-                .collect();
-            epochs.push(batches);
-        }
-        let total: usize = epochs.iter().map(Vec::len).sum();
-        let total = config.max_steps.map_or(total, |m| m.min(total));
-        let warmup = (total as f64 * config.warmup_ratio).ceil() as usize;
         let dropout_p = config
             .dropout
             .unwrap_or(self.model.config().hidden_dropout_prob as f32);
-        let mut optimizer =
-            AdamW::new(self.model.vars(), config.weight_decay).map_err(candle("optimizer"))?;
-        let mut steps = Vec::with_capacity(total);
-        'outer: for (epoch, batches) in epochs.iter().enumerate() {
-            for batch in batches {
-                if steps.len() == total {
-                    break 'outer;
-                }
-                let t0 = Instant::now();
-                let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
-                let p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
-                let mut dropout = Dropout {
-                    p: dropout_p,
-                    rng: &mut rng,
-                };
-                let loss = (|| -> candle_core::Result<Tensor> {
-                    let qe = self.model.embed(&Batch::pad(&q), &mut dropout)?;
-                    let pe = self.model.embed(&Batch::pad(&p), &mut dropout)?;
-                    mnrl_loss(&qe, &pe, config.scale)
-                })()
-                .map_err(candle("forward pass"))?;
-                let loss_value = loss
-                    .to_scalar::<f32>()
-                    .map_err(candle("reading the loss"))? as f64;
-                if !loss_value.is_finite() {
-                    return Err(Error::backend_msg(
-                        "trainer",
-                        format!("the loss became {loss_value} at step {}", steps.len() + 1),
-                    ));
-                }
-                let grads = loss.backward().map_err(candle("backward pass"))?;
-                let grad_norm = optimizer
-                    .grad_norm(&grads)
-                    .map_err(candle("gradient norm"))?;
-                let clip = if grad_norm > config.max_grad_norm && grad_norm > 0.0 {
-                    config.max_grad_norm / grad_norm
-                } else {
-                    1.0
-                };
-                let lr = warmup_linear(steps.len(), warmup, total, config.learning_rate);
-                optimizer
-                    .step(&grads, lr, clip)
-                    .map_err(candle("optimizer step"))?;
-                let log = StepLog {
-                    step: steps.len() + 1,
-                    total,
-                    epoch,
-                    loss: loss_value,
-                    learning_rate: lr,
-                    grad_norm,
-                    seconds: t0.elapsed().as_secs_f64(),
-                };
-                on_step(&log);
-                steps.push(log);
-            }
-        }
+        let model = &self.model;
+        let steps = optimise(pairs, config, model.vars(), on_step, &mut |batch, rng| {
+            let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
+            let p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
+            let mut dropout = Dropout { p: dropout_p, rng };
+            let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
+            let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
+            mnrl_loss(&qe, &pe, config.scale)
+        })?;
         Ok(TrainReport {
             steps,
             pairs: pairs.len(),
@@ -377,6 +318,76 @@ impl EmbeddingTrainer {
         std::fs::rename(&tmp, &weights).map_err(io(format!("writing {}", weights.display())))?;
         Ok(())
     }
+}
+
+/// The optimisation loop both trainers share: every epoch's batches drawn up front (no two
+/// pairs of one document in a batch), then per step the batch's loss, backward, global-norm
+/// clipping, the warmup-linear learning rate and an AdamW step over `vars`. `loss` gets the
+/// batch's pair indices and the generator that shuffled them (dropout draws from it next).
+fn optimise(
+    pairs: &[Pair],
+    config: &TrainConfig,
+    vars: &[(String, candle_core::Var)],
+    on_step: &mut dyn FnMut(&StepLog),
+    loss: &mut dyn FnMut(&[usize], &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
+) -> Result<Vec<StepLog>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let epochs: Vec<Vec<Vec<usize>>> = (0..config.epochs)
+        .map(|_| {
+            pairs::epoch_batches(pairs, config.batch_size, &mut rng)
+                .into_iter()
+                .filter(|b| b.len() >= 2)
+                .collect()
+        })
+        .collect();
+    let total: usize = epochs.iter().map(Vec::len).sum();
+    let total = config.max_steps.map_or(total, |m| m.min(total));
+    let warmup = (total as f64 * config.warmup_ratio).ceil() as usize;
+    let mut optimizer = AdamW::new(vars, config.weight_decay).map_err(candle("optimizer"))?;
+    let mut steps = Vec::with_capacity(total);
+    for (epoch, batch) in epochs
+        .iter()
+        .enumerate()
+        .flat_map(|(e, batches)| batches.iter().map(move |b| (e, b)))
+        .take(total)
+    {
+        let t0 = Instant::now();
+        let loss = loss(batch, &mut rng).map_err(candle("forward pass"))?;
+        let loss_value = loss
+            .to_scalar::<f32>()
+            .map_err(candle("reading the loss"))? as f64;
+        if !loss_value.is_finite() {
+            return Err(Error::backend_msg(
+                "trainer",
+                format!("the loss became {loss_value} at step {}", steps.len() + 1),
+            ));
+        }
+        let grads = loss.backward().map_err(candle("backward pass"))?;
+        let grad_norm = optimizer
+            .grad_norm(&grads)
+            .map_err(candle("gradient norm"))?;
+        let clip = if grad_norm > config.max_grad_norm && grad_norm > 0.0 {
+            config.max_grad_norm / grad_norm
+        } else {
+            1.0
+        };
+        let lr = warmup_linear(steps.len(), warmup, total, config.learning_rate);
+        optimizer
+            .step(&grads, lr, clip)
+            .map_err(candle("optimizer step"))?;
+        let log = StepLog {
+            step: steps.len() + 1,
+            total,
+            epoch,
+            loss: loss_value,
+            learning_rate: lr,
+            grad_norm,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_step(&log);
+        steps.push(log);
+    }
+    Ok(steps)
 }
 
 /// What both trainers refuse: fewer than two pairs, batches without negatives.
