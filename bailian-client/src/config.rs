@@ -47,6 +47,8 @@ impl BailianConfig {
     pub const ENV_API_KEY: &'static str = "DASHSCOPE_API_KEY";
     /// Environment variable overriding the OpenAI-compatible base URL.
     pub const ENV_API_BASE: &'static str = "DASHSCOPE_BASE_URL";
+    /// Environment variable overriding the native API base URL (fine-tunes, deployments).
+    pub const ENV_NATIVE_BASE: &'static str = "DASHSCOPE_NATIVE_BASE_URL";
 
     /// Defaults for `region`: 60 s timeout, 10 s to connect, 3 retries from 500 ms backoff
     /// (at most 20 s), 4 embedding requests in flight, no key.
@@ -75,7 +77,8 @@ impl BailianConfig {
         }
     }
 
-    /// Reads `DASHSCOPE_API_KEY` (required) and `DASHSCOPE_BASE_URL` (optional).
+    /// Reads `DASHSCOPE_API_KEY` (required), `DASHSCOPE_BASE_URL` and
+    /// `DASHSCOPE_NATIVE_BASE_URL` (optional).
     pub fn from_env(region: Region) -> Result<Self> {
         let key = Secret::from_env(Self::ENV_API_KEY).ok_or_else(|| Error::Auth {
             message: format!("{} is not set", Self::ENV_API_KEY),
@@ -83,6 +86,9 @@ impl BailianConfig {
         let mut config = Self::new(region).with_api_key(key);
         if let Ok(base) = std::env::var(Self::ENV_API_BASE) {
             config = config.with_api_base(base);
+        }
+        if let Ok(base) = std::env::var(Self::ENV_NATIVE_BASE) {
+            config = config.with_native_base(base);
         }
         Ok(config)
     }

@@ -158,12 +158,22 @@ pub async fn fetch_model_dir(
         Err(_) => return Ok(PathBuf::from(model)),
     };
     let store = stores::open(&uri, store_root, oss)?;
+    fetch_model_from(store.as_ref(), &uri, cache).await
+}
+
+/// Copies the model files under the store prefix `uri` to a directory under `cache` named
+/// after the bucket and key (files already there with the same size are kept).
+pub async fn fetch_model_from(
+    store: &dyn rag_core::ObjectStore,
+    uri: &rag_core::StoreUri,
+    cache: &std::path::Path,
+) -> Result<PathBuf> {
     let dir = cache.join(rag_core::uri::safe_segment(
         &format!("{}-{}", uri.bucket(), uri.key()),
         '_',
     ));
     let objects: Vec<rag_core::ObjectMeta> =
-        futures::TryStreamExt::try_collect(store.list(&uri)).await?;
+        futures::TryStreamExt::try_collect(store.list(uri)).await?;
     if objects.is_empty() {
         bail!("no model files under {uri}");
     }

@@ -4,6 +4,10 @@
 //! pipeline. `cargo run --release -p examples --bin ragloop -- run` runs the whole
 //! train-to-inference loop locally on the bundled Linux man-page corpus.
 //!
+//! - [`bailian`]: `ragloop bailian deploy|status` on Model Studio.
+//! - [`config`]: the loop's TOML configuration (which backend serves each stage).
+//! - [`config_loop`]: the loop as a configuration describes it (`ragloop run --config`,
+//!   `ingest`, `index`, `ask`), local or cloud per stage.
 //! - [`cp`]: `ragloop cp`, recursive copies to and from OSS.
 //! - [`embed`]: `ragloop embed`, the batch embedding job (documents → Parquet shards).
 //! - [`eval`]: `ragloop eval`, BM25 / hashed / any models (dense and hybrid) on a query set,
@@ -18,6 +22,9 @@
 //! - [`stores`]: which object store serves a command-line location.
 //! - [`train`]: `ragloop train`, the embedding training job (hashed model or a BERT fine-tune).
 
+pub mod bailian;
+pub mod config;
+pub mod config_loop;
 pub mod cp;
 pub mod embed;
 pub mod eval;

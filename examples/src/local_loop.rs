@@ -73,6 +73,8 @@ pub struct StageLine {
     pub summary: String,
     /// How long it took.
     pub seconds: f64,
+    /// LLM tokens the stage used (prompt + completion).
+    pub tokens: u64,
 }
 
 /// One row of the evaluation table.
@@ -122,10 +124,13 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         .with_progress(progress.clone());
     let mut stages = Vec::new();
     let mut timed = |stage: Stage, summary: String, since: Instant| {
+        let seconds = since.elapsed().as_secs_f64();
+        tracing::info!(%stage, seconds, "{summary}");
         stages.push(StageLine {
             stage,
             summary,
-            seconds: since.elapsed().as_secs_f64(),
+            seconds,
+            tokens: 0,
         });
     };
 
@@ -463,6 +468,9 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
         t,
     );
 
+    if let Some(last) = stages.last_mut() {
+        last.tokens = u64::from(answer.usage.total_tokens);
+    }
     Ok(LoopSummary {
         stages,
         evaluation,
@@ -474,33 +482,64 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
 
 /// The summary as the terminal shows it.
 pub fn render(summary: &LoopSummary) -> String {
-    let mut out = String::new();
-    out.push_str("\nStages\n");
-    for s in &summary.stages {
+    let mut out = render_stages(&summary.stages);
+    out.push_str(&render_evaluation(&summary.evaluation));
+    out.push_str(&render_answer(&summary.answer));
+    if let Some(r) = &summary.report {
         out.push_str(&format!(
-            "  {:<20} {:>6.1}s  {}\n",
+            "\nReport: {} (chart: {})\n",
+            r.display(),
+            r.with_extension("png").display()
+        ));
+    }
+    out.push_str(&format!("\nTotal {:.1}s\n", summary.seconds));
+    out
+}
+
+/// The per-stage lines: wall time, LLM tokens (when any) and what happened.
+pub fn render_stages(stages: &[StageLine]) -> String {
+    let mut out = String::from("\nStages\n");
+    for s in stages {
+        let tokens = if s.tokens > 0 {
+            format!("{:>6} tok", s.tokens)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  {:<20} {:>7.1}s {:>10}  {}\n",
             s.stage.to_string(),
             s.seconds,
+            tokens,
             s.summary
         ));
     }
-    if !summary.evaluation.is_empty() {
-        let n = summary.evaluation[0].metrics.queries;
+    out
+}
+
+/// The retrieval table (empty when nothing was evaluated).
+pub fn render_evaluation(rows: &[MetricsRow]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nRetrieval on {} held-out queries (document level)\n",
+        first.metrics.queries
+    );
+    out.push_str("  | retriever | hit@1 | hit@5 | hit@10 | MRR@10 | nDCG@10 |\n");
+    out.push_str("  |---|---|---|---|---|---|\n");
+    for r in rows {
+        let m = r.metrics;
         out.push_str(&format!(
-            "\nRetrieval on {n} held-out queries (document level)\n"
+            "  | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            r.retriever, m.hit_at_1, m.hit_at_5, m.hit_at_10, m.mrr_at_10, m.ndcg_at_10
         ));
-        out.push_str("  | retriever | hit@1 | hit@5 | hit@10 | MRR@10 | nDCG@10 |\n");
-        out.push_str("  |---|---|---|---|---|---|\n");
-        for r in &summary.evaluation {
-            let m = r.metrics;
-            out.push_str(&format!(
-                "  | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-                r.retriever, m.hit_at_1, m.hit_at_5, m.hit_at_10, m.mrr_at_10, m.ndcg_at_10
-            ));
-        }
     }
-    let a = &summary.answer;
-    out.push_str(&format!("\nQ: {}\nA: {}\n", a.question, a.text));
+    out
+}
+
+/// The question, the answer and its citations (chunk id, source, byte offsets).
+pub fn render_answer(a: &Answer) -> String {
+    let mut out = format!("\nQ: {}\nA: {}\n", a.question, a.text);
     for c in &a.citations {
         out.push_str(&format!(
             "  [{}] {} (bytes {}..{})\n",
@@ -514,13 +553,5 @@ pub fn render(summary: &LoopSummary) -> String {
         a.usage.prompt_tokens,
         a.usage.completion_tokens
     ));
-    if let Some(r) = &summary.report {
-        out.push_str(&format!(
-            "\nReport: {} (chart: {})\n",
-            r.display(),
-            r.with_extension("png").display()
-        ));
-    }
-    out.push_str(&format!("\nTotal {:.1}s\n", summary.seconds));
     out
 }

@@ -58,3 +58,43 @@ pub trait ModelDeployer: Send + Sync {
     /// Removes a deployment. Removing a missing one is [`crate::Error::NotFound`].
     async fn undeploy(&self, id: &str) -> Result<()>;
 }
+
+/// Polls `deployer` until `dep` serves (`Running`), backing off from `wait.interval` to
+/// `wait.max_interval`. A `Failed` or `Stopped` deployment is an error with the vendor's
+/// reason; one still `Pending` after `wait.timeout` is [`Error::Timeout`](crate::Error::Timeout)
+/// (it is left as it is: the caller decides whether to undeploy).
+pub async fn wait_until_serving(
+    deployer: &dyn ModelDeployer,
+    mut dep: Deployment,
+    wait: crate::training::WaitOptions,
+) -> Result<Deployment> {
+    let start = std::time::Instant::now();
+    let mut interval = wait.interval;
+    loop {
+        match &dep.status {
+            DeploymentStatus::Running => return Ok(dep),
+            DeploymentStatus::Failed { reason } => {
+                return Err(crate::Error::backend_msg(
+                    "deploy",
+                    format!("deployment {} failed: {reason}", dep.id),
+                ));
+            }
+            DeploymentStatus::Stopped => {
+                return Err(crate::Error::backend_msg(
+                    "deploy",
+                    format!("deployment {} stopped", dep.id),
+                ));
+            }
+            DeploymentStatus::Pending => {}
+        }
+        if start.elapsed() >= wait.timeout {
+            return Err(crate::Error::Timeout {
+                what: format!("deployment {} to serve", dep.id),
+                after: start.elapsed(),
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(wait.max_interval);
+        dep = deployer.status(&dep.id).await?;
+    }
+}

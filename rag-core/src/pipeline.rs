@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chat::{ChatModel, Usage};
 use crate::chunk::{Chunk, Chunker};
-use crate::deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
+use crate::deploy::{DeploySpec, Deployment, ModelDeployer};
 use crate::embed_job::{ShardOptions, embed_to_shards, shard_number};
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
@@ -532,36 +532,8 @@ impl Pipeline {
             .as_ref()
             .ok_or_else(|| Error::invalid("no ModelDeployer is configured"))?;
         self.progress.begin(stage, None);
-        let mut dep = deployer.deploy(spec).await?;
-        let start = Instant::now();
-        let mut interval = wait.interval;
-        loop {
-            match &dep.status {
-                DeploymentStatus::Running => break,
-                DeploymentStatus::Failed { reason } => {
-                    return Err(Error::backend_msg(
-                        "deploy",
-                        format!("deployment {} failed: {reason}", dep.id),
-                    ));
-                }
-                DeploymentStatus::Stopped => {
-                    return Err(Error::backend_msg(
-                        "deploy",
-                        format!("deployment {} stopped", dep.id),
-                    ));
-                }
-                DeploymentStatus::Pending => {}
-            }
-            if start.elapsed() >= wait.timeout {
-                return Err(Error::Timeout {
-                    what: format!("deployment {} to serve", dep.id),
-                    after: start.elapsed(),
-                });
-            }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(wait.max_interval);
-            dep = deployer.status(&dep.id).await?;
-        }
+        let dep = deployer.deploy(spec).await?;
+        let dep = crate::deploy::wait_until_serving(deployer.as_ref(), dep, wait).await?;
         self.progress
             .end(stage, &format!("{} serves as {}", dep.id, dep.model_name));
         Ok(dep)

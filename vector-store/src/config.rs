@@ -49,6 +49,25 @@ pub enum Refresh {
     None,
 }
 
+impl Auth {
+    /// Credentials from `RAGLOOP_SEARCH_API_KEY`, or `RAGLOOP_SEARCH_USER` +
+    /// `RAGLOOP_SEARCH_PASSWORD`; none when neither is set.
+    pub fn from_env() -> Result<Self> {
+        Ok(
+            if let Some(key) = Secret::from_env("RAGLOOP_SEARCH_API_KEY") {
+                Auth::ApiKey(key)
+            } else if let Ok(user) = std::env::var("RAGLOOP_SEARCH_USER") {
+                let password = Secret::from_env("RAGLOOP_SEARCH_PASSWORD").ok_or_else(|| {
+                    Error::invalid("RAGLOOP_SEARCH_USER is set but RAGLOOP_SEARCH_PASSWORD is not")
+                })?;
+                Auth::Basic { user, password }
+            } else {
+                Auth::None
+            },
+        )
+    }
+}
+
 /// Configuration of a [`SearchIndex`](crate::SearchIndex).
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
@@ -121,17 +140,7 @@ impl SearchConfig {
                 )));
             }
         };
-        let auth = if let Some(key) = Secret::from_env("RAGLOOP_SEARCH_API_KEY") {
-            Auth::ApiKey(key)
-        } else if let Ok(user) = std::env::var("RAGLOOP_SEARCH_USER") {
-            let password = Secret::from_env("RAGLOOP_SEARCH_PASSWORD").ok_or_else(|| {
-                Error::invalid("RAGLOOP_SEARCH_USER is set but RAGLOOP_SEARCH_PASSWORD is not")
-            })?;
-            Auth::Basic { user, password }
-        } else {
-            Auth::None
-        };
-        Ok(Self::new(url, engine).with_auth(auth))
+        Ok(Self::new(url, engine).with_auth(Auth::from_env()?))
     }
 
     /// Sets the credentials.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use examples::config::LoopConfig;
+use examples::config_loop::{self, Connected};
 use examples::local_loop::{self, LocalLoopConfig};
 use examples::progress::BarProgress;
 use rag_core::StoreUri;
@@ -17,8 +19,31 @@ struct Cli {
     command: Command,
 }
 
+/// Where the loop's configuration comes from (ingest, index, ask, run).
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The loop's configuration (TOML; see `examples/configs/`). Default: `./ragloop.toml`
+    /// when it exists, else the local loop's settings (what `ragloop run` uses).
+    #[arg(long, short = 'c', env = "RAGLOOP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Answer a question from the index with citations (stage 7): retrieval with the
+    /// configuration's embedding model and index, the answer from its LLM.
+    Ask {
+        /// The question.
+        question: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the answer as JSON (text, citations with source and byte offsets, usage).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bailian (Model Studio) deployments: deploy a fine-tuned model, show status.
+    #[command(subcommand)]
+    Bailian(examples::bailian::BailianCommand),
     /// Copy a directory tree to or from OSS, like `ossutil cp -r`: one side is a local path,
     /// the other an `oss://bucket/prefix/` URI. Reads OSS_REGION (or --endpoint) and
     /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
@@ -29,12 +54,40 @@ enum Command {
     /// Retrieval quality on a query set: BM25, the hashed model and each --model (dense and
     /// hybrid), as a Markdown table and a PNG chart (hit@k curves, nDCG@10) under --out.
     Eval(examples::eval::EvalArgs),
+    /// Index the vector shards of the configuration's embedding model (stage 6).
+    Index {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the stage's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a directory of documents to the store's `raw-docs/` (stage 1); unchanged files
+    /// are skipped.
+    Ingest {
+        /// The documents (default: the configuration's `data`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the stage's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// PAI-DLC training jobs: submit (the seed's `pai submit`), status, logs, stop.
     /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
     #[command(subcommand)]
     Pai(examples::pai::PaiCommand),
-    /// Run the whole loop locally: ingest, train, embed, index, evaluate, answer.
+    /// Run the whole loop: ingest, train, (fine-tune, deploy,) embed, index, evaluate,
+    /// answer. Without --config, locally with the flags below; with --config, each stage on
+    /// the backend the file names (local or Alibaba Cloud).
     Run {
+        /// The loop's configuration (TOML; see `examples/configs/`).
+        #[arg(long, short = 'c', env = "RAGLOOP_CONFIG", conflicts_with_all = ["data", "queries", "split", "work_dir", "root", "question", "dims", "model", "fine_tune"])]
+        config: Option<PathBuf>,
+        /// Print what each stage would do and on which backend, and call nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Directory of documents to ingest.
         #[arg(long, default_value = "data/manpages/docs")]
         data: PathBuf,
@@ -152,6 +205,59 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Pai(cmd) => examples::pai::run(cmd).await?,
+        Command::Bailian(cmd) => examples::bailian::run(cmd).await?,
+        Command::Ingest { data, config, json } => {
+            let c = connect(&config).await?;
+            let stage = c.ingest(data.as_deref(), progress(json)).await?;
+            print_stage(&stage, json)?;
+        }
+        Command::Index { config, json } => {
+            let c = connect(&config).await?;
+            let model = c.embedding_model().await?;
+            let stage = c.index(model.as_ref(), progress(json)).await?;
+            print_stage(&stage, json)?;
+        }
+        Command::Ask {
+            question,
+            config,
+            json,
+        } => {
+            let c = connect(&config).await?;
+            let model = c.embedding_model().await?;
+            let (_, answer) = c
+                .answer(model.as_ref(), &question, None, progress(true))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", local_loop::render_answer(&answer));
+            }
+        }
+        Command::Run {
+            config: Some(path),
+            dry_run,
+            json,
+            ..
+        } => {
+            let config = LoopConfig::from_file(&path)?;
+            if dry_run {
+                print!("{}", config_loop::plan(&config, job_command()?)?);
+                return Ok(());
+            }
+            let c = Connected::connect(config, job_command()?).await?;
+            let summary = config_loop::run(&c, progress(json)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", config_loop::render(&summary));
+            }
+        }
+        Command::Run { dry_run: true, .. } => {
+            print!(
+                "{}",
+                config_loop::plan(&LoopConfig::default(), job_command()?)?
+            );
+        }
         Command::Run {
             data,
             queries,
@@ -163,6 +269,7 @@ async fn run(cli: Cli) -> Result<()> {
             model,
             fine_tune,
             json,
+            ..
         } => {
             let exe = std::env::current_exe().context("locating the ragloop binary")?;
             let config = LocalLoopConfig {
@@ -190,6 +297,34 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train(args) => examples::train::run(*args).await?,
+    }
+    Ok(())
+}
+
+/// The command local jobs run: this binary.
+fn job_command() -> Result<Vec<String>> {
+    let exe = std::env::current_exe().context("locating the ragloop binary")?;
+    Ok(vec![exe.display().to_string()])
+}
+
+async fn connect(arg: &ConfigArg) -> Result<Connected> {
+    let config = LoopConfig::load(arg.config.as_deref())?;
+    Connected::connect(config, job_command()?).await
+}
+
+fn progress(quiet: bool) -> Arc<BarProgress> {
+    Arc::new(if quiet {
+        BarProgress::quiet()
+    } else {
+        BarProgress::new()
+    })
+}
+
+fn print_stage(stage: &examples::local_loop::StageLine, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(stage)?);
+    } else {
+        print!("{}", local_loop::render_stages(std::slice::from_ref(stage)));
     }
     Ok(())
 }

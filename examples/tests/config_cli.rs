@@ -1,0 +1,473 @@
+//! `ragloop run --config`, `ingest`, `index`, `ask` and `bailian` as a user runs them: an all-local
+//! configuration end to end, OSS on a real S3 server (moto) with an OpenAI-compatible LLM
+//! (wiremock), Bailian deployments on the documented wire format, dry runs and missing
+//! credentials.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const SECRETS: [&str; 6] = [
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    "DASHSCOPE_API_KEY",
+    "RAGLOOP_SEARCH_API_KEY",
+    "PAI_WORKSPACE_ID",
+    "RAGLOOP_CONFIG",
+];
+
+fn ragloop(dir: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragloop"));
+    c.current_dir(dir);
+    for v in SECRETS {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Two man pages and one test query, plus a configuration file with `extra` appended.
+fn project(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("pages.jsonl"),
+        concat!(
+            r#"{"id":"dup.2","title":"dup","text":"DESCRIPTION\n   The dup() system call allocates a new file descriptor referring to the same open file."}"#,
+            "\n",
+            r#"{"id":"kill.2","title":"kill","text":"DESCRIPTION\n   The kill() system call sends a signal to a process or process group."}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("queries.jsonl"),
+        r#"{"id":"q1","text":"send a signal to a process","relevant":["kill.2"],"split":"test"}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("ragloop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\ndims = 128\n\
+             [eval]\nqueries = \"queries.jsonl\"\nquestion = \"How do I send a signal?\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+async fn json_of(cmd: &mut tokio::process::Command) -> Value {
+    let out = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stage_names(summary: &Value) -> Vec<String> {
+    summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_local_config_runs_the_loop_and_ingest_index_ask_reuse_it() {
+    let (dir, config) = project("[index]\nbackend = \"hnsw\"\n");
+    let summary = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config),
+    )
+    .await;
+    assert_eq!(
+        stage_names(&summary),
+        [
+            "Ingest",
+            "TrainEmbeddings",
+            "FineTuneLlm",
+            "Deploy",
+            "Embed",
+            "Index",
+            "Answer"
+        ]
+    );
+    let rows: Vec<&str> = summary["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0] == "BM25" && rows[1].starts_with("dense ") && rows[2].starts_with("hybrid"));
+    for r in summary["evaluation"].as_array().unwrap() {
+        assert_eq!(r["metrics"]["hit_at_1"], 1.0, "{r}");
+    }
+    let citation = &summary["answer"]["citations"][0];
+    assert_eq!(citation["doc_id"], "kill.2");
+    assert!(citation["end"].as_u64().unwrap() > citation["start"].as_u64().unwrap());
+    assert!(dir.path().join("work/eval-report.png").is_file());
+    // The HNSW index (vector-store) served it and saved its graph.
+    assert!(dir.path().join("work/index/rag-index/ann.json").is_file());
+
+    // The same configuration drives the single-stage commands (found as ./ragloop.toml).
+    let ingest = json_of(ragloop(dir.path()).args(["ingest", "--json"])).await;
+    assert!(
+        ingest["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 files uploaded"),
+        "{ingest}"
+    );
+    let index = json_of(ragloop(dir.path()).args(["index", "--json"])).await;
+    assert!(
+        index["summary"]
+            .as_str()
+            .unwrap()
+            .contains("2 in rag-index"),
+        "{index}"
+    );
+    let answer = json_of(ragloop(dir.path()).args([
+        "ask",
+        "--json",
+        "How do I duplicate a file descriptor?",
+    ]))
+    .await;
+    assert_eq!(answer["citations"][0]["doc_id"], "dup.2", "{answer}");
+    let source = answer["citations"][0]["source"].as_str().unwrap();
+    assert!(source.contains("raw-docs/pages.jsonl"), "{source}");
+
+    // New documents: ingest uploads only them.
+    std::fs::write(
+        dir.path().join("docs/ls.1"),
+        "NAME\n   ls - list directory contents\n",
+    )
+    .unwrap();
+    let ingest = json_of(ragloop(dir.path()).args(["ingest", "--json"])).await;
+    assert!(
+        ingest["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 files uploaded"),
+        "{ingest}"
+    );
+}
+
+#[tokio::test]
+async fn stage_5_as_two_embedding_jobs_with_a_sentence_transformers_model() {
+    let model = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        model.join("model.safetensors").exists(),
+        "run scripts/fetch-model.sh"
+    );
+    let (dir, config) = project(&format!(
+        "[embedding]\nmodel = \"{}\"\nworkers = 2\n",
+        model.display()
+    ));
+    // `[embedding]` twice is a TOML error: fold the test's line into the one table.
+    let text =
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replacen("[embedding]\ndims = 128\n", "", 1);
+    std::fs::write(&config, text).unwrap();
+    let summary = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config),
+    )
+    .await;
+    let stages = summary["stages"].as_array().unwrap();
+    assert!(
+        stages[1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped"),
+        "{}",
+        stages[1]
+    );
+    let embed = stages[4]["summary"].as_str().unwrap();
+    assert!(embed.starts_with("2 jobs embedded the corpus"), "{embed}");
+    let jobs = std::fs::read_dir(dir.path().join("work/jobs/jobs"))
+        .unwrap()
+        .count();
+    assert_eq!(jobs, 2);
+    assert!(
+        stages[5]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("2 in rag-index"),
+        "{}",
+        stages[5]
+    );
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"], "kill.2",
+        "{summary}"
+    );
+}
+
+/// An OpenAI-compatible LLM citing the first chunk of the prompt's context.
+struct CitingLlm;
+
+impl Respond for CitingLlm {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let prompt = body["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let start = prompt.find('[').unwrap();
+        let end = start + prompt[start..].find(']').unwrap();
+        let id = &prompt[start + 1..end];
+        ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"message": {"role": "assistant", "content": format!("kill() sends a signal. [{id}]")},
+                         "finish_reason": "stop", "index": 0}],
+            "object": "chat.completion",
+            "usage": {"prompt_tokens": 150, "completion_tokens": 8, "total_tokens": 158},
+            "created": 1735120033, "model": "qwen2.5", "id": "chatcmpl-1"
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
+    let s3 = oss_client::testing::S3TestServer::start();
+    s3.store("cfg-bucket").await.unwrap();
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(CitingLlm)
+        .expect(1)
+        .mount(&llm)
+        .await;
+    let (dir, config) = project(&format!(
+        "[store]\nbackend = \"oss\"\nendpoint = \"{}\"\n\
+         [llm]\nbackend = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"qwen2.5\"\n",
+        s3.endpoint(),
+        llm.uri()
+    ));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("root = \"oss://cfg-bucket/rag/\"\n{text}")).unwrap();
+    let summary = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing"),
+    )
+    .await;
+    // The training job (a child process) read and wrote OSS as well.
+    assert!(
+        summary["stages"][1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("oss://cfg-bucket/rag/models/emb-v1/"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["answer"]["text"]
+            .as_str()
+            .unwrap()
+            .split('[')
+            .next()
+            .unwrap(),
+        "kill() sends a signal. "
+    );
+    assert_eq!(summary["answer"]["citations"][0]["doc_id"], "kill.2");
+    assert_eq!(summary["stages"][6]["tokens"], 158);
+    assert_eq!(summary["total_tokens"], 158);
+    let store = s3.store("cfg-bucket").await.unwrap();
+    let listed: Vec<rag_core::ObjectMeta> = futures::TryStreamExt::try_collect(
+        rag_core::ObjectStore::list(&store, &"oss://cfg-bucket/rag/".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let keys: Vec<&str> = listed.iter().map(|m| m.uri.key()).collect();
+    for want in ["rag/raw-docs/pages.jsonl", "rag/models/emb-v1/_SUCCESS"] {
+        assert!(keys.contains(&want), "{want} not in {keys:?}");
+    }
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("rag/vector-indexes/") && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn cloud_config_dry_run_needs_no_credentials_and_a_real_run_names_the_missing_one() {
+    let cloud = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cloud.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = ragloop(dir.path())
+        .args(["run", "--dry-run", "--config"])
+        .arg(&cloud)
+        .output()
+        .await
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "PAI-DLC workspace your-workspace-id",
+        "job emb-v1-train → oss://my-rag-bucket/models/emb-v1/",
+        "4 jobs, e.g. ragloop embed --model oss://my-rag-bucket/models/emb-v1/",
+        "--worker 0 --workers 4",
+        "Bailian fine-tune of qwen2.5-7b-instruct",
+        "Elasticsearch index \"rag-index\"",
+    ] {
+        assert!(plan.contains(want), "{want:?} not in\n{plan}");
+    }
+
+    let out = ragloop(dir.path())
+        .args(["run", "--config"])
+        .arg(&cloud)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"), "{err}");
+
+    // A local store with a Bailian LLM: the DashScope key is the one named.
+    let (dir, config) = project("[llm]\nbackend = \"bailian\"\n");
+    let out = ragloop(dir.path())
+        .args(["ask", "what?", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("DASHSCOPE_API_KEY"), "{err}");
+
+    // A typo in the file: the line and the key.
+    std::fs::write(&config, "[index]\nbakend = \"hnsw\"\n").unwrap();
+    let out = ragloop(dir.path()).args(["index"]).output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2 (bakend = \"hnsw\"): unknown field `bakend`"),
+        "{err}"
+    );
+}
+
+/// Model Studio deployments as the API reference shows them: created `PENDING`, serving after
+/// a poll.
+struct Deployments;
+
+impl Respond for Deployments {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let envelope = |output: Value| {
+            ResponseTemplate::new(200).set_body_json(json!({"request_id": "r-1", "output": output}))
+        };
+        match (req.method.as_str(), req.url.path()) {
+            ("GET", "/api/v1/deployments") => {
+                envelope(json!({"deployments": [], "page_no": 1, "page_size": 100, "total": 0}))
+            }
+            ("POST", "/api/v1/deployments") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap();
+                assert_eq!(body["model_name"], "qwen2.5-7b-instruct-ft-202611");
+                assert_eq!(body["capacity"], 2);
+                envelope(
+                    json!({"deployed_model": "qwen2.5-7b-instruct-ft-202611-llm-ft",
+                                "status": "PENDING", "model_name": body["model_name"],
+                                "capacity": 2, "ready_capacity": 0}),
+                )
+            }
+            ("GET", "/api/v1/deployments/qwen2.5-7b-instruct-ft-202611-llm-ft") => envelope(
+                json!({"deployed_model": "qwen2.5-7b-instruct-ft-202611-llm-ft",
+                       "status": "RUNNING", "model_name": "qwen2.5-7b-instruct-ft-202611",
+                       "capacity": 2, "ready_capacity": 2}),
+            ),
+            other => ResponseTemplate::new(404)
+                .set_body_json(json!({"code": "NotFound", "message": format!("{other:?}")})),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bailian_deploy_waits_until_serving_and_status_reports_it() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(Deployments)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let native = format!("{}/api/v1", server.uri());
+    let dry = ragloop(dir.path())
+        .args([
+            "bailian",
+            "deploy",
+            "--dry-run",
+            "--capacity",
+            "2",
+            "--model",
+            "qwen2.5-7b-instruct-ft-202611",
+        ])
+        .env("DASHSCOPE_NATIVE_BASE_URL", &native)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.starts_with(&format!("POST {native}/deployments")),
+        "{text}"
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    let deployed = json_of(
+        ragloop(dir.path())
+            .args([
+                "bailian",
+                "deploy",
+                "--wait",
+                "--json",
+                "--capacity",
+                "2",
+                "--model",
+                "qwen2.5-7b-instruct-ft-202611",
+            ])
+            .env("DASHSCOPE_NATIVE_BASE_URL", &native)
+            .env("DASHSCOPE_API_KEY", "sk-test-key"),
+    )
+    .await;
+    assert_eq!(deployed["status"], "running", "{deployed}");
+    assert_eq!(deployed["id"], "qwen2.5-7b-instruct-ft-202611-llm-ft");
+    let auth = server.received_requests().await.unwrap();
+    assert!(
+        auth.iter()
+            .all(|r| r.headers["authorization"] == "Bearer sk-test-key")
+    );
+
+    let status = ragloop(dir.path())
+        .args(["bailian", "status", "qwen2.5-7b-instruct-ft-202611-llm-ft"])
+        .env("DASHSCOPE_NATIVE_BASE_URL", &native)
+        .env("DASHSCOPE_API_KEY", "sk-test-key")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("running"), "{text}");
+    assert!(!text.contains("sk-test-key"));
+
+    let missing = ragloop(dir.path())
+        .args(["bailian", "status"])
+        .env("DASHSCOPE_NATIVE_BASE_URL", &native)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("DASHSCOPE_API_KEY"), "{err}");
+}
