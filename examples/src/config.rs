@@ -429,7 +429,7 @@ impl LoopConfig {
 
     /// Parses and checks TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| {
+        let config: Self = toml::from_str(text).map_err(|e| -> anyhow::Error {
             let line = e.span().map_or(0, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
@@ -438,7 +438,8 @@ impl LoopConfig {
                 .nth(line.saturating_sub(1))
                 .unwrap_or("")
                 .trim();
-            anyhow::anyhow!("line {line} ({snippet}): {}", e.message().trim())
+            crate::exit::UsageError(format!("line {line} ({snippet}): {}", e.message().trim()))
+                .into()
         })?;
         config.validate()?;
         Ok(config)
@@ -456,8 +457,14 @@ impl LoopConfig {
         }
     }
 
-    /// Combinations that cannot work, found before anything runs.
+    /// Combinations that cannot work, found before anything runs (a
+    /// [`UsageError`](crate::exit::UsageError)).
     pub fn validate(&self) -> Result<()> {
+        self.check()
+            .map_err(|e| crate::exit::UsageError(format!("{e:#}")).into())
+    }
+
+    fn check(&self) -> Result<()> {
         let kind = self.embedding.kind();
         let training = self.embedding.training();
         match (&kind, training) {

@@ -99,9 +99,9 @@ fn line(stage: Stage, summary: String, since: Instant, tokens: u64) -> StageLine
 }
 
 fn access_key(what: &str) -> Result<AccessKey> {
-    AccessKey::from_env().map_err(|e| {
-        anyhow::anyhow!(
-            "{what} needs an Alibaba Cloud AccessKey in {} and {} ({e})",
+    AccessKey::from_env().with_context(|| {
+        format!(
+            "{what} needs an Alibaba Cloud AccessKey in {} and {}",
             AccessKey::ENV_ID,
             AccessKey::ENV_SECRET
         )

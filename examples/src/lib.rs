@@ -12,6 +12,7 @@
 //! - [`embed`]: `ragloop embed`, the batch embedding job (documents → Parquet shards).
 //! - [`eval`]: `ragloop eval`, BM25 / hashed / any models (dense and hybrid) on a query set,
 //!   written as the evaluation report.
+//! - [`exit`]: what `ragloop`'s exit statuses mean.
 //! - [`logging`]: the binaries' log set-up (credentials never logged, even at `trace`).
 //! - [`pai`]: `ragloop pai submit|status|logs|stop` on PAI-DLC.
 //! - [`llm_answer`]: the answer step against any OpenAI-compatible LLM (example `llm_answer`).
@@ -28,6 +29,7 @@ pub mod config_loop;
 pub mod cp;
 pub mod embed;
 pub mod eval;
+pub mod exit;
 pub mod llm_answer;
 pub mod local_loop;
 pub mod logging;

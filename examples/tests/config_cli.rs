@@ -81,6 +81,15 @@ fn stage_names(summary: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_local_config_runs_the_loop_and_ingest_index_ask_reuse_it() {
     let (dir, config) = project("[index]\nbackend = \"hnsw\"\n");
+    // Nothing trained yet: `ask` says what to run, with the not-found status.
+    let early = ragloop(dir.path())
+        .args(["ask", "why?"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(4), "{err}");
+    assert!(err.contains("run stage 2: `ragloop run`"), "{err}");
     let summary = json_of(
         ragloop(dir.path())
             .args(["run", "--json", "--config"])
@@ -336,7 +345,7 @@ async fn cloud_config_dry_run_needs_no_credentials_and_a_real_run_names_the_miss
         .await
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "credentials: exit status 3");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"), "{err}");
 
@@ -349,13 +358,18 @@ async fn cloud_config_dry_run_needs_no_credentials_and_a_real_run_names_the_miss
         .await
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     assert!(err.contains("DASHSCOPE_API_KEY"), "{err}");
 
     // A typo in the file: the line and the key.
     std::fs::write(&config, "[index]\nbakend = \"hnsw\"\n").unwrap();
     let out = ragloop(dir.path()).args(["index"]).output().await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "configuration mistake: exit status 2"
+    );
     assert!(
         err.contains("line 2 (bakend = \"hnsw\"): unknown field `bakend`"),
         "{err}"
@@ -468,6 +482,7 @@ async fn bailian_deploy_waits_until_serving_and_status_reports_it() {
         .await
         .unwrap();
     let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(3));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("DASHSCOPE_API_KEY"), "{err}");
 }

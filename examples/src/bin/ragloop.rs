@@ -13,7 +13,13 @@ use examples::progress::BarProgress;
 use rag_core::StoreUri;
 
 #[derive(Parser)]
-#[command(name = "ragloop", version, about = "Train-to-inference RAG loop")]
+#[command(
+    name = "ragloop",
+    version,
+    about = "Train-to-inference RAG loop",
+    after_help = "Exit status: 0 done, 1 failed, 2 bad invocation/configuration/input, \
+                  3 credentials missing or refused, 4 not found, 5 service unavailable or timed out."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -164,7 +170,7 @@ async fn async_main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(examples::exit::code(&e))
         }
     }
 }
