@@ -159,12 +159,6 @@ impl Connected {
                 if let Some(root) = &store_root {
                     b = b.with_env("RAGLOOP_STORE_ROOT", absolute(root)?.display().to_string());
                 }
-                if let Some(e) = &config.store.endpoint {
-                    b = b.with_env("OSS_ENDPOINT", e);
-                }
-                if let Some(r) = &config.store.region {
-                    b = b.with_env("OSS_REGION", r);
-                }
                 let command = config.jobs.command.clone().unwrap_or(local_command);
                 (Arc::new(b), command)
             }
@@ -273,6 +267,20 @@ impl Connected {
         })
     }
 
+    /// Where a job finds the store: OSS's region and endpoint travel in the job's environment
+    /// (credentials never do: a job has its own, e.g. a RAM role on PAI).
+    fn with_store_env(&self, mut spec: JobSpec) -> JobSpec {
+        if self.config.store.backend == StoreBackend::Oss {
+            if let Some(r) = env_or(&self.config.store.region, "OSS_REGION") {
+                spec = spec.with_env("OSS_REGION", r);
+            }
+            if let Some(e) = env_or(&self.config.store.endpoint, "OSS_ENDPOINT") {
+                spec = spec.with_env("OSS_ENDPOINT", e);
+            }
+        }
+        spec
+    }
+
     fn store_args(&self) -> Vec<String> {
         match &self.store_root {
             Some(root) => vec![
@@ -378,7 +386,7 @@ impl Connected {
             }
             (ModelKind::Bailian(_), _) => return None,
         };
-        Some(spec.with_input("data", self.layout.raw_docs()))
+        Some(self.with_store_env(spec.with_input("data", self.layout.raw_docs())))
     }
 
     /// Stage 2: trains the embedding model as a job (skipped when its output is complete).
@@ -425,9 +433,11 @@ impl Connected {
                 base.clone(),
             ]);
         }
-        let mut spec = JobSpec::new(&name, JobKind::LlmFineTune, command, output)
-            .with_input("data", data)
-            .with_base_model(base);
+        let mut spec = self.with_store_env(
+            JobSpec::new(&name, JobKind::LlmFineTune, command, output)
+                .with_input("data", data)
+                .with_base_model(base),
+        );
         spec.framework = Framework::DeepSpeed;
         for (k, v) in &f.hyper_parameters {
             let v = match v {
@@ -623,13 +633,15 @@ impl Connected {
                     e.workers.to_string(),
                 ]);
                 command.extend(self.store_args());
-                JobSpec::new(
-                    format!("embed-{}-of-{}", i + 1, e.workers),
-                    JobKind::Script,
-                    command,
-                    shards.clone(),
+                self.with_store_env(
+                    JobSpec::new(
+                        format!("embed-{}-of-{}", i + 1, e.workers),
+                        JobKind::Script,
+                        command,
+                        shards.clone(),
+                    )
+                    .with_input("data", self.layout.raw_docs()),
                 )
-                .with_input("data", self.layout.raw_docs())
             })
             .collect()
     }

@@ -66,7 +66,12 @@ pub async fn run(args: CpArgs) -> Result<()> {
             bar.inc(1);
         }
         CpEvent::Failed { path, error } => {
-            bar.println(format!("failed: {path}: {error}"));
+            // `println` on a hidden bar (stderr not a terminal) prints nothing.
+            if bar.is_hidden() {
+                eprintln!("failed: {path}: {error}");
+            } else {
+                bar.println(format!("failed: {path}: {error}"));
+            }
             bar.inc(1);
         }
     };

@@ -187,9 +187,12 @@ pub async fn fetch_model_from(
             std::fs::create_dir_all(parent)?;
         }
         let bytes = store.get_bytes(&m.uri).await?;
-        let tmp = path.with_extension("part");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)?;
+        // A temporary file of this process's own, renamed into place: workers sharing the
+        // cache (N embedding jobs on one machine) never see or clobber a half-written file.
+        let parent = path.parent().unwrap_or(&dir);
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
     }
     Ok(dir)
 }

@@ -486,3 +486,192 @@ async fn bailian_deploy_waits_until_serving_and_status_reports_it() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("DASHSCOPE_API_KEY"), "{err}");
 }
+
+/// PAI-DLC as its API reference shows it (CreateJob, GetJob, GetPodLogs), running each job's
+/// `UserCommand` as a local process — the container — with the job's `Envs` plus what the
+/// container would carry (credentials).
+#[derive(Clone)]
+struct ContainerDlc {
+    jobs: std::sync::Arc<std::sync::Mutex<Vec<(std::process::Child, PathBuf, Value)>>>,
+    container_env: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+impl Respond for ContainerDlc {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let parts: Vec<&str> = req.url.path().trim_matches('/').split('/').collect();
+        let mut jobs = self.jobs.lock().unwrap();
+        match (req.method.as_str(), parts.as_slice()) {
+            ("POST", ["api", "v1", "jobs"]) => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap();
+                let id = format!("dlc{:08}", jobs.len() + 1);
+                let log_path = self.dir.join(format!("{id}.log"));
+                let log = std::fs::File::create(&log_path).unwrap();
+                let envs = body["Envs"].as_object().unwrap();
+                let child = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(body["UserCommand"].as_str().unwrap())
+                    .current_dir(&self.dir)
+                    .envs(
+                        envs.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
+                    )
+                    .envs(self.container_env.iter().cloned())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap();
+                jobs.push((child, log_path, body));
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"JobId": id, "RequestId": "req-create"}))
+            }
+            ("GET", ["api", "v1", "jobs", id]) => {
+                let n: usize = id.trim_start_matches("dlc").parse().unwrap();
+                let (child, _, _) = &mut jobs[n - 1];
+                let (status, msg) = match child.try_wait().unwrap() {
+                    None => ("Running", String::new()),
+                    Some(s) if s.success() => ("Succeeded", String::new()),
+                    Some(s) => ("Failed", format!("exit {s}")),
+                };
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "JobId": id, "JobType": "PyTorchJob", "Status": status,
+                    "ReasonCode": if msg.is_empty() { "" } else { "JobFailed" }, "ReasonMessage": msg,
+                    "Pods": [{"PodId": format!("{id}-worker-0"), "Type": "Worker", "Status": status}],
+                    "RequestId": "req-get"
+                }))
+            }
+            ("GET", ["api", "v1", "jobs", id, "pods", pod, "logs"]) => {
+                let n: usize = id.trim_start_matches("dlc").parse().unwrap();
+                let text = std::fs::read_to_string(&jobs[n - 1].1).unwrap_or_default();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "JobId": id, "PodId": pod, "RequestId": "req-logs",
+                    "Logs": text.lines().collect::<Vec<_>>()
+                }))
+            }
+            other => ResponseTemplate::new(404).set_body_json(
+                json!({"Code": "NotFound", "Message": format!("{other:?}"), "RequestId": "r"}),
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() {
+    let model = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        model.join("model.safetensors").exists(),
+        "run scripts/fetch-model.sh"
+    );
+    let s3 = oss_client::testing::S3TestServer::start();
+    let store = s3.store("pai-bucket").await.unwrap();
+    // The base model is in the bucket, as `ragloop cp -r models/… oss://…` puts it.
+    for entry in walk(&model) {
+        let rel = entry.strip_prefix(&model).unwrap().display().to_string();
+        let uri: rag_core::StoreUri = format!("oss://pai-bucket/models/minilm/{rel}")
+            .parse()
+            .unwrap();
+        rag_core::ObjectStore::put(&store, &uri, std::fs::read(&entry).unwrap().into())
+            .await
+            .unwrap();
+    }
+    let containers = tempfile::tempdir().unwrap();
+    let dlc = ContainerDlc {
+        jobs: Default::default(),
+        container_env: vec![
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID".into(), "testing".into()),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
+        ],
+        dir: containers.path().to_path_buf(),
+    };
+    let pai = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(dlc.clone())
+        .mount(&pai)
+        .await;
+    let (dir, config) = project("");
+    let text =
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replacen("[embedding]\ndims = 128\n", "", 1);
+    std::fs::write(
+        &config,
+        format!(
+            "root = \"oss://pai-bucket/\"\n{text}\
+             [store]\nbackend = \"oss\"\nendpoint = \"{}\"\n\
+             [jobs]\nbackend = \"pai\"\nworkspace_id = \"ws-1\"\nimage = \"ragloop:test\"\n\
+             endpoint = \"{}\"\ncommand = [\"{}\"]\n\
+             [embedding]\nmodel = \"oss://pai-bucket/models/minilm/\"\ntrain = \"adapter\"\nworkers = 2\n",
+            s3.endpoint(),
+            pai.uri(),
+            env!("CARGO_BIN_EXE_ragloop")
+        ),
+    )
+    .unwrap();
+    let summary = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing"),
+    )
+    .await;
+    let stages = summary["stages"].as_array().unwrap();
+    let train = stages[1]["summary"].as_str().unwrap();
+    assert!(
+        train.starts_with("job dlc00000001 (emb-v1-train) trained"),
+        "{train}"
+    );
+    assert!(
+        stages[4]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 jobs embedded"),
+        "{}",
+        stages[4]
+    );
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"], "kill.2",
+        "{summary}"
+    );
+
+    // What PAI received: three PyTorchJobs on the image, the store's endpoint in the
+    // environment, the base model and mode for training, a worker index per embedding job —
+    // and no credential anywhere.
+    let jobs = dlc.jobs.lock().unwrap();
+    let bodies: Vec<&Value> = jobs.iter().map(|(_, _, b)| b).collect();
+    assert_eq!(bodies.len(), 3);
+    for b in &bodies {
+        assert_eq!(b["JobSpecs"][0]["Image"], "ragloop:test");
+        assert_eq!(b["Envs"]["OSS_ENDPOINT"], s3.endpoint());
+        assert!(!b.to_string().contains("ALIBABA_CLOUD_ACCESS_KEY"), "{b}");
+    }
+    assert_eq!(
+        bodies[0]["Envs"]["RAGLOOP_BASE_MODEL"],
+        "oss://pai-bucket/models/minilm/"
+    );
+    assert_eq!(bodies[0]["Envs"]["RAGLOOP_HP_MODE"], "adapter");
+    for (i, b) in bodies[1..].iter().enumerate() {
+        let cmd = b["UserCommand"].as_str().unwrap();
+        assert!(cmd.contains(&format!("--worker {i} --workers 2")), "{cmd}");
+        assert!(
+            cmd.contains("--model oss://pai-bucket/models/emb-v1/"),
+            "{cmd}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
