@@ -2,7 +2,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::process::Command;
+
+use support::write_corpus;
 
 fn ragloop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ragloop"))
@@ -11,24 +15,7 @@ fn ragloop() -> Command {
 #[test]
 fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("docs");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("pages.jsonl"),
-        concat!(
-            r#"{"id":"dup.2","title":"dup","text":"DESCRIPTION\n   The dup() system call allocates a new file descriptor referring to the same open file."}"#,
-            "\n",
-            r#"{"id":"kill.2","title":"kill","text":"DESCRIPTION\n   The kill() system call sends a signal to a process or process group."}"#,
-            "\n"
-        ),
-    )
-    .unwrap();
-    let queries = dir.path().join("queries.jsonl");
-    std::fs::write(
-        &queries,
-        r#"{"id":"q1","text":"send a signal to a process","relevant":["kill.2"],"split":"test"}"#,
-    )
-    .unwrap();
+    let (data, queries) = write_corpus(dir.path());
     let out = ragloop()
         .args([
             "run",

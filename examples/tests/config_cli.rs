@@ -5,9 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use support::{CitingLlm, model_dir, walk, write_corpus};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -32,23 +35,7 @@ fn ragloop(dir: &Path) -> tokio::process::Command {
 /// Two man pages and one test query, plus a configuration file with `extra` appended.
 fn project(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let docs = dir.path().join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(
-        docs.join("pages.jsonl"),
-        concat!(
-            r#"{"id":"dup.2","title":"dup","text":"DESCRIPTION\n   The dup() system call allocates a new file descriptor referring to the same open file."}"#,
-            "\n",
-            r#"{"id":"kill.2","title":"kill","text":"DESCRIPTION\n   The kill() system call sends a signal to a process or process group."}"#,
-            "\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("queries.jsonl"),
-        r#"{"id":"q1","text":"send a signal to a process","relevant":["kill.2"],"split":"test"}"#,
-    )
-    .unwrap();
+    write_corpus(dir.path());
     let config = dir.path().join("ragloop.toml");
     std::fs::write(
         &config,
@@ -171,14 +158,7 @@ async fn a_local_config_runs_the_loop_and_ingest_index_ask_reuse_it() {
 
 #[tokio::test]
 async fn stage_5_as_two_embedding_jobs_with_a_sentence_transformers_model() {
-    let model = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        model.join("model.safetensors").exists(),
-        "run scripts/fetch-model.sh"
-    );
+    let model = model_dir();
     let (dir, config) = project(&format!(
         "[embedding]\nmodel = \"{}\"\nworkers = 2\n",
         model.display()
@@ -224,29 +204,6 @@ async fn stage_5_as_two_embedding_jobs_with_a_sentence_transformers_model() {
     );
 }
 
-/// An OpenAI-compatible LLM citing the first chunk of the prompt's context.
-struct CitingLlm;
-
-impl Respond for CitingLlm {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let prompt = body["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let start = prompt.find('[').unwrap();
-        let end = start + prompt[start..].find(']').unwrap();
-        let id = &prompt[start + 1..end];
-        ResponseTemplate::new(200).set_body_json(json!({
-            "choices": [{"message": {"role": "assistant", "content": format!("kill() sends a signal. [{id}]")},
-                         "finish_reason": "stop", "index": 0}],
-            "object": "chat.completion",
-            "usage": {"prompt_tokens": 150, "completion_tokens": 8, "total_tokens": 158},
-            "created": 1735120033, "model": "qwen2.5", "id": "chatcmpl-1"
-        }))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     let s3 = oss_client::testing::S3TestServer::start();
@@ -254,7 +211,7 @@ async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     let llm = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .respond_with(CitingLlm)
+        .respond_with(CitingLlm { question: None })
         .expect(1)
         .mount(&llm)
         .await;
@@ -557,14 +514,7 @@ impl Respond for ContainerDlc {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() {
-    let model = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        model.join("model.safetensors").exists(),
-        "run scripts/fetch-model.sh"
-    );
+    let model = model_dir();
     let s3 = oss_client::testing::S3TestServer::start();
     let store = s3.store("pai-bucket").await.unwrap();
     // The base model is in the bucket, as `ragloop cp -r models/… oss://…` puts it.
@@ -661,17 +611,4 @@ async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() 
             "{cmd}"
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -4,25 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rag_core::vectors::read_shard;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("RAGLOOP_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} has no model: run scripts/fetch-model.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
+use support::{model_dir, walk};
 
 /// The first `n` man pages of the bundled corpus, as one JSONL file in a fresh directory.
 fn input(dir: &Path, n: usize) -> PathBuf {
@@ -409,20 +399,6 @@ fn embed_reads_from_and_writes_to_an_s3_compatible_store() {
         remote_id[remote_id.len() - 12..],
         local_id[local_id.len() - 12..]
     );
-}
-
-/// Every file under `dir`, recursively.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// `ragloop train --base-model` as the local loop or a PAI-DLC job runs it: documents in, a

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 #[path = "../examples/cloud_loop.rs"]
 mod cloud_loop;
 #[path = "../examples/eval.rs"]
@@ -12,32 +14,12 @@ mod eval;
 mod local_loop;
 
 use std::collections::HashMap;
-use std::path::Path;
-
-fn corpus(dir: &Path) {
-    let docs = dir.join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(
-        docs.join("pages.jsonl"),
-        concat!(
-            r#"{"id":"dup.2","title":"dup","text":"DESCRIPTION\n   The dup() system call allocates a new file descriptor referring to the same open file."}"#,
-            "\n",
-            r#"{"id":"kill.2","title":"kill","text":"DESCRIPTION\n   The kill() system call sends a signal to a process or process group."}"#,
-            "\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("queries.jsonl"),
-        r#"{"id":"q1","text":"send a signal to a process","relevant":["kill.2"],"split":"test"}"#,
-    )
-    .unwrap();
-}
+use support::write_corpus;
 
 #[tokio::test]
 async fn local_loop_example_runs_the_seven_stages() {
     let dir = tempfile::tempdir().unwrap();
-    corpus(dir.path());
+    write_corpus(dir.path());
     let opts = local_loop::Opts {
         data: dir.path().join("docs"),
         queries: dir.path().join("queries.jsonl"),
@@ -60,7 +42,7 @@ async fn local_loop_example_runs_the_seven_stages() {
 #[tokio::test]
 async fn eval_example_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    corpus(dir.path());
+    write_corpus(dir.path());
     let args = examples::eval::EvalArgs {
         data: dir.path().join("docs"),
         queries: dir.path().join("queries.jsonl"),
