@@ -33,7 +33,7 @@
 //! backend = "bailian"
 //! model = "qwen-plus"
 //!
-//! [llm_fine_tune]                   # none | bailian | pai (stage 3, data under <root>qa-pairs/)
+//! [llm_fine_tune]                   # none | bailian | pai | local (stage 3, <root>qa-pairs/)
 //! backend = "bailian"
 //! base_model = "qwen2.5-7b-instruct"
 //!
@@ -342,6 +342,9 @@ pub enum LlmFineTuneBackend {
     Bailian,
     /// A PAI-DLC DeepSpeed job running `command`.
     Pai,
+    /// A local process running `command` (your own trainer; `examples/scripts/train_llm_local.py`
+    /// shows the contract), with `RAGLOOP_STORE_ROOT` for a local store.
+    Local,
 }
 
 /// `[llm_fine_tune]`.
@@ -511,11 +514,14 @@ impl LoopConfig {
         {
             bail!("llm_fine_tune.base_model is required (the model to fine-tune)");
         }
-        if self.llm_fine_tune.backend == LlmFineTuneBackend::Pai
-            && self.llm_fine_tune.command.is_none()
+        if matches!(
+            self.llm_fine_tune.backend,
+            LlmFineTuneBackend::Pai | LlmFineTuneBackend::Local
+        ) && self.llm_fine_tune.command.is_none()
         {
             bail!(
-                "llm_fine_tune.command is required on PAI (the training script, e.g. [\"python\", \"train_llm.py\"])"
+                "llm_fine_tune.command is required with backend = {:?} (the training script, e.g. [\"python3\", \"train_llm.py\"])",
+                self.llm_fine_tune.backend
             );
         }
         if self.deploy.backend != DeployBackend::None

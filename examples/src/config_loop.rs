@@ -174,6 +174,13 @@ impl Connected {
         let llm_trainer: Option<Arc<dyn TrainingBackend>> = match config.llm_fine_tune.backend {
             LlmFineTuneBackend::None => None,
             LlmFineTuneBackend::Pai => Some(Arc::new(pai_backend(&config)?)),
+            LlmFineTuneBackend::Local => {
+                let mut b = LocalProcessBackend::new(config.work_dir.join("llm-jobs"));
+                if let Some(root) = &store_root {
+                    b = b.with_env("RAGLOOP_STORE_ROOT", absolute(root)?.display().to_string());
+                }
+                Some(Arc::new(b))
+            }
             LlmFineTuneBackend::Bailian => {
                 let api = ModelStudio::new(dashscope(
                     "llm_fine_tune.backend = \"bailian\"",
@@ -460,17 +467,28 @@ impl Connected {
             progress.end(Stage::FineTuneLlm, &why);
             return Ok((line(Stage::FineTuneLlm, why, t, 0), None));
         };
+        let mut spec = spec;
         let data = self.layout.qa_pairs();
-        if self
+        let train = data.join("train.jsonl")?;
+        if self.store.exists(&train).await? {
+            // The dataset `ragloop qa-pairs` wrote: its train and validation files, not the
+            // manifest beside them.
+            spec.inputs.insert("data".into(), train);
+            let validation = data.join("validation.jsonl")?;
+            if self.store.exists(&validation).await? {
+                spec.inputs.insert("validation".into(), validation);
+            }
+        } else if self
             .store
             .list_page(&data, None, 1)
             .await?
             .objects
             .is_empty()
         {
-            bail!(
-                "stage 3: no training data under {data} (chat-format JSONL, one {{\"messages\": [...]}} per line)"
-            );
+            return Err(anyhow::Error::new(rag_core::Error::not_found(format!(
+                "stage 3: no training data under {data}: build it with `ragloop qa-pairs`, or put \
+                 chat-format JSONL there (one {{\"messages\": [...]}} per line)"
+            ))));
         }
         let mut pipeline = self.pipeline(Arc::new(ExtractiveChat::new(1)), progress);
         let mut backends = pipeline.backends().clone();
@@ -495,6 +513,59 @@ impl Connected {
                 0,
             ),
             Some(spec.output.clone()),
+        ))
+    }
+
+    /// Stage 3's dataset: grounded question/answer pairs from the chunks of `raw-docs/`,
+    /// written to `qa-pairs/` (train, validation, manifest) with `[llm]` writing questions and
+    /// answers (the extractive model answers questions templated from titles).
+    pub async fn build_qa_pairs(
+        &self,
+        mut options: rag_core::qa::QaOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(StageLine, rag_core::qa::Manifest)> {
+        let t = Instant::now();
+        if self.config.llm.backend == LlmBackend::Extractive {
+            options.questions = rag_core::qa::QuestionSource::Headings;
+        }
+        let chat = self.chat(None)?;
+        let pipeline = self.pipeline(chat.clone(), progress);
+        let loaded = pipeline.load_documents().await?;
+        if loaded.documents.is_empty() {
+            bail!(
+                "no documents under {}: ingest first",
+                self.layout.raw_docs()
+            );
+        }
+        let chunks = pipeline.chunk_all(&loaded);
+        let (pairs, mut dropped, usage) =
+            rag_core::qa::generate(chat.as_ref(), &chunks, &options).await?;
+        let mut dataset = rag_core::qa::validate(pairs, &options);
+        dropped.append(&mut dataset.dropped);
+        dataset.dropped = dropped;
+        dataset.usage = usage;
+        let manifest = rag_core::qa::write_dataset(
+            self.store.as_ref(),
+            &self.layout.qa_pairs(),
+            &dataset,
+            &rag_core::qa::corpus_hash(&chunks),
+            chat.model_id(),
+        )
+        .await?;
+        Ok((
+            line(
+                Stage::FineTuneLlm,
+                format!(
+                    "{} train + {} validation examples → {}; dropped {:?}",
+                    manifest.train,
+                    manifest.validation,
+                    self.layout.qa_pairs(),
+                    manifest.dropped
+                ),
+                t,
+                u64::from(usage.total_tokens),
+            ),
+            manifest,
         ))
     }
 

@@ -612,3 +612,73 @@ async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() 
         );
     }
 }
+
+/// Stages 3 and 4 offline: `ragloop qa-pairs` builds the dataset, a local job runs the example
+/// trainer script on it, the local deployer registers the output.
+#[tokio::test]
+async fn stage_3_trains_on_the_built_dataset_and_stage_4_deploys_it_offline() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/train_llm_local.py");
+    let (dir, config) = project(&format!(
+        "[llm_fine_tune]\nbackend = \"local\"\nbase_model = \"tiny-llm\"\n\
+         command = [\"python3\", \"{}\"]\nhyper_parameters = {{ n_epochs = 2 }}\n\
+         [deploy]\nbackend = \"local\"\n",
+        script.display()
+    ));
+    // Without a dataset, stage 3 says how to build one (not found: status 4).
+    let out = ragloop(dir.path())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("ragloop qa-pairs"), "{err}");
+
+    let manifest =
+        json_of(ragloop(dir.path()).args(["qa-pairs", "--json", "--validation", "0"])).await;
+    assert_eq!(manifest["format"], "ragloop-qa-pairs/1");
+    let train = manifest["train"].as_u64().unwrap();
+    assert!(train >= 1, "{manifest}");
+    let qa = dir
+        .path()
+        .join("work/store/ragloop-demo/qa-pairs/train.jsonl");
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&qa)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["messages"][2]["role"], "assistant");
+
+    let summary = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config),
+    )
+    .await;
+    let stages = summary["stages"].as_array().unwrap();
+    let ft = stages[2]["summary"].as_str().unwrap();
+    assert!(
+        ft.contains("fine-tuned tiny-llm → oss://ragloop-demo/models/llm-ft/"),
+        "{ft}"
+    );
+    let dep = stages[3]["summary"].as_str().unwrap();
+    assert!(
+        dep.contains("serves oss://ragloop-demo/models/llm-ft/"),
+        "{dep}"
+    );
+    let card: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join("work/store/ragloop-demo/models/llm-ft/model-card.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["train_examples"].as_u64(), Some(train));
+    assert_eq!(card["hyper_parameters"]["n_epochs"], "2");
+    assert_eq!(card["base_model"], "tiny-llm");
+}

@@ -43,6 +43,14 @@ impl Message {
             content: content.into(),
         }
     }
+
+    /// An assistant message (an earlier answer, or a training example's target).
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
 }
 
 /// Sampling parameters. `None` leaves the server's default.

@@ -52,6 +52,7 @@ pub mod loader;
 pub mod local;
 pub mod pipeline;
 pub mod prompt;
+pub mod qa;
 pub mod secret;
 pub mod store;
 pub mod text;

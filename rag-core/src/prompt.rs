@@ -1,7 +1,10 @@
 //! The RAG prompt of seed step 7, `"Context: {chunks}\nQuestion: {query}"`, with each chunk
-//! tagged by its id so that answers can cite it.
+//! tagged by its id so that answers can cite it; and the question-writing prompt behind
+//! synthetic training queries and stage 3's question/answer dataset.
 
-use crate::chat::{ChatRequest, Message};
+use std::collections::HashSet;
+
+use crate::chat::{ChatParams, ChatRequest, Message};
 
 /// The system instruction sent with every RAG prompt.
 pub const SYSTEM_PROMPT: &str = "Answer the question using only the context. After each \
@@ -82,6 +85,95 @@ pub fn cited_ids<'a>(answer: &str, known: impl IntoIterator<Item = &'a str>) -> 
         rest = &rest[close + 1..];
     }
     out
+}
+
+/// The system instruction of [`question_request`].
+pub const QUESTION_SYSTEM: &str = "You write search queries for a retrieval system. Given a passage, write \
+questions that a user who has not seen the passage might ask and that the passage answers. Use \
+only the passage. Write each question on its own line, with no numbering, no answers and no \
+other text.";
+
+/// Asks for `n` questions that `passage` answers (synthetic training queries, stage 3's
+/// dataset), one per line; parse the answer with [`parse_questions`].
+pub fn question_request(passage: &str, n: usize, temperature: Option<f32>) -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            Message::system(QUESTION_SYSTEM),
+            Message::user(format!(
+                "Write {n} different questions this passage answers.\n\nPassage:\n{passage}"
+            )),
+        ],
+        params: ChatParams {
+            temperature,
+            max_tokens: Some((64 * n.max(1)) as u32),
+            ..Default::default()
+        },
+    }
+}
+
+/// The usable questions in a model's answer (at most `n`) and how many lines were rejected.
+pub fn parse_questions(answer: &str, n: usize, max_chars: usize) -> (Vec<String>, usize) {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut rejected = 0;
+    for line in answer.lines() {
+        let raw = line.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        let q = strip_marker(raw);
+        let lower = q.to_lowercase();
+        let refusal = ["i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai"]
+            .iter()
+            .any(|r| lower.starts_with(r));
+        // A heading the model added ("Questions:"), an answer, or a fragment.
+        let not_a_question = q.ends_with(':')
+            || lower.starts_with("answer")
+            || lower.starts_with("a:")
+            || q.split_whitespace().count() < 2;
+        if refusal
+            || not_a_question
+            || q.chars().count() > max_chars
+            || !seen.insert(lower.clone())
+            || out.len() == n
+        {
+            rejected += 1;
+            continue;
+        }
+        out.push(q.to_string());
+    }
+    (out, rejected)
+}
+
+/// Strips list markers (`1.`, `2)`, `-`, `*`, `•`, `Q:`, `Question 1:`) and surrounding quotes.
+fn strip_marker(line: &str) -> &str {
+    let mut s = line.trim();
+    let lower = s.to_ascii_lowercase();
+    for prefix in ["question", "q"] {
+        if lower.starts_with(prefix) {
+            let rest = &s[prefix.len()..];
+            let digits = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+            if let Some(r) = digits.strip_prefix(':') {
+                s = r.trim_start();
+                break;
+            }
+        }
+    }
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    if digits.len() < s.len()
+        && let Some(r) = digits
+            .strip_prefix('.')
+            .or_else(|| digits.strip_prefix(')'))
+    {
+        s = r.trim_start();
+    }
+    for bullet in ['-', '*', '•'] {
+        if let Some(r) = s.strip_prefix(bullet) {
+            s = r.trim_start();
+        }
+    }
+    s.trim_matches(|c| c == '"' || c == '\u{201c}' || c == '\u{201d}' || c == '`')
+        .trim()
 }
 
 #[cfg(test)]

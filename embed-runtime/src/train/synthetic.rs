@@ -7,11 +7,11 @@
 //! lines dropped). A failed call costs only that document's pairs; bad credentials stop the run,
 //! and so does a run in which every call failed (with the first error).
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use futures::StreamExt;
-use rag_core::chat::{ChatParams, ChatRequest, Message, Usage};
+use rag_core::chat::{ChatRequest, Usage};
+pub use rag_core::prompt::parse_questions;
 use rag_core::{ChatModel, Document, Error, Result};
 use serde::Serialize;
 
@@ -61,92 +61,9 @@ pub struct SyntheticReport {
     pub seconds: f64,
 }
 
-const SYSTEM: &str = "You write search queries for a retrieval system. Given a passage, write \
-questions that a user who has not seen the passage might ask and that the passage answers. Use \
-only the passage. Write each question on its own line, with no numbering, no answers and no \
-other text.";
-
-/// The request for one passage.
+/// The request for one passage ([`rag_core::prompt::question_request`]).
 pub fn question_request(passage: &str, options: &SyntheticOptions) -> ChatRequest {
-    ChatRequest {
-        messages: vec![
-            Message::system(SYSTEM),
-            Message::user(format!(
-                "Write {} different questions this passage answers.\n\nPassage:\n{passage}",
-                options.questions_per_doc
-            )),
-        ],
-        params: ChatParams {
-            temperature: options.temperature,
-            max_tokens: Some((64 * options.questions_per_doc.max(1)) as u32),
-            ..Default::default()
-        },
-    }
-}
-
-/// The usable questions in a model's answer (at most `n`) and how many lines were rejected.
-pub fn parse_questions(answer: &str, n: usize, max_chars: usize) -> (Vec<String>, usize) {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut rejected = 0;
-    for line in answer.lines() {
-        let raw = line.trim();
-        if raw.is_empty() {
-            continue;
-        }
-        let q = strip_marker(raw);
-        let lower = q.to_lowercase();
-        let refusal = ["i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai"]
-            .iter()
-            .any(|r| lower.starts_with(r));
-        // A heading the model added ("Questions:"), an answer, or a fragment.
-        let not_a_question = q.ends_with(':')
-            || lower.starts_with("answer")
-            || lower.starts_with("a:")
-            || q.split_whitespace().count() < 2;
-        if refusal
-            || not_a_question
-            || q.chars().count() > max_chars
-            || !seen.insert(lower.clone())
-            || out.len() == n
-        {
-            rejected += 1;
-            continue;
-        }
-        out.push(q.to_string());
-    }
-    (out, rejected)
-}
-
-/// Strips list markers (`1.`, `2)`, `-`, `*`, `•`, `Q:`, `Question 1:`) and surrounding quotes.
-fn strip_marker(line: &str) -> &str {
-    let mut s = line.trim();
-    let lower = s.to_ascii_lowercase();
-    for prefix in ["question", "q"] {
-        if lower.starts_with(prefix) {
-            let rest = &s[prefix.len()..];
-            let digits = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
-            if let Some(r) = digits.strip_prefix(':') {
-                s = r.trim_start();
-                break;
-            }
-        }
-    }
-    let digits = s.trim_start_matches(|c: char| c.is_ascii_digit());
-    if digits.len() < s.len()
-        && let Some(r) = digits
-            .strip_prefix('.')
-            .or_else(|| digits.strip_prefix(')'))
-    {
-        s = r.trim_start();
-    }
-    for bullet in ['-', '*', '•'] {
-        if let Some(r) = s.strip_prefix(bullet) {
-            s = r.trim_start();
-        }
-    }
-    s.trim_matches(|c| c == '"' || c == '\u{201c}' || c == '\u{201d}' || c == '`')
-        .trim()
+    rag_core::prompt::question_request(passage, options.questions_per_doc, options.temperature)
 }
 
 /// Asks `chat` for questions about each document; returns the pairs (origin

@@ -84,6 +84,30 @@ enum Command {
     /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
     #[command(subcommand)]
     Pai(examples::pai::PaiCommand),
+    /// Build stage 3's dataset: grounded question/answer pairs in chat `messages` JSONL from
+    /// the chunks in the store (questions and answers from `[llm]`; the extractive model
+    /// answers questions made from titles), checked (empty, refused, uncited, duplicate,
+    /// too long) and split by document into `<root>qa-pairs/{train,validation}.jsonl` with a
+    /// `manifest.json`.
+    QaPairs {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Chunks to use at most (an even sample over the corpus).
+        #[arg(long, default_value_t = 1000)]
+        max_chunks: usize,
+        /// Questions per chunk.
+        #[arg(long, default_value_t = 1)]
+        questions_per_chunk: usize,
+        /// The base model's limit on one example, in tokens (estimated conservatively).
+        #[arg(long, default_value_t = 2048)]
+        max_tokens: usize,
+        /// Share of documents held out for validation.
+        #[arg(long, default_value_t = 0.1)]
+        validation: f64,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole loop: ingest, train, (fine-tune, deploy,) embed, index, evaluate,
     /// answer. Without --config, locally with the flags below; with --config, each stage on
     /// the backend the file names (local or Alibaba Cloud).
@@ -216,6 +240,38 @@ async fn run(cli: Cli) -> Result<()> {
             let c = connect(&config).await?;
             let stage = c.ingest(data.as_deref(), progress(json)).await?;
             print_stage(&stage, json)?;
+        }
+        Command::QaPairs {
+            config,
+            max_chunks,
+            questions_per_chunk,
+            max_tokens,
+            validation,
+            json,
+        } => {
+            if !(0.0..1.0).contains(&validation) {
+                return Err(examples::exit::UsageError(format!(
+                    "--validation {validation}: a share in [0, 1)"
+                ))
+                .into());
+            }
+            let c = connect(&config).await?;
+            let options = rag_core::qa::QaOptions {
+                max_chunks,
+                questions_per_chunk,
+                max_tokens,
+                validation_fraction: validation,
+                ..Default::default()
+            };
+            let (stage, manifest) = c.build_qa_pairs(options, progress(json)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                print!(
+                    "{}",
+                    local_loop::render_stages(std::slice::from_ref(&stage))
+                );
+            }
         }
         Command::Index { config, json } => {
             let c = connect(&config).await?;
