@@ -392,6 +392,9 @@ pub struct DeploySection {
     pub model_path: Option<String>,
     /// Instances.
     pub capacity: Option<u32>,
+    /// How long to wait for the deployment to serve (default 3600 s); one that does not is
+    /// undeployed and the stage fails.
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[eval]`.

@@ -471,12 +471,15 @@ impl Connected {
         let data = self.layout.qa_pairs();
         let train = data.join("train.jsonl")?;
         if self.store.exists(&train).await? {
-            // The dataset `ragloop qa-pairs` wrote: its train and validation files, not the
-            // manifest beside them.
-            spec.inputs.insert("data".into(), train);
-            let validation = data.join("validation.jsonl")?;
-            if self.store.exists(&validation).await? {
-                spec.inputs.insert("validation".into(), validation);
+            // The dataset `ragloop qa-pairs` wrote. Bailian uploads files: its train and
+            // validation files, not the manifest beside them. PAI and local jobs get the
+            // directory (DLC mounts prefixes), with both files in it.
+            if self.config.llm_fine_tune.backend == LlmFineTuneBackend::Bailian {
+                spec.inputs.insert("data".into(), train);
+                let validation = data.join("validation.jsonl")?;
+                if self.store.exists(&validation).await? {
+                    spec.inputs.insert("validation".into(), validation);
+                }
             }
         } else if self
             .store
@@ -600,8 +603,9 @@ impl Connected {
             .deploy(
                 &spec,
                 WaitOptions {
-                    timeout: Duration::from_secs(3600),
-                    ..wait_options()
+                    interval: Duration::from_millis(200),
+                    max_interval: Duration::from_secs(15),
+                    timeout: Duration::from_secs(d.timeout_secs.unwrap_or(3600)),
                 },
             )
             .await?;

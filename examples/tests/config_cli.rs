@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::{CitingLlm, model_dir, walk, write_corpus};
+use support::{CitingLlm, FakeDashScope, model_dir, walk, write_corpus};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -681,4 +681,242 @@ async fn stage_3_trains_on_the_built_dataset_and_stage_4_deploys_it_offline() {
     assert_eq!(card["train_examples"].as_u64(), Some(train));
     assert_eq!(card["hyper_parameters"]["n_epochs"], "2");
     assert_eq!(card["base_model"], "tiny-llm");
+}
+
+/// The seed's steps 3 → 4 → 7 on Bailian: the dataset written by the (DashScope) LLM, the
+/// fine-tune on Model Studio, its model deployed, and the answer from the deployment — then a
+/// failed fine-tune and a deployment that never serves (undeployed, clear error).
+#[tokio::test(flavor = "multi_thread")]
+async fn bailian_fine_tune_hands_its_model_to_the_deployment_that_answers() {
+    let run = |fake: FakeDashScope, timeout: u64| async move {
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(fake)
+            .mount(&server)
+            .await;
+        let (dir, config) = project(&format!(
+            "[llm]\nbackend = \"bailian\"\n\
+             [llm_fine_tune]\nbackend = \"bailian\"\nbase_model = \"qwen2.5-7b-instruct\"\n\
+             hyper_parameters = {{ n_epochs = 2 }}\n\
+             [deploy]\nbackend = \"bailian\"\ntimeout_secs = {timeout}\n"
+        ));
+        let env = |c: &mut tokio::process::Command| {
+            c.env("DASHSCOPE_API_KEY", "sk-handoff")
+                .env(
+                    "DASHSCOPE_BASE_URL",
+                    format!("{}/compatible-mode/v1", server.uri()),
+                )
+                .env(
+                    "DASHSCOPE_NATIVE_BASE_URL",
+                    format!("{}/api/v1", server.uri()),
+                );
+        };
+        let mut ingest = ragloop(dir.path());
+        ingest.args(["ingest", "--json"]);
+        env(&mut ingest);
+        json_of(&mut ingest).await;
+        let mut qa = ragloop(dir.path());
+        qa.args(["qa-pairs", "--json", "--validation", "0"]);
+        env(&mut qa);
+        let manifest = json_of(&mut qa).await;
+        let mut run = ragloop(dir.path());
+        run.args(["run", "--json", "--config"]).arg(&config);
+        env(&mut run);
+        let out = run.output().await.unwrap();
+        (dir, server, manifest, out)
+    };
+
+    let fake = FakeDashScope::default();
+    let (dir, _server, manifest, out) = run(fake.clone(), 60).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The dataset was written by the LLM (one question asked per chunk).
+    assert_eq!(manifest["generator"], "qwen-plus");
+    assert!(manifest["train"].as_u64().unwrap() >= 1, "{manifest}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    let ft = stages[2]["summary"].as_str().unwrap();
+    assert!(
+        ft.starts_with("job ft-202611261000-0001 fine-tuned qwen2.5-7b-instruct"),
+        "{ft}"
+    );
+    let dep = stages[3]["summary"].as_str().unwrap();
+    let deployed = "qwen2.5-7b-instruct-ft-ft-202611261000-0001-llm-ft";
+    assert!(dep.starts_with(deployed), "{dep}");
+    // The record the fine-tune left for the deployment, and the answer from the deployment.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join("work/store/ragloop-demo/models/llm-ft/bailian-model.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["finetuned_output"],
+        "qwen2.5-7b-instruct-ft-ft-202611261000-0001"
+    );
+    let st = fake.state.lock().unwrap();
+    assert_eq!(st.chat_models.last().unwrap(), deployed);
+    let (create, _) = st.jobs.values().next().unwrap();
+    assert_eq!(create["hyper_parameters"]["n_epochs"], 2);
+    assert_eq!(create["training_file_ids"].as_array().unwrap().len(), 1);
+    assert!(st.files.values().next().unwrap().contains("\"messages\""));
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"]
+            .as_str()
+            .is_some(),
+        true
+    );
+    drop(st);
+
+    // A fine-tune that fails: the vendor's reason, exit status 1, nothing deployed.
+    let failing = FakeDashScope {
+        fail_fine_tune: true,
+        ..Default::default()
+    };
+    let (_dir, _server, _, out) = run(failing.clone(), 60).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("InvalidDataFormat"), "{err}");
+    assert!(failing.state.lock().unwrap().deployments.is_empty());
+
+    // A deployment that never serves: a time-out (status 5) that says it was undeployed.
+    let stuck = FakeDashScope {
+        never_ready: true,
+        ..Default::default()
+    };
+    let (_dir, _server, _, out) = run(stuck.clone(), 2).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("was undeployed"), "{err}");
+    let st = stuck.state.lock().unwrap();
+    assert!(
+        st.deployments.values().all(|(_, deleted)| *deleted),
+        "{:?}",
+        st.deployments
+    );
+}
+
+/// Seed step 3 on PAI-DLC: a DeepSpeed job (the fake DLC runs its command as a container
+/// process) writes the model to OSS, and stage 4 registers it; a job that fails brings its
+/// reason and the end of its log.
+#[tokio::test(flavor = "multi_thread")]
+async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
+    let s3 = oss_client::testing::S3TestServer::start();
+    s3.store("llm-bucket").await.unwrap();
+    let containers = tempfile::tempdir().unwrap();
+    let weights = containers.path().join("weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    std::fs::write(weights.join("adapter_model.safetensors"), b"trained").unwrap();
+    std::fs::write(weights.join("_SUCCESS"), b"").unwrap();
+    let dlc = ContainerDlc {
+        jobs: Default::default(),
+        container_env: vec![
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID".into(), "testing".into()),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
+        ],
+        dir: containers.path().to_path_buf(),
+    };
+    let pai = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(dlc.clone())
+        .mount(&pai)
+        .await;
+    // The "trainer": copies finished weights to --output ($4 of the appended arguments).
+    let trainer = format!(
+        "exec {} cp -r {} \"$4\" --endpoint {}",
+        env!("CARGO_BIN_EXE_ragloop"),
+        weights.display(),
+        s3.endpoint()
+    );
+    let config_for = |script: &str| {
+        format!(
+            "[store]\nbackend = \"oss\"\nendpoint = \"{}\"\n\
+             [jobs]\nworkspace_id = \"ws-1\"\nimage = \"trainer:1\"\nendpoint = \"{}\"\n\
+             [llm_fine_tune]\nbackend = \"pai\"\nbase_model = \"qwen-7b\"\n\
+             command = [\"sh\", \"-c\", {}, \"sh\"]\n\
+             [deploy]\nbackend = \"local\"\n",
+            s3.endpoint(),
+            pai.uri(),
+            serde_json::to_string(script).unwrap()
+        )
+    };
+    let (dir, config) = project("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let root = "root = \"oss://llm-bucket/\"\n";
+    std::fs::write(&config, format!("{root}{text}{}", config_for(&trainer))).unwrap();
+    let keys = |c: &mut tokio::process::Command| {
+        c.env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing");
+    };
+    for args in [
+        &["ingest", "--json"][..],
+        &["qa-pairs", "--json", "--validation", "0"],
+    ] {
+        let mut c = ragloop(dir.path());
+        c.args(args);
+        keys(&mut c);
+        json_of(&mut c).await;
+    }
+    let mut run = ragloop(dir.path());
+    run.args(["run", "--json", "--config"]).arg(&config);
+    keys(&mut run);
+    let summary = json_of(&mut run).await;
+    let stages = summary["stages"].as_array().unwrap();
+    let ft = stages[2]["summary"].as_str().unwrap();
+    assert!(
+        ft.starts_with("job dlc00000001 fine-tuned qwen-7b → oss://llm-bucket/models/llm-ft/"),
+        "{ft}"
+    );
+    let dep = stages[3]["summary"].as_str().unwrap();
+    assert!(
+        dep.contains("serves oss://llm-bucket/models/llm-ft/"),
+        "{dep}"
+    );
+    {
+        let jobs = dlc.jobs.lock().unwrap();
+        let body = &jobs.last().unwrap().2;
+        assert_eq!(body["JobType"], "PyTorchJob");
+        assert_eq!(body["Envs"]["RAGLOOP_BASE_MODEL"], "qwen-7b");
+        assert_eq!(
+            body["Envs"]["RAGLOOP_INPUT_DATA"],
+            "oss://llm-bucket/qa-pairs/"
+        );
+        assert!(
+            body["UserCommand"]
+                .as_str()
+                .unwrap()
+                .contains("--output oss://llm-bucket/models/llm-ft/")
+        );
+    }
+
+    // A job that fails: its reason and the end of its log (another bucket: the first run's
+    // model is complete in this one).
+    s3.store("llm-bucket-2").await.unwrap();
+    let (dir, config) = project("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let failing = "echo 'CUDA out of memory at step 3' >&2; exit 3";
+    let root = "root = \"oss://llm-bucket-2/\"\n";
+    std::fs::write(&config, format!("{root}{text}{}", config_for(failing))).unwrap();
+    for args in [
+        &["ingest", "--json"][..],
+        &["qa-pairs", "--json", "--validation", "0"],
+    ] {
+        let mut c = ragloop(dir.path());
+        c.args(args);
+        keys(&mut c);
+        json_of(&mut c).await;
+    }
+    let mut run = ragloop(dir.path());
+    run.args(["run", "--config"]).arg(&config);
+    keys(&mut run);
+    let out = run.output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CUDA out of memory at step 3"), "{err}");
+    assert!(err.contains("JobFailed"), "{err}");
 }

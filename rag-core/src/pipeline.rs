@@ -533,7 +533,28 @@ impl Pipeline {
             .ok_or_else(|| Error::invalid("no ModelDeployer is configured"))?;
         self.progress.begin(stage, None);
         let dep = deployer.deploy(spec).await?;
-        let dep = crate::deploy::wait_until_serving(deployer.as_ref(), dep, wait).await?;
+        let id = dep.id.clone();
+        let dep = match crate::deploy::wait_until_serving(deployer.as_ref(), dep, wait).await {
+            Ok(dep) => dep,
+            // Never serving (failed, stopped, or not up in time): undeploy, so that nothing is
+            // left half-registered (or billing) behind an error. A failed status call is
+            // returned as it is: the deployment may be fine.
+            Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => {
+                let cleanup = match deployer.undeploy(&id).await {
+                    Ok(()) => format!("deployment {id} was undeployed"),
+                    Err(u) => format!("undeploying {id} failed as well: {u}"),
+                };
+                tracing::warn!(deployment = %id, error = %e, "{cleanup}");
+                return Err(match e {
+                    Error::Timeout { what, after } => Error::Timeout {
+                        what: format!("{what} ({cleanup})"),
+                        after,
+                    },
+                    other => Error::backend_msg("deploy", format!("{other}; {cleanup}")),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.progress
             .end(stage, &format!("{} serves as {}", dep.id, dep.model_name));
         Ok(dep)

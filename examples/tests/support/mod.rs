@@ -90,3 +90,137 @@ impl Respond for CitingLlm {
         }))
     }
 }
+
+/// What [`FakeDashScope`] saw and holds.
+#[derive(Default)]
+pub struct DashScopeState {
+    /// (method, path) of every request.
+    pub requests: Vec<(String, String)>,
+    /// Uploaded file ids → the multipart body.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Fine-tune id → (create body, polls).
+    pub jobs: std::collections::BTreeMap<String, (Value, u32)>,
+    /// Deployment id → (model, deleted).
+    pub deployments: std::collections::BTreeMap<String, (String, bool)>,
+    /// The `model` of every chat completion.
+    pub chat_models: Vec<String>,
+}
+
+/// DashScope as its API reference shows it: the native API (`/api/v1`: file upload,
+/// fine-tunes, deployments) and the OpenAI-compatible chat (`/compatible-mode/v1`), with
+/// scripted outcomes. Chat answers question-writing prompts with two questions and RAG prompts
+/// by citing the first chunk.
+#[derive(Clone, Default)]
+pub struct FakeDashScope {
+    /// Shared state.
+    pub state: std::sync::Arc<std::sync::Mutex<DashScopeState>>,
+    /// Fine-tunes end FAILED (InvalidDataFormat) instead of SUCCEEDED.
+    pub fail_fine_tune: bool,
+    /// Deployments never leave DEPLOYING.
+    pub never_ready: bool,
+}
+
+impl Respond for FakeDashScope {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut st = self.state.lock().unwrap();
+        let path = req.url.path().to_string();
+        st.requests.push((req.method.to_string(), path.clone()));
+        let ok = |output: Value| {
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"request_id": "req-1", "output": output}))
+        };
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), parts.as_slice()) {
+            ("POST", ["compatible-mode", "v1", "chat", "completions"]) => {
+                st.chat_models
+                    .push(body["model"].as_str().unwrap().to_string());
+                let prompt = body["messages"].as_array().unwrap().last().unwrap()["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let content = match (prompt.find('['), prompt.starts_with("Context:")) {
+                    (Some(start), true) => {
+                        let end = start + prompt[start..].find(']').unwrap();
+                        format!("It is described here. [{}]", &prompt[start + 1..end])
+                    }
+                    _ => "1. What does this system call do?\n2. When is it used?".to_string(),
+                };
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "choices": [{"message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop", "index": 0}],
+                    "object": "chat.completion",
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                    "created": 1735120033, "model": body["model"], "id": "chatcmpl-1"
+                }))
+            }
+            ("POST", ["api", "v1", "files"]) => {
+                let id = format!("file-{}", st.files.len() + 1);
+                st.files
+                    .insert(id.clone(), String::from_utf8_lossy(&req.body).to_string());
+                ResponseTemplate::new(200).set_body_json(json!({"request_id": "r", "data": {
+                    "uploaded_files": [{"file_id": id, "name": "train.jsonl"}], "failed_uploads": []}}))
+            }
+            ("POST", ["api", "v1", "fine-tunes"]) => {
+                let id = format!("ft-202611261000-{:04}", st.jobs.len() + 1);
+                st.jobs.insert(id.clone(), (body.clone(), 0));
+                ok(json!({"job_id": id, "status": "PENDING", "model": body["model"]}))
+            }
+            ("GET", ["api", "v1", "fine-tunes", id]) => {
+                let Some((create, polls)) = st.jobs.get_mut(*id) else {
+                    return ResponseTemplate::new(404).set_body_json(
+                        json!({"request_id": "r", "code": "NotFound", "message": "Job"}),
+                    );
+                };
+                *polls += 1;
+                let model = create["model"].as_str().unwrap().to_string();
+                let status = match (*polls, self.fail_fine_tune) {
+                    (1, _) => "RUNNING",
+                    (_, false) => "SUCCEEDED",
+                    (_, true) => "FAILED",
+                };
+                let mut v =
+                    json!({"job_id": id, "status": status, "model": model, "base_model": model});
+                if status == "SUCCEEDED" {
+                    v["finetuned_output"] = json!(format!("{model}-ft-{id}"));
+                }
+                if status == "FAILED" {
+                    v["code"] = json!("InvalidDataFormat");
+                    v["message"] = json!("line 3 of the training file is not a messages object");
+                }
+                ok(v)
+            }
+            ("GET", ["api", "v1", "fine-tunes", _, "logs"]) => {
+                ok(json!({"total": 1, "logs": ["step 10 loss 0.42"]}))
+            }
+            ("GET", ["api", "v1", "deployments"]) => {
+                ok(json!({"deployments": [], "page_no": 1, "page_size": 100, "total": 0}))
+            }
+            ("POST", ["api", "v1", "deployments"]) => {
+                let model = body["model_name"].as_str().unwrap().to_string();
+                let id = format!("{model}-{}", body["suffix"].as_str().unwrap_or("x"));
+                st.deployments.insert(id.clone(), (model.clone(), false));
+                ok(
+                    json!({"deployed_model": id, "status": "PENDING", "model_name": model, "capacity": body["capacity"]}),
+                )
+            }
+            ("GET", ["api", "v1", "deployments", id]) => match st.deployments.get(*id) {
+                Some((model, false)) => ok(json!({"deployed_model": id, "model_name": model,
+                    "status": if self.never_ready { "DEPLOYING" } else { "RUNNING" }})),
+                _ => ResponseTemplate::new(404).set_body_json(
+                    json!({"request_id": "r", "code": "NotFound", "message": "Model"}),
+                ),
+            },
+            ("DELETE", ["api", "v1", "deployments", id]) => match st.deployments.get_mut(*id) {
+                Some(d) => {
+                    d.1 = true;
+                    ok(json!({"deployed_model": id, "status": "DELETING"}))
+                }
+                None => ResponseTemplate::new(404).set_body_json(
+                    json!({"request_id": "r", "code": "NotFound", "message": "Model"}),
+                ),
+            },
+            other => panic!("unexpected DashScope call {other:?}"),
+        }
+    }
+}
