@@ -759,19 +759,15 @@ async fn bailian_fine_tune_hands_its_model_to_the_deployment_that_answers() {
         record["finetuned_output"],
         "qwen2.5-7b-instruct-ft-ft-202611261000-0001"
     );
-    let st = fake.state.lock().unwrap();
-    assert_eq!(st.chat_models.last().unwrap(), deployed);
-    let (create, _) = st.jobs.values().next().unwrap();
-    assert_eq!(create["hyper_parameters"]["n_epochs"], 2);
-    assert_eq!(create["training_file_ids"].as_array().unwrap().len(), 1);
-    assert!(st.files.values().next().unwrap().contains("\"messages\""));
-    assert_eq!(
-        summary["answer"]["citations"][0]["doc_id"]
-            .as_str()
-            .is_some(),
-        true
-    );
-    drop(st);
+    {
+        let st = fake.state.lock().unwrap();
+        assert_eq!(st.chat_models.last().unwrap(), deployed);
+        let (create, _) = st.jobs.values().next().unwrap();
+        assert_eq!(create["hyper_parameters"]["n_epochs"], 2);
+        assert_eq!(create["training_file_ids"].as_array().unwrap().len(), 1);
+        assert!(st.files.values().next().unwrap().contains("\"messages\""));
+    }
+    assert_eq!(summary["answer"]["citations"][0]["doc_id"], "kill.2");
 
     // A fine-tune that fails: the vendor's reason, exit status 1, nothing deployed.
     let failing = FakeDashScope {
