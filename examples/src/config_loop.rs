@@ -522,9 +522,13 @@ impl Connected {
     /// Stage 3's dataset: grounded question/answer pairs from the chunks of `raw-docs/`,
     /// written to `qa-pairs/` (train, validation, manifest) with `[llm]` writing questions and
     /// answers (the extractive model answers questions templated from titles).
+    ///
+    /// With `user_pairs` (a JSONL file of `{"question", "answer", "chunk_id" | "context"}`),
+    /// those are checked and written instead, and no LLM is called.
     pub async fn build_qa_pairs(
         &self,
         mut options: rag_core::qa::QaOptions,
+        user_pairs: Option<&Path>,
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, rag_core::qa::Manifest)> {
         let t = Instant::now();
@@ -541,8 +545,23 @@ impl Connected {
             );
         }
         let chunks = pipeline.chunk_all(&loaded);
-        let (pairs, mut dropped, usage) =
-            rag_core::qa::generate(chat.as_ref(), &chunks, &options).await?;
+        let (pairs, mut dropped, usage, generator) = match user_pairs {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the pairs in {}", path.display()))?;
+                let (pairs, dropped) = rag_core::qa::user_pairs(&text, &chunks);
+                (
+                    pairs,
+                    dropped,
+                    rag_core::Usage::default(),
+                    "user".to_string(),
+                )
+            }
+            None => {
+                let (p, d, u) = rag_core::qa::generate(chat.as_ref(), &chunks, &options).await?;
+                (p, d, u, chat.model_id().to_string())
+            }
+        };
         let mut dataset = rag_core::qa::validate(pairs, &options);
         dropped.append(&mut dataset.dropped);
         dataset.dropped = dropped;
@@ -552,7 +571,7 @@ impl Connected {
             &self.layout.qa_pairs(),
             &dataset,
             &rag_core::qa::corpus_hash(&chunks),
-            chat.model_id(),
+            &generator,
         )
         .await?;
         Ok((

@@ -653,6 +653,28 @@ async fn stage_3_trains_on_the_built_dataset_and_stage_4_deploys_it_offline() {
     .unwrap();
     assert_eq!(first["messages"][2]["role"], "assistant");
 
+    // Your own pairs replace the generated ones, checked the same way.
+    std::fs::write(
+        dir.path().join("mine.jsonl"),
+        "{\"question\": \"What is 2+2?\", \"answer\": \"4\", \"context\": \"2+2 is 4.\"}\n\
+         {\"question\": \"broken\"\n",
+    )
+    .unwrap();
+    let manifest = json_of(ragloop(dir.path()).args([
+        "qa-pairs",
+        "--json",
+        "--validation",
+        "0",
+        "--allow-uncited",
+        "--pairs",
+        "mine.jsonl",
+    ]))
+    .await;
+    assert_eq!(manifest["generator"], "user");
+    assert_eq!(manifest["dropped"]["bad_line"], 1, "{manifest}");
+    let train = manifest["train"].as_u64().unwrap();
+    assert_eq!(train, 1);
+
     let summary = json_of(
         ragloop(dir.path())
             .args(["run", "--json", "--config"])

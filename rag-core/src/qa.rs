@@ -127,6 +127,8 @@ pub enum Drop {
     Duplicate,
     /// Longer than the base model's limit (tokens).
     TooLong(usize),
+    /// A line of a user's pairs file that could not be used (line number and why).
+    BadLine(String),
 }
 
 impl Drop {
@@ -139,6 +141,7 @@ impl Drop {
             Drop::Uncited => "uncited",
             Drop::Duplicate => "duplicate",
             Drop::TooLong(_) => "too_long",
+            Drop::BadLine(_) => "bad_line",
         }
     }
 }
@@ -330,6 +333,82 @@ fn add(a: Usage, b: Usage) -> Usage {
         a.prompt_tokens + b.prompt_tokens,
         a.completion_tokens + b.completion_tokens,
     )
+}
+
+/// One line of a user's pairs file: a question, its answer, and where it is grounded — a
+/// `chunk_id` of the corpus, or the `context` text itself (with an optional `doc_id`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPair {
+    /// The question.
+    pub question: String,
+    /// The answer (cite the chunk as `[id]` to pass `require_citation`).
+    pub answer: String,
+    /// A chunk of the corpus.
+    pub chunk_id: Option<String>,
+    /// Or the context itself.
+    pub context: Option<String>,
+    /// The document, for the train/validation split (default: the chunk's, or the line).
+    pub doc_id: Option<String>,
+}
+
+/// Reads a user's pairs (JSONL of [`UserPair`]) against the corpus's `chunks`: lines that do
+/// not parse, name an unknown chunk or carry no context are dropped with the line number
+/// ([`Drop::BadLine`]); the rest become [`QaPair`]s for [`validate`].
+pub fn user_pairs(text: &str, chunks: &[Chunk]) -> (Vec<QaPair>, Vec<Dropped>) {
+    let by_id: std::collections::HashMap<&str, &Chunk> =
+        chunks.iter().map(|c| (c.id.as_str(), c)).collect();
+    let (mut pairs, mut dropped) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| Dropped {
+            chunk_id: String::new(),
+            question: None,
+            why: Drop::BadLine(format!("line {}: {why}", n + 1)),
+        };
+        let p: UserPair = match serde_json::from_str(line) {
+            Ok(p) => p,
+            Err(e) => {
+                dropped.push(bad(e.to_string()));
+                continue;
+            }
+        };
+        let pair = match (&p.chunk_id, &p.context) {
+            (Some(id), _) => match by_id.get(id.as_str()) {
+                Some(c) => QaPair {
+                    question: p.question,
+                    answer: p.answer,
+                    chunk_id: c.id.clone(),
+                    context: c.text.clone(),
+                    doc_id: p.doc_id.unwrap_or_else(|| c.doc_id.clone()),
+                    source: c.source.clone(),
+                },
+                None => {
+                    dropped.push(bad(format!("chunk {id} is not in the corpus")));
+                    continue;
+                }
+            },
+            (None, Some(context)) if !context.trim().is_empty() => {
+                let id = hex_string(&Sha256::digest(context.as_bytes())[..16]);
+                QaPair {
+                    question: p.question,
+                    answer: p.answer,
+                    chunk_id: id,
+                    context: context.clone(),
+                    doc_id: p.doc_id.unwrap_or_else(|| format!("line-{}", n + 1)),
+                    source: "user".into(),
+                }
+            }
+            _ => {
+                dropped.push(bad("neither chunk_id nor context".into()));
+                continue;
+            }
+        };
+        pairs.push(pair);
+    }
+    (pairs, dropped)
 }
 
 /// The example as the model sees it in training: system, the RAG prompt over its chunk, the
@@ -708,6 +787,54 @@ mod tests {
             generate(&down, &chunks(), &QaOptions::default()).await,
             Err(Error::Unavailable { .. })
         ));
+    }
+
+    #[test]
+    fn user_pairs_are_grounded_in_a_chunk_or_their_own_context() {
+        let chunks = chunks();
+        let kill = &chunks.iter().find(|c| c.doc_id == "kill.2").unwrap().id;
+        let text = format!(
+            "{{\"question\": \"Which call sends a signal?\", \"answer\": \"kill(). [{kill}]\", \"chunk_id\": \"{kill}\"}}\n\
+             \n\
+             {{\"question\": \"What is 2+2?\", \"answer\": \"4\", \"context\": \"2+2 is 4.\"}}\n\
+             {{\"question\": \"q\", \"answer\": \"a\", \"chunk_id\": \"nope\"}}\n\
+             {{\"question\": \"q\", \"answer\": \"a\"}}\n\
+             not json\n"
+        );
+        let (pairs, dropped) = user_pairs(&text, &chunks);
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0].doc_id, "kill.2");
+        assert!(pairs[0].context.contains("sends a signal"));
+        assert_eq!(pairs[1].source, "user");
+        let lines: Vec<String> = dropped
+            .iter()
+            .map(|d| match &d.why {
+                Drop::BadLine(l) => l.split(':').next().unwrap().to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, ["line 4", "line 5", "line 6"]);
+        // The second cites nothing: validate drops it unless citations are not required.
+        let data = validate(
+            pairs.clone(),
+            &QaOptions {
+                validation_fraction: 0.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (data.train.len(), data.dropped[0].why.kind()),
+            (1, "uncited")
+        );
+        let data = validate(
+            pairs,
+            &QaOptions {
+                validation_fraction: 0.0,
+                require_citation: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(data.train.len(), 2);
     }
 
     #[test]

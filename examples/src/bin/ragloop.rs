@@ -104,6 +104,13 @@ enum Command {
         /// Share of documents held out for validation.
         #[arg(long, default_value_t = 0.1)]
         validation: f64,
+        /// Your own pairs instead of generated ones: JSONL of {"question", "answer",
+        /// "chunk_id" | "context"[, "doc_id"]}, checked and written the same way.
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Keep answers that cite no chunk.
+        #[arg(long)]
+        allow_uncited: bool,
         /// Print the manifest as JSON.
         #[arg(long)]
         json: bool,
@@ -247,6 +254,8 @@ async fn run(cli: Cli) -> Result<()> {
             questions_per_chunk,
             max_tokens,
             validation,
+            pairs,
+            allow_uncited,
             json,
         } => {
             if !(0.0..1.0).contains(&validation) {
@@ -261,9 +270,12 @@ async fn run(cli: Cli) -> Result<()> {
                 questions_per_chunk,
                 max_tokens,
                 validation_fraction: validation,
+                require_citation: !allow_uncited,
                 ..Default::default()
             };
-            let (stage, manifest) = c.build_qa_pairs(options, progress(json)).await?;
+            let (stage, manifest) = c
+                .build_qa_pairs(options, pairs.as_deref(), progress(json))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
             } else {
