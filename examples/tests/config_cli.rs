@@ -454,6 +454,27 @@ struct ContainerDlc {
     dir: PathBuf,
 }
 
+impl ContainerDlc {
+    /// A fake DLC on a new wiremock server whose containers run in `dir` with test
+    /// credentials.
+    async fn serve(dir: &Path) -> (Self, MockServer) {
+        let dlc = ContainerDlc {
+            jobs: Default::default(),
+            container_env: vec![
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID".into(), "testing".into()),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
+            ],
+            dir: dir.to_path_buf(),
+        };
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(dlc.clone())
+            .mount(&server)
+            .await;
+        (dlc, server)
+    }
+}
+
 impl Respond for ContainerDlc {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let parts: Vec<&str> = req.url.path().trim_matches('/').split('/').collect();
@@ -528,19 +549,7 @@ async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() 
             .unwrap();
     }
     let containers = tempfile::tempdir().unwrap();
-    let dlc = ContainerDlc {
-        jobs: Default::default(),
-        container_env: vec![
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID".into(), "testing".into()),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
-        ],
-        dir: containers.path().to_path_buf(),
-    };
-    let pai = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(dlc.clone())
-        .mount(&pai)
-        .await;
+    let (dlc, pai) = ContainerDlc::serve(containers.path()).await;
     let (dir, config) = project("");
     let text =
         std::fs::read_to_string(&config)
@@ -831,19 +840,7 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
     std::fs::create_dir_all(&weights).unwrap();
     std::fs::write(weights.join("adapter_model.safetensors"), b"trained").unwrap();
     std::fs::write(weights.join("_SUCCESS"), b"").unwrap();
-    let dlc = ContainerDlc {
-        jobs: Default::default(),
-        container_env: vec![
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID".into(), "testing".into()),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
-        ],
-        dir: containers.path().to_path_buf(),
-    };
-    let pai = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(dlc.clone())
-        .mount(&pai)
-        .await;
+    let (dlc, pai) = ContainerDlc::serve(containers.path()).await;
     // The "trainer": copies finished weights to --output ($4 of the appended arguments).
     let trainer = format!(
         "exec {} cp -r {} \"$4\" --endpoint {}",
