@@ -632,6 +632,21 @@ backend = "bailian"
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the file holds, reading it returns a configuration or an error — never a
+        /// panic — and errors are a usage error of at most a few lines.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "(\\[[a-z_]{1,12}\\]\n|[a-z_]{1,10} = (\"[^\"\\\\\n]{0,20}\"|[0-9]{1,4}|true|\\[\\])\n|[^\n]{0,30}\n){0,12}") {
+            match LoopConfig::from_toml(&text) {
+                Ok(c) => proptest::prop_assert!(c.validate().is_ok()),
+                Err(e) => {
+                    proptest::prop_assert_eq!(crate::exit::code(&e), crate::exit::USAGE);
+                    proptest::prop_assert!(format!("{e:#}").lines().count() <= 3, "{:#}", e);
+                }
+            }
+        }
+    }
+
     #[test]
     fn mistakes_are_one_clear_line() {
         let cases = [

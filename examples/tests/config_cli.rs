@@ -209,8 +209,13 @@ async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     let s3 = oss_client::testing::S3TestServer::start();
     s3.store("cfg-bucket").await.unwrap();
     let llm = MockServer::start().await;
+    // The LLM's key is sent (the mock only answers with it) …
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer sk-llm-secret-4242",
+        ))
         .respond_with(CitingLlm { question: None })
         .expect(1)
         .mount(&llm)
@@ -223,14 +228,30 @@ async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     ));
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("root = \"oss://cfg-bucket/rag/\"\n{text}")).unwrap();
-    let summary = json_of(
-        ragloop(dir.path())
-            .args(["run", "--json", "--config"])
-            .arg(&config)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing"),
-    )
-    .await;
+    // … and, like the AccessKey secret, never printed: the whole run at `trace` level, its
+    // summary and the training job's log hold neither.
+    let secrets = ["sEcReT-access-key-7781", "sk-llm-secret-4242"];
+    let out = ragloop(dir.path())
+        .args(["run", "--json", "--config"])
+        .arg(&config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI-test-id")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secrets[0])
+        .env("RAGLOOP_LLM_API_KEY", secrets[1])
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.len() > 10_000, "trace logging was on");
+    let mut printed = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    for log in walk(&dir.path().join("work")) {
+        printed.push_str(&String::from_utf8_lossy(&std::fs::read(log).unwrap()));
+    }
+    for secret in secrets {
+        assert!(!printed.contains(secret), "{secret} was printed");
+    }
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     // The training job (a child process) read and wrote OSS as well.
     assert!(
         summary["stages"][1]["summary"]

@@ -837,6 +837,31 @@ mod tests {
         assert_eq!(data.train.len(), 2);
     }
 
+    proptest::proptest! {
+        /// A user's file of any content: no panic, and every non-blank line is either a pair
+        /// or a dropped line.
+        #[test]
+        fn user_pair_files_never_panic_and_account_for_every_line(
+            lines in proptest::collection::vec(
+                "(\\{\"question\": \"[a-z ?]{0,10}\", \"answer\": \"[a-z\\[\\] ]{0,10}\"(, \"context\": \"[a-z ]{0,8}\")?\\}|[^\n]{0,40})",
+                0..20,
+            )
+        ) {
+            let text = lines.join("\n");
+            let (pairs, dropped) = user_pairs(&text, &chunks());
+            let non_blank = text.lines().filter(|l| !l.trim().is_empty()).count();
+            proptest::prop_assert_eq!(pairs.len() + dropped.len(), non_blank);
+            let data = validate(pairs, &QaOptions::default());
+            proptest::prop_assert!(data.train.iter().chain(&data.validation).all(|p| !p.answer.trim().is_empty()));
+        }
+
+        #[test]
+        fn question_parsing_never_panics_and_keeps_at_most_n(answer in "[^\\x00]{0,300}", n in 0usize..5) {
+            let (q, _) = parse_questions(&answer, n, 300);
+            proptest::prop_assert!(q.len() <= n);
+        }
+    }
+
     #[test]
     fn the_split_keeps_each_document_on_one_side_and_is_stable() {
         let pair = |doc: &str, q: &str| QaPair {
