@@ -228,6 +228,14 @@ async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     ));
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("root = \"oss://cfg-bucket/rag/\"\n{text}")).unwrap();
+    // A file whose path has spaces and non-ASCII letters goes through every stage by name.
+    let odd = dir.path().join("docs/man pages");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::write(
+        odd.join("signaux ünïcode 文档.txt"),
+        "Sending signals: use kill(1) from the shell to signal a process by its PID.",
+    )
+    .unwrap();
     // … and, like the AccessKey secret, never printed: the whole run at `trace` level, its
     // summary and the training job's log hold neither.
     let secrets = ["sEcReT-access-key-7781", "sk-llm-secret-4242"];
@@ -279,7 +287,13 @@ async fn oss_on_a_real_s3_server_and_an_openai_llm_with_token_summary() {
     .await
     .unwrap();
     let keys: Vec<&str> = listed.iter().map(|m| m.uri.key()).collect();
-    for want in ["rag/raw-docs/pages.jsonl", "rag/models/emb-v1/_SUCCESS"] {
+    let index = summary["stages"][5]["summary"].as_str().unwrap();
+    assert!(index.contains("3 in rag-index"), "{index}");
+    for want in [
+        "rag/raw-docs/pages.jsonl",
+        "rag/raw-docs/man pages/signaux ünïcode 文档.txt",
+        "rag/models/emb-v1/_SUCCESS",
+    ] {
         assert!(keys.contains(&want), "{want} not in {keys:?}");
     }
     assert!(
