@@ -11,7 +11,8 @@
 //! | 7 answer | [`Pipeline::answer`] | the index | an answer with citations |
 //!
 //! Every stage is idempotent and resumable: ingest skips unchanged files, jobs are skipped when
-//! their output holds a [`SUCCESS_MARKER`], embedding skips shards whose metadata matches the
+//! their output holds a [`SUCCESS_MARKER`] (and a job an interrupted run submitted is waited
+//! for, not submitted again: [`JOB_RECORD`]), embedding skips shards whose metadata matches the
 //! model and chunks, and indexing upserts by content-hash id.
 
 use std::collections::HashMap;
@@ -45,6 +46,19 @@ use crate::vectors::{EmbeddedChunk, read_shard_batches};
 /// The object a job writes last into its output prefix to say the output is complete
 /// (the Hadoop/Spark convention). A job whose output holds it is not run again.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// The object [`Pipeline::run_job`] writes into a job's output prefix right after submitting
+/// it: the job's id, as JSON. A pipeline that dies while the job runs (cloud jobs outlive it)
+/// finds the record when it is run again and waits for that job instead of submitting a
+/// second one to the same output.
+pub const JOB_RECORD: &str = "_JOB";
+
+/// The content of [`JOB_RECORD`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct JobRecord {
+    job_id: String,
+    name: String,
+}
 
 /// The seed's seven stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -241,6 +255,9 @@ pub struct JobOutcome {
     pub job_id: Option<JobId>,
     /// Whether the output was complete already and no job ran.
     pub skipped: bool,
+    /// Whether the job was one an earlier, interrupted run had submitted (found through
+    /// [`JOB_RECORD`]) rather than a new one.
+    pub reattached: bool,
     /// The job's output prefix.
     pub output: String,
 }
@@ -480,13 +497,30 @@ impl Pipeline {
             return Ok(JobOutcome {
                 job_id: None,
                 skipped: true,
+                reattached: false,
                 output,
             });
         }
         self.progress.begin(stage, None);
         let trainer = &self.backends.trainer;
-        let id = trainer.submit(spec).await?;
-        tracing::info!(%stage, job = %id, "job submitted");
+        let record = spec.output.as_prefix().join(JOB_RECORD)?;
+        let (id, reattached) = match self.unfinished_job(&record).await? {
+            Some(id) => {
+                tracing::info!(%stage, job = %id, "waiting for the job an earlier run submitted");
+                (id, true)
+            }
+            None => {
+                let id = trainer.submit(spec).await?;
+                tracing::info!(%stage, job = %id, "job submitted");
+                let body = serde_json::to_vec(&JobRecord {
+                    job_id: id.0.clone(),
+                    name: spec.name.clone(),
+                })
+                .map_err(|e| Error::backend("pipeline", "encode the job record", e))?;
+                self.backends.store.put(&record, body.into()).await?;
+                (id, false)
+            }
+        };
         let status = trainer.wait(&id, wait).await?;
         match status {
             JobStatus::Succeeded => {}
@@ -508,8 +542,34 @@ impl Pipeline {
         Ok(JobOutcome {
             job_id: Some(id),
             skipped: false,
+            reattached,
             output,
         })
+    }
+
+    /// The job recorded at `record` if the backend still has it queued or running (or finished
+    /// with success, so its output is checked rather than trained again). A failed, stopped or
+    /// unknown job, or an unreadable record, means a new job.
+    async fn unfinished_job(&self, record: &StoreUri) -> Result<Option<JobId>> {
+        let bytes = match self.backends.store.get_bytes(record).await {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(rec) = serde_json::from_slice::<JobRecord>(&bytes) else {
+            tracing::warn!(%record, "unreadable job record; submitting a new job");
+            return Ok(None);
+        };
+        let id = JobId(rec.job_id);
+        match self.backends.trainer.status(&id).await {
+            Ok(JobStatus::Queued | JobStatus::Running | JobStatus::Succeeded) => Ok(Some(id)),
+            Ok(status) => {
+                tracing::info!(job = %id, ?status, "the recorded job did not finish; submitting a new one");
+                Ok(None)
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A job failure with the end of the job's log, so that the reason is visible at once.

@@ -242,6 +242,78 @@ async fn jobs_run_once_and_failures_carry_the_reason_and_log() {
     assert!(err.to_string().contains("_SUCCESS"), "{err}");
 }
 
+/// A pipeline dropped while its job runs (a crash, Ctrl-C; a cloud job outlives it) finds the
+/// job through the `_JOB` record when it is run again and waits for it: one job, not two
+/// writing the same output. A job that failed is replaced by a new one.
+#[tokio::test]
+async fn a_resumed_run_waits_for_the_job_it_submitted_before_it_was_interrupted() {
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    let p = pipeline(&f);
+    let go = f.store_root.join("go");
+    let target = f.store_root.join("demo-bucket/models/slow");
+    let script = format!(
+        "while [ ! -f '{go}' ]; do sleep 0.02; done; mkdir -p '{t}' && echo w > '{t}/w' && touch '{t}/_SUCCESS'",
+        go = go.display(),
+        t = target.display()
+    );
+    let spec = JobSpec::new(
+        "slow",
+        JobKind::EmbeddingFineTune,
+        vec!["sh".into(), "-c".into(), script],
+        "oss://demo-bucket/models/slow/".parse().unwrap(),
+    );
+    let interrupted = tokio::time::timeout(
+        Duration::from_millis(300),
+        p.run_job(Stage::TrainEmbeddings, &spec, fast_wait()),
+    )
+    .await;
+    assert!(interrupted.is_err(), "the job cannot finish before `go`");
+    let jobs = || {
+        std::fs::read_dir(f.store_root.parent().unwrap().join("work/jobs"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(jobs(), 1);
+
+    std::fs::write(&go, "").unwrap();
+    let resumed = p
+        .run_job(Stage::TrainEmbeddings, &spec, fast_wait())
+        .await
+        .unwrap();
+    assert!(resumed.reattached && !resumed.skipped, "{resumed:?}");
+    assert_eq!(jobs(), 1, "no second job was submitted");
+    assert!(target.join("_SUCCESS").is_file());
+
+    let failing = JobSpec::new(
+        "fails-once",
+        JobKind::Script,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "[ -f '{0}' ] || {{ touch '{0}'; exit 3; }}; mkdir -p '{1}' && touch '{1}/_SUCCESS'",
+                f.store_root.join("tried").display(),
+                f.store_root.join("demo-bucket/models/retry").display()
+            ),
+        ],
+        "oss://demo-bucket/models/retry/".parse().unwrap(),
+    );
+    assert!(
+        p.run_job(Stage::TrainEmbeddings, &failing, fast_wait())
+            .await
+            .is_err()
+    );
+    let again = p
+        .run_job(Stage::TrainEmbeddings, &failing, fast_wait())
+        .await
+        .unwrap();
+    assert!(
+        !again.reattached,
+        "a failed job is replaced, not waited for"
+    );
+    assert_eq!(jobs(), 3);
+}
+
 /// An index that refuses every third record with a retryable error the first time it sees it,
 /// like an Elasticsearch bulk response with per-item 429s.
 struct Flaky {

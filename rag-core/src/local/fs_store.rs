@@ -67,13 +67,15 @@ impl LocalFileStore {
         Ok(self.path_of(uri))
     }
 
-    async fn temp_file(&self) -> Result<(PathBuf, tokio::fs::File)> {
+    /// A new temporary file, removed when the guard drops unless it was committed: also when
+    /// the writing future is dropped half-way (a cancelled or timed-out stage).
+    async fn temp_file(&self) -> Result<(TempGuard, tokio::fs::File)> {
         let dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&dir).await?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
         let file = tokio::fs::File::create(&path).await?;
-        Ok((path, file))
+        Ok((TempGuard(path), file))
     }
 
     /// Moves a finished temporary file to `dest`.
@@ -95,7 +97,8 @@ impl LocalFileStore {
 
     async fn write_all(&self, uri: &StoreUri, mut data: ByteStream) -> Result<PutResult> {
         let dest = self.object_path(uri)?;
-        let (tmp, mut file) = self.temp_file().await?;
+        let (guard, mut file) = self.temp_file().await?;
+        let tmp = &guard.0;
         let result = async {
             let mut size = 0u64;
             while let Some(chunk) = data.try_next().await? {
@@ -105,20 +108,13 @@ impl LocalFileStore {
             file.flush().await?;
             file.sync_data().await?;
             drop(file);
-            self.commit(&tmp, &dest, uri).await?;
+            self.commit(tmp, &dest, uri).await?;
             Ok::<_, Error>(size)
         }
         .await;
-        match result {
-            Ok(size) => {
-                let e_tag = tokio::fs::metadata(&dest).await.ok().map(|m| e_tag_of(&m));
-                Ok(PutResult { size, e_tag })
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
+        let size = result?;
+        let e_tag = tokio::fs::metadata(&dest).await.ok().map(|m| e_tag_of(&m));
+        Ok(PutResult { size, e_tag })
     }
 
     fn meta(&self, uri: &StoreUri, m: &std::fs::Metadata) -> ObjectMeta {
@@ -272,17 +268,20 @@ impl ObjectStore for LocalFileStore {
     async fn copy(&self, from: &StoreUri, to: &StoreUri) -> Result<()> {
         let (src, _) = self.file_meta(from).await?;
         let dest = self.object_path(to)?;
-        let (tmp, file) = self.temp_file().await?;
+        let (guard, file) = self.temp_file().await?;
         drop(file);
-        let result = async {
-            tokio::fs::copy(&src, &tmp).await?;
-            self.commit(&tmp, &dest, to).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        tokio::fs::copy(&src, &guard.0).await?;
+        self.commit(&guard.0, &dest, to).await
+    }
+}
+
+/// Removes its temporary file when dropped; after a successful rename there is nothing left to
+/// remove and the call fails harmlessly.
+struct TempGuard(PathBuf);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

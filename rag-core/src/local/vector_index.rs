@@ -143,6 +143,21 @@ impl LocalVectorIndex {
             .ok_or_else(|| Error::not_found(format!("index {name:?}")))
     }
 
+    /// Every record of `index`, sorted by id: an export, and what a test compares to check
+    /// that an interrupted and resumed indexing left exactly the records of an uninterrupted one.
+    pub async fn records(&self, index: &str) -> Result<Vec<IndexRecord>> {
+        let handle = self.get(index).await?;
+        let data = handle.read().await;
+        let mut out: Vec<IndexRecord> = data
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.record.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
     /// Saves every changed graph now (graphs are also saved after compactions and on drop).
     pub async fn flush(&self) -> Result<()> {
         let handles: Vec<_> = self.indexes.read().await.values().cloned().collect();
