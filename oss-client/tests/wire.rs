@@ -170,3 +170,69 @@ async fn uploads_send_no_checksum_trailers_oss_would_reject() {
         "signed with the configured key: {auth}"
     );
 }
+
+fn store_at(endpoint: String) -> OssStore {
+    let mut config = OssConfig::new("cn-hangzhou")
+        .unwrap()
+        .with_endpoint(endpoint)
+        .path_style(true)
+        .with_credentials(AccessKey {
+            id: "LTAI5tExample".into(),
+            secret: Secret::new("never-printed-secret"),
+            security_token: None,
+        });
+    config.initial_backoff = Duration::from_millis(5);
+    config.max_attempts = 3;
+    config.attempt_timeout = Duration::from_millis(2000);
+    OssStore::new(config).unwrap()
+}
+
+/// A download whose connection dies mid-body is an error, never a short object taken as
+/// whole; the next GET gets all of it.
+#[tokio::test]
+async fn a_body_cut_mid_download_is_an_error_not_a_short_object() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let object = vec![b'x'; 4096];
+    let whole = object.clone();
+    let server = FaultServer::start(move |_req, n| {
+        let reply = if n == 0 {
+            Reply::cut(200, &whole[..1000], whole.len())
+        } else {
+            Reply::ok(&whole)
+        };
+        reply
+            .with_header("etag", "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"")
+            .with_header("last-modified", "Wed, 25 Nov 2026 10:00:00 GMT")
+    })
+    .await;
+    let store = store_at(server.uri());
+    let err = store.get_bytes(&uri()).await.unwrap_err();
+    assert!(err.is_retryable(), "a cut is transient: {err:?}");
+    let again = store.get_bytes(&uri()).await.unwrap();
+    assert_eq!(again.len(), object.len());
+    assert_eq!(server.requests().len(), 2);
+}
+
+/// An upload whose connection closes before any answer is sent again, whole, and succeeds.
+#[tokio::test]
+async fn an_upload_whose_connection_drops_is_retried_whole() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let server = FaultServer::start(|_req, n| {
+        if n == 0 {
+            Reply::Close
+        } else {
+            Reply::ok(b"").with_header("etag", "\"abc\"")
+        }
+    })
+    .await;
+    let store = store_at(server.uri());
+    let body = bytes::Bytes::from(vec![7u8; 10_000]);
+    let put = store.put(&uri(), body.clone()).await.unwrap();
+    assert_eq!(put.size, 10_000);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one retry");
+    for r in &requests {
+        assert_eq!(r.method, "PUT");
+        assert_eq!(r.body, body, "each attempt carries the whole object");
+    }
+}

@@ -178,7 +178,10 @@ impl PaiClient {
     }
 
     /// Calls `action` and decodes its JSON answer, retrying throttling, 5xx and time-outs with
-    /// exponential backoff (honouring `Retry-After`) up to `max_attempts`.
+    /// exponential backoff (honouring `Retry-After`) up to `max_attempts`. A call that creates
+    /// (POST, but for `Stop*`) is retried only when the service did not act on it: refused
+    /// with a status, or never sent. A time-out or a body cut after sending it is an
+    /// [`Error::Unavailable`] that says the job may exist.
     pub async fn call<T: DeserializeOwned>(
         &self,
         action: &str,
@@ -189,19 +192,38 @@ impl PaiClient {
     ) -> Result<T> {
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 1;
+        // A POST that creates something (CreateJob) is not repeated once it may have reached
+        // the service: a second one would start a second job. Reads and stops are.
+        let repeatable = method != "POST" || action.starts_with("Stop");
         loop {
             // Re-signed per attempt: the date and nonce must be fresh.
             let req = self.sign_request(action, method, path, query, body)?;
             let result = self.send_once(action, req).await;
             match result {
-                Err(e) if e.is_retryable() && attempt < self.config.max_attempts => {
+                Err(f)
+                    if f.error.is_retryable()
+                        && attempt < self.config.max_attempts
+                        && (repeatable || !f.maybe_applied) =>
+                {
+                    let e = f.error;
                     let wait = e.retry_after().unwrap_or(backoff);
                     tracing::warn!(action, attempt, error = %e, ?wait, "PAI call failed; retrying");
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(Duration::from_secs(20));
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(f) if f.maybe_applied && !repeatable => {
+                    return Err(Error::Unavailable {
+                        message: format!(
+                            "PAI {action}: the answer was lost after the request was sent, so it \
+                             may have taken effect; not repeated, as {action} is not idempotent \
+                             (look for the job with `ragloop pai status` or ListJobs before \
+                             submitting again)"
+                        ),
+                        source: Some(Box::new(f.error)),
+                    });
+                }
+                Err(f) => return Err(f.error),
                 Ok(bytes) => {
                     return serde_json::from_slice(&bytes).map_err(|e| {
                         Error::backend(
@@ -221,9 +243,13 @@ impl PaiClient {
         }
     }
 
-    async fn send_once(&self, action: &str, req: SignedRequest) -> Result<Vec<u8>> {
+    async fn send_once(
+        &self,
+        action: &str,
+        req: SignedRequest,
+    ) -> std::result::Result<Vec<u8>, Failure> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
-            .map_err(|e| Error::invalid(e.to_string()))?;
+            .map_err(|e| Failure::before_sending(Error::invalid(e.to_string())))?;
         let mut builder = self.http.request(method, &req.url);
         for (k, v) in &req.headers {
             if k != "host" {
@@ -234,7 +260,9 @@ impl PaiClient {
             builder = builder.body(req.body.clone());
         }
         let resp = builder.send().await.map_err(|e| {
-            if e.is_timeout() {
+            // Only a failed connection is sure not to have reached the service.
+            let maybe_applied = !e.is_connect();
+            let error = if e.is_timeout() {
                 Error::Timeout {
                     what: format!("PAI {action}"),
                     after: self.config.request_timeout,
@@ -244,6 +272,10 @@ impl PaiClient {
                     message: format!("PAI {action}: {e}"),
                     source: Some(Box::new(e)),
                 }
+            };
+            Failure {
+                error,
+                maybe_applied,
             }
         })?;
         let status = resp.status().as_u16();
@@ -252,15 +284,40 @@ impl PaiClient {
             .get("retry-after")
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = resp.bytes().await.map_err(|e| Error::Unavailable {
-            message: format!("PAI {action}: reading the response: {e}"),
-            source: Some(Box::new(e)),
+        let bytes = resp.bytes().await.map_err(|e| Failure {
+            error: Error::Unavailable {
+                message: format!("PAI {action}: the response was cut: {e}"),
+                source: Some(Box::new(e)),
+            },
+            maybe_applied: true,
         })?;
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
         }
         let api: Option<ApiError> = serde_json::from_slice(&bytes).ok();
-        Err(classify(action, status, api, retry_after))
+        Err(Failure::before_sending(classify(
+            action,
+            status,
+            api,
+            retry_after,
+        )))
+    }
+}
+
+/// A failed attempt, and whether the service may have acted on it.
+struct Failure {
+    error: Error,
+    /// The request may have reached the service and taken effect (the answer was lost).
+    maybe_applied: bool,
+}
+
+impl Failure {
+    /// Refused with a status, or never sent: nothing happened.
+    fn before_sending(error: Error) -> Self {
+        Self {
+            error,
+            maybe_applied: false,
+        }
     }
 }
 

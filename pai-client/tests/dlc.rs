@@ -217,9 +217,13 @@ impl FakeDlc {
 }
 
 fn config(server: &MockServer, secret: &str) -> PaiConfig {
+    config_at(server.uri(), secret)
+}
+
+fn config_at(endpoint: String, secret: &str) -> PaiConfig {
     let mut c = PaiConfig::new("cn-hangzhou", "ws-test")
         .unwrap()
-        .with_endpoint(server.uri())
+        .with_endpoint(endpoint)
         .with_credentials(AccessKey {
             id: KEY_ID.into(),
             secret: Secret::new(secret),
@@ -232,8 +236,12 @@ fn config(server: &MockServer, secret: &str) -> PaiConfig {
 }
 
 fn backend(server: &MockServer, secret: &str) -> PaiBackend {
+    backend_at(config(server, secret))
+}
+
+fn backend_at(config: PaiConfig) -> PaiBackend {
     PaiBackend::new(
-        PaiClient::new(config(server, secret)).unwrap(),
+        PaiClient::new(config).unwrap(),
         DlcDefaults {
             image: "registry.cn-hangzhou.aliyuncs.com/ragloop/trainer:1".into(),
             resource_id: None,
@@ -433,4 +441,61 @@ async fn follow_logs_streams_each_line_once_until_the_job_ends() {
             "[dlc00000001-worker-0] training on oss://bucket/raw-docs/ lr=0.01"
         ]
     );
+}
+
+/// An answer cut mid-body: a read (GetJob) is asked again and succeeds; a CreateJob is not
+/// sent twice — the job may exist — and the error says so.
+#[tokio::test]
+async fn a_cut_answer_is_retried_for_reads_but_create_job_is_never_sent_twice() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let job = serde_json::to_vec(&json!({
+        "JobId": "dlc-cut", "DisplayName": "emb", "JobType": "PyTorchJob", "Status": "Running",
+        "WorkspaceId": "ws-test", "RequestId": "req-get"
+    }))
+    .unwrap();
+    let server = FaultServer::start(move |req, n| match (req.method.as_str(), n) {
+        ("GET", 0) => Reply::cut(200, &job[..20], job.len()),
+        ("GET", _) => Reply::ok(&job),
+        _ => Reply::cut(200, br#"{"JobId": "dlc-"#, 60),
+    })
+    .await;
+    let pai = backend_at(config_at(server.uri(), SECRET));
+    let status = pai
+        .status(&rag_core::JobId("dlc-cut".into()))
+        .await
+        .unwrap();
+    assert_eq!(status, rag_core::JobStatus::Running);
+    assert_eq!(server.requests().len(), 2, "the cut GetJob was asked again");
+
+    let err = pai.submit(&spec("emb")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("may have taken effect"), "{err}");
+    let creates = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(creates, 1, "CreateJob was not repeated");
+}
+
+/// A service slower than the request time-out: reads are retried, then a typed `Timeout`.
+#[tokio::test]
+async fn a_slow_service_times_out_as_a_typed_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/api/v1/jobs/.*"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(json!({"JobId": "dlc1", "Status": "Running"})),
+        )
+        .mount(&server)
+        .await;
+    let pai = backend(&server, SECRET);
+    let err = pai
+        .status(&rag_core::JobId("dlc1".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
 }

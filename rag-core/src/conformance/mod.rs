@@ -18,6 +18,7 @@
 pub mod chat;
 pub mod deploy;
 pub mod embedding;
+pub mod http_faults;
 pub mod object_store;
 pub mod training;
 pub mod vector_index;

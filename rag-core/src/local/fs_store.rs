@@ -25,13 +25,16 @@ const TMP_DIR: &str = ".ragloop-tmp";
 /// `oss://bucket/...` URIs as a cloud run.
 ///
 /// Writes go to a temporary file that is renamed into place: readers see the old object or the
-/// new one, never a torn one, and a write that fails (or a process killed mid-write) leaves
-/// nothing behind. A key cannot be both an object and a prefix of another (`a` and `a/b`), as a
+/// new one, never a torn one, and a write that fails or is dropped leaves nothing behind. A
+/// process killed mid-write leaves its temporary file, which the first write of a later store
+/// on the same root removes (when its process is gone and it is older than a minute, or older
+/// than a day). A key cannot be both an object and a prefix of another (`a` and `a/b`), as a
 /// file cannot be a directory; such a put fails with [`Error::AlreadyExists`].
 #[derive(Debug)]
 pub struct LocalFileStore {
     root: PathBuf,
     counter: AtomicU64,
+    swept: std::sync::Once,
 }
 
 impl LocalFileStore {
@@ -40,6 +43,7 @@ impl LocalFileStore {
         Self {
             root: root.into(),
             counter: AtomicU64::new(0),
+            swept: std::sync::Once::new(),
         }
     }
 
@@ -72,6 +76,17 @@ impl LocalFileStore {
     async fn temp_file(&self) -> Result<(TempGuard, tokio::fs::File)> {
         let dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&dir).await?;
+        if !self.swept.is_completed() {
+            let sweep = dir.clone();
+            let swept = tokio::task::spawn_blocking(move || remove_stale_temp_files(&sweep)).await;
+            self.swept.call_once(|| {
+                if let Ok(n) = swept
+                    && n > 0
+                {
+                    tracing::info!(removed = n, "removed temporary files of killed writers");
+                }
+            });
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
         let file = tokio::fs::File::create(&path).await?;
@@ -275,6 +290,37 @@ impl ObjectStore for LocalFileStore {
     }
 }
 
+/// Removes the temporary files in `dir` whose writer is gone: named `<pid>-<n>`, from a process
+/// that no longer runs (Linux `/proc`) and untouched for a minute, or untouched for a day.
+/// Returns how many went.
+fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let proc = Path::new("/proc");
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').next()?.parse::<u32>().ok());
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let gone = pid.is_some_and(|pid| {
+            pid != std::process::id() && proc.is_dir() && !proc.join(pid.to_string()).exists()
+        });
+        let stale = (gone && age.as_secs() >= 60) || age.as_secs() >= 24 * 3600;
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Removes its temporary file when dropped; after a successful rename there is nothing left to
 /// remove and the call fails harmlessly.
 struct TempGuard(PathBuf);
@@ -324,4 +370,47 @@ fn walk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn temp_file(dir: &Path, name: &str, age: Duration) {
+        let path = dir.join(name);
+        std::fs::write(&path, b"half an object").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    /// Temporary files of killed writers go at the next store's first write; those of a live
+    /// process, or too recent to be sure, stay.
+    #[tokio::test]
+    async fn temporary_files_of_killed_writers_are_removed_by_the_next_writer() {
+        let root = tempfile::tempdir().unwrap();
+        let tmp = root.path().join(TMP_DIR);
+        std::fs::create_dir_all(&tmp).unwrap();
+        // Above Linux's largest pid_max: never a running process.
+        let dead = 4_194_305;
+        let minutes = Duration::from_secs(120);
+        temp_file(&tmp, &format!("{dead}-0"), minutes);
+        temp_file(&tmp, &format!("{dead}-1"), Duration::ZERO);
+        temp_file(&tmp, &format!("{}-7", std::process::id()), minutes);
+        temp_file(&tmp, "not-ours", Duration::from_secs(2 * 24 * 3600));
+
+        let store = LocalFileStore::new(root.path());
+        let uri: StoreUri = "oss://bucket/k".parse().unwrap();
+        store.put(&uri, Bytes::from_static(b"x")).await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![format!("{dead}-1"), format!("{}-7", std::process::id())];
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(store.get_bytes(&uri).await.unwrap(), "x");
+    }
 }

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -95,10 +95,12 @@ impl HashedEmbedding {
         &self.config
     }
 
-    /// Counts of each feature hash in `text`.
-    fn features(&self, text: &str) -> HashMap<u64, f32> {
+    /// Counts of each feature hash in `text`, in hash order: the vector's sums then add in the
+    /// same order in every process, so embeddings are identical bit for bit (a `HashMap`'s
+    /// per-process order changed last bits, and re-embedding after a restart rewrote shards).
+    fn features(&self, text: &str) -> BTreeMap<u64, f32> {
         let ws: Vec<String> = words(text).take(self.config.max_words).collect();
-        let mut tf: HashMap<u64, f32> = HashMap::with_capacity(ws.len() * 2);
+        let mut tf: BTreeMap<u64, f32> = BTreeMap::new();
         for w in &ws {
             *tf.entry(hash_feature(&[w])).or_default() += 1.0;
         }
@@ -315,6 +317,26 @@ impl EmbeddingModel for HashedEmbedding {
 mod tests {
     use super::*;
     use crate::embedding::cosine;
+
+    /// Found by the kill-and-resume test: summing in a `HashMap`'s order (random per map) gave
+    /// last-bit differences, so a resumed run rewrote shards an uninterrupted run would not.
+    #[test]
+    fn the_same_text_embeds_to_the_same_bits_every_time() {
+        let m = HashedEmbedding::new(HashedEmbeddingConfig {
+            dims: 16,
+            ..Default::default()
+        })
+        .unwrap();
+        // Words repeated 1–5 times: weights 1 + ln tf, whose sums round by order.
+        let text: String = (0..300)
+            .map(|i| format!("word{} ", (i * 7919) % (1 + i % 5 + i / 5)))
+            .collect();
+        let first: Vec<u32> = m.embed(&text).iter().map(|x| x.to_bits()).collect();
+        for _ in 0..50 {
+            let again: Vec<u32> = m.embed(&text).iter().map(|x| x.to_bits()).collect();
+            assert_eq!(again, first);
+        }
+    }
 
     #[test]
     fn similar_texts_are_closer_than_unrelated_ones() {
