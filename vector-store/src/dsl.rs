@@ -178,32 +178,39 @@ pub fn knn_similarity(engine: Engine, metric: Metric, score: f64) -> f32 {
     s as f32
 }
 
-/// Reads `hits.hits` of a search response; `score` maps each `_score`.
-pub fn hits(body: &Value, score: impl Fn(f64) -> f32) -> Vec<SearchHit> {
-    body["hits"]["hits"]
-        .as_array()
-        .map(|hits| {
-            hits.iter()
-                .map(|h| {
-                    let mut metadata: Metadata = h["_source"]
-                        .as_object()
-                        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default();
-                    let text = match metadata.remove(TEXT_FIELD) {
-                        Some(Value::String(s)) => s,
-                        _ => String::new(),
-                    };
-                    metadata.remove(EMBEDDING_FIELD);
-                    SearchHit {
-                        id: h["_id"].as_str().unwrap_or_default().to_string(),
-                        score: score(h["_score"].as_f64().unwrap_or(0.0)),
-                        text,
-                        metadata,
-                    }
-                })
-                .collect()
+/// Reads `hits.hits` of a search response; `score` maps each `_score`. An answer without a
+/// `hits.hits` array, or a hit without an `_id`, is an error (a proxy's page or a cut answer
+/// must not read as "no results").
+pub fn hits(body: &Value, score: impl Fn(f64) -> f32) -> rag_core::Result<Vec<SearchHit>> {
+    let unexpected = |what: &str| {
+        let shown: String = body.to_string().chars().take(200).collect();
+        rag_core::Error::backend_msg("search", format!("the search answer {what}: {shown}"))
+    };
+    let Some(hits) = body["hits"]["hits"].as_array() else {
+        return Err(unexpected("has no hits.hits array"));
+    };
+    hits.iter()
+        .map(|h| {
+            let Some(id) = h["_id"].as_str() else {
+                return Err(unexpected("has a hit without an _id"));
+            };
+            let mut metadata: Metadata = h["_source"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let text = match metadata.remove(TEXT_FIELD) {
+                Some(Value::String(s)) => s,
+                _ => String::new(),
+            };
+            metadata.remove(EMBEDDING_FIELD);
+            Ok(SearchHit {
+                id: id.to_string(),
+                score: score(h["_score"].as_f64().unwrap_or(0.0)),
+                text,
+                metadata,
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[cfg(test)]

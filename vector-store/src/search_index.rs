@@ -244,7 +244,7 @@ impl SearchIndex {
             self.forget(index);
         }
         let body = reply.into_result(&format!("searching {index:?}"))?;
-        Ok(dsl::hits(&body, score))
+        dsl::hits(&body, score)
     }
 
     /// Native hybrid search, or `None` when the engine refuses it (then client RRF is used
@@ -274,7 +274,7 @@ impl SearchIndex {
             return Ok(None);
         }
         let body = reply.into_result(&format!("hybrid search of {index:?}"))?;
-        Ok(Some(dsl::hits(&body, |s| s as f32)))
+        dsl::hits(&body, |s| s as f32).map(Some)
     }
 }
 

@@ -571,3 +571,71 @@ async fn credentials_go_in_headers_and_nowhere_else() {
     let err = wrong.count("rag-index").await.unwrap_err();
     assert!(!err.to_string().contains("wrong-pw"));
 }
+
+/// Answers that are not what the API documents — a proxy's HTML page, JSON cut short, JSON of
+/// another shape — are typed errors for every call, never a panic and never a bulk taken as
+/// written.
+#[tokio::test]
+async fn malformed_answers_are_typed_errors_never_panics_or_silent_writes() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let mapping = json!({"rag-index": {"mappings": {
+        "_meta": {"ragloop_schema": {"name": "rag-index", "dims": 2, "metric": "cosine",
+                  "metadata_fields": [{"name": "lang", "kind": "keyword"}]}},
+        "properties": {
+            "embedding": {"type": "dense_vector", "dims": 2, "index": true, "similarity": "cosine"},
+            "text": {"type": "text"}, "lang": {"type": "keyword"}}}}});
+    let bodies = [
+        (
+            "text/html",
+            "<html><body>502 Bad Gateway</body></html>".to_string(),
+        ),
+        (
+            "application/json",
+            r#"{"took": 3, "errors": false, "items": [{"index": {"_id": "a", "status": 201"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"acknowledged": true, "items": "none", "count": "many", "hits": 7}"#.into(),
+        ),
+    ];
+    for (content_type, body) in bodies {
+        let server = MockServer::start().await;
+        // The mapping is good, so upserts get as far as the bulk call.
+        Mock::given(method("GET"))
+            .and(path("/rag-index/_mapping"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(mapping.clone()))
+            .mount(&server)
+            .await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body.clone(), content_type))
+            .mount(&server)
+            .await;
+        let cfg = SearchConfig::new(server.uri(), Engine::Elasticsearch8).with_retries(
+            1,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        );
+        let index = SearchIndex::new(cfg).unwrap();
+        let what = format!("answer {body:?}");
+        let upsert = index
+            .upsert("rag-index", vec![rec("a", vec![1.0, 0.0], "alpha")])
+            .await;
+        assert!(upsert.is_err(), "{what}: upsert gave {upsert:?}");
+        let count = index.count("rag-index").await;
+        assert!(count.is_err(), "{what}: count gave {count:?}");
+        let search = index
+            .search(
+                "rag-index",
+                &SearchRequest::new(Query::Vector(vec![1.0, 0.0]), 3),
+            )
+            .await;
+        assert!(search.is_err(), "{what}: search gave {search:?}");
+        for err in [upsert.unwrap_err(), count.unwrap_err(), search.unwrap_err()] {
+            assert!(
+                matches!(err, Error::Backend { .. } | Error::Unavailable { .. }),
+                "{what}: {err:?}"
+            );
+        }
+    }
+}
