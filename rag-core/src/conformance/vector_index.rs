@@ -13,6 +13,7 @@ pub async fn run_all(index: &dyn VectorIndex, prefix: &str) {
     create_is_idempotent_and_checks_dims(index, &format!("{prefix}-create")).await;
     empty_index(index, &format!("{prefix}-empty")).await;
     upsert_reports_items_and_replaces(index, &format!("{prefix}-upsert")).await;
+    duplicate_ids_in_one_batch_keep_the_last(index, &format!("{prefix}-dups")).await;
     knn_search(index, &format!("{prefix}-knn")).await;
     text_and_hybrid_search(index, &format!("{prefix}-text")).await;
     filters(index, &format!("{prefix}-filter")).await;
@@ -180,6 +181,46 @@ pub async fn upsert_reports_items_and_replaces(index: &dyn VectorIndex, name: &s
         .await
         .unwrap();
     assert_eq!(ids(&hits), ["r1"]);
+    index.drop_index(name).await.unwrap();
+}
+
+/// One id twice in one batch (a document repeating a paragraph has one chunk id for both):
+/// the later record wins, stored once; nothing fails and nothing is doubled.
+pub async fn duplicate_ids_in_one_batch_keep_the_last(index: &dyn VectorIndex, name: &str) {
+    fresh(index, name).await;
+    let report = index
+        .upsert(
+            name,
+            vec![
+                record("twice", [0.0, 1.0, 0.0, 0.0], "first copy", "en", 1),
+                record("once", [0.5, 0.5, 0.0, 0.0], "another copy", "en", 1),
+                record("twice", [0.0, 0.0, 1.0, 0.0], "second copy", "en", 2),
+            ],
+        )
+        .await
+        .expect("upsert");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(index.count(name).await.unwrap(), 7, "the id is stored once");
+    let by_text = index
+        .search(name, &SearchRequest::new(Query::Text("copy".into()), 10))
+        .await
+        .unwrap();
+    let twice: Vec<_> = by_text.iter().filter(|h| h.id == "twice").collect();
+    assert_eq!(twice.len(), 1, "one hit per id: {:?}", ids(&by_text));
+    assert_eq!(twice[0].text, "second copy", "the later record wins");
+    let by_vector = index
+        .search(
+            name,
+            &SearchRequest::new(Query::Vector(vec![0.0, 0.0, 1.0, 0.0]), 10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_vector.iter().filter(|h| h.id == "twice").count(),
+        1,
+        "{:?}",
+        ids(&by_vector)
+    );
     index.drop_index(name).await.unwrap();
 }
 
