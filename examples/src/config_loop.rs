@@ -828,6 +828,14 @@ impl Connected {
         }
         let pipeline = self.pipeline(Arc::new(ExtractiveChat::new(1)), progress);
         let r = pipeline.index(model).await?;
+        if !r.unreadable.is_empty() {
+            bail!(
+                "{} vector shards are not readable Parquet (the other shards were indexed; delete \
+                 these and run the embed stage again to rewrite them): {:?}",
+                r.unreadable.len(),
+                r.unreadable
+            );
+        }
         if !r.failed.is_empty() {
             bail!(
                 "{} records could not be indexed ({} were): {:?}",

@@ -322,13 +322,17 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
     );
     let t = Instant::now();
     let indexed = pipeline.index(&trained).await?;
-    base_pipeline.index(&base).await?;
-    if !indexed.failed.is_empty() {
-        bail!(
-            "{} records could not be indexed: {:?}",
-            indexed.failed.len(),
-            indexed.failed
-        );
+    let base_indexed = base_pipeline.index(&base).await?;
+    for r in [&indexed, &base_indexed] {
+        if !r.failed.is_empty() || !r.unreadable.is_empty() {
+            bail!(
+                "{} records could not be indexed: {:?}; unreadable vector shards (delete them and \
+                 run again to rewrite them): {:?}",
+                r.failed.len(),
+                r.failed,
+                r.unreadable
+            );
+        }
     }
     timed(
         Stage::Index,

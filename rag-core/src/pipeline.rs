@@ -294,6 +294,9 @@ pub struct IndexReport {
     pub failed: Vec<ItemError>,
     /// Records in the index afterwards.
     pub count: usize,
+    /// Shards that could not be read as Parquet (shard, why); the other shards were indexed.
+    /// Delete such a shard and run the embed stage again to rewrite it.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// How chunks are retrieved.
@@ -682,7 +685,8 @@ impl Pipeline {
 
     /// Stage 6: creates the index (a dimension mismatch with an existing one fails before any
     /// write) and upserts every shard of `model`, retrying records the index reports as
-    /// retryable. Records that still fail are returned, never dropped silently.
+    /// retryable. Records that still fail are returned, never dropped silently; so are shards
+    /// that are not readable Parquet ([`IndexReport::unreadable`]), while the others go in.
     pub async fn index(&self, model: &dyn EmbeddingModel) -> Result<IndexReport> {
         let stage = Stage::Index;
         let index = &self.backends.index;
@@ -705,10 +709,20 @@ impl Pipeline {
             ..Default::default()
         };
         for shard in shards {
-            let (meta, batches) = read_shard_batches(
+            let read = read_shard_batches(
                 self.backends.store.get_bytes(&shard.uri).await?,
                 self.options.index_batch.max(1),
-            )?;
+            );
+            let (meta, batches) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(shard = %shard.uri, error = %e, "unreadable vector shard skipped");
+                    report
+                        .unreadable
+                        .push((shard.uri.to_string(), e.to_string()));
+                    continue;
+                }
+            };
             if meta.model_id != model.model_id() || meta.dims != model.dims() {
                 return Err(Error::invalid(format!(
                     "{} holds vectors of {} ({} dims), not of {} ({} dims)",
@@ -720,7 +734,16 @@ impl Pipeline {
                 )));
             }
             for batch in batches {
-                let batch = batch?;
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // The rows before this batch were indexed; the rest of the shard is lost.
+                        report
+                            .unreadable
+                            .push((shard.uri.to_string(), e.to_string()));
+                        break;
+                    }
+                };
                 let records: Vec<IndexRecord> = batch.iter().map(record_of).collect();
                 let (written, failed) = self.upsert_with_retries(name, records).await?;
                 report.written += written;
@@ -732,9 +755,10 @@ impl Pipeline {
         self.progress.end(
             stage,
             &format!(
-                "{} records written, {} failed; {} in {name}",
+                "{} records written, {} failed, {} unreadable shards; {} in {name}",
                 report.written,
                 report.failed.len(),
+                report.unreadable.len(),
                 report.count
             ),
         );

@@ -411,3 +411,36 @@ async fn a_dimension_mismatch_with_the_existing_index_fails_before_any_write() {
     );
     assert_eq!(index.count("rag-index").await.unwrap(), 0);
 }
+
+/// Vector shards that are not Parquet — garbage, or a file cut in half — are reported by name
+/// and reason; every other shard is still indexed.
+#[tokio::test]
+async fn unreadable_shards_are_reported_and_the_others_indexed() {
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    let p = pipeline(&f);
+    let m = model();
+    p.ingest(&f.data).await.unwrap();
+    let embedded = p.embed(&m).await.unwrap();
+    assert!(embedded.shards_written >= 3, "{embedded:?}");
+    let dir = f
+        .store_root
+        .join("demo-bucket/vector-indexes")
+        .join(m.model_id());
+    let mut shards: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    shards.sort();
+    std::fs::write(&shards[0], b"PAR1 this is not a parquet file").unwrap();
+    let whole = std::fs::read(&shards[1]).unwrap();
+    std::fs::write(&shards[1], &whole[..whole.len() / 2]).unwrap();
+
+    let report = p.index(&m).await.unwrap();
+    let bad: Vec<&str> = report.unreadable.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(bad.len(), 2, "{:?}", report.unreadable);
+    assert!(bad[0].ends_with("part-00000.parquet") && bad[1].ends_with("part-00001.parquet"));
+    assert!(report.failed.is_empty());
+    // Two rows a shard: everything but the two broken shards' rows is in the index.
+    assert_eq!(report.written, embedded.chunks - 4);
+    assert_eq!(report.count, embedded.chunks - 4);
+}
