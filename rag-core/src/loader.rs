@@ -13,7 +13,8 @@ use crate::error::Result;
 use crate::store::ObjectStore;
 use crate::uri::StoreUri;
 
-/// Largest single document accepted, in bytes; bigger ones are skipped with a reason.
+/// Largest single document accepted, in bytes (64 MiB); bigger ones are skipped with a reason
+/// and the rest of the corpus loads. A document up to the limit is chunked whole.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 
 /// An input that did not become a document.
@@ -78,7 +79,7 @@ pub fn parse_file(name: &str, source: &str, data: &[u8]) -> LoadReport {
         Some(base) => match gunzip(data) {
             Ok(d) => (base, std::borrow::Cow::Owned(d)),
             Err(e) => {
-                report.skipped.push(skip(format!("not valid gzip: {e}")));
+                report.skipped.push(skip(format!("not read as gzip: {e}")));
                 return report;
             }
         },
@@ -155,17 +156,43 @@ fn check_text(text: &str) -> Result<(), String> {
     }
 }
 
+/// Largest decompressed `.gz` file: sixteen times [`MAX_DOCUMENT_BYTES`] (a JSONL corpus holds
+/// many documents). A bigger one is skipped whole, never cut short.
+pub const MAX_DECOMPRESSED_BYTES: u64 = MAX_DOCUMENT_BYTES as u64 * 16;
+
 fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    gunzip_at_most(data, MAX_DECOMPRESSED_BYTES)
+}
+
+fn gunzip_at_most(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(data)
-        .take(MAX_DOCUMENT_BYTES as u64 * 16)
+        .take(limit + 1)
         .read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "it decompresses to more than {limit} bytes (split the corpus into smaller files)"
+        )));
+    }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip file that decompresses past the limit is skipped whole, never cut short (cut, its
+    /// last documents would vanish without a word).
+    #[test]
+    fn oversized_gzip_is_refused_not_truncated() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![b'a'; 5000]).unwrap();
+        let data = gz.finish().unwrap();
+        assert_eq!(gunzip_at_most(&data, 5000).unwrap().len(), 5000);
+        let err = gunzip_at_most(&data, 4999).unwrap_err();
+        assert!(err.to_string().contains("more than 4999 bytes"), "{err}");
+    }
 
     #[test]
     fn jsonl_lines_become_documents_and_bad_lines_are_reported() {

@@ -444,3 +444,35 @@ async fn unreadable_shards_are_reported_and_the_others_indexed() {
     assert_eq!(report.written, embedded.chunks - 4);
     assert_eq!(report.count, embedded.chunks - 4);
 }
+
+/// A 100 MB document is above the 64 MiB limit: ingested (streamed), then skipped at loading
+/// with the reason, while the rest of the corpus is embedded.
+#[tokio::test]
+async fn a_100_mb_document_is_skipped_with_its_size_and_the_rest_embedded() {
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    let p = pipeline(&f);
+    let line = "The quick brown fox jumps over the lazy dog, again and again.\n";
+    let huge: String = line.repeat(100_000_000 / line.len() + 1);
+    std::fs::write(f.data.join("huge.txt"), &huge).unwrap();
+    drop(huge);
+
+    let ingested = p.ingest(&f.data).await.unwrap();
+    assert!(ingested.failed.is_empty(), "{:?}", ingested.failed);
+    assert!(ingested.bytes > 100_000_000);
+    let embedded = p.embed(&model()).await.unwrap();
+    let skipped: Vec<_> = embedded
+        .skipped_inputs
+        .iter()
+        .filter(|s| s.source.ends_with("huge.txt"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{:?}", embedded.skipped_inputs);
+    assert!(
+        skipped[0]
+            .reason
+            .contains("exceeds the 67108864 byte limit"),
+        "{}",
+        skipped[0].reason
+    );
+    // The corpus's three documents and the notes file still go through.
+    assert_eq!(embedded.documents, 4, "{embedded:?}");
+}
