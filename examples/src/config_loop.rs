@@ -359,7 +359,11 @@ impl Connected {
             (ModelKind::Sentence(base), mode) => {
                 let base = match base.parse::<StoreUri>() {
                     Ok(uri) => uri.to_string(),
-                    Err(_) => absolute(Path::new(&base)).ok()?.display().to_string(),
+                    // A job runs elsewhere: give it an absolute path (as given if that fails).
+                    Err(_) => absolute(Path::new(&base))
+                        .unwrap_or_else(|_| PathBuf::from(&base))
+                        .display()
+                        .to_string(),
                 };
                 let mode = if mode == Training::Full {
                     "full"
@@ -372,7 +376,7 @@ impl Connected {
                         && self.store_root.is_some()
                         && read_queries(q, Some("train")).is_ok_and(|v| !v.is_empty())
                 });
-                if let Some(q) = queries.and_then(|q| absolute(q).ok()) {
+                if let Some(q) = queries.map(|q| absolute(q).unwrap_or_else(|_| q.clone())) {
                     command.extend([
                         "--queries".into(),
                         q.display().to_string(),

@@ -190,6 +190,8 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
                 .unwrap();
             assert!(killed.success());
             child.wait().unwrap();
+            // SIGKILL is delivered at once but the training job, reparented, exits a moment later.
+            std::thread::sleep(Duration::from_millis(100));
             kills.push(at);
         }
         // Writes cut by SIGKILL leave temporary files; a later run removes those of dead

@@ -311,7 +311,7 @@ fn remove_stale_temp_files(dir: &Path) -> usize {
             .and_then(|t| t.elapsed().ok())
             .unwrap_or_default();
         let gone = pid.is_some_and(|pid| {
-            pid != std::process::id() && proc.is_dir() && !proc.join(pid.to_string()).exists()
+            pid != std::process::id() && proc.is_dir() && !is_running(proc, pid)
         });
         let stale = (gone && age.as_secs() >= 60) || age.as_secs() >= 24 * 3600;
         if stale && std::fs::remove_file(entry.path()).is_ok() {
@@ -319,6 +319,19 @@ fn remove_stale_temp_files(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// Whether `/proc` shows `pid` as a live process: a zombie (killed, not yet reaped — common in
+/// containers whose first process reaps nobody) is not.
+fn is_running(proc: &Path, pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) else {
+        return false;
+    };
+    // "pid (command) S …": the state follows the last ')', as the command may hold one.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// Removes its temporary file when dropped; after a successful rename there is nothing left to
