@@ -526,3 +526,37 @@ async fn a_body_cut_mid_read_is_retried_within_one_budget() {
         "max_retries + 1 attempts, not (max_retries + 1)²"
     );
 }
+
+/// A 200 whose body is not the documented JSON (a gateway's HTML page, JSON of another shape)
+/// is a typed error, never a panic or an empty answer / missing vectors.
+#[tokio::test]
+async fn answers_that_are_not_the_documented_json_are_typed_errors() {
+    for (content_type, body) in [
+        ("text/html", "<html><body>302 Found</body></html>"),
+        ("application/json", r#"{"choices": "none", "data": 7}"#),
+        (
+            "application/json",
+            r#"{"choices": [{"message": {"role": "assist"#,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, content_type))
+            .mount(&server)
+            .await;
+        let llm = ChatClient::new(config(&server), "qwen-plus").unwrap();
+        let err = llm.chat(&ChatRequest::user("hello")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Backend { .. } | Error::Unavailable { .. }),
+            "chat with {body:?}: {err:?}"
+        );
+        let err = embedder(&server, 4)
+            .embed_documents(&["a".to_string()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Backend { .. } | Error::Unavailable { .. }),
+            "embeddings with {body:?}: {err:?}"
+        );
+    }
+}

@@ -301,9 +301,19 @@ impl ObjectStore for OssStore {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &prefix.to_string()))?;
+        // The SDK reads a cut XML body as far as it goes, so a listing that lost its end would
+        // look whole: check the fields every ListObjectsV2 answer carries.
+        let broken = |what: &str| {
+            Error::backend_msg(
+                "oss",
+                format!("listing {prefix}: {what} (a cut answer, or not a ListObjectsV2 answer)"),
+            )
+        };
         let mut objects = Vec::new();
         for o in out.contents() {
-            let Some(key) = o.key() else { continue };
+            let Some(key) = o.key() else {
+                return Err(broken("an entry has no Key"));
+            };
             objects.push(object_meta(
                 StoreUri::new(prefix.scheme(), prefix.bucket(), key)?,
                 o.size().unwrap_or(0).max(0) as u64,
@@ -311,10 +321,21 @@ impl ObjectStore for OssStore {
                 o.e_tag(),
             ));
         }
-        let next_token = if out.is_truncated().unwrap_or(false) {
-            out.next_continuation_token().map(str::to_string)
-        } else {
-            None
+        let listed = out.contents().len() + out.common_prefixes().len();
+        if let Some(count) = out.key_count()
+            && usize::try_from(count).ok() != Some(listed)
+        {
+            return Err(broken(&format!(
+                "KeyCount is {count} but {listed} entries came"
+            )));
+        }
+        let next_token = match (out.is_truncated(), out.next_continuation_token()) {
+            (None, _) => return Err(broken("the answer has no IsTruncated")),
+            (Some(true), None) => {
+                return Err(broken("IsTruncated without a NextContinuationToken"));
+            }
+            (Some(true), Some(token)) => Some(token.to_string()),
+            (Some(false), _) => None,
         };
         Ok(ListPage {
             objects,

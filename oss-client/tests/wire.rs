@@ -236,3 +236,25 @@ async fn an_upload_whose_connection_drops_is_retried_whole() {
         assert_eq!(r.body, body, "each attempt carries the whole object");
     }
 }
+
+/// A listing answered with something that is not the ListObjectsV2 XML (a proxy's HTML page,
+/// XML cut short — which the SDK parses as far as it goes —, "truncated" without a token to go
+/// on) is an error, never a short listing that reads as "these are all the objects".
+#[tokio::test]
+async fn a_listing_that_is_not_the_documented_xml_is_an_error_not_an_empty_list() {
+    let cut = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult><Name>examplebucket</Name><Contents><Key>raw-docs/a.txt</Key><Size>12"#;
+    let no_token = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult><Name>examplebucket</Name><KeyCount>0</KeyCount><IsTruncated>true</IsTruncated></ListBucketResult>"#;
+    for body in ["<html><body>502 Bad Gateway</body></html>", cut, no_token] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/examplebucket/"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/xml"))
+            .mount(&server)
+            .await;
+        let prefix: StoreUri = "oss://examplebucket/raw-docs/".parse().unwrap();
+        let listed = store(&server).list_page(&prefix, None, 100).await;
+        assert!(listed.is_err(), "{body:?} listed as {listed:?}");
+    }
+}
