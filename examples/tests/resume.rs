@@ -67,10 +67,30 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         if rel.ends_with("/_JOB") {
             continue;
         }
-        assert!(
-            !rel.starts_with(".ragloop-tmp"),
-            "a finished run leaves no temporary file: {rel}"
-        );
+        if rel.starts_with(".ragloop-tmp") {
+            let pid = rel
+                .trim_start_matches(".ragloop-tmp/")
+                .split('-')
+                .next()
+                .unwrap()
+                .to_string();
+            let meta = std::fs::metadata(&path).unwrap();
+            panic!(
+                "a finished run leaves no temporary file: {rel} ({} bytes, modified {:?} ago, /proc/{pid}: {:?}); logs: {:?}",
+                meta.len(),
+                meta.modified().unwrap().elapsed(),
+                std::fs::read_to_string(format!("/proc/{pid}/stat")),
+                walk(&dir.join("work/jobs"))
+                    .iter()
+                    .filter(|p| p.ends_with("spec.json"))
+                    .map(|p| std::fs::read_to_string(p)
+                        .unwrap()
+                        .chars()
+                        .take(300)
+                        .collect::<String>())
+                    .collect::<Vec<_>>()
+            );
+        }
         let mut bytes = std::fs::read(&path).unwrap();
         if rel.ends_with("/report.json") {
             // The training report says how long training took.

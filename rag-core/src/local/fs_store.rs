@@ -26,24 +26,28 @@ const TMP_DIR: &str = ".ragloop-tmp";
 ///
 /// Writes go to a temporary file that is renamed into place: readers see the old object or the
 /// new one, never a torn one, and a write that fails or is dropped leaves nothing behind. A
-/// process killed mid-write leaves its temporary file, which the first write of a later store
-/// on the same root removes (when its process is gone and it is older than a minute, or older
+/// process killed mid-write leaves its temporary file, which a later store opened on the same
+/// root removes (when its process is gone and it is older than a minute, or older
 /// than a day). A key cannot be both an object and a prefix of another (`a` and `a/b`), as a
 /// file cannot be a directory; such a put fails with [`Error::AlreadyExists`].
 #[derive(Debug)]
 pub struct LocalFileStore {
     root: PathBuf,
     counter: AtomicU64,
-    swept: std::sync::Once,
 }
 
 impl LocalFileStore {
-    /// A store rooted at `root` (created on first write).
+    /// A store rooted at `root` (created on first write). Temporary files that killed writers
+    /// left under it are removed now (see the type's documentation).
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let removed = remove_stale_temp_files(&root.join(TMP_DIR));
+        if removed > 0 {
+            tracing::info!(removed, root = %root.display(), "removed temporary files of killed writers");
+        }
         Self {
-            root: root.into(),
+            root,
             counter: AtomicU64::new(0),
-            swept: std::sync::Once::new(),
         }
     }
 
@@ -76,17 +80,6 @@ impl LocalFileStore {
     async fn temp_file(&self) -> Result<(TempGuard, tokio::fs::File)> {
         let dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&dir).await?;
-        if !self.swept.is_completed() {
-            let sweep = dir.clone();
-            let swept = tokio::task::spawn_blocking(move || remove_stale_temp_files(&sweep)).await;
-            self.swept.call_once(|| {
-                if let Ok(n) = swept
-                    && n > 0
-                {
-                    tracing::info!(removed = n, "removed temporary files of killed writers");
-                }
-            });
-        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
         let file = tokio::fs::File::create(&path).await?;
@@ -398,10 +391,10 @@ mod tests {
         file.set_modified(SystemTime::now() - age).unwrap();
     }
 
-    /// Temporary files of killed writers go at the next store's first write; those of a live
+    /// Temporary files of killed writers go when the next store opens; those of a live
     /// process, or too recent to be sure, stay.
     #[tokio::test]
-    async fn temporary_files_of_killed_writers_are_removed_by_the_next_writer() {
+    async fn temporary_files_of_killed_writers_are_removed_when_the_next_store_opens() {
         let root = tempfile::tempdir().unwrap();
         let tmp = root.path().join(TMP_DIR);
         std::fs::create_dir_all(&tmp).unwrap();
