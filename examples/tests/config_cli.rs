@@ -56,6 +56,20 @@ async fn json_of(cmd: &mut tokio::process::Command) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Stage 3's summary line holds `fine_tuned` and stage 4's holds `deployed`: the model the
+/// fine-tune wrote is the one deployed.
+fn assert_hand_off(summary: &Value, fine_tuned: &str, deployed: &str) {
+    let line = |i: usize| {
+        summary["stages"][i]["summary"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ft, dep) = (line(2), line(3));
+    assert!(ft.contains(fine_tuned), "stage 3: {ft}");
+    assert!(dep.contains(deployed), "stage 4: {dep}");
+}
+
 fn stage_names(summary: &Value) -> Vec<String> {
     summary["stages"]
         .as_array()
@@ -725,16 +739,10 @@ async fn stage_3_trains_on_the_built_dataset_and_stage_4_deploys_it_offline() {
             .arg(&config),
     )
     .await;
-    let stages = summary["stages"].as_array().unwrap();
-    let ft = stages[2]["summary"].as_str().unwrap();
-    assert!(
-        ft.contains("fine-tuned tiny-llm → oss://ragloop-demo/models/llm-ft/"),
-        "{ft}"
-    );
-    let dep = stages[3]["summary"].as_str().unwrap();
-    assert!(
-        dep.contains("serves oss://ragloop-demo/models/llm-ft/"),
-        "{dep}"
+    assert_hand_off(
+        &summary,
+        "fine-tuned tiny-llm → oss://ragloop-demo/models/llm-ft/",
+        "serves oss://ragloop-demo/models/llm-ft/",
     );
     let card: Value = serde_json::from_slice(
         &std::fs::read(
@@ -803,15 +811,12 @@ async fn bailian_fine_tune_hands_its_model_to_the_deployment_that_answers() {
     assert_eq!(manifest["generator"], "qwen-plus");
     assert!(manifest["train"].as_u64().unwrap() >= 1, "{manifest}");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stages = summary["stages"].as_array().unwrap();
-    let ft = stages[2]["summary"].as_str().unwrap();
-    assert!(
-        ft.starts_with("job ft-202611261000-0001 fine-tuned qwen2.5-7b-instruct"),
-        "{ft}"
-    );
-    let dep = stages[3]["summary"].as_str().unwrap();
     let deployed = "qwen2.5-7b-instruct-ft-ft-202611261000-0001-llm-ft";
-    assert!(dep.starts_with(deployed), "{dep}");
+    assert_hand_off(
+        &summary,
+        "job ft-202611261000-0001 fine-tuned qwen2.5-7b-instruct",
+        deployed,
+    );
     // The record the fine-tune left for the deployment, and the answer from the deployment.
     let record: Value = serde_json::from_slice(
         &std::fs::read(
@@ -916,16 +921,10 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
     run.args(["run", "--json", "--config"]).arg(&config);
     keys(&mut run);
     let summary = json_of(&mut run).await;
-    let stages = summary["stages"].as_array().unwrap();
-    let ft = stages[2]["summary"].as_str().unwrap();
-    assert!(
-        ft.starts_with("job dlc00000001 fine-tuned qwen-7b → oss://llm-bucket/models/llm-ft/"),
-        "{ft}"
-    );
-    let dep = stages[3]["summary"].as_str().unwrap();
-    assert!(
-        dep.contains("serves oss://llm-bucket/models/llm-ft/"),
-        "{dep}"
+    assert_hand_off(
+        &summary,
+        "job dlc00000001 fine-tuned qwen-7b → oss://llm-bucket/models/llm-ft/",
+        "serves oss://llm-bucket/models/llm-ft/",
     );
     {
         let jobs = dlc.jobs.lock().unwrap();

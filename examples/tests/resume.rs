@@ -4,6 +4,8 @@
 //! exactly as after a run that was never interrupted, compared by content hash.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rag_core::local::LocalVectorIndex;
 use sha2::{Digest, Sha256};
+use support::walk;
 
 /// 80 man-page-like documents (text and JSONL, in folders) and a configuration with the
 /// hashed model (stage 2 trains its IDF as a job process) and the local index.
@@ -67,28 +70,11 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         if rel.ends_with("/_JOB") {
             continue;
         }
-        if rel.starts_with(".ragloop-tmp") {
-            let pid = rel
-                .trim_start_matches(".ragloop-tmp/")
-                .split('-')
-                .next()
-                .unwrap()
-                .to_string();
-            let meta = std::fs::metadata(&path).unwrap();
+        if let Some(name) = rel.strip_prefix(".ragloop-tmp/") {
+            let pid = name.split('-').next().unwrap_or_default();
             panic!(
-                "a finished run leaves no temporary file: {rel} ({} bytes, modified {:?} ago, /proc/{pid}: {:?}); logs: {:?}",
-                meta.len(),
-                meta.modified().unwrap().elapsed(),
-                std::fs::read_to_string(format!("/proc/{pid}/stat")),
-                walk(&dir.join("work/jobs"))
-                    .iter()
-                    .filter(|p| p.ends_with("spec.json"))
-                    .map(|p| std::fs::read_to_string(p)
-                        .unwrap()
-                        .chars()
-                        .take(300)
-                        .collect::<String>())
-                    .collect::<Vec<_>>()
+                "a finished run leaves no temporary file: {rel}; its writer: {:?}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
             );
         }
         let mut bytes = std::fs::read(&path).unwrap();
@@ -117,22 +103,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
         }
         h.update(serde_json::to_vec(&r.metadata).unwrap());
         out.insert(format!("index/{}", r.id), hex::encode(h.finalize()));
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
     }
     out
 }
@@ -216,10 +186,13 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         }
         // Writes cut by SIGKILL leave temporary files; a later run removes those of dead
         // processes once they are a minute old. Age them rather than wait.
-        for tmp in walk(&dir.join("work/store/.ragloop-tmp")) {
-            let file = std::fs::File::options().write(true).open(&tmp).unwrap();
-            file.set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
-                .unwrap();
+        let tmp_dir = dir.join("work/store/.ragloop-tmp");
+        if tmp_dir.is_dir() {
+            for tmp in walk(&tmp_dir) {
+                let file = std::fs::File::options().write(true).open(&tmp).unwrap();
+                file.set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+                    .unwrap();
+            }
         }
         finish(&dir);
         let got = snapshot(&dir);

@@ -24,9 +24,14 @@ fn oss_error(code: &str, message: &str) -> String {
 }
 
 fn store(server: &MockServer) -> OssStore {
+    store_at(server.uri(), Duration::from_millis(500))
+}
+
+/// A store on `endpoint`: three attempts, 5 ms first backoff, `attempt_timeout` each.
+fn store_at(endpoint: String, attempt_timeout: Duration) -> OssStore {
     let mut config = OssConfig::new("cn-hangzhou")
         .unwrap()
-        .with_endpoint(server.uri())
+        .with_endpoint(endpoint)
         .path_style(true)
         .with_credentials(AccessKey {
             id: "LTAI5tExample".into(),
@@ -35,7 +40,7 @@ fn store(server: &MockServer) -> OssStore {
         });
     config.initial_backoff = Duration::from_millis(5);
     config.max_attempts = 3;
-    config.attempt_timeout = Duration::from_millis(500);
+    config.attempt_timeout = attempt_timeout;
     OssStore::new(config).unwrap()
 }
 
@@ -171,22 +176,6 @@ async fn uploads_send_no_checksum_trailers_oss_would_reject() {
     );
 }
 
-fn store_at(endpoint: String) -> OssStore {
-    let mut config = OssConfig::new("cn-hangzhou")
-        .unwrap()
-        .with_endpoint(endpoint)
-        .path_style(true)
-        .with_credentials(AccessKey {
-            id: "LTAI5tExample".into(),
-            secret: Secret::new("never-printed-secret"),
-            security_token: None,
-        });
-    config.initial_backoff = Duration::from_millis(5);
-    config.max_attempts = 3;
-    config.attempt_timeout = Duration::from_millis(2000);
-    OssStore::new(config).unwrap()
-}
-
 /// A download whose connection dies mid-body is an error, never a short object taken as
 /// whole; the next GET gets all of it.
 #[tokio::test]
@@ -205,7 +194,7 @@ async fn a_body_cut_mid_download_is_an_error_not_a_short_object() {
             .with_header("last-modified", "Wed, 25 Nov 2026 10:00:00 GMT")
     })
     .await;
-    let store = store_at(server.uri());
+    let store = store_at(server.uri(), Duration::from_secs(2));
     let err = store.get_bytes(&uri()).await.unwrap_err();
     assert!(err.is_retryable(), "a cut is transient: {err:?}");
     let again = store.get_bytes(&uri()).await.unwrap();
@@ -225,7 +214,7 @@ async fn an_upload_whose_connection_drops_is_retried_whole() {
         }
     })
     .await;
-    let store = store_at(server.uri());
+    let store = store_at(server.uri(), Duration::from_secs(2));
     let body = bytes::Bytes::from(vec![7u8; 10_000]);
     let put = store.put(&uri(), body.clone()).await.unwrap();
     assert_eq!(put.size, 10_000);
