@@ -31,7 +31,6 @@ use rag_core::{
     AccessKey, ChatModel, DeploySpec, EmbeddingModel, JobKind, JobSpec, ModelDeployer, ObjectStore,
     Secret, StoreUri, TrainingBackend, VectorIndex, WaitOptions,
 };
-use serde::Serialize;
 
 use crate::config::{
     DeployBackend, IndexBackend, JobsBackend, LlmBackend, LlmFineTuneBackend, LoopConfig,
@@ -62,22 +61,8 @@ pub struct Connected {
     pub job_command: Vec<String>,
 }
 
-/// What the configured loop did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConfiguredSummary {
-    /// Each stage: what happened, how long, how many LLM tokens.
-    pub stages: Vec<StageLine>,
-    /// Retrieval quality (BM25, dense, hybrid) when `[eval] queries` is set.
-    pub evaluation: Vec<MetricsRow>,
-    /// The answered question.
-    pub answer: Answer,
-    /// The evaluation report, when queries were evaluated.
-    pub report: Option<PathBuf>,
-    /// Total wall time.
-    pub seconds: f64,
-    /// LLM tokens of every stage.
-    pub total_tokens: u64,
-}
+/// What the configured loop did: the same summary as the local loop's.
+pub type ConfiguredSummary = crate::local_loop::LoopSummary;
 
 fn wait_options() -> WaitOptions {
     WaitOptions {
@@ -1193,19 +1178,5 @@ impl std::ops::Deref for Offline {
 
 /// The summary as the terminal shows it.
 pub fn render(s: &ConfiguredSummary) -> String {
-    let mut out = crate::local_loop::render_stages(&s.stages);
-    out.push_str(&crate::local_loop::render_evaluation(&s.evaluation));
-    out.push_str(&crate::local_loop::render_answer(&s.answer));
-    if let Some(r) = &s.report {
-        out.push_str(&format!(
-            "\nReport: {} (chart: {})\n",
-            r.display(),
-            r.with_extension("png").display()
-        ));
-    }
-    out.push_str(&format!(
-        "\nTotal {:.1}s, {} LLM tokens\n",
-        s.seconds, s.total_tokens
-    ));
-    out
+    crate::local_loop::render(s)
 }

@@ -100,6 +100,8 @@ pub struct LoopSummary {
     pub report: Option<PathBuf>,
     /// Total wall time.
     pub seconds: f64,
+    /// LLM tokens of every stage.
+    pub total_tokens: u64,
 }
 
 /// Runs the seven stages and the evaluation.
@@ -475,12 +477,14 @@ pub async fn run(config: &LocalLoopConfig, progress: Arc<dyn Progress>) -> Resul
     if let Some(last) = stages.last_mut() {
         last.tokens = u64::from(answer.usage.total_tokens);
     }
+    let total_tokens = stages.iter().map(|s| s.tokens).sum();
     Ok(LoopSummary {
         stages,
         evaluation,
         answer,
         report,
         seconds: t0.elapsed().as_secs_f64(),
+        total_tokens,
     })
 }
 
@@ -496,7 +500,10 @@ pub fn render(summary: &LoopSummary) -> String {
             r.with_extension("png").display()
         ));
     }
-    out.push_str(&format!("\nTotal {:.1}s\n", summary.seconds));
+    out.push_str(&format!(
+        "\nTotal {:.1}s, {} LLM tokens\n",
+        summary.seconds, summary.total_tokens
+    ));
     out
 }
 

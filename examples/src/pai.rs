@@ -17,6 +17,10 @@ pub enum PaiCommand {
     Status {
         /// The job id (`dlc…`).
         job_id: String,
+        /// Print `{"job_id", "status"}` as JSON, the status as `rag_core::JobStatus`
+        /// serialises it: `{"state": "running"}`, `{"state": "failed", "reason": "…"}`, ….
+        #[arg(long)]
+        json: bool,
     },
     /// Print a job's log; `--follow` streams it until the job ends.
     Logs {
@@ -157,9 +161,16 @@ pub fn job_spec(args: &SubmitArgs) -> JobSpec {
 pub async fn run(cmd: PaiCommand) -> Result<()> {
     match cmd {
         PaiCommand::Submit(args) => submit(*args).await,
-        PaiCommand::Status { job_id } => {
+        PaiCommand::Status { job_id, json } => {
             let status = env_backend()?.status(&JobId(job_id.clone())).await?;
-            println!("{job_id}: {status:?}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"job_id": job_id, "status": status})
+                );
+            } else {
+                println!("{job_id}: {status:?}");
+            }
             Ok(())
         }
         PaiCommand::Logs { job_id, follow } => {

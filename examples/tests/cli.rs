@@ -259,6 +259,14 @@ fn pai_submit_sends_create_job_and_prints_the_job_id() {
             .expect(1)
             .mount(&server)
             .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/jobs/dlc7abc"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "JobId": "dlc7abc", "Status": "Failed", "ReasonCode": "JobFailed",
+                "ReasonMessage": "exit code 1", "RequestId": "r-2"
+            })))
+            .mount(&server)
+            .await;
         server
     });
     let mut args = SUBMIT.to_vec();
@@ -272,6 +280,28 @@ fn pai_submit_sends_create_job_and_prints_the_job_id() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "submitted dlc7abc\n");
     rt.block_on(server.verify());
+
+    // `pai status --json` for scripts: the status as rag-core serialises it.
+    let out = ragloop()
+        .args(["pai", "status", "--json", "dlc7abc"])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIcli")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret-value")
+        .env("PAI_REGION", "cn-hangzhou")
+        .env("PAI_WORKSPACE_ID", "ws-1")
+        .env("PAI_DLC_ENDPOINT", &uri)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["job_id"], "dlc7abc");
+    assert_eq!(
+        status["status"],
+        serde_json::json!({"state": "failed", "reason": "JobFailed: exit code 1"})
+    );
 }
 
 /// Secrets given through the environment never reach the output, even with every log level on:
