@@ -1,11 +1,15 @@
 //! `ragloop run --config`, `ingest`, `index`, `ask` and `bailian` as a user runs them: an all-local
 //! configuration end to end, OSS on a real S3 server (moto) with an OpenAI-compatible LLM
-//! (wiremock), Bailian deployments on the documented wire format, dry runs and missing
-//! credentials.
+//! (wiremock), Elasticsearch and OpenSearch (vector-store's fake clusters), Bailian deployments
+//! on the documented wire format, dry runs and missing credentials.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
+
+// vector-store's fake Elasticsearch 8 / OpenSearch 2 cluster (the wire format, on wiremock).
+#[path = "../../vector-store/tests/support/fake_cluster.rs"]
+mod fake_cluster;
 
 use std::path::{Path, PathBuf};
 
@@ -968,4 +972,53 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CUDA out of memory at step 3"), "{err}");
     assert!(err.contains("JobFailed"), "{err}");
+}
+
+/// `[index] backend = "elasticsearch"` and `"opensearch"`: stages 6 and 7 of `ragloop run
+/// --config` on a cluster speaking each engine's wire format, then `ragloop ask` on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loop_indexes_into_and_answers_from_elasticsearch_and_opensearch() {
+    for (engine, name) in [
+        (vector_store::Engine::Elasticsearch8, "elasticsearch"),
+        (vector_store::Engine::OpenSearch2, "opensearch"),
+    ] {
+        let cluster = fake_cluster::Running::start(engine).await;
+        let (dir, config) = project(&format!(
+            "[index]\nbackend = \"{name}\"\nurl = \"{}\"\n",
+            cluster.uri()
+        ));
+        let mut run = ragloop(dir.path());
+        run.args(["run", "--json", "--config"])
+            .arg(&config)
+            .env("RAGLOOP_SEARCH_API_KEY", "search-key");
+        let summary = json_of(&mut run).await;
+        let index = summary["stages"][5]["summary"].as_str().unwrap();
+        assert!(index.contains("2 in rag-index"), "{name}: {index}");
+        assert_eq!(
+            summary["answer"]["citations"][0]["doc_id"], "kill.2",
+            "{name}: {summary}"
+        );
+        let requests = cluster.requests().await;
+        assert!(
+            requests
+                .iter()
+                .any(|(m, p, _)| m == "PUT" && p == "/rag-index"),
+            "{name}: the index was created"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|(m, p, _)| m == "POST" && p.starts_with("/_bulk")),
+            "{name}: records went in through _bulk"
+        );
+
+        let mut ask = ragloop(dir.path());
+        ask.args(["ask", "--json", "How do I duplicate a file descriptor?"])
+            .env("RAGLOOP_SEARCH_API_KEY", "search-key");
+        let answer = json_of(&mut ask).await;
+        assert_eq!(
+            answer["citations"][0]["doc_id"], "dup.2",
+            "{name}: {answer}"
+        );
+    }
 }
