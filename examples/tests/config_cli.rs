@@ -904,23 +904,28 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
             serde_json::to_string(script).unwrap()
         )
     };
-    let (dir, config) = project("");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let root = "root = \"oss://llm-bucket/\"\n";
-    std::fs::write(&config, format!("{root}{text}{}", config_for(&trainer))).unwrap();
     let keys = |c: &mut tokio::process::Command| {
         c.env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing");
     };
-    for args in [
-        &["ingest", "--json"][..],
-        &["qa-pairs", "--json", "--validation", "0"],
-    ] {
-        let mut c = ragloop(dir.path());
-        c.args(args);
-        keys(&mut c);
-        json_of(&mut c).await;
-    }
+    // A project on `bucket` whose stage 3 runs `trainer`, ingested and with its dataset built.
+    let prepare = async |bucket: &str, trainer: &str| {
+        let (dir, config) = project("");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let root = format!("root = \"oss://{bucket}/\"\n");
+        std::fs::write(&config, format!("{root}{text}{}", config_for(trainer))).unwrap();
+        for args in [
+            &["ingest", "--json"][..],
+            &["qa-pairs", "--json", "--validation", "0"],
+        ] {
+            let mut c = ragloop(dir.path());
+            c.args(args);
+            keys(&mut c);
+            json_of(&mut c).await;
+        }
+        (dir, config)
+    };
+    let (dir, config) = prepare("llm-bucket", &trainer).await;
     let mut run = ragloop(dir.path());
     run.args(["run", "--json", "--config"]).arg(&config);
     keys(&mut run);
@@ -950,20 +955,8 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
     // A job that fails: its reason and the end of its log (another bucket: the first run's
     // model is complete in this one).
     s3.store("llm-bucket-2").await.unwrap();
-    let (dir, config) = project("");
-    let text = std::fs::read_to_string(&config).unwrap();
     let failing = "echo 'CUDA out of memory at step 3' >&2; exit 3";
-    let root = "root = \"oss://llm-bucket-2/\"\n";
-    std::fs::write(&config, format!("{root}{text}{}", config_for(failing))).unwrap();
-    for args in [
-        &["ingest", "--json"][..],
-        &["qa-pairs", "--json", "--validation", "0"],
-    ] {
-        let mut c = ragloop(dir.path());
-        c.args(args);
-        keys(&mut c);
-        json_of(&mut c).await;
-    }
+    let (dir, config) = prepare("llm-bucket-2", failing).await;
     let mut run = ragloop(dir.path());
     run.args(["run", "--config"]).arg(&config);
     keys(&mut run);

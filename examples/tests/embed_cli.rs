@@ -74,6 +74,18 @@ fn shards(dir: &Path) -> Vec<Shard> {
         .collect()
 }
 
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not) and parses its stdout as JSON.
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 #[test]
 fn embed_writes_shards_pyarrow_reads_and_a_rerun_keeps() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,33 +251,27 @@ fn run_with_a_neural_model_fine_tunes_it_as_a_job_and_answers_with_it() {
     let qpath = dir.path().join("queries.jsonl");
     std::fs::write(&qpath, queries).unwrap();
     let work = dir.path().join("work");
-    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
-        .args([
-            "run",
-            "--json",
-            "--dims",
-            "64",
-            "--fine-tune",
-            "adapter",
-            "--question",
-            "What does getent display?",
-        ])
-        .arg("--model")
-        .arg(model_dir())
-        .arg("--data")
-        .arg(&docs)
-        .arg("--queries")
-        .arg(&qpath)
-        .arg("--work-dir")
-        .arg(&work)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args([
+                "run",
+                "--json",
+                "--dims",
+                "64",
+                "--fine-tune",
+                "adapter",
+                "--question",
+                "What does getent display?",
+            ])
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&qpath)
+            .arg("--work-dir")
+            .arg(&work),
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let trainings: Vec<&str> = summary["stages"]
         .as_array()
         .unwrap()
@@ -352,24 +358,18 @@ fn embed_reads_from_and_writes_to_an_s3_compatible_store() {
         ))
         .unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
-        .args(["embed", "--json", "--shard-rows", "32", "--threads", "2"])
-        .args(["--model", "oss://embed-bucket/models/minilm/"])
-        .arg("--model-cache")
-        .arg(dir.path().join("cache"))
-        .args(["--input", "oss://embed-bucket/raw-docs/"])
-        .args(["--output", "oss://embed-bucket/vector-indexes/minilm/"])
-        .args(["--endpoint", server.endpoint()])
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["embed", "--json", "--shard-rows", "32", "--threads", "2"])
+            .args(["--model", "oss://embed-bucket/models/minilm/"])
+            .arg("--model-cache")
+            .arg(dir.path().join("cache"))
+            .args(["--input", "oss://embed-bucket/raw-docs/"])
+            .args(["--output", "oss://embed-bucket/vector-indexes/minilm/"])
+            .args(["--endpoint", server.endpoint()])
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing"),
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["documents"], 3);
     let shards = summary["shards"]["shards"].as_u64().unwrap() as usize;
     let listed: Vec<rag_core::ObjectMeta> = rt
@@ -423,28 +423,22 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
     let qpath = dir.path().join("queries.jsonl");
     std::fs::write(&qpath, queries).unwrap();
     let output = dir.path().join("store/models/emb-v1");
-    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
-        .args(["train", "--json", "--max-steps", "3", "--batch-size", "4"])
-        .args(["--max-passage-tokens", "32", "--max-query-tokens", "16"])
-        .args(["--hold-out", "0.2"])
-        .arg("--base-model")
-        .arg(model_dir())
-        .arg("--data")
-        .arg(&docs)
-        .arg("--output")
-        .arg(&output)
-        .arg("--queries")
-        .arg(&qpath)
-        .arg("--eval-queries")
-        .arg(&qpath)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["train", "--json", "--max-steps", "3", "--batch-size", "4"])
+            .args(["--max-passage-tokens", "32", "--max-query-tokens", "16"])
+            .args(["--hold-out", "0.2"])
+            .arg("--base-model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--output")
+            .arg(&output)
+            .arg("--queries")
+            .arg(&qpath)
+            .arg("--eval-queries")
+            .arg(&qpath),
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 3);
     assert_eq!(summary["documents"], 24);
     let evals = summary["evaluations"].as_array().unwrap();
@@ -549,26 +543,20 @@ fn train_with_synthetic_questions_from_an_llm() {
     let dir = tempfile::tempdir().unwrap();
     let docs = input(dir.path(), 8);
     let output = dir.path().join("out");
-    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
-        .args(["train", "--json", "--mode", "adapter", "--mine", "none"])
-        .args(["--synthetic", "2", "--hold-out", "0", "--epochs", "3"])
-        .arg("--base-model")
-        .arg(model_dir())
-        .arg("--data")
-        .arg(&docs)
-        .arg("--output")
-        .arg(&output)
-        .env("RAGLOOP_LLM_BASE_URL", format!("{}/v1", server.uri()))
-        .env("RAGLOOP_LLM_MODEL", "qwen-test")
-        .env_remove("DASHSCOPE_API_KEY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["train", "--json", "--mode", "adapter", "--mine", "none"])
+            .args(["--synthetic", "2", "--hold-out", "0", "--epochs", "3"])
+            .arg("--base-model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--output")
+            .arg(&output)
+            .env("RAGLOOP_LLM_BASE_URL", format!("{}/v1", server.uri()))
+            .env("RAGLOOP_LLM_MODEL", "qwen-test")
+            .env_remove("DASHSCOPE_API_KEY"),
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let synthetic = &summary["synthetic"];
     assert_eq!(synthetic["documents"], 8);
     assert_eq!(synthetic["pairs"], 14, "{synthetic}");
@@ -621,24 +609,18 @@ fn eval_writes_the_report_for_every_retriever() {
     )
     .unwrap();
     let out_dir = dir.path().join("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
-        .args(["eval", "--json", "--dims", "64"])
-        .arg("--model")
-        .arg(model_dir())
-        .arg("--data")
-        .arg(&docs)
-        .arg("--queries")
-        .arg(&queries)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["eval", "--json", "--dims", "64"])
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--out")
+            .arg(&out_dir),
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows: Vec<&str> = summary["rows"]
         .as_array()
         .unwrap()
