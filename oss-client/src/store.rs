@@ -149,6 +149,18 @@ impl OssStore {
         uri: &StoreUri,
         range: Option<String>,
     ) -> Result<(ObjectMeta, SdkStream)> {
+        let (meta, body, _) = self.get_object_if(uri, range, None).await?;
+        Ok((meta, body))
+    }
+
+    /// GetObject, with `If-Match: if_match` when given (a changed object is then refused with
+    /// 412 rather than spliced onto the bytes read so far).
+    async fn get_object_if(
+        &self,
+        uri: &StoreUri,
+        range: Option<String>,
+        if_match: Option<String>,
+    ) -> Result<(ObjectMeta, SdkStream, Option<String>)> {
         let key = object_key(uri)?;
         let out = self
             .client
@@ -156,6 +168,7 @@ impl OssStore {
             .bucket(uri.bucket())
             .key(key)
             .set_range(range)
+            .set_if_match(if_match)
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &uri.to_string()))?;
@@ -167,7 +180,8 @@ impl OssStore {
             None => out.content_length().unwrap_or(0).max(0) as u64,
         };
         let meta = object_meta(uri.clone(), size, out.last_modified(), out.e_tag());
-        Ok((meta, out.body))
+        let content_range = out.content_range().map(str::to_string);
+        Ok((meta, out.body, content_range))
     }
 }
 
@@ -224,17 +238,67 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
     out
 }
 
-fn body_stream(body: SdkStream, what: String) -> ByteStream {
-    stream::try_unfold(body, move |mut body| {
-        let what = what.clone();
-        async move {
-            match body.try_next().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, body))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(Error::Unavailable {
-                    message: format!("{what}: download broke off: {e}"),
-                    source: Some(Box::new(e)),
-                }),
+/// Where a download stands: the body being read, how far it got, and what a resumption needs.
+struct Download {
+    store: OssStore,
+    uri: StoreUri,
+    e_tag: Option<String>,
+    size: u64,
+    offset: u64,
+    body: SdkStream,
+    resumes_left: u32,
+}
+
+/// The object's bytes as a stream. A body that breaks off is resumed where it stopped — a
+/// ranged GET from the offset reached, `If-Match` the first answer's ETag, so a replaced
+/// object fails (412) instead of mixing two versions — up to `max_attempts - 1` times; then
+/// the stream ends with [`Error::Unavailable`], never short.
+fn body_stream(store: &OssStore, meta: &ObjectMeta, body: SdkStream) -> ByteStream {
+    let state = Download {
+        store: store.clone(),
+        uri: meta.uri.clone(),
+        e_tag: meta.e_tag.clone(),
+        size: meta.size,
+        offset: 0,
+        body,
+        resumes_left: store.config.max_attempts.saturating_sub(1),
+    };
+    stream::try_unfold(state, |mut d| async move {
+        loop {
+            match d.body.try_next().await {
+                Ok(Some(chunk)) => {
+                    d.offset += chunk.len() as u64;
+                    return Ok(Some((chunk, d)));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) if d.resumes_left > 0 && d.e_tag.is_some() && d.offset < d.size => {
+                    d.resumes_left -= 1;
+                    tracing::warn!(uri = %d.uri, offset = d.offset, error = %e, "download broke off; resuming");
+                    let range = Some(format!("bytes={}-", d.offset));
+                    let if_match = d.e_tag.as_ref().map(|e| format!("\"{e}\""));
+                    let (_, body, answered) =
+                        d.store.get_object_if(&d.uri, range, if_match).await?;
+                    // Only the asked-for bytes may follow: a server that ignored the range
+                    // would repeat the start of the object.
+                    let expected = format!("bytes {}-", d.offset);
+                    if !answered.as_deref().is_some_and(|r| r.starts_with(&expected)) {
+                        return Err(Error::Unavailable {
+                            message: format!(
+                                "{}: download broke off at byte {} and the server did not resume \
+                                 it (Content-Range {answered:?})",
+                                d.uri, d.offset
+                            ),
+                            source: None,
+                        });
+                    }
+                    d.body = body;
+                }
+                Err(e) => {
+                    return Err(Error::Unavailable {
+                        message: format!("{}: download broke off: {e}", d.uri),
+                        source: Some(Box::new(e)),
+                    });
+                }
             }
         }
     })
@@ -255,8 +319,8 @@ impl ObjectStore for OssStore {
     async fn get(&self, uri: &StoreUri) -> Result<GetResult> {
         let (meta, body) = self.get_object(uri, None).await?;
         Ok(GetResult {
+            stream: body_stream(self, &meta, body),
             meta,
-            stream: body_stream(body, uri.to_string()),
         })
     }
 

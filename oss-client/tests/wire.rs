@@ -176,30 +176,114 @@ async fn uploads_send_no_checksum_trailers_oss_would_reject() {
     );
 }
 
-/// A download whose connection dies mid-body is an error, never a short object taken as
-/// whole; the next GET gets all of it.
+/// A download whose connection dies mid-body resumes where it stopped: a ranged GET from the
+/// bytes received, `If-Match` the object's ETag, and only a `206` for exactly that range is
+/// spliced on. A server that ignores the range, an object replaced in between (412), or cuts
+/// past the attempts end in an error — never a short or mixed object.
 #[tokio::test]
-async fn a_body_cut_mid_download_is_an_error_not_a_short_object() {
+async fn a_download_cut_mid_body_resumes_by_range_or_fails_never_short() {
     use rag_core::conformance::http_faults::{FaultServer, Reply};
-    let object = vec![b'x'; 4096];
-    let whole = object.clone();
-    let server = FaultServer::start(move |_req, n| {
-        let reply = if n == 0 {
-            Reply::cut(200, &whole[..1000], whole.len())
-        } else {
-            Reply::ok(&whole)
-        };
-        reply
-            .with_header("etag", "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"")
+    const ETAG: &str = "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"";
+    let object: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let start = |obj: &[u8]| {
+        Reply::cut(200, &obj[..1000], obj.len())
+            .with_header("etag", ETAG)
             .with_header("last-modified", "Wed, 25 Nov 2026 10:00:00 GMT")
+    };
+
+    // Resumed: the second GET asks for the rest of the same version.
+    let obj = object.clone();
+    let server = FaultServer::start(move |req, n| {
+        if n == 0 {
+            return start(&obj);
+        }
+        assert_eq!(req.header("range"), Some("bytes=1000-"));
+        assert_eq!(req.header("if-match"), Some(ETAG));
+        Reply::Full {
+            status: 206,
+            headers: vec![
+                ("etag".into(), ETAG.into()),
+                ("content-range".into(), "bytes 1000-4095/4096".into()),
+            ],
+            body: obj[1000..].to_vec(),
+        }
+    })
+    .await;
+    let store = store_at(server.uri(), Duration::from_secs(2));
+    assert_eq!(store.get_bytes(&uri()).await.unwrap(), object);
+    assert_eq!(server.requests().len(), 2);
+
+    // A server that ignores the range and sends the whole object again.
+    let obj = object.clone();
+    let server = FaultServer::start(move |_req, n| {
+        if n == 0 {
+            start(&obj)
+        } else {
+            Reply::ok(&obj).with_header("etag", ETAG)
+        }
     })
     .await;
     let store = store_at(server.uri(), Duration::from_secs(2));
     let err = store.get_bytes(&uri()).await.unwrap_err();
-    assert!(err.is_retryable(), "a cut is transient: {err:?}");
-    let again = store.get_bytes(&uri()).await.unwrap();
-    assert_eq!(again.len(), object.len());
-    assert_eq!(server.requests().len(), 2);
+    assert!(err.to_string().contains("did not resume"), "{err}");
+
+    // The object was replaced between the two GETs.
+    let obj = object.clone();
+    let server = FaultServer::start(move |_req, n| {
+        if n == 0 {
+            start(&obj)
+        } else {
+            Reply::Full {
+                status: 412,
+                headers: vec![("content-type".into(), "application/xml".into())],
+                body: oss_error(
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold.",
+                )
+                .into_bytes(),
+            }
+        }
+    })
+    .await;
+    let store = store_at(server.uri(), Duration::from_secs(2));
+    assert!(store.get_bytes(&uri()).await.is_err());
+
+    // Cut every time: two resumptions (three attempts), then an error.
+    let obj = object.clone();
+    let server = FaultServer::start(move |req, n| {
+        if n == 0 {
+            return start(&obj);
+        }
+        let from: usize = req.header("range").unwrap()["bytes=".len()..]
+            .trim_end_matches('-')
+            .parse()
+            .unwrap();
+        Reply::Cut {
+            status: 206,
+            headers: vec![
+                ("etag".into(), ETAG.into()),
+                ("content-range".into(), format!("bytes {from}-4095/4096")),
+            ],
+            declared: 4096 - from,
+            sent: obj[from..from + 10].to_vec(),
+        }
+    })
+    .await;
+    let store = store_at(server.uri(), Duration::from_secs(2));
+    let err = store.get_bytes(&uri()).await.unwrap_err();
+    assert!(
+        err.is_retryable() && err.to_string().contains("broke off"),
+        "{err:?}"
+    );
+    let ranges: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("range").map(str::to_string))
+        .collect();
+    assert_eq!(
+        ranges,
+        [None, Some("bytes=1000-".into()), Some("bytes=1010-".into())]
+    );
 }
 
 /// An upload whose connection closes before any answer is sent again, whole, and succeeds.
