@@ -331,3 +331,28 @@ async fn a_listing_that_is_not_the_documented_xml_is_an_error_not_an_empty_list(
         assert!(listed.is_err(), "{body:?} listed as {listed:?}");
     }
 }
+
+/// A peer that stalls mid-body (sends part, then nothing, connection open) does not hang the
+/// download: the SDK's stalled-stream protection (no byte for a 5 s grace period) breaks it
+/// off, the resumption is tried, and the download ends in an error.
+#[tokio::test]
+async fn a_download_that_stalls_mid_body_does_not_hang() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let server = FaultServer::start(|_req, _n| Reply::Stall {
+        status: 200,
+        headers: vec![("etag".into(), "\"abc\"".into())],
+        declared: 4096,
+        sent: vec![b'x'; 100],
+    })
+    .await;
+    let store = store_at(server.uri(), Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(20), store.get_bytes(&uri())).await;
+    let err = got.expect("the download hung").unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -72,6 +72,18 @@ pub enum Reply {
     },
     /// The connection closes after the request is read, with no answer at all.
     Close,
+    /// Like `Cut`, but the connection then stays open, silent, until the client gives up: a
+    /// peer that stalls mid-body.
+    Stall {
+        /// HTTP status.
+        status: u16,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+        /// The `Content-Length` announced.
+        declared: usize,
+        /// The bytes actually sent.
+        sent: Vec<u8>,
+    },
 }
 
 impl Reply {
@@ -94,9 +106,12 @@ impl Reply {
         }
     }
 
-    /// Adds a header to a `Full` or `Cut` reply.
+    /// Adds a header to a `Full`, `Cut` or `Stall` reply.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        if let Self::Full { headers, .. } | Self::Cut { headers, .. } = &mut self {
+        if let Self::Full { headers, .. }
+        | Self::Cut { headers, .. }
+        | Self::Stall { headers, .. } = &mut self
+        {
             headers.push((name.to_string(), value.to_string()));
         }
         self
@@ -255,6 +270,20 @@ async fn serve(
         } => {
             socket.write_all(&head(status, &headers, declared)).await?;
             socket.write_all(&sent).await?;
+        }
+        Reply::Stall {
+            status,
+            headers,
+            declared,
+            sent,
+        } => {
+            socket.write_all(&head(status, &headers, declared)).await?;
+            socket.write_all(&sent).await?;
+            socket.flush().await?;
+            // Silent until the client hangs up (a read then returns 0 or fails).
+            let mut byte = [0u8; 1];
+            let _ = reader.read(&mut byte).await;
+            return Ok(());
         }
     }
     socket.flush().await?;
