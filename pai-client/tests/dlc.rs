@@ -499,3 +499,28 @@ async fn a_slow_service_times_out_as_a_typed_error() {
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert_eq!(server.received_requests().await.unwrap().len(), 3);
 }
+
+/// A service that stalls mid-answer (part of the body, then silence) does not hang a call: the
+/// request time-out ends each attempt, reads are retried, then it is a typed error.
+#[tokio::test]
+async fn a_service_that_stalls_mid_answer_does_not_hang() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let server = FaultServer::start(|_req, _n| Reply::Stall {
+        status: 200,
+        headers: Vec::new(),
+        declared: 500,
+        sent: br#"{"JobId": "dlc1", "Sta"#.to_vec(),
+    })
+    .await;
+    let pai = backend_at(config_at(server.uri(), SECRET));
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        pai.status(&rag_core::JobId("dlc1".into())),
+    )
+    .await;
+    let err = got.expect("the call hung").unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(server.requests().len(), 3, "each attempt timed out");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
