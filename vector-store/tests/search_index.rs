@@ -639,3 +639,27 @@ async fn malformed_answers_are_typed_errors_never_panics_or_silent_writes() {
         }
     }
 }
+
+/// A cluster that stalls mid-answer (part of the body, then silence) does not hang a call: the
+/// request time-out ends each attempt, then it is a typed error.
+#[tokio::test]
+async fn a_cluster_that_stalls_mid_answer_does_not_hang() {
+    use rag_core::conformance::http_faults::{FaultServer, Reply};
+    let server = FaultServer::start(|_req, _n| Reply::Stall {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        declared: 200,
+        sent: br#"{"count": 1"#.to_vec(),
+    })
+    .await;
+    let cfg = SearchConfig::new(server.uri(), Engine::Elasticsearch8)
+        .with_timeout(Duration::from_millis(300))
+        .with_retries(2, Duration::from_millis(1), Duration::from_millis(1));
+    let index = SearchIndex::new(cfg).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), index.count("rag-index")).await;
+    let err = got.expect("the call hung").unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Unavailable { .. }),
+        "{err:?}"
+    );
+}
