@@ -507,7 +507,7 @@ impl Pipeline {
         self.progress.begin(stage, None);
         let trainer = &self.backends.trainer;
         let record = spec.output.as_prefix().join(JOB_RECORD)?;
-        let (id, reattached) = match self.unfinished_job(&record).await? {
+        let (id, reattached) = match self.unfinished_job(&record, &marker).await? {
             Some(id) => {
                 tracing::info!(%stage, job = %id, "waiting for the job an earlier run submitted");
                 (id, true)
@@ -550,10 +550,10 @@ impl Pipeline {
         })
     }
 
-    /// The job recorded at `record` if the backend still has it queued or running (or finished
-    /// with success, so its output is checked rather than trained again). A failed, stopped or
-    /// unknown job, or an unreadable record, means a new job.
-    async fn unfinished_job(&self, record: &StoreUri) -> Result<Option<JobId>> {
+    /// The job recorded at `record` if the backend still has it queued or running, or it has
+    /// just succeeded and its `marker` is there now. A failed, stopped or unknown job, one that
+    /// succeeded but whose output was since removed, or an unreadable record means a new job.
+    async fn unfinished_job(&self, record: &StoreUri, marker: &StoreUri) -> Result<Option<JobId>> {
         let bytes = match self.backends.store.get_bytes(record).await {
             Ok(bytes) => bytes,
             Err(Error::NotFound { .. }) => return Ok(None),
@@ -565,7 +565,8 @@ impl Pipeline {
         };
         let id = JobId(rec.job_id);
         match self.backends.trainer.status(&id).await {
-            Ok(JobStatus::Queued | JobStatus::Running | JobStatus::Succeeded) => Ok(Some(id)),
+            Ok(JobStatus::Queued | JobStatus::Running) => Ok(Some(id)),
+            Ok(JobStatus::Succeeded) if self.backends.store.exists(marker).await? => Ok(Some(id)),
             Ok(status) => {
                 tracing::info!(job = %id, ?status, "the recorded job did not finish; submitting a new one");
                 Ok(None)

@@ -284,6 +284,15 @@ async fn a_resumed_run_waits_for_the_job_it_submitted_before_it_was_interrupted(
     assert_eq!(jobs(), 1, "no second job was submitted");
     assert!(target.join("_SUCCESS").is_file());
 
+    // The user removes the marker to train again: the finished job is not taken for it.
+    std::fs::remove_file(target.join("_SUCCESS")).unwrap();
+    let retrained = p
+        .run_job(Stage::TrainEmbeddings, &spec, fast_wait())
+        .await
+        .unwrap();
+    assert!(!retrained.reattached && !retrained.skipped, "{retrained:?}");
+    assert_eq!(jobs(), 2);
+
     let failing = JobSpec::new(
         "fails-once",
         JobKind::Script,
@@ -311,7 +320,7 @@ async fn a_resumed_run_waits_for_the_job_it_submitted_before_it_was_interrupted(
         !again.reattached,
         "a failed job is replaced, not waited for"
     );
-    assert_eq!(jobs(), 3);
+    assert_eq!(jobs(), 4);
 }
 
 /// An index that refuses every third record with a retryable error the first time it sees it,
