@@ -19,7 +19,7 @@ use rag_core::training::{JobId, JobKind, JobSpec, JobStatus, TrainingBackend};
 use rag_core::{Error, ObjectStore, Result, StoreUri};
 use serde_json::{Value, json};
 
-use crate::lifecycle::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};
+use crate::studio::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};
 
 /// The file a succeeded fine-tune leaves in its output prefix, naming the fine-tuned model.
 pub const MODEL_RECORD: &str = "bailian-model.json";
@@ -83,7 +83,7 @@ impl BailianFineTunes {
             .get(&job.job_id)
             .cloned();
         let Some(output) = output else { return Ok(()) };
-        let marker = output.join(rag_core::pipeline::SUCCESS_MARKER)?;
+        let marker = output.join(rag_core::training::SUCCESS_MARKER)?;
         if self.store.exists(&marker).await? {
             return Ok(());
         }

@@ -1,6 +1,8 @@
+//! [`BailianConfig`]: where DashScope is, the key, time-outs and the retry policy.
+
 use std::time::Duration;
 
-use rag_core::{Error, Result, Secret};
+use rag_core::{Error, Result, RetryPolicy, Secret};
 
 /// DashScope regions with their own endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +11,21 @@ pub enum Region {
     Beijing,
     /// International (Singapore): `dashscope-intl.aliyuncs.com`.
     Singapore,
+}
+
+impl std::str::FromStr for Region {
+    type Err = Error;
+
+    /// `beijing` / `cn-beijing`, or `singapore` / `ap-southeast-1` / `intl`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "beijing" | "cn-beijing" => Ok(Self::Beijing),
+            "singapore" | "ap-southeast-1" | "intl" => Ok(Self::Singapore),
+            other => Err(Error::invalid(format!(
+                "DashScope region {other:?}: use beijing (cn-beijing) or singapore (ap-southeast-1)"
+            ))),
+        }
+    }
 }
 
 impl Region {
@@ -31,13 +48,10 @@ pub struct BailianConfig {
     pub timeout: Duration,
     /// Time limit of establishing a connection.
     pub connect_timeout: Duration,
-    /// Retries of a request answered 429 or 5xx, or that timed out or lost its connection.
-    pub max_retries: u32,
-    /// First wait before a retry; doubled each time up to `max_backoff`. A `Retry-After`
-    /// header wins (capped by `max_backoff` as well).
-    pub initial_backoff: Duration,
-    /// Longest wait between two attempts.
-    pub max_backoff: Duration,
+    /// Retries of a request answered 429 or 5xx, or that timed out or lost its connection:
+    /// pauses double from `retry.initial_backoff` up to `retry.max_backoff`, a `Retry-After`
+    /// header first (capped as well).
+    pub retry: RetryPolicy,
     /// Embedding requests in flight at once.
     pub embed_concurrency: usize,
 }
@@ -60,9 +74,7 @@ impl BailianConfig {
             api_key: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            max_retries: 3,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(20),
+            retry: RetryPolicy::new(3, Duration::from_millis(500), Duration::from_secs(20)),
             embed_concurrency: 4,
         }
     }

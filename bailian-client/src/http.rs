@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use rag_core::retry::{Failure, Request};
 use rag_core::{Error, Result};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
@@ -66,31 +67,22 @@ impl Http {
         .await
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or `max_retries` retries are spent;
-    /// pauses double from `initial_backoff` up to `max_backoff`, `Retry-After` first.
+    /// Runs `attempt` under the configured [`RetryPolicy`](rag_core::RetryPolicy). Every
+    /// DashScope call ragloop makes may be repeated: reads, chat and embeddings create nothing,
+    /// and fine-tune/deployment creation is guarded by the caller (it looks for the job or
+    /// deployment before creating one).
     async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut backoff = self.config.initial_backoff;
-        let mut retries = 0;
-        loop {
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && retries < self.config.max_retries => {
-                    retries += 1;
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(backoff)
-                        .min(self.config.max_backoff);
-                    tracing::warn!(what, attempt = retries, error = %e, ?wait, "DashScope call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.config
+            .retry
+            .run(&format!("DashScope {what}"), Request::Idempotent, |_| {
+                let fut = attempt();
+                async move { fut.await.map_err(Failure::from) }
+            })
+            .await
     }
 
     async fn once(

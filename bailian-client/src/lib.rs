@@ -48,12 +48,12 @@ mod config;
 mod embeddings;
 mod error;
 mod http;
-mod lifecycle;
 pub mod sse;
+mod studio;
 
 pub use backend::{BailianDeployer, BailianFineTunes, MODEL_RECORD};
 pub use chat::ChatClient;
 pub use config::{BailianConfig, Region};
 pub use embeddings::{EmbeddingClient, EmbeddingOptions};
 pub use error::ApiError;
-pub use lifecycle::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};
+pub use studio::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};

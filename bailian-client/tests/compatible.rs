@@ -20,8 +20,8 @@ fn config(server: &MockServer) -> BailianConfig {
     let mut c = BailianConfig::new(Region::Beijing)
         .with_api_base(format!("{}/compatible-mode/v1", server.uri()))
         .with_api_key(Secret::new(KEY));
-    c.initial_backoff = Duration::from_millis(10);
-    c.max_backoff = Duration::from_millis(200);
+    c.retry.initial_backoff = Duration::from_millis(10);
+    c.retry.max_backoff = Duration::from_millis(200);
     c
 }
 
@@ -252,7 +252,7 @@ async fn server_errors_give_up_after_max_retries_with_the_request_id() {
         .mount(&server)
         .await;
     let mut c = config(&server);
-    c.max_retries = 2;
+    c.retry.max_retries = 2;
     let llm = ChatClient::new(c, "qwen-plus").unwrap();
     let err = llm.chat(&ChatRequest::user("q")).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
@@ -306,7 +306,7 @@ async fn a_slow_server_times_out() {
         .await;
     let mut c = config(&server);
     c.timeout = Duration::from_millis(200);
-    c.max_retries = 1;
+    c.retry.max_retries = 1;
     let llm = ChatClient::new(c, "qwen-plus").unwrap();
     let t = std::time::Instant::now();
     let err = llm.chat(&ChatRequest::user("q")).await.unwrap_err();
@@ -507,9 +507,9 @@ async fn a_body_cut_mid_read_is_retried_within_one_budget() {
     let mut c = BailianConfig::new(Region::Beijing)
         .with_api_base(format!("http://{addr}/compatible-mode/v1"))
         .with_api_key(Secret::new(KEY));
-    c.initial_backoff = Duration::from_millis(1);
-    c.max_backoff = Duration::from_millis(5);
-    c.max_retries = 2;
+    c.retry.initial_backoff = Duration::from_millis(1);
+    c.retry.max_backoff = Duration::from_millis(5);
+    c.retry.max_retries = 2;
     let llm = ChatClient::new(c, "qwen-plus").unwrap();
     let req = ChatRequest {
         messages: vec![Message::user("dup?")],

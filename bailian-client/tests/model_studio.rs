@@ -213,7 +213,7 @@ async fn setup() -> (MockServer, FakeStudio, ModelStudio, Arc<InMemoryStore>) {
         .await;
     let mut config = BailianConfig::new(Region::Beijing).with_api_key(Secret::new("sk-studio"));
     config = config.with_native_base(format!("{}/api/v1", server.uri()));
-    config.initial_backoff = Duration::from_millis(5);
+    config.retry.initial_backoff = Duration::from_millis(5);
     let api = ModelStudio::new(config).unwrap();
     let store = Arc::new(InMemoryStore::new());
     store

@@ -1,5 +1,5 @@
 //! The seed's loop on Alibaba Cloud, configured from environment variables (a `LoopConfig`
-//! built in code; `ragloop run --config examples/configs/cloud.toml` is the same from a file).
+//! built in code; `ragloop run --config ragloop/configs/cloud.toml` is the same from a file).
 //!
 //! `cargo run --release -p examples --example cloud_loop [-- --dry-run]`
 //!
@@ -15,7 +15,7 @@
 //! | `RAGLOOP_SEARCH_URL` (+ `RAGLOOP_SEARCH_ENGINE`) | 6 | Elasticsearch / OpenSearch (else the embedded HNSW index) |
 //! | `DASHSCOPE_API_KEY` (+ `RAGLOOP_LLM_MODEL`) | 7 | answers with Bailian (else extractively) |
 //! | `RAGLOOP_DATA` | 1 | the documents (default `data/manpages/docs`) |
-//! | `RAGLOOP_BIN` | 2, 5 | the `ragloop` program local jobs run (default `ragloop` on `PATH`; `cargo install --path examples`) |
+//! | `RAGLOOP_BIN` | 2, 5 | the `ragloop` program local jobs run (default `ragloop` on `PATH`; `cargo install --path ragloop`) |
 //!
 //! With `--dry-run` it prints the plan and calls nothing; without a bucket it says so in one
 //! line.
@@ -23,9 +23,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use examples::config::{IndexBackend, JobsBackend, LlmBackend, LoopConfig, StoreBackend, Training};
-use examples::config_loop::{self, Connected};
-use examples::progress::BarProgress;
+use ragloop::config::{IndexBackend, JobsBackend, LlmBackend, LoopConfig, StoreBackend, Training};
+use ragloop::progress::BarProgress;
+use ragloop::runner::{self, Runner};
 
 /// The configuration the variables describe (`get` reads one; `std::env::var` in `main`).
 pub fn config_from_vars(get: impl Fn(&str) -> Option<String>) -> Result<LoopConfig> {
@@ -94,14 +94,14 @@ fn main() -> Result<()> {
     };
     let job_command = vec![std::env::var("RAGLOOP_BIN").unwrap_or_else(|_| "ragloop".into())];
     if dry_run {
-        print!("{}", config_loop::plan(&config, job_command)?);
+        print!("{}", ragloop::plan::plan(&config, job_command)?);
         return Ok(());
     }
     tokio::runtime::Runtime::new()?.block_on(async {
-        examples::logging::init();
-        let connected = Connected::connect(config, job_command).await?;
-        let summary = config_loop::run(&connected, Arc::new(BarProgress::new())).await?;
-        print!("{}", config_loop::render(&summary));
+        ragloop::logging::init();
+        let runner = Runner::connect(config, job_command).await?;
+        let summary = runner::run(&runner, Arc::new(BarProgress::new())).await?;
+        print!("{}", ragloop::render::render(&summary));
         Ok(())
     })
 }

@@ -20,8 +20,8 @@ use rag_core::chat::{ChatRequest, ChatResponse, Usage};
 use rag_core::index::{
     IndexRecord, IndexSchema, ItemError, Query, SearchHit, SearchRequest, UpsertReport, rrf_fuse,
 };
-use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore, LocalProcessBackend};
-use rag_core::pipeline::{Answer, Backends, Layout, LogProgress, Pipeline, PipelineOptions};
+use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore};
+use rag_core::pipeline::{Answer, Layout, Pipeline};
 use rag_core::{ChatModel, Error, Result, VectorIndex};
 
 /// One index: its schema and its records by id.
@@ -223,20 +223,12 @@ impl ChatModel for QuoteChat {
 /// Ingests `docs`, embeds with the hashed model, indexes into a [`FlatIndex`] and answers
 /// `question` with [`QuoteChat`].
 pub async fn run(docs: &Path, question: &str) -> anyhow::Result<Answer> {
-    let jobs = tempfile::tempdir()?;
-    let backends = Backends {
-        store: Arc::new(InMemoryStore::new()),
-        trainer: Arc::new(LocalProcessBackend::new(jobs.path())),
-        index: Arc::new(FlatIndex::default()),
-        chat: Arc::new(QuoteChat),
-        deployer: None,
-    };
     let pipeline = Pipeline::new(
-        backends,
+        Arc::new(InMemoryStore::new()),
         Layout::new("mem://custom/".parse()?),
-        PipelineOptions::default(),
     )
-    .with_progress(Arc::new(LogProgress));
+    .with_index(Arc::new(FlatIndex::default()))
+    .with_chat(Arc::new(QuoteChat));
     pipeline.ingest(docs).await?;
     let model = HashedEmbedding::new(HashedEmbeddingConfig::default())?;
     pipeline.embed(&model).await?;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Parser;
-use examples::eval::{EvalArgs, EvalSummary};
-use examples::progress::BarProgress;
+use ragloop::eval::{EvalArgs, EvalSummary};
+use ragloop::progress::BarProgress;
 
 /// The example's flags: `ragloop eval`'s.
 #[derive(Debug, Parser)]
@@ -21,7 +21,7 @@ pub struct Opts {
 
 /// Evaluates and writes the report.
 pub async fn run(args: &EvalArgs) -> Result<EvalSummary> {
-    examples::eval::run(args, Arc::new(BarProgress::quiet())).await
+    ragloop::eval::run(args, Arc::new(BarProgress::quiet())).await
 }
 
 #[allow(dead_code)] // the test that includes this file calls `run` only

@@ -1,6 +1,6 @@
-//! The README's main job as a program: the seven stages on the local backends (files on disk,
-//! a process per training job, the embedded index, the extractive answerer), evaluated on the
-//! bundled man-page queries.
+//! The README's main job as a program: the local loop (`LoopConfig::default()`: files on disk,
+//! a process per training job, the embedded index, the extractive answerer) run by the same
+//! runner as `ragloop run`, evaluated on the bundled man-page queries.
 //!
 //! `cargo run --release -p examples --example local_loop [-- --data DIR --queries FILE]`
 //!
@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use examples::local_loop::{self, LocalLoopConfig, LoopSummary};
-use examples::progress::BarProgress;
+use ragloop::config::{LoopConfig, Overrides};
+use ragloop::progress::BarProgress;
+use ragloop::runner::{self, LoopSummary, Runner};
 
 /// The example's flags.
 #[derive(Debug, Parser)]
@@ -40,42 +41,35 @@ pub struct Opts {
 #[derive(Debug, Parser)]
 struct Train {
     #[command(flatten)]
-    args: examples::train::TrainArgs,
+    args: ragloop::train::TrainArgs,
 }
 
-/// Runs the loop; `trainer` is the training command, program first.
-pub async fn run(opts: Opts, trainer: Vec<String>) -> Result<LoopSummary> {
-    let config = LocalLoopConfig {
-        data_dir: opts.data,
+/// Runs the loop; `job_command` is the program its jobs run (it must understand `train`).
+pub async fn run(opts: Opts, job_command: Vec<String>) -> Result<LoopSummary> {
+    let config = LoopConfig::default().with_overrides(Overrides {
+        data: Some(opts.data),
         queries: Some(opts.queries),
-        split: "test".into(),
-        work_dir: opts.work_dir,
-        root: "oss://ragloop-demo/".parse()?,
-        question: opts.question,
-        dims: opts.dims,
-        neural_model: None,
-        fine_tune: None,
-        trainer_command: trainer,
-    };
-    local_loop::run(&config, Arc::new(BarProgress::new())).await
+        work_dir: Some(opts.work_dir),
+        question: Some(opts.question),
+        dims: Some(opts.dims),
+        ..Default::default()
+    })?;
+    let runner = Runner::connect(config, job_command).await?;
+    runner::run(&runner, Arc::new(BarProgress::new())).await
 }
 
 #[allow(dead_code)] // the test that includes this file calls `run` only
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        examples::logging::init();
+        ragloop::logging::init();
         if std::env::args().nth(1).as_deref() == Some("train") {
             let train = Train::parse_from(std::env::args().skip(1));
-            return examples::train::run(train.args).await;
+            return ragloop::train::run(train.args).await;
         }
         let exe = std::env::current_exe().context("locating this program")?;
-        let summary = run(
-            Opts::parse(),
-            vec![exe.display().to_string(), "train".into()],
-        )
-        .await?;
-        print!("{}", local_loop::render(&summary));
+        let summary = run(Opts::parse(), vec![exe.display().to_string()]).await?;
+        print!("{}", ragloop::render::render(&summary));
         Ok(())
     })
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../ragloop/tests/support/mod.rs"]
 mod support;
 
 #[path = "../examples/cloud_loop.rs"]
@@ -16,6 +17,24 @@ mod local_loop;
 use std::collections::HashMap;
 use support::write_corpus;
 
+/// The `ragloop` binary the local loop's jobs run: this package cannot name another package's
+/// binary at compile time, so it is the one `cargo test --workspace` builds beside this test's
+/// directory (`target/<profile>/ragloop`), or `RAGLOOP_BIN`.
+fn ragloop_binary() -> String {
+    if let Ok(bin) = std::env::var("RAGLOOP_BIN") {
+        return bin;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = profile.join(format!("ragloop{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p ragloop` (or the whole workspace's tests), or set RAGLOOP_BIN",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
 #[tokio::test]
 async fn local_loop_example_runs_the_seven_stages() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,14 +46,13 @@ async fn local_loop_example_runs_the_seven_stages() {
         question: "How do I send a signal?".into(),
         dims: 128,
     };
-    let trainer = vec![env!("CARGO_BIN_EXE_ragloop").to_string(), "train".into()];
-    let summary = local_loop::run(opts, trainer).await.unwrap();
+    let summary = local_loop::run(opts, vec![ragloop_binary()]).await.unwrap();
     assert_eq!(summary.stages.len(), 7);
     assert_eq!(summary.answer.citations[0].doc_id, "kill.2");
     let trained = summary
         .evaluation
         .iter()
-        .find(|r| r.retriever.starts_with("hashed, trained"))
+        .find(|r| r.retriever == "dense hashed, trained (IDF)")
         .unwrap();
     assert_eq!(trained.metrics.hit_at_1, 1.0);
 }
@@ -43,7 +61,7 @@ async fn local_loop_example_runs_the_seven_stages() {
 async fn eval_example_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
     write_corpus(dir.path());
-    let args = examples::eval::EvalArgs {
+    let args = ragloop::eval::EvalArgs {
         data: dir.path().join("docs"),
         queries: dir.path().join("queries.jsonl"),
         split: "test".into(),
@@ -83,7 +101,7 @@ fn cloud_loop_example_reads_its_configuration_from_the_environment() {
         ("DASHSCOPE_API_KEY", "sk-never-printed"),
     ]))
     .unwrap();
-    let plan = examples::config_loop::plan(&c, vec!["ragloop".into()]).unwrap();
+    let plan = ragloop::plan::plan(&c, vec!["ragloop".into()]).unwrap();
     for want in [
         "Plan for oss://my-bucket/",
         "PAI-DLC workspace ws-1",
@@ -97,7 +115,7 @@ fn cloud_loop_example_reads_its_configuration_from_the_environment() {
 
     // Without PAI, search or DashScope: OSS with local jobs, the HNSW index, extractive answers.
     let c = cloud_loop::config_from_vars(vars(&[("RAGLOOP_BUCKET", "bkt")])).unwrap();
-    let plan = examples::config_loop::plan(&c, vec!["ragloop".into()]).unwrap();
+    let plan = ragloop::plan::plan(&c, vec!["ragloop".into()]).unwrap();
     assert!(
         plan.contains("jobs: local processes") && plan.contains("Hnsw index"),
         "{plan}"

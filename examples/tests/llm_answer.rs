@@ -3,11 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../examples/llm_answer.rs"]
+mod llm_answer;
+#[path = "../../ragloop/tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 
-use examples::llm_answer::{LlmEnv, NOT_CONFIGURED, answer};
+use llm_answer::answer;
+use ragloop::llm_env::{LlmEnv, NOT_CONFIGURED};
 
 use support::CitingLlm;
 use wiremock::matchers::{header, method, path};

@@ -25,8 +25,7 @@ where
                 .raw()
                 .headers()
                 .get("retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(rag_core::retry::parse_retry_after);
             let e = service.err();
             let code = e.code().unwrap_or_default().to_string();
             let message = match e.message() {

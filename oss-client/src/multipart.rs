@@ -11,7 +11,6 @@ use rag_core::{Error, Result};
 
 use crate::config::{MIN_PART_SIZE, OssConfig};
 use crate::error::map_sdk_error;
-use crate::store::unquote;
 
 /// Uploads `data` to `bucket/key`, holding at most `part_size × (part_concurrency + 1)` bytes.
 pub(crate) async fn upload_stream(
@@ -196,4 +195,9 @@ impl Parts<'_> {
             tracing::warn!(upload = self.what, error = %map_sdk_error(e, self.what), "could not abort multipart upload");
         }
     }
+}
+
+/// An ETag without the quotes S3 puts around it.
+pub(crate) fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
 }

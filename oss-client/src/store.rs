@@ -17,7 +17,7 @@ use rag_core::{Error, Result, Scheme, StoreUri};
 
 use crate::config::OssConfig;
 use crate::error::map_sdk_error;
-use crate::multipart::upload_stream;
+use crate::multipart::{unquote, upload_stream};
 
 /// User metadata key under which uploads by this crate record the SHA-256 of the content
 /// (`x-amz-meta-ragloop-sha256`), so that copies can skip unchanged files.
@@ -219,10 +219,6 @@ fn object_meta(
         last_modified: last_modified.and_then(|t| SystemTime::try_from(*t).ok()),
         e_tag: e_tag.map(unquote),
     }
-}
-
-pub(crate) fn unquote(etag: &str) -> String {
-    etag.trim_matches('"').to_string()
 }
 
 /// Percent-encodes a key for the `x-amz-copy-source` header (keeps `/` and unreserved bytes).

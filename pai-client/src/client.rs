@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use rag_core::retry::{Failure, Request};
 use rag_core::{Error, Result};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -178,7 +179,7 @@ impl PaiClient {
     }
 
     /// Calls `action` and decodes its JSON answer, retrying throttling, 5xx and time-outs with
-    /// exponential backoff (honouring `Retry-After`) up to `max_attempts`. A call that creates
+    /// exponential backoff (honouring `Retry-After`) under `config.retry`. A call that creates
     /// (POST, but for `Stop*`) is retried only when the service did not act on it: refused
     /// with a status, or never sent. A time-out or a body cut after sending it is an
     /// [`Error::Unavailable`] that says the job may exist.
@@ -190,57 +191,52 @@ impl PaiClient {
         query: &[(String, String)],
         body: Option<&serde_json::Value>,
     ) -> Result<T> {
-        let mut backoff = self.config.initial_backoff;
-        let mut attempt = 1;
         // A POST that creates something (CreateJob) is not repeated once it may have reached
         // the service: a second one would start a second job. Reads and stops are.
-        let repeatable = method != "POST" || action.starts_with("Stop");
-        loop {
-            // Re-signed per attempt: the date and nonce must be fresh.
-            let req = self.sign_request(action, method, path, query, body)?;
-            let result = self.send_once(action, req).await;
-            match result {
-                Err(f)
-                    if f.error.is_retryable()
-                        && attempt < self.config.max_attempts
-                        && (repeatable || !f.maybe_applied) =>
+        let request = if method != "POST" || action.starts_with("Stop") {
+            Request::Idempotent
+        } else {
+            Request::NotIdempotent
+        };
+        let what = format!("PAI {action}");
+        let bytes = self
+            .config
+            .retry
+            .run(&what, request, |_| async {
+                // Re-signed per attempt: the date and nonce must be fresh.
+                let req = self
+                    .sign_request(action, method, path, query, body)
+                    .map_err(Failure::from)?;
+                self.send_once(action, req).await
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Unavailable { message, source }
+                    if message.contains("may have taken effect") =>
                 {
-                    let e = f.error;
-                    let wait = e.retry_after().unwrap_or(backoff);
-                    tracing::warn!(action, attempt, error = %e, ?wait, "PAI call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(20));
-                    attempt += 1;
-                }
-                Err(f) if f.maybe_applied && !repeatable => {
-                    return Err(Error::Unavailable {
+                    Error::Unavailable {
                         message: format!(
-                            "PAI {action}: the answer was lost after the request was sent, so it \
-                             may have taken effect; not repeated, as {action} is not idempotent \
-                             (look for the job with `ragloop pai status` or ListJobs before \
-                             submitting again)"
+                            "{message} (look for the job with `ragloop pai status` or ListJobs \
+                             before submitting again)"
                         ),
-                        source: Some(Box::new(f.error)),
-                    });
+                        source,
+                    }
                 }
-                Err(f) => return Err(f.error),
-                Ok(bytes) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::backend(
-                            "pai",
-                            format!(
-                                "{action}: unexpected response body: {}",
-                                String::from_utf8_lossy(&bytes)
-                                    .chars()
-                                    .take(300)
-                                    .collect::<String>()
-                            ),
-                            e,
-                        )
-                    });
-                }
-            }
-        }
+                other => other,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::backend(
+                "pai",
+                format!(
+                    "{action}: unexpected response body: {}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                ),
+                e,
+            )
+        })
     }
 
     async fn send_once(
@@ -249,7 +245,7 @@ impl PaiClient {
         req: SignedRequest,
     ) -> std::result::Result<Vec<u8>, Failure> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
-            .map_err(|e| Failure::before_sending(Error::invalid(e.to_string())))?;
+            .map_err(|e| Failure::from(Error::invalid(e.to_string())))?;
         let mut builder = self.http.request(method, &req.url);
         for (k, v) in &req.headers {
             if k != "host" {
@@ -282,8 +278,7 @@ impl PaiClient {
         let retry_after = resp
             .headers()
             .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| rag_core::retry::parse_retry_after(v.to_str().ok()?));
         let bytes = resp.bytes().await.map_err(|e| Failure {
             error: Error::Unavailable {
                 message: format!("PAI {action}: the response was cut: {e}"),
@@ -295,29 +290,7 @@ impl PaiClient {
             return Ok(bytes.to_vec());
         }
         let api: Option<ApiError> = serde_json::from_slice(&bytes).ok();
-        Err(Failure::before_sending(classify(
-            action,
-            status,
-            api,
-            retry_after,
-        )))
-    }
-}
-
-/// A failed attempt, and whether the service may have acted on it.
-struct Failure {
-    error: Error,
-    /// The request may have reached the service and taken effect (the answer was lost).
-    maybe_applied: bool,
-}
-
-impl Failure {
-    /// Refused with a status, or never sent: nothing happened.
-    fn before_sending(error: Error) -> Self {
-        Self {
-            error,
-            maybe_applied: false,
-        }
+        Err(Failure::from(classify(action, status, api, retry_after)))
     }
 }
 

@@ -1,6 +1,8 @@
+//! [`PaiConfig`]: region, workspace, endpoint, credentials, time-out and retry policy.
+
 use std::time::Duration;
 
-use rag_core::{AccessKey, Error, Result};
+use rag_core::{AccessKey, Error, Result, RetryPolicy};
 
 /// The PAI-DLC API version this client speaks.
 pub const API_VERSION: &str = "2020-12-03";
@@ -12,10 +14,10 @@ pub struct PaiConfig {
     workspace_id: String,
     endpoint: Option<String>,
     credentials: Option<AccessKey>,
-    /// Attempts per call (first try included); throttling, 5xx and time-outs are retried.
-    pub max_attempts: u32,
-    /// First backoff between attempts (doubles, capped at 20 s; `Retry-After` wins).
-    pub initial_backoff: Duration,
+    /// Retries of a call answered with throttling or 5xx, or that timed out (default 4 from
+    /// 500 ms, doubling up to 20 s; `Retry-After` first). CreateJob is retried only when the
+    /// service surely did not act on it.
+    pub retry: RetryPolicy,
     /// Time limit of one HTTP request.
     pub request_timeout: Duration,
 }
@@ -40,8 +42,7 @@ impl PaiConfig {
             workspace_id,
             endpoint: None,
             credentials: None,
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(500),
+            retry: RetryPolicy::new(4, Duration::from_millis(500), Duration::from_secs(20)),
             request_timeout: Duration::from_secs(30),
         })
     }

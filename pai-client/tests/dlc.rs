@@ -229,8 +229,8 @@ fn config_at(endpoint: String, secret: &str) -> PaiConfig {
             secret: Secret::new(secret),
             security_token: None,
         });
-    c.initial_backoff = Duration::from_millis(5);
-    c.max_attempts = 3;
+    c.retry.initial_backoff = Duration::from_millis(5);
+    c.retry.max_retries = 2;
     c.request_timeout = Duration::from_millis(800);
     c
 }

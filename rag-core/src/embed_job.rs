@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use crate::chunk::Chunk;
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
-use crate::pipeline::{Progress, Stage};
+use crate::stage::{Progress, Stage};
 use crate::store::ObjectStore;
 use crate::uri::StoreUri;
 use crate::vectors::{EmbeddedChunk, ShardMeta, read_shard_meta, source_hash, write_shard};
@@ -191,7 +191,7 @@ mod tests {
     use crate::chunk::{Chunker, Document};
     use crate::embedding::Embedding;
     use crate::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore};
-    use crate::pipeline::LogProgress;
+    use crate::stage::LogProgress;
     use crate::vectors::read_shard;
 
     fn chunks(n_docs: usize) -> Vec<Chunk> {

@@ -53,7 +53,9 @@ pub mod local;
 pub mod pipeline;
 pub mod prompt;
 pub mod qa;
+pub mod retry;
 pub mod secret;
+pub mod stage;
 pub mod store;
 pub mod text;
 pub mod training;
@@ -69,7 +71,12 @@ pub use index::{
     FieldKind, Filter, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
     SearchRequest, UpsertReport, VectorIndex, rrf_fuse,
 };
+pub use retry::RetryPolicy;
 pub use secret::{AccessKey, Secret};
+pub use stage::{LogProgress, Progress, Stage};
 pub use store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult};
-pub use training::{JobId, JobKind, JobSpec, JobStatus, TrainingBackend, WaitOptions};
+pub use training::{
+    JOB_RECORD, JobId, JobKind, JobRecord, JobSpec, JobStatus, SUCCESS_MARKER, TrainingBackend,
+    WaitOptions,
+};
 pub use uri::{Scheme, StoreUri};

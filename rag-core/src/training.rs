@@ -1,4 +1,6 @@
-//! [`TrainingBackend`]: runs training jobs (seed steps 2 and 3: `pai submit …`).
+//! [`TrainingBackend`]: runs training jobs (seed steps 2 and 3: `pai submit …`), and the
+//! contract of a job's output prefix: the job writes [`SUCCESS_MARKER`] last, and the driver
+//! that submitted it writes [`JOB_RECORD`] right away (see `Pipeline::run_job`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -295,4 +297,23 @@ pub trait TrainingBackend: Send + Sync {
             interval = (interval * 2).min(opts.max_interval);
         }
     }
+}
+
+/// The object a job writes last into its output prefix to say the output is complete
+/// (the Hadoop/Spark convention). A job whose output holds it is not run again.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// The object a driver writes into a job's output prefix right after submitting it: a
+/// [`JobRecord`] as JSON. A driver that dies while the job runs (cloud jobs outlive it) finds
+/// the record when it is run again and waits for that job instead of submitting a second one
+/// to the same output.
+pub const JOB_RECORD: &str = "_JOB";
+
+/// The content of [`JOB_RECORD`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The backend's id of the job.
+    pub job_id: String,
+    /// The job's name ([`JobSpec::name`]).
+    pub name: String,
 }

@@ -22,7 +22,9 @@ struct Fixture {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     store_root: std::path::PathBuf,
-    backends: Backends,
+    store: Arc<dyn ObjectStore>,
+    index: Arc<dyn VectorIndex>,
+    jobs: std::path::PathBuf,
 }
 
 fn fixture(index: Arc<dyn VectorIndex>) -> Fixture {
@@ -38,18 +40,13 @@ fn fixture(index: Arc<dyn VectorIndex>) -> Fixture {
     std::fs::write(data.join("sub/latin1.txt"), b"caf\xe9").unwrap();
     std::fs::write(data.join(".hidden"), "not ingested").unwrap();
     let store_root = dir.path().join("store");
-    let backends = Backends {
-        store: Arc::new(LocalFileStore::new(&store_root)),
-        trainer: Arc::new(LocalProcessBackend::new(dir.path().join("work"))),
-        index,
-        chat: Arc::new(ExtractiveChat::new(2)),
-        deployer: None,
-    };
     Fixture {
+        store: Arc::new(LocalFileStore::new(&store_root)),
+        index,
+        jobs: dir.path().join("work"),
         _dir: dir,
         data,
         store_root,
-        backends,
     }
 }
 
@@ -61,10 +58,13 @@ fn pipeline(f: &Fixture) -> Pipeline {
         ..Default::default()
     };
     Pipeline::new(
-        f.backends.clone(),
+        f.store.clone(),
         Layout::new("oss://demo-bucket/".parse().unwrap()),
-        options,
     )
+    .with_trainer(Arc::new(LocalProcessBackend::new(&f.jobs)))
+    .with_index(f.index.clone())
+    .with_chat(Arc::new(ExtractiveChat::new(2)))
+    .with_options(options)
 }
 
 fn model() -> HashedEmbedding {
@@ -126,7 +126,7 @@ async fn the_local_loop_ingests_embeds_indexes_and_answers_with_citations() {
         .vector_shards(m.model_id())
         .join("part-00001.parquet")
         .unwrap();
-    f.backends.store.delete(&shard).await.unwrap();
+    f.store.delete(&shard).await.unwrap();
     let resumed = p.embed(&m).await.unwrap();
     assert_eq!(resumed.shards_written, 1);
 

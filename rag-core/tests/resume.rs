@@ -252,18 +252,11 @@ fn options() -> PipelineOptions {
 }
 
 fn pipeline(store: Arc<dyn ObjectStore>, index: Arc<dyn VectorIndex>, work: &Path) -> Pipeline {
-    let backends = Backends {
-        store,
-        trainer: Arc::new(LocalProcessBackend::new(work.join("jobs"))),
-        index,
-        chat: Arc::new(ExtractiveChat::new(2)),
-        deployer: None,
-    };
-    Pipeline::new(
-        backends,
-        Layout::new("oss://bucket/".parse().unwrap()),
-        options(),
-    )
+    Pipeline::new(store, Layout::new("oss://bucket/".parse().unwrap()))
+        .with_trainer(Arc::new(LocalProcessBackend::new(work.join("jobs"))))
+        .with_index(index)
+        .with_chat(Arc::new(ExtractiveChat::new(2)))
+        .with_options(options())
 }
 
 fn model() -> HashedEmbedding {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rag_core::{Error, Result, Secret};
+use rag_core::{Error, Result, RetryPolicy, Secret};
 
 use crate::mapping::{Engine, HnswParams};
 
@@ -79,12 +79,9 @@ pub struct SearchConfig {
     pub auth: Auth,
     /// Time-out of one request.
     pub timeout: Duration,
-    /// Retries of 429/5xx/time-outs/connection failures (whole requests and bulk items).
-    pub max_retries: u32,
-    /// First retry pause; doubles up to `max_backoff`.
-    pub initial_backoff: Duration,
-    /// Longest retry pause.
-    pub max_backoff: Duration,
+    /// Retries of 429/5xx/time-outs/connection failures (whole requests, and bulk items in
+    /// rounds).
+    pub retry: RetryPolicy,
     /// Most documents in one `_bulk` request.
     pub bulk_max_docs: usize,
     /// Most bytes in one `_bulk` request (Elasticsearch's default limit is 100 MB; smaller
@@ -109,9 +106,7 @@ impl SearchConfig {
             engine,
             auth: Auth::None,
             timeout: Duration::from_secs(30),
-            max_retries: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
+            retry: RetryPolicy::new(5, Duration::from_millis(200), Duration::from_secs(10)),
             bulk_max_docs: 500,
             bulk_max_bytes: 10 << 20,
             hybrid: HybridMode::Native,
@@ -163,9 +158,7 @@ impl SearchConfig {
 
     /// Sets the retry policy.
     pub fn with_retries(mut self, max_retries: u32, initial: Duration, max: Duration) -> Self {
-        self.max_retries = max_retries;
-        self.initial_backoff = initial;
-        self.max_backoff = max;
+        self.retry = RetryPolicy::new(max_retries, initial, max);
         self
     }
 

@@ -438,7 +438,6 @@ impl VectorIndex for SearchIndex {
             }
         }
         let cfg = &self.http.config;
-        let mut backoff = cfg.initial_backoff;
         let mut round = 0;
         while !pending.is_empty() {
             let mut retry = Vec::new();
@@ -466,7 +465,7 @@ impl VectorIndex for SearchIndex {
                     match outcome {
                         ItemOutcome::Ok { .. } => report.written.push(r.id.clone()),
                         ItemOutcome::Failed { status, reason }
-                            if ItemOutcome::retryable(status) && round < cfg.max_retries =>
+                            if ItemOutcome::retryable(status) && round < cfg.retry.max_retries =>
                         {
                             tracing::debug!(id = %r.id, status, %reason, "bulk item rejected; will resend");
                             retry.push(r.clone());
@@ -487,8 +486,7 @@ impl VectorIndex for SearchIndex {
                     round,
                     "resending bulk items the cluster rejected"
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(cfg.max_backoff);
+                tokio::time::sleep(cfg.retry.pause(round, None)).await;
             }
             pending = retry;
         }

@@ -9,6 +9,7 @@ use opensearch::auth::Credentials;
 use opensearch::http::headers::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use opensearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
 use opensearch::http::{Method, Url};
+use rag_core::retry::Request;
 use rag_core::{Error, Result};
 use serde_json::Value;
 
@@ -109,27 +110,21 @@ impl Http {
         body: Body<'_>,
         what: &str,
     ) -> Result<Reply> {
-        let mut backoff = self.config.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            let outcome = self.once(method, path, query, body, what).await;
-            let (retry, wait) = match &outcome {
-                Ok(r) if retryable_status(r.status) => (true, r.retry_after.unwrap_or(backoff)),
-                Ok(_) => (false, backoff),
-                Err(e) => (e.is_retryable(), e.retry_after().unwrap_or(backoff)),
-            };
-            if !retry || attempt >= self.config.max_retries {
-                return outcome.map(|r| Reply {
+        // Searches, reads, index creation and `_bulk` by id are all safe to repeat.
+        self.config
+            .retry
+            .run(what, Request::Idempotent, |_| async {
+                let r = self.once(method, path, query, body, what).await?;
+                if retryable_status(r.status) {
+                    // Throttled or failing: retried; once the budget is spent, the typed error.
+                    return Err(api_error(r.status, &r.body, r.retry_after, what).into());
+                }
+                Ok(Reply {
                     status: r.status,
                     body: r.body,
-                });
-            }
-            attempt += 1;
-            let wait = wait.min(self.config.max_backoff);
-            tracing::warn!(what, attempt, ?wait, "search request failed; retrying");
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
-        }
+                })
+            })
+            .await
     }
 
     async fn once(
@@ -178,8 +173,7 @@ impl Http {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(rag_core::retry::parse_retry_after);
         let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
             Err(_) => return Err(timed_out(what, timeout)),
             Ok(Err(e)) => {

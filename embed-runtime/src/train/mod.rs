@@ -11,11 +11,11 @@
 //! - [`synthetic`] asks any `ChatModel` for questions about each document (pairs whose queries
 //!   read like a user's).
 //! - [`evaluate`] measures document retrieval (hit@k, MRR@10, nDCG@10) of any
-//!   [`SentenceEmbedder`] on a query set, so base and trained models are compared the same way.
+//!   [`SentenceEmbedder`](crate::SentenceEmbedder) on a query set, so base and trained models are compared the same way.
 //! - [`AdapterTrainer`] is the cheap mode for small data: the encoder stays frozen and a
 //!   linear adapter (a `Dense` module) is fitted on its embeddings in seconds.
 //! - [`EmbeddingTrainer::save`] writes a sentence-transformers directory (the base model's
-//!   configs and tokenizer, the trained `model.safetensors`) that [`SentenceEmbedder`] and
+//!   configs and tokenizer, the trained `model.safetensors`) that [`SentenceEmbedder`](crate::SentenceEmbedder) and
 //!   sentence-transformers both load.
 //!
 //! ```no_run

@@ -280,7 +280,7 @@ impl HashedEmbedding {
             .put(&dir.join("report.json")?, Bytes::from(json))
             .await?;
         store
-            .put(&dir.join(crate::pipeline::SUCCESS_MARKER)?, Bytes::new())
+            .put(&dir.join(crate::training::SUCCESS_MARKER)?, Bytes::new())
             .await?;
         Ok(report)
     }

@@ -1,0 +1,115 @@
+//! The optional ANN graph of one index: attached on open (loaded when current, else rebuilt),
+//! kept in step with writes, saved with the segment state it covers.
+
+use super::data::{Ann, AnnStamp};
+use super::*;
+
+impl IndexData {
+    pub(super) fn ann_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        self.dir
+            .as_ref()
+            .map(|d| (d.join("ann.graph"), d.join("ann.json")))
+    }
+
+    pub(super) fn stamp(&self) -> AnnStamp {
+        AnnStamp {
+            last_segment: self
+                .segments
+                .last()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            len: self.by_id.len(),
+        }
+    }
+
+    /// Loads the saved graph if it covers the current segments, else builds one.
+    pub(super) fn attach_ann(&mut self, factory: Arc<dyn AnnFactory>) -> Result<()> {
+        if let Some((graph_path, stamp_path)) = self.ann_paths() {
+            let saved: Option<AnnStamp> = std::fs::read(&stamp_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if saved.as_ref() == Some(&self.stamp()) {
+                match factory.load(&self.schema, &graph_path) {
+                    Ok(graph) if graph.len() == self.by_id.len() => {
+                        self.ann = Some(Ann {
+                            factory,
+                            graph,
+                            dirty: false,
+                        });
+                        return Ok(());
+                    }
+                    Ok(_) => {
+                        tracing::warn!(path = %graph_path.display(), "saved graph is stale; rebuilding")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %graph_path.display(), error = %e, "saved graph unreadable; rebuilding")
+                    }
+                }
+            }
+        }
+        let graph = factory.create(&self.schema)?;
+        let items: Vec<(u64, &[f32])> = self
+            .live()
+            .map(|(i, s)| (i as u64, s.record.vector.as_slice()))
+            .collect();
+        graph.add_batch(&items)?;
+        self.ann = Some(Ann {
+            factory,
+            graph,
+            dirty: true,
+        });
+        self.save_ann()
+    }
+
+    /// Writes the graph and its stamp (graph first; a stale stamp only costs a rebuild).
+    pub(super) fn save_ann(&mut self) -> Result<()> {
+        let stamp = self.stamp();
+        let (Some((graph_path, stamp_path)), Some(ann)) = (self.ann_paths(), self.ann.as_mut())
+        else {
+            return Ok(());
+        };
+        if !ann.dirty {
+            return Ok(());
+        }
+        let tmp = graph_path.with_extension("tmp");
+        ann.graph.save(&tmp)?;
+        std::fs::rename(&tmp, &graph_path)?;
+        let json = serde_json::to_vec(&stamp)
+            .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
+        write_atomic(&stamp_path, &json)?;
+        ann.dirty = false;
+        Ok(())
+    }
+
+    /// Brings the graph in step after records were applied: `removed` slots leave it, `added`
+    /// slots join it. A graph that fails is dropped (searches go exact, the next open rebuilds).
+    pub(super) fn update_ann(&mut self, removed: &[usize], added: &[usize]) {
+        let Some(ann) = self.ann.as_mut() else {
+            return;
+        };
+        let slots = &self.slots;
+        let result = removed
+            .iter()
+            .try_for_each(|&s| ann.graph.remove(s as u64))
+            .and_then(|()| {
+                let items: Vec<(u64, &[f32])> = added
+                    .iter()
+                    .filter_map(|&i| {
+                        slots[i]
+                            .as_ref()
+                            .map(|s| (i as u64, s.record.vector.as_slice()))
+                    })
+                    .collect();
+                ann.graph.add_batch(&items)
+            });
+        ann.dirty = true;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, index = %self.schema.name, "ANN graph update failed; exact search until the next open");
+            self.ann = None;
+            if let Some((_, stamp)) = self.ann_paths() {
+                let _ = std::fs::remove_file(stamp);
+            }
+        }
+    }
+}

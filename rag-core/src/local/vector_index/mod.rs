@@ -1,0 +1,246 @@
+//! [`LocalVectorIndex`]: the embedded index — exact kNN, BM25, RRF hybrid, filters, persisted
+//! as append-only segments (`segments.rs`), with an optional ANN graph (`graph.rs`); the
+//! in-memory state of one index is `data.rs`, its queries `search.rs`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::ann::{AnnFactory, AnnGraph};
+use super::bm25::Bm25;
+use crate::error::{Error, Result};
+use crate::index::{
+    FieldKind, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
+    SearchRequest, UpsertReport, VectorIndex, rrf_fuse,
+};
+
+mod data;
+mod graph;
+mod search;
+mod segments;
+#[cfg(test)]
+mod tests;
+
+use data::IndexData;
+use segments::{load_all, write_atomic};
+
+/// An embedded [`VectorIndex`]: exact (brute-force) vector search under the schema's metric,
+/// BM25 full-text search, RRF hybrid search and metadata filters.
+///
+/// With [`LocalVectorIndex::open`] every index is persisted under a directory: a `schema.json`
+/// and append-only segment files, one per upsert or delete call, each written atomically;
+/// opening replays them, and many segments are compacted into one. Exact search is the right
+/// tool up to some ten thousand vectors; beyond, give it an [`AnnFactory`]
+/// ([`LocalVectorIndex::open_with_ann`]; `vector-store` has an HNSW one) and vector queries go
+/// through the graph, which is saved beside the segments and rebuilt when it is missing or stale.
+#[derive(Debug, Default)]
+pub struct LocalVectorIndex {
+    dir: Option<PathBuf>,
+    indexes: RwLock<HashMap<String, Arc<RwLock<IndexData>>>>,
+    ann: Option<Arc<dyn AnnFactory>>,
+}
+
+impl LocalVectorIndex {
+    /// An index kept in memory only.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// An in-memory index whose vector queries go through graphs from `ann`.
+    pub fn in_memory_with_ann(ann: Arc<dyn AnnFactory>) -> Self {
+        Self {
+            ann: Some(ann),
+            ..Self::default()
+        }
+    }
+
+    /// An index persisted under `dir`; existing indexes there are loaded.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_inner(dir.into(), None).await
+    }
+
+    /// Like [`open`](Self::open), with vector queries through graphs from `ann`: each index
+    /// keeps `ann.graph` (+ `ann.json`, the segment state it covers) beside its segments,
+    /// saved after compactions, on [`flush`](Self::flush) and when the index is dropped;
+    /// a missing or stale graph is rebuilt from the records on open.
+    pub async fn open_with_ann(dir: impl Into<PathBuf>, ann: Arc<dyn AnnFactory>) -> Result<Self> {
+        Self::open_inner(dir.into(), Some(ann)).await
+    }
+
+    async fn open_inner(dir: PathBuf, ann: Option<Arc<dyn AnnFactory>>) -> Result<Self> {
+        tokio::fs::create_dir_all(&dir).await?;
+        let d = dir.clone();
+        let factory = ann.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_all(&d, factory))
+            .await
+            .map_err(|e| Error::backend("local-index", "loading task failed", e))??;
+        Ok(Self {
+            ann,
+            dir: Some(dir),
+            indexes: RwLock::new(
+                loaded
+                    .into_iter()
+                    .map(|d| (d.schema.name.clone(), Arc::new(RwLock::new(d))))
+                    .collect(),
+            ),
+        })
+    }
+
+    async fn get(&self, name: &str) -> Result<Arc<RwLock<IndexData>>> {
+        self.indexes
+            .read()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("index {name:?}")))
+    }
+
+    /// Every record of `index`, sorted by id: an export, and what a test compares to check
+    /// that an interrupted and resumed indexing left exactly the records of an uninterrupted one.
+    pub async fn records(&self, index: &str) -> Result<Vec<IndexRecord>> {
+        let handle = self.get(index).await?;
+        let data = handle.read().await;
+        let mut out: Vec<IndexRecord> = data
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.record.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Saves every changed graph now (graphs are also saved after compactions and on drop).
+    pub async fn flush(&self) -> Result<()> {
+        let handles: Vec<_> = self.indexes.read().await.values().cloned().collect();
+        for h in handles {
+            h.write().await.save_ann()?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VectorIndex for LocalVectorIndex {
+    async fn create_index(&self, schema: &IndexSchema) -> Result<()> {
+        schema.validate()?;
+        let mut indexes = self.indexes.write().await;
+        if let Some(existing) = indexes.get(&schema.name) {
+            return existing.read().await.schema.is_compatible(schema);
+        }
+        let dir = self.dir.as_ref().map(|d| d.join(&schema.name));
+        if let Some(dir) = &dir {
+            let json = serde_json::to_vec_pretty(schema)
+                .map_err(|e| Error::backend("local-index", "encode schema", e))?;
+            std::fs::create_dir_all(dir.join("segments"))?;
+            write_atomic(&dir.join("schema.json"), &json)?;
+        }
+        let mut data = IndexData::new(schema.clone(), dir);
+        if let Some(factory) = &self.ann {
+            data.attach_ann(factory.clone())?;
+        }
+        indexes.insert(schema.name.clone(), Arc::new(RwLock::new(data)));
+        Ok(())
+    }
+
+    async fn schema(&self, index: &str) -> Result<IndexSchema> {
+        Ok(self.get(index).await?.read().await.schema.clone())
+    }
+
+    async fn upsert(&self, index: &str, records: Vec<IndexRecord>) -> Result<UpsertReport> {
+        let handle = self.get(index).await?;
+        let mut data = handle.write().await;
+        let mut report = UpsertReport::default();
+        let mut good = Vec::with_capacity(records.len());
+        for r in records {
+            match data.check(&r) {
+                Ok(()) => good.push(r),
+                Err(reason) => report.failed.push(ItemError {
+                    id: r.id,
+                    reason,
+                    retryable: false,
+                }),
+            }
+        }
+        data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
+        let (mut removed, mut added) = (Vec::new(), Vec::with_capacity(good.len()));
+        for r in good {
+            report.written.push(r.id.clone());
+            let (replaced, slot) = data.apply_upsert(r);
+            removed.extend(replaced);
+            added.push(slot);
+        }
+        // A record replaced twice in one batch: its first new slot died already.
+        added.retain(|&s| data.slots[s].is_some());
+        removed.retain(|s| !added.contains(s));
+        data.update_ann(&removed, &added);
+        data.maybe_compact()?;
+        Ok(report)
+    }
+
+    async fn delete(&self, index: &str, ids: &[String]) -> Result<usize> {
+        let handle = self.get(index).await?;
+        let mut data = handle.write().await;
+        let present: Vec<String> = ids
+            .iter()
+            .filter(|id| data.by_id.contains_key(*id))
+            .cloned()
+            .collect();
+        data.persist(&[], &present)?;
+        let slots: Vec<usize> = present
+            .iter()
+            .filter_map(|id| data.by_id.get(id).copied())
+            .collect();
+        let removed = present.iter().filter(|id| data.apply_delete(id)).count();
+        data.update_ann(&slots, &[]);
+        data.maybe_compact()?;
+        Ok(removed)
+    }
+
+    async fn search(&self, index: &str, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        let handle = self.get(index).await?;
+        let data = handle.read().await;
+        req.validate(data.schema.dims)?;
+        if let Some(unknown) = req.filter.as_ref().and_then(|f| {
+            f.fields()
+                .into_iter()
+                .find(|n| !data.schema.metadata_fields.iter().any(|s| s.name == *n))
+        }) {
+            return Err(Error::invalid(format!(
+                "filter field {unknown:?} is not a metadata field of index {index:?}"
+            )));
+        }
+        Ok(match &req.query {
+            Query::Vector(v) => data.knn(v, req.k, req),
+            Query::Text(t) => data.text(t, req.k, req),
+            Query::Hybrid { vector, text } => {
+                let n = req.num_candidates.max(req.k);
+                let lists = [data.knn(vector, n, req), data.text(text, n, req)];
+                rrf_fuse(&lists, req.rrf_k, req.k)
+            }
+        })
+    }
+
+    async fn count(&self, index: &str) -> Result<usize> {
+        Ok(self.get(index).await?.read().await.by_id.len())
+    }
+
+    async fn drop_index(&self, index: &str) -> Result<()> {
+        let removed = self
+            .indexes
+            .write()
+            .await
+            .remove(index)
+            .ok_or_else(|| Error::not_found(format!("index {index:?}")))?;
+        let dir = removed.read().await.dir.clone();
+        if let Some(dir) = dir {
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+        Ok(())
+    }
+}

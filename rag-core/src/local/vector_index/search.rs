@@ -1,0 +1,120 @@
+//! Queries of one index: exact or graph kNN, BM25, filters.
+
+use super::data::Slot;
+use super::*;
+
+impl IndexData {
+    pub(super) fn knn(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        if let Some(hits) = self.knn_ann(q, n, req) {
+            return hits;
+        }
+        self.knn_exact(q, n, req)
+    }
+
+    /// Graph search, or `None` where exact search is the better tool: small indexes, and
+    /// filters that pass few records (a graph walk would visit mostly rejected nodes).
+    pub(super) fn knn_ann(
+        &self,
+        q: &[f32],
+        n: usize,
+        req: &SearchRequest,
+    ) -> Option<Vec<SearchHit>> {
+        let ann = self.ann.as_ref()?;
+        let live = self.by_id.len();
+        if live < ann.factory.exact_below() {
+            return None;
+        }
+        let keep = |key: u64| {
+            self.slots
+                .get(key as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| passes(req, s))
+        };
+        if req.filter.is_some() {
+            let passing = self.live().filter(|(_, s)| passes(req, s)).count();
+            if passing <= ann.factory.exact_below().max(n) || passing * 20 < live {
+                return None;
+            }
+        }
+        let ef = req.num_candidates.max(n);
+        let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = if req.filter.is_some() {
+            Some(&keep)
+        } else {
+            None
+        };
+        match ann.graph.search(q, n, ef, filter) {
+            Ok(found) => Some(
+                found
+                    .into_iter()
+                    .filter_map(|(key, score)| {
+                        self.slots.get(key as usize)?.as_ref().map(|s| SearchHit {
+                            id: s.record.id.clone(),
+                            score,
+                            text: s.record.text.clone(),
+                            metadata: s.record.metadata.clone(),
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ANN search failed; searching exactly");
+                None
+            }
+        }
+    }
+
+    pub(super) fn knn_exact(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        let qnorm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let scored = self.live().filter(|(_, s)| passes(req, s)).map(|(i, s)| {
+            let score = match self.schema.metric {
+                Metric::Cosine => {
+                    let dot: f32 = q.iter().zip(&s.record.vector).map(|(a, b)| a * b).sum();
+                    if qnorm == 0.0 || s.norm == 0.0 {
+                        0.0
+                    } else {
+                        dot / (qnorm * s.norm)
+                    }
+                }
+                m => m.score(q, &s.record.vector),
+            };
+            (i, score)
+        });
+        self.top(scored.collect(), n)
+    }
+
+    pub(super) fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        let scored = self
+            .bm25
+            .scores(q)
+            .into_iter()
+            .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
+            .collect();
+        self.top(scored, n)
+    }
+
+    pub(super) fn top(&self, mut scored: Vec<(usize, f32)>, n: usize) -> Vec<SearchHit> {
+        let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > n {
+            scored.select_nth_unstable_by(n, by_score);
+            scored.truncate(n);
+        }
+        scored.sort_by(by_score);
+        scored
+            .into_iter()
+            .filter_map(|(i, score)| {
+                self.slots[i].as_ref().map(|s| SearchHit {
+                    id: s.record.id.clone(),
+                    score,
+                    text: s.record.text.clone(),
+                    metadata: s.record.metadata.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) fn passes(req: &SearchRequest, s: &Slot) -> bool {
+    req.filter
+        .as_ref()
+        .is_none_or(|f| f.matches(&s.record.metadata))
+}

@@ -1,0 +1,80 @@
+//! Stage 5: `raw-docs/` → chunks → vectors → Parquet shards under `vector-indexes/<model>/`.
+
+use serde::Serialize;
+
+use super::Pipeline;
+use crate::chunk::Chunk;
+use crate::embed_job::{ShardOptions, embed_to_shards};
+use crate::embedding::EmbeddingModel;
+use crate::error::{Error, Result};
+use crate::loader::{LoadReport, Skipped};
+
+/// What [`Pipeline::embed`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EmbedReport {
+    /// The model used.
+    pub model_id: String,
+    /// Documents read.
+    pub documents: usize,
+    /// Chunks embedded or found embedded.
+    pub chunks: usize,
+    /// Shards written now.
+    pub shards_written: usize,
+    /// Shards already current.
+    pub shards_current: usize,
+    /// Inputs that were not documents, and why.
+    #[serde(skip)]
+    pub skipped_inputs: Vec<Skipped>,
+    /// Where the shards are.
+    pub shards_prefix: String,
+}
+
+impl Pipeline {
+    /// Reads and parses every object under `raw-docs/`.
+    pub async fn load_documents(&self) -> Result<LoadReport> {
+        crate::loader::load_documents(self.store.as_ref(), &self.layout.raw_docs()).await
+    }
+
+    /// Chunks every document, in order, dropping repeated chunk ids.
+    pub fn chunk_all(&self, report: &LoadReport) -> Vec<Chunk> {
+        self.options.chunker.chunk_all(&report.documents)
+    }
+
+    /// Stage 5: embeds every chunk of `raw-docs/` with `model` into Parquet shards under
+    /// `vector-indexes/<model>/`. Shards that are current are kept, so a killed run resumes.
+    pub async fn embed(&self, model: &dyn EmbeddingModel) -> Result<EmbedReport> {
+        let loaded = self.load_documents().await?;
+        if loaded.documents.is_empty() {
+            return Err(Error::invalid(format!(
+                "no documents under {}",
+                self.layout.raw_docs()
+            )));
+        }
+        let chunks = self.chunk_all(&loaded);
+        let prefix = self.layout.vector_shards(model.model_id());
+        let mut report = EmbedReport {
+            model_id: model.model_id().to_string(),
+            documents: loaded.documents.len(),
+            chunks: chunks.len(),
+            skipped_inputs: loaded.skipped,
+            shards_prefix: prefix.to_string(),
+            ..Default::default()
+        };
+        let shards = embed_to_shards(
+            self.store.as_ref(),
+            model,
+            &chunks,
+            &prefix,
+            &ShardOptions {
+                shard_rows: self.options.shard_rows,
+                batch: self.options.embed_batch,
+                ..Default::default()
+            },
+            self.progress.as_ref(),
+        )
+        .await?;
+        report.shards_written = shards.written;
+        report.shards_current = shards.current;
+        Ok(report)
+    }
+}

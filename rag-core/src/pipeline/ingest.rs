@@ -1,0 +1,130 @@
+//! Stage 1: a local directory to `raw-docs/`.
+
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Pipeline;
+use crate::error::{Error, Result};
+use crate::stage::Stage;
+use crate::store::file_stream;
+
+/// What [`Pipeline::ingest`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    /// Files uploaded.
+    pub uploaded: usize,
+    /// Files already in the store with the same content.
+    pub unchanged: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Files that failed, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Pipeline {
+    /// Stage 1: uploads every file under `dir` to `raw-docs/`, keeping relative paths, like
+    /// `ossutil cp -r ./data oss://bucket/raw-docs/`. Files whose content is already there are
+    /// skipped; a file that fails is reported and the others still go.
+    pub async fn ingest(&self, dir: &Path) -> Result<IngestReport> {
+        let stage = Stage::Ingest;
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!(
+                "data directory {}",
+                dir.display()
+            )));
+        }
+        let root = dir.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || list_files(&root))
+            .await
+            .map_err(|e| Error::backend("pipeline", "listing task failed", e))??;
+        if files.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} holds no files to ingest",
+                dir.display()
+            )));
+        }
+        self.progress.begin(stage, Some(files.len() as u64));
+        let mut report = IngestReport::default();
+        for (path, rel) in files {
+            match self.ingest_file(&path, &rel).await {
+                Ok(Some(bytes)) => {
+                    report.uploaded += 1;
+                    report.bytes += bytes;
+                }
+                Ok(None) => report.unchanged += 1,
+                Err(e) => report
+                    .failed
+                    .push((path.display().to_string(), e.to_string())),
+            }
+            self.progress.advance(stage, 1);
+        }
+        self.progress.end(
+            stage,
+            &format!(
+                "{} uploaded ({} bytes), {} unchanged, {} failed",
+                report.uploaded,
+                report.bytes,
+                report.unchanged,
+                report.failed.len()
+            ),
+        );
+        Ok(report)
+    }
+
+    /// Uploads one file unless the store holds the same content; `Some(bytes)` if uploaded.
+    async fn ingest_file(&self, path: &Path, rel: &str) -> Result<Option<u64>> {
+        let store = &self.store;
+        let uri = self.layout.raw_docs().join(rel)?;
+        let size = tokio::fs::metadata(path).await?.len();
+        if let Ok(meta) = store.head(&uri).await
+            && meta.size == size
+            && sha256_stream(file_stream(path).await?).await?
+                == sha256_stream(store.get(&uri).await?.stream).await?
+        {
+            return Ok(None);
+        }
+        let put = store.put_stream(&uri, file_stream(path).await?).await?;
+        Ok(Some(put.size))
+    }
+}
+
+/// The SHA-256 of a stream's bytes.
+async fn sha256_stream(mut s: crate::store::ByteStream) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    while let Some(chunk) = s.try_next().await? {
+        h.update(&chunk);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Files under `root` (recursively, sorted) with their `/`-joined relative paths. Hidden files
+/// and directories (`.git`, `.DS_Store`) are left out.
+fn list_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                walk(root, &path, out)?;
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((path, rel));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,61 @@
+//! [`Layout`]: where each stage's data lives under one bucket prefix.
+
+use crate::uri::StoreUri;
+
+/// Where each stage's data lives under one bucket prefix (the seed's layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: StoreUri,
+}
+
+impl Layout {
+    /// A layout under `root` (`oss://bucket/` or `oss://bucket/project/`).
+    pub fn new(root: StoreUri) -> Self {
+        Self {
+            root: root.as_prefix(),
+        }
+    }
+
+    /// The root prefix.
+    pub fn root(&self) -> &StoreUri {
+        &self.root
+    }
+
+    fn dir(&self, rel: &str) -> StoreUri {
+        // `rel` is built from validated parts, so joining cannot fail; fall back to the root.
+        self.root
+            .join(rel)
+            .unwrap_or_else(|_| self.root.clone())
+            .as_prefix()
+    }
+
+    /// `raw-docs/`: the ingested corpus.
+    pub fn raw_docs(&self) -> StoreUri {
+        self.dir("raw-docs/")
+    }
+
+    /// `qa-pairs/`: LLM fine-tuning data.
+    pub fn qa_pairs(&self) -> StoreUri {
+        self.dir("qa-pairs/")
+    }
+
+    /// `models/<name>/`: a trained model.
+    pub fn model(&self, name: &str) -> StoreUri {
+        self.dir(&format!("models/{}/", key_safe(name)))
+    }
+
+    /// `vector-indexes/<model>/`: the Parquet shards of one embedding model.
+    pub fn vector_shards(&self, model_id: &str) -> StoreUri {
+        self.dir(&format!("vector-indexes/{}/", key_safe(model_id)))
+    }
+}
+
+/// `name` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
+fn key_safe(name: &str) -> String {
+    let s = crate::uri::safe_segment(name, '_');
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        "_".into()
+    } else {
+        s
+    }
+}

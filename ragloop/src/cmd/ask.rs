@@ -1,0 +1,32 @@
+//! `ragloop ask "question"`: stage 7 on the configuration's index and LLM.
+
+use anyhow::Result;
+
+use super::{ConfigArg, progress};
+
+/// Arguments of `ragloop ask`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The question.
+    question: String,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the answer as JSON (text, citations with source and byte offsets, usage).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Answers the question.
+pub async fn run(args: Args) -> Result<()> {
+    let runner = args.config.connect().await?;
+    let model = runner.served_model().await?;
+    let (_, answer) = runner
+        .answer(model.model.as_ref(), &args.question, None, progress(true))
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", ragloop::render::render_answer(&answer));
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `ragloop eval`: the evaluation report for BM25, the hashed model and any models.
+
+use anyhow::Result;
+use ragloop::eval::EvalArgs;
+
+use super::progress;
+
+/// Evaluates and prints the table (or JSON).
+pub async fn run(args: EvalArgs) -> Result<()> {
+    let summary = ragloop::eval::run(&args, progress(args.json)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", std::fs::read_to_string(&summary.report)?);
+        println!(
+            "\nReport: {} (chart: {})",
+            summary.report.display(),
+            summary.chart.display()
+        );
+    }
+    Ok(())
+}

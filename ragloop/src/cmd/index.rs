@@ -1,0 +1,26 @@
+//! `ragloop index`: stage 6 for the configuration's (served) embedding model.
+
+use anyhow::Result;
+use ragloop::config::Which;
+
+use super::{ConfigArg, print_stage, progress};
+
+/// Arguments of `ragloop index`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the stage's summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Indexes the shards.
+pub async fn run(args: Args) -> Result<()> {
+    let runner = args.config.connect().await?;
+    let model = runner.served_model().await?;
+    let stage = runner
+        .index(model.model.as_ref(), Which::Served, progress(args.json))
+        .await?;
+    print_stage(&stage, args.json)
+}

@@ -1,0 +1,67 @@
+//! One module per command that drives the loop; `cp`, `pai`, `bailian` and `train` are
+//! library functions called as they are.
+
+pub mod ask;
+pub mod embed;
+pub mod eval;
+pub mod index;
+pub mod ingest;
+pub mod qa_pairs;
+pub mod run;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ragloop::LoopConfig;
+use ragloop::progress::BarProgress;
+use ragloop::runner::{Runner, StageLine};
+
+/// Where the loop's configuration comes from (ingest, index, ask, qa-pairs, run).
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// The loop's configuration (TOML; see `ragloop/configs/`). Default: `./ragloop.toml`
+    /// when it exists, else the local loop's settings (what `ragloop run` uses).
+    #[arg(long, short = 'c', env = "RAGLOOP_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The configuration it names.
+    pub fn load(&self) -> Result<LoopConfig> {
+        LoopConfig::load(self.config.as_deref())
+    }
+
+    /// The configuration's backends, connected.
+    pub async fn connect(&self) -> Result<Runner> {
+        Runner::connect(self.load()?, job_command()?).await
+    }
+}
+
+/// The command local jobs run: this binary.
+pub fn job_command() -> Result<Vec<String>> {
+    let exe = std::env::current_exe().context("locating the ragloop binary")?;
+    Ok(vec![exe.display().to_string()])
+}
+
+/// Bars and stage lines on stderr, or bars alone (`quiet`, for `--json`).
+pub fn progress(quiet: bool) -> Arc<BarProgress> {
+    Arc::new(if quiet {
+        BarProgress::quiet()
+    } else {
+        BarProgress::new()
+    })
+}
+
+/// One stage's line, as text or JSON.
+pub fn print_stage(stage: &StageLine, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(stage)?);
+    } else {
+        print!(
+            "{}",
+            ragloop::render::render_stages(std::slice::from_ref(stage))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! The sections of the loop's configuration file, one per concern.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which object store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// Files under `<work_dir>/store/<bucket>/`.
+    #[default]
+    Local,
+    /// Alibaba Cloud OSS, or any S3-compatible server with `endpoint`.
+    Oss,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `local` or `oss`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// OSS region (default `cn-hangzhou`, or `OSS_REGION`).
+    pub region: Option<String>,
+    /// An S3-compatible endpoint instead of OSS's (path-style addressing), or `OSS_ENDPOINT`.
+    pub endpoint: Option<String>,
+}
+
+/// Where jobs run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobsBackend {
+    /// Processes on this machine (`LocalProcessBackend`).
+    #[default]
+    Local,
+    /// PAI-DLC.
+    Pai,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// `local` or `pai`.
+    #[serde(default)]
+    pub backend: JobsBackend,
+    /// The `ragloop` program inside a job: default this binary (local) or `ragloop` (PAI: the
+    /// image must have it on its `PATH`).
+    pub command: Option<Vec<String>>,
+    /// PAI region (or `PAI_REGION`).
+    pub region: Option<String>,
+    /// PAI workspace id (or `PAI_WORKSPACE_ID`).
+    pub workspace_id: Option<String>,
+    /// The job image (or `PAI_IMAGE`).
+    pub image: Option<String>,
+    /// ECS instance type of each worker.
+    pub ecs_spec: Option<String>,
+    /// A resource quota instead of public resources.
+    pub resource_id: Option<String>,
+    /// Another DLC endpoint (or `PAI_DLC_ENDPOINT`).
+    pub endpoint: Option<String>,
+}
+
+/// How stage 2 trains the embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Training {
+    /// No training: the model is used as it is.
+    None,
+    /// The hashed model's IDF fit.
+    Idf,
+    /// A linear adapter on the frozen encoder.
+    Adapter,
+    /// Full fine-tuning.
+    Full,
+}
+
+/// `[embedding]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSection {
+    /// `hashed`, a sentence-transformers directory or store prefix, or `bailian:<model>`
+    /// (DashScope's embedding API; `DASHSCOPE_API_KEY`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Output dimension (hashed and Bailian models; a sentence-transformers model has its own).
+    #[serde(default = "default_dims")]
+    pub dims: usize,
+    /// Stage 2: default `idf` for the hashed model, `none` otherwise.
+    pub train: Option<Training>,
+    /// The trained model's name: it is written to `<root>models/<name>/`.
+    #[serde(default = "default_model_name")]
+    pub name: String,
+    /// Stage 5 as this many jobs on `[jobs]`, each embedding its share of the shards
+    /// (sentence-transformers models only); 0 embeds in this process.
+    #[serde(default)]
+    pub workers: u32,
+}
+
+fn default_model() -> String {
+    "hashed".into()
+}
+
+fn default_dims() -> usize {
+    768
+}
+
+fn default_model_name() -> String {
+    "emb-v1".into()
+}
+
+impl Default for EmbeddingSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// What kind of embedding model `embedding.model` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelKind {
+    /// The local hashed model.
+    Hashed,
+    /// A sentence-transformers model: a local directory or a store prefix.
+    Sentence(String),
+    /// DashScope's embedding API with this model.
+    Bailian(String),
+}
+
+impl EmbeddingSection {
+    /// What `model` names.
+    pub fn kind(&self) -> ModelKind {
+        match self.model.as_str() {
+            "hashed" => ModelKind::Hashed,
+            m => match m.strip_prefix("bailian:") {
+                Some(name) => ModelKind::Bailian(name.to_string()),
+                None => ModelKind::Sentence(m.to_string()),
+            },
+        }
+    }
+
+    /// Stage 2's training, the default filled in.
+    pub fn training(&self) -> Training {
+        self.train.unwrap_or(match self.kind() {
+            ModelKind::Hashed => Training::Idf,
+            _ => Training::None,
+        })
+    }
+}
+
+/// Which vector index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IndexBackend {
+    /// `LocalVectorIndex` (exact kNN + BM25) under `<work_dir>/index`.
+    #[default]
+    Local,
+    /// The same with an HNSW graph (vector-store) for large corpora.
+    Hnsw,
+    /// Elasticsearch 8 (Alibaba Cloud Elasticsearch).
+    Elasticsearch,
+    /// OpenSearch 2 (Alibaba Cloud OpenSearch).
+    Opensearch,
+}
+
+/// `[index]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSection {
+    /// The backend.
+    #[serde(default)]
+    pub backend: IndexBackend,
+    /// The index name.
+    #[serde(default = "default_index_name")]
+    pub name: String,
+    /// Cluster URL (Elasticsearch/OpenSearch), or `RAGLOOP_SEARCH_URL`. Credentials come from
+    /// `RAGLOOP_SEARCH_API_KEY`, or `RAGLOOP_SEARCH_USER` + `RAGLOOP_SEARCH_PASSWORD`.
+    pub url: Option<String>,
+    /// Chunks retrieved for an answer.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_index_name() -> String {
+    "rag-index".into()
+}
+
+fn default_top_k() -> usize {
+    5
+}
+
+impl Default for IndexSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// Who answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LlmBackend {
+    /// The local extractive answerer (quotes the best context sentences).
+    #[default]
+    Extractive,
+    /// Bailian (DashScope) with `DASHSCOPE_API_KEY`.
+    Bailian,
+    /// Any OpenAI-compatible server at `base_url` (vLLM, llama.cpp, Ollama); key optional
+    /// (`RAGLOOP_LLM_API_KEY`).
+    Openai,
+}
+
+/// `[llm]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// The backend.
+    #[serde(default)]
+    pub backend: LlmBackend,
+    /// The model (`qwen-plus` by default on Bailian); with a stage-4 deployment and no model,
+    /// the deployed one.
+    pub model: Option<String>,
+    /// The OpenAI-compatible base URL (`http://127.0.0.1:8000/v1`).
+    pub base_url: Option<String>,
+    /// DashScope region: `beijing` (default) or `singapore`.
+    pub region: Option<String>,
+}
+
+/// Where the LLM is fine-tuned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LlmFineTuneBackend {
+    /// Stage 3 is skipped.
+    #[default]
+    None,
+    /// Bailian (Model Studio) fine-tunes.
+    Bailian,
+    /// A PAI-DLC DeepSpeed job running `command`.
+    Pai,
+    /// A local process running `command` (your own trainer; `ragloop/scripts/train_llm_local.py`
+    /// shows the contract), with `RAGLOOP_STORE_ROOT` for a local store.
+    Local,
+}
+
+/// `[llm_fine_tune]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmFineTuneSection {
+    /// The backend.
+    #[serde(default)]
+    pub backend: LlmFineTuneBackend,
+    /// The model to fine-tune (`qwen2.5-7b-instruct`, `qwen-7b`).
+    pub base_model: Option<String>,
+    /// The output's name: `<root>models/<name>/` (default `llm-ft`).
+    pub name: Option<String>,
+    /// The training command on PAI (the seed's `train_llm.py`); `--data`/`--output`/
+    /// `--base-model` are appended.
+    pub command: Option<Vec<String>>,
+    /// Hyper-parameters (`n_epochs = 3`, `learning_rate = "1e-5"`).
+    #[serde(default)]
+    pub hyper_parameters: BTreeMap<String, toml::Value>,
+}
+
+/// Who serves the fine-tuned LLM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployBackend {
+    /// Stage 4 is skipped.
+    #[default]
+    None,
+    /// Bailian (Model Studio) deployments.
+    Bailian,
+    /// The local registry (`<work_dir>/deployments.json`).
+    Local,
+}
+
+/// `[deploy]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySection {
+    /// The backend.
+    #[serde(default)]
+    pub backend: DeployBackend,
+    /// The name clients call (default: the fine-tune's name).
+    pub model_name: Option<String>,
+    /// What to deploy when stage 3 did not run: a model id or an output prefix.
+    pub model_path: Option<String>,
+    /// Instances.
+    pub capacity: Option<u32>,
+    /// How long to wait for the deployment to serve (default 3600 s); one that does not is
+    /// undeployed and the stage fails.
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Query set (JSONL or JSONL.gz); `"none"` skips evaluation. Default: the bundled query
+    /// set when `data` is the bundled corpus, else none.
+    pub queries: Option<PathBuf>,
+    /// The split evaluated.
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// The rows of the report. Default: BM25, then dense and hybrid for the base model and
+    /// the trained one when stage 2 trains (else for the model as it is).
+    pub retrievers: Option<Vec<Retriever>>,
+    /// The question answered at the end of `run`.
+    #[serde(default = "default_question")]
+    pub question: String,
+}
+
+/// Which embedding model a retriever of the report uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Which {
+    /// The model as `embedding.model` names it, before stage 2 (evaluating it embeds and
+    /// indexes the corpus a second time, into `<index.name>-base`).
+    Base,
+    /// The model stages 5–7 use: the trained one when stage 2 trains.
+    Served,
+}
+
+/// One row of the evaluation report: `bm25`, `dense`, `hybrid` (the served model) or
+/// `dense:base`, `hybrid:base` (the model before training).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Retriever {
+    /// BM25 alone.
+    Bm25,
+    /// Vector kNN with a model.
+    Dense(Which),
+    /// BM25 and kNN fused by RRF.
+    Hybrid(Which),
+}
+
+impl std::str::FromStr for Retriever {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, which) = match s.split_once(':') {
+            Some((k, "base")) => (k, Which::Base),
+            Some((k, "trained" | "served")) | Some((k, "")) => (k, Which::Served),
+            Some((_, other)) => {
+                return Err(format!(
+                    "{s:?}: the model is `base` or `trained`, not {other:?}"
+                ));
+            }
+            None => (s, Which::Served),
+        };
+        match kind {
+            "bm25" if s == "bm25" => Ok(Self::Bm25),
+            "dense" => Ok(Self::Dense(which)),
+            "hybrid" => Ok(Self::Hybrid(which)),
+            _ => Err(format!(
+                "retriever {s:?}: use bm25, dense, hybrid, dense:base or hybrid:base"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Retriever {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = |w: &Which| if *w == Which::Base { ":base" } else { "" };
+        match self {
+            Self::Bm25 => f.write_str("bm25"),
+            Self::Dense(w) => write!(f, "dense{}", base(w)),
+            Self::Hybrid(w) => write!(f, "hybrid{}", base(w)),
+        }
+    }
+}
+
+impl Serialize for Retriever {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retriever {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+
+fn default_question() -> String {
+    "How do I duplicate a file descriptor?".into()
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}

@@ -1,0 +1,127 @@
+//! The configuration file: defaults, the documented example, mistakes.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+#[test]
+fn an_empty_file_is_the_local_loop() {
+    let c = LoopConfig::from_toml("").unwrap();
+    assert_eq!(c.root.to_string(), "oss://ragloop-demo/");
+    assert_eq!(c.store.backend, StoreBackend::Local);
+    assert_eq!(c.jobs.backend, JobsBackend::Local);
+    assert_eq!(c.embedding.kind(), ModelKind::Hashed);
+    assert_eq!(c.embedding.training(), Training::Idf);
+    assert_eq!(c.index.backend, IndexBackend::Local);
+    assert_eq!(c.llm.backend, LlmBackend::Extractive);
+    assert!(!c.uses_cloud());
+    assert_eq!(
+        c.model_output().to_string(),
+        "oss://ragloop-demo/models/emb-v1/"
+    );
+}
+
+#[test]
+fn the_cloud_example_of_the_module_doc_parses() {
+    let text = r#"
+root = "oss://my-bucket/rag/"
+[store]
+backend = "oss"
+region = "cn-hangzhou"
+[jobs]
+backend = "pai"
+workspace_id = "12345"
+image = "img"
+[embedding]
+model = "oss://my-bucket/models/all-MiniLM-L6-v2/"
+train = "adapter"
+workers = 4
+[index]
+backend = "elasticsearch"
+url = "https://es.example:9200"
+[llm]
+backend = "bailian"
+[llm_fine_tune]
+backend = "bailian"
+base_model = "qwen2.5-7b-instruct"
+hyper_parameters = { n_epochs = 3, learning_rate = "1e-5" }
+[deploy]
+backend = "bailian"
+"#;
+    let c = LoopConfig::from_toml(text).unwrap();
+    assert_eq!(
+        c.embedding.kind(),
+        ModelKind::Sentence("oss://my-bucket/models/all-MiniLM-L6-v2/".into())
+    );
+    assert_eq!(c.embedding.workers, 4);
+    assert_eq!(c.index.backend, IndexBackend::Elasticsearch);
+    assert_eq!(c.llm_fine_tune.hyper_parameters.len(), 2);
+    assert!(c.uses_cloud());
+    assert_eq!(
+        c.model_output().to_string(),
+        "oss://my-bucket/rag/models/emb-v1/"
+    );
+}
+
+proptest::proptest! {
+    /// Whatever the file holds, reading it returns a configuration or an error — never a
+    /// panic — and errors are a usage error of at most a few lines.
+    #[test]
+    fn any_text_parses_or_fails_cleanly(text in "(\\[[a-z_]{1,12}\\]\n|[a-z_]{1,10} = (\"[^\"\\\\\n]{0,20}\"|[0-9]{1,4}|true|\\[\\])\n|[^\n]{0,30}\n){0,12}") {
+        match LoopConfig::from_toml(&text) {
+            Ok(c) => proptest::prop_assert!(c.validate().is_ok()),
+            Err(e) => {
+                proptest::prop_assert_eq!(crate::exit::code(&e), crate::exit::USAGE);
+                proptest::prop_assert!(format!("{e:#}").lines().count() <= 3, "{:#}", e);
+            }
+        }
+    }
+}
+
+#[test]
+fn mistakes_are_one_clear_line() {
+    let cases = [
+        ("[store]\nbackend = \"s3\"", "unknown variant `s3`"),
+        (
+            "[index]\nbakend = \"local\"",
+            "line 2 (bakend = \"local\"): unknown field `bakend`",
+        ),
+        (
+            "root = \"http://x\"",
+            "line 1 (root = \"http://x\"): invalid input",
+        ),
+        (
+            "[embedding]\ntrain = \"adapter\"",
+            "the hashed model can only be fitted",
+        ),
+        (
+            "[embedding]\nmodel = \"models/m\"\ntrain = \"idf\"",
+            "hashed model only",
+        ),
+        (
+            "[embedding]\nworkers = 2",
+            "batch-embedding jobs run sentence",
+        ),
+        ("[jobs]\nbackend = \"pai\"", "needs store.backend = \"oss\""),
+        (
+            "[store]\nbackend = \"oss\"\n[jobs]\nbackend = \"pai\"\n[embedding]\nmodel = \"models/m\"\ntrain = \"full\"",
+            "ragloop cp -r models/m",
+        ),
+        (
+            "[llm_fine_tune]\nbackend = \"bailian\"",
+            "base_model is required",
+        ),
+        (
+            "[llm_fine_tune]\nbackend = \"pai\"\nbase_model = \"q\"",
+            "command is required",
+        ),
+        ("[deploy]\nbackend = \"bailian\"", "deploy needs a model"),
+        ("[llm]\nbackend = \"openai\"", "base_url is required"),
+        ("[index]\ntop_k = 0", "top_k must be positive"),
+    ];
+    for (text, want) in cases {
+        let err = format!("{:#}", LoopConfig::from_toml(text).unwrap_err());
+        assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        assert!(!err.contains('\n') || err.lines().count() <= 3, "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! `ragloop eval`: retrieval quality of BM25, the hashed model and any number of
+//! sentence-transformers models (dense and hybrid with BM25) on a query set, written as the
+//! evaluation report (Markdown table + PNG chart; see [`crate::report`]).
+//!
+//! Everything runs in memory on the local backends: the documents are ingested into an
+//! in-memory store, chunked, embedded with each model, indexed (one index per model) and
+//! queried. Pass a base model and a trained one to see what training bought:
+//! `ragloop eval --model models/all-MiniLM-L6-v2 --model target/emb-v1`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore, LocalVectorIndex};
+use rag_core::pipeline::{Layout, Pipeline, PipelineOptions, Progress, RetrievalMode};
+use rag_core::{EmbeddingModel, ObjectStore, VectorIndex};
+use serde::Serialize;
+
+use crate::evaluation::{self, MetricsRow};
+
+/// Arguments of `ragloop eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Directory of documents (as `ragloop run --data`).
+    #[arg(long, default_value = "data/manpages/docs")]
+    pub data: PathBuf,
+    /// Queries with relevant document ids (JSONL or JSONL.gz).
+    #[arg(long, default_value = "data/manpages/queries.jsonl.gz")]
+    pub queries: PathBuf,
+    /// Which split to evaluate on.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// A sentence-transformers model directory to evaluate (repeat for several, e.g. the base
+    /// model and a trained one).
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+    /// Dimension of the hashed model (fitted on the documents); 0 leaves it out.
+    #[arg(long, default_value_t = 768)]
+    pub dims: usize,
+    /// Where `eval-report.md` and `eval-report.png` go.
+    #[arg(long, default_value = "target/eval")]
+    pub out: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `ragloop eval` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    /// One row per retriever.
+    pub rows: Vec<MetricsRow>,
+    /// The Markdown report.
+    pub report: PathBuf,
+    /// The chart.
+    pub chart: PathBuf,
+}
+
+/// Runs the evaluation and writes the report.
+pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSummary> {
+    let queries = crate::queries::read_queries(&args.queries, Some(&args.split))?;
+    if queries.is_empty() {
+        bail!(
+            "{} has no queries in split {:?}",
+            args.queries.display(),
+            args.split
+        );
+    }
+    let store = Arc::new(InMemoryStore::new());
+    let index: Arc<dyn VectorIndex> = Arc::new(LocalVectorIndex::in_memory());
+    let layout = Layout::new("mem://ragloop-eval/".parse()?);
+    let pipeline_for = |name: &str| {
+        Pipeline::new(store.clone(), layout.clone())
+            .with_index(index.clone())
+            .with_options(PipelineOptions {
+                index_name: name.into(),
+                ..Default::default()
+            })
+            .with_progress(progress.clone())
+    };
+    let first = pipeline_for("eval-bm25");
+    let ingest = first.ingest(&args.data).await?;
+    if !ingest.failed.is_empty() {
+        bail!(
+            "{} files could not be read: {:?}",
+            ingest.failed.len(),
+            ingest.failed
+        );
+    }
+
+    // The models: the hashed one fitted on the documents (its IDF), then each directory.
+    let mut models: Vec<(String, Box<dyn EmbeddingModel>)> = Vec::new();
+    if args.dims > 0 {
+        let loaded = rag_core::loader::load_documents(
+            store.as_ref() as &dyn ObjectStore,
+            &layout.raw_docs(),
+        )
+        .await?;
+        let hashed = HashedEmbedding::fit(
+            HashedEmbeddingConfig {
+                dims: args.dims,
+                ..Default::default()
+            },
+            loaded.documents.iter().map(|d| d.text.as_str()),
+        )?;
+        models.push(("hashed (IDF)".into(), Box::new(hashed)));
+    }
+    for dir in &args.model {
+        let m = embed_runtime::SentenceEmbedder::load(dir)
+            .with_context(|| format!("loading the model in {}", dir.display()))?;
+        models.push((dir.display().to_string(), Box::new(m)));
+    }
+    if models.is_empty() {
+        bail!("nothing to evaluate: give --model or a hashed --dims above 0");
+    }
+
+    let mut rows = Vec::new();
+    for (i, (name, model)) in models.iter().enumerate() {
+        let p = pipeline_for(&format!("eval-{i}"));
+        p.embed(model.as_ref()).await?;
+        let indexed = p.index(model.as_ref()).await?;
+        if !indexed.failed.is_empty() {
+            bail!(
+                "{} records of {name} could not be indexed",
+                indexed.failed.len()
+            );
+        }
+        let modes = if i == 0 {
+            &[
+                RetrievalMode::Text,
+                RetrievalMode::Vector,
+                RetrievalMode::Hybrid,
+            ][..]
+        } else {
+            &[RetrievalMode::Vector, RetrievalMode::Hybrid][..]
+        };
+        for &mode in modes {
+            rows.push(evaluation::row(&p, model.as_ref(), name, mode, &queries).await?);
+        }
+    }
+    let title = format!(
+        "Retrieval on the {:?} split of {}",
+        args.split,
+        args.queries.display()
+    );
+    let (report, chart) = crate::report::write(&args.out, "eval-report", &title, &rows)?;
+    Ok(EvalSummary {
+        rows,
+        report,
+        chart,
+    })
+}

@@ -1,0 +1,191 @@
+//! The jobs the loop submits, built from the configuration alone (no connection needed, so
+//! `--dry-run` shows exactly what `run` submits): stage 2's trainer, stage 3's fine-tune and
+//! stage 5's embedding workers. Every job gets the loop's store description
+//! ([`StoreSpec::ENV`]) and opens its store with the same factory as the loop.
+
+use std::path::{Path, PathBuf};
+
+use rag_core::pipeline::Layout;
+use rag_core::training::Framework;
+use rag_core::{JobKind, JobSpec, StoreUri};
+
+use crate::config::{LlmFineTuneBackend, LoopConfig, ModelKind, Training};
+use crate::stores::{StoreSpec, absolute};
+
+/// Builds the loop's job specs.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    config: LoopConfig,
+    layout: Layout,
+    command: Vec<String>,
+    store: StoreSpec,
+}
+
+impl JobPlan {
+    /// Jobs for `config` running `command` (the `ragloop` program, program first) against
+    /// `store`.
+    pub fn new(config: &LoopConfig, command: Vec<String>, store: StoreSpec) -> Self {
+        Self {
+            layout: Layout::new(config.root.clone()),
+            config: config.clone(),
+            command,
+            store,
+        }
+    }
+
+    /// The store every job opens.
+    pub fn store(&self) -> &StoreSpec {
+        &self.store
+    }
+
+    /// A spec running `ragloop <args…>`, with the store description and inputs.
+    fn spec(&self, name: String, kind: JobKind, args: Vec<String>, output: StoreUri) -> JobSpec {
+        let mut command = self.command.clone();
+        command.extend(args);
+        JobSpec::new(name, kind, command, output)
+            .with_input("data", self.layout.raw_docs())
+            .with_env(StoreSpec::ENV, self.store.to_json())
+    }
+
+    /// A model location as a job sees it: store URIs as they are, local paths absolute.
+    fn job_path(location: &str) -> String {
+        match location.parse::<StoreUri>() {
+            Ok(uri) => uri.to_string(),
+            Err(_) => absolute(Path::new(location))
+                .unwrap_or_else(|_| PathBuf::from(location))
+                .display()
+                .to_string(),
+        }
+    }
+
+    /// Stage 2's job, if the configuration trains.
+    pub fn training(&self) -> Option<JobSpec> {
+        let e = &self.config.embedding;
+        let output = self.config.model_output();
+        let mut args: Vec<String> = vec![
+            "train".into(),
+            "--data".into(),
+            self.layout.raw_docs().to_string(),
+            "--output".into(),
+            output.to_string(),
+        ];
+        match (e.kind(), e.training()) {
+            (_, Training::None) | (ModelKind::Bailian(_), _) => None,
+            (ModelKind::Hashed, _) => {
+                args.extend(["--dims".into(), e.dims.to_string()]);
+                Some(
+                    self.spec("emb-train".into(), JobKind::EmbeddingFineTune, args, output)
+                        .with_hyper_parameter("dims", e.dims),
+                )
+            }
+            (ModelKind::Sentence(base), mode) => {
+                let mode = if mode == Training::Full {
+                    "full"
+                } else {
+                    "adapter"
+                };
+                // Pairs from the queries' train split when the evaluated split is another (a
+                // local file, read by a job on this machine).
+                let queries = self.config.queries().filter(|q| {
+                    self.config.eval.split != "train"
+                        && self.store.local_root().is_some()
+                        && crate::queries::read_queries(q, Some("train"))
+                            .is_ok_and(|v| !v.is_empty())
+                });
+                if let Some(q) = queries {
+                    args.extend([
+                        "--queries".into(),
+                        Self::job_path(&q.display().to_string()),
+                        "--queries-split".into(),
+                        "train".into(),
+                        "--mine".into(),
+                        "none".into(),
+                    ]);
+                }
+                Some(
+                    self.spec(
+                        format!("{}-train", e.name),
+                        JobKind::EmbeddingFineTune,
+                        args,
+                        output,
+                    )
+                    .with_base_model(Self::job_path(&base))
+                    .with_hyper_parameter("mode", mode),
+                )
+            }
+        }
+    }
+
+    /// Stage 3's job, when `[llm_fine_tune]` is on.
+    pub fn llm_fine_tune(&self) -> Option<JobSpec> {
+        let f = &self.config.llm_fine_tune;
+        if f.backend == LlmFineTuneBackend::None {
+            return None;
+        }
+        let name = f.name.clone().unwrap_or_else(|| "llm-ft".into());
+        let output = self.layout.model(&name);
+        let data = self.layout.qa_pairs();
+        let base = f.base_model.clone().unwrap_or_default();
+        let mut command = f.command.clone().unwrap_or_default();
+        if !command.is_empty() {
+            command.extend([
+                "--data".into(),
+                data.to_string(),
+                "--output".into(),
+                output.to_string(),
+                "--base-model".into(),
+                base.clone(),
+            ]);
+        }
+        let mut spec = JobSpec::new(&name, JobKind::LlmFineTune, command, output)
+            .with_input("data", data)
+            .with_base_model(base)
+            .with_env(StoreSpec::ENV, self.store.to_json());
+        spec.framework = Framework::DeepSpeed;
+        for (k, v) in &f.hyper_parameters {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            spec = spec.with_hyper_parameter(k, v);
+        }
+        Some(spec)
+    }
+
+    /// Stage 5's `embedding.workers` jobs embedding the model at `model` (a local directory
+    /// or a store prefix) into `shards`. Job `i` of `n` writes its `_SUCCESS` under
+    /// `shards/_jobs/<corpus>/worker-<i>-of-<n>/`: `corpus` fingerprints the documents, so
+    /// a rerun over the same corpus skips the workers that finished and a changed corpus
+    /// runs them all again.
+    pub fn embedding_workers(&self, model: &str, shards: &StoreUri, corpus: &str) -> Vec<JobSpec> {
+        let n = self.config.embedding.workers;
+        (0..n)
+            .map(|i| {
+                let done = shards
+                    .join(&format!("_jobs/{corpus}/worker-{}-of-{n}/", i + 1))
+                    .unwrap_or_else(|_| shards.clone());
+                let args = vec![
+                    "embed".into(),
+                    "--model".into(),
+                    Self::job_path(model),
+                    "--input".into(),
+                    self.layout.raw_docs().to_string(),
+                    "--output".into(),
+                    shards.to_string(),
+                    "--worker".into(),
+                    i.to_string(),
+                    "--workers".into(),
+                    n.to_string(),
+                    "--done".into(),
+                    done.to_string(),
+                ];
+                self.spec(
+                    format!("embed-{}-of-{n}", i + 1),
+                    JobKind::Script,
+                    args,
+                    done,
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,166 @@
+//! `--dry-run`: what `ragloop run` will do with a configuration — each stage's backend, the
+//! exact job commands and the report's rows — with no call made and no credential needed.
+
+use anyhow::Result;
+use rag_core::Stage;
+use rag_core::pipeline::Layout;
+
+use crate::backends::{job_command, store_spec};
+use crate::config::{DeployBackend, JobsBackend, LoopConfig, StoreBackend};
+use crate::jobs::JobPlan;
+
+/// The plan as text, one line per stage. `local_command` is the program local jobs run.
+pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
+    config.validate()?;
+    let layout = Layout::new(config.root.clone());
+    let jobs = JobPlan::new(
+        config,
+        job_command(config, local_command),
+        store_spec(config)?,
+    );
+    let store = match config.store.backend {
+        StoreBackend::Local => format!(
+            "local files under {}",
+            config.work_dir.join("store").display()
+        ),
+        StoreBackend::Oss => format!(
+            "OSS ({})",
+            config
+                .store
+                .endpoint
+                .clone()
+                .or(config.store.region.clone())
+                .unwrap_or_else(|| "cn-hangzhou".into())
+        ),
+    };
+    let runs_jobs = match config.jobs.backend {
+        JobsBackend::Local => "local processes".to_string(),
+        JobsBackend::Pai => format!(
+            "PAI-DLC workspace {}",
+            config
+                .jobs
+                .workspace_id
+                .as_deref()
+                .unwrap_or("$PAI_WORKSPACE_ID")
+        ),
+    };
+    let mut out = format!(
+        "Plan for {} (store: {store}; jobs: {runs_jobs})\n",
+        layout.root()
+    );
+    let mut stage =
+        |s: Stage, what: String| out.push_str(&format!("  {:<20} {what}\n", s.to_string()));
+    stage(
+        Stage::Ingest,
+        format!("{} → {}", config.data.display(), layout.raw_docs()),
+    );
+    let training = jobs.training();
+    stage(
+        Stage::TrainEmbeddings,
+        match &training {
+            Some(spec) => format!(
+                "job {} → {}: {}",
+                spec.name,
+                spec.output,
+                spec.command.join(" ")
+            ),
+            None => format!("none ({} as it is)", config.embedding.model),
+        },
+    );
+    stage(
+        Stage::FineTuneLlm,
+        match jobs.llm_fine_tune() {
+            Some(spec) => format!(
+                "{:?} fine-tune of {} on {} → {}",
+                config.llm_fine_tune.backend,
+                spec.base_model.as_deref().unwrap_or("?"),
+                layout.qa_pairs(),
+                spec.output
+            ),
+            None => "skipped".into(),
+        },
+    );
+    stage(
+        Stage::Deploy,
+        match config.deploy.backend {
+            DeployBackend::None => "skipped".into(),
+            b => format!("{b:?} deployment, waits until it serves"),
+        },
+    );
+    let served = training
+        .as_ref()
+        .map_or(config.embedding.model.clone(), |s| s.output.to_string());
+    let shards = layout
+        .root()
+        .as_prefix()
+        .join("vector-indexes/<model id>/")
+        .map_or_else(|_| String::new(), |u| u.to_string());
+    stage(
+        Stage::Embed,
+        if config.embedding.workers == 0 {
+            format!("in this process with {served} → {shards}")
+        } else {
+            let specs =
+                jobs.embedding_workers(&served, &layout.vector_shards("MODEL_ID"), "CORPUS");
+            format!(
+                "{} jobs, e.g. {}",
+                specs.len(),
+                specs
+                    .first()
+                    .map_or_else(String::new, |s| s.command.join(" "))
+            )
+        },
+    );
+    let base_too = training.is_some()
+        && config.queries().is_some()
+        && config
+            .retrievers()
+            .iter()
+            .any(|r| r.to_string().ends_with(":base"));
+    stage(
+        Stage::Index,
+        format!(
+            "{:?} index {:?}{}",
+            config.index.backend,
+            config.index.name,
+            if base_too {
+                format!(
+                    " (and {:?} for the base model {}, for the report)",
+                    format!("{}-base", config.index.name),
+                    config.embedding.model
+                )
+            } else {
+                String::new()
+            }
+        ),
+    );
+    stage(
+        Stage::Answer,
+        format!(
+            "{:?} LLM{}, top {} chunks, hybrid retrieval",
+            config.llm.backend,
+            config
+                .llm
+                .model
+                .as_ref()
+                .map_or_else(String::new, |m| format!(" {m}")),
+            config.index.top_k
+        ),
+    );
+    match config.queries() {
+        Some(q) => out.push_str(&format!(
+            "  {:<20} {} on the {:?} split of {}\n",
+            "report",
+            config
+                .retrievers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.eval.split,
+            q.display()
+        )),
+        None => out.push_str(&format!("  {:<20} no query set: no evaluation\n", "report")),
+    }
+    Ok(out)
+}

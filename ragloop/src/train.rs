@@ -1,0 +1,582 @@
+//! `ragloop train`: the embedding training job (seed step 2) — what the local loop submits as a
+//! job and what a PAI-DLC container runs (`--data`/`--output` from the seed, or the
+//! `RAGLOOP_INPUT_DATA`/`RAGLOOP_OUTPUT` a `TrainingBackend` sets).
+//!
+//! With `--base-model` it fine-tunes a sentence-transformers model with
+//! [`embed_runtime::train`]: pairs mined from the raw documents, plus optional query sets
+//! (`--queries`, e.g. the `train` split) and user pairs (`--pairs`), evaluation of the base and
+//! the trained model on `--eval-queries`, and a sentence-transformers directory, a report
+//! (`training-report.json` + `.md`) and `_SUCCESS` written under `--output`. Without it, it fits
+//! the local hashed model (the default of `ragloop run`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use embed_runtime::SentenceEmbedder;
+use embed_runtime::train::pairs::{self, MiningOptions, Pair, PairOrigin};
+use embed_runtime::train::synthetic::{SyntheticOptions, SyntheticReport, synthetic_pairs};
+use embed_runtime::train::{
+    AdapterTrainer, EmbeddingTrainer, StepLog, TrainConfig, TrainReport, evaluate,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rag_core::eval::{EvalQuery, RetrievalMetrics};
+use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig};
+use rag_core::training::SUCCESS_MARKER;
+use rag_core::{Document, ObjectStore, StoreUri};
+use serde::Serialize;
+
+/// What `ragloop train --base-model` trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainMode {
+    /// Fine-tune every weight of the encoder.
+    Full,
+    /// Keep the encoder frozen and fit a linear adapter (a `Dense` module) on its embeddings:
+    /// seconds instead of minutes, for small data.
+    Adapter,
+}
+
+use crate::stores::{self, StoreArgs};
+
+/// Arguments of `ragloop train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Documents: a store prefix (`oss://bucket/raw-docs/`) or a local path.
+    #[arg(long, env = "RAGLOOP_INPUT_DATA")]
+    pub data: String,
+    /// Model output prefix (`oss://bucket/models/emb-v1/`) or a local directory.
+    #[arg(long, env = "RAGLOOP_OUTPUT")]
+    pub output: String,
+    /// A sentence-transformers model to fine-tune (local directory or store prefix). Without
+    /// it the local hashed model is fitted instead.
+    #[arg(long, env = "RAGLOOP_BASE_MODEL")]
+    pub base_model: Option<String>,
+    /// `full` fine-tuning or a linear `adapter` on the frozen encoder.
+    #[arg(long, value_enum, default_value_t = TrainMode::Full, env = "RAGLOOP_HP_MODE")]
+    pub mode: TrainMode,
+    /// Embedding dimension of the hashed model (without `--base-model`).
+    #[arg(long, default_value_t = 768)]
+    pub dims: usize,
+    /// Queries with known relevant documents to train on (JSONL or JSONL.gz of `{"text",
+    /// "relevant", "split"}`; path or store URI).
+    #[arg(long)]
+    pub queries: Option<String>,
+    /// Which split of `--queries` to train on.
+    #[arg(long, default_value = "train")]
+    pub queries_split: String,
+    /// User pairs: JSONL of `{"query", "passage"}` (path or store URI).
+    #[arg(long)]
+    pub pairs: Option<String>,
+    /// Questions to ask an LLM to write per document (synthetic pairs; 0 = none). The LLM is
+    /// the one `llm_answer` uses: `RAGLOOP_LLM_BASE_URL` (any OpenAI-compatible server) and
+    /// `RAGLOOP_LLM_MODEL`, or `DASHSCOPE_API_KEY` for Bailian.
+    #[arg(long, default_value_t = 0)]
+    pub synthetic: usize,
+    /// Documents to ask the LLM about (spread evenly over the corpus; default: all).
+    #[arg(long)]
+    pub synthetic_docs: Option<usize>,
+    /// What to mine from the documents: any of `titles,headings,cloze`, or `none`.
+    #[arg(long, default_value = "titles,headings,cloze")]
+    pub mine: String,
+    /// Share of the documents whose pairs are held out of training and evaluated on.
+    #[arg(long, default_value_t = 0.05)]
+    pub hold_out: f64,
+    /// Queries to evaluate the base and trained models on (path or store URI).
+    #[arg(long)]
+    pub eval_queries: Option<String>,
+    /// Which split of `--eval-queries` to evaluate on (never train on it).
+    #[arg(long, default_value = "test")]
+    pub eval_split: String,
+    /// Passes over the pairs [default: 1, adapter 30].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Pairs per step [default: 32, adapter 64].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate [default: 2e-5, adapter 1e-3].
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// AdamW weight decay (for the adapter: towards the base model) [default: 0.01].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Share of the steps warming the learning rate up.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Tokens of a query kept.
+    #[arg(long, default_value_t = 64)]
+    pub max_query_tokens: usize,
+    /// Tokens of a passage kept.
+    #[arg(long, default_value_t = 128)]
+    pub max_passage_tokens: usize,
+    /// Dropout (default: the model's).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Seed of mining, shuffling and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop after this many steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Where a base model from a store is downloaded.
+    #[arg(long, default_value = "target/ragloop-models")]
+    pub model_cache: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Which store serves the locations.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Retrieval before and after training.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// What was evaluated.
+    pub set: String,
+    /// The base model.
+    pub base: RetrievalMetrics,
+    /// The trained model.
+    pub trained: RetrievalMetrics,
+}
+
+/// What `ragloop train` did with a neural model.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// The base model.
+    pub base_model: String,
+    /// What was trained.
+    pub mode: TrainMode,
+    /// Where the trained model was written.
+    pub output: String,
+    /// Documents read.
+    pub documents: usize,
+    /// Training pairs by origin.
+    pub pairs_by_origin: Vec<(PairOrigin, usize)>,
+    /// Pairs trained on.
+    pub train_pairs: usize,
+    /// Pairs held out.
+    pub held_out_pairs: usize,
+    /// Relevant ids of `--queries` not among the documents.
+    pub missing_relevant: usize,
+    /// The LLM's questions, when `--synthetic` asked for them.
+    pub synthetic: Option<SyntheticReport>,
+    /// Hyper-parameters.
+    pub config: TrainConfig,
+    /// Loss per step and timings.
+    pub report: TrainReport,
+    /// Evaluations (held-out pairs, `--eval-queries`).
+    pub evaluations: Vec<Comparison>,
+    /// Wall time of the whole job.
+    pub seconds: f64,
+}
+
+/// Runs the job; prints a human summary (or JSON) on stdout.
+pub async fn run(args: TrainArgs) -> Result<()> {
+    if args.base_model.is_none() {
+        return train_hashed(&args).await;
+    }
+    let summary = train_neural(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render(&summary));
+    }
+    Ok(())
+}
+
+async fn train_hashed(args: &TrainArgs) -> Result<()> {
+    let data = stores::location(&args.data)?;
+    let (store, output) = args.store.locate(&args.output)?;
+    let output = output.as_prefix();
+    let config = HashedEmbeddingConfig {
+        dims: args.dims,
+        ..Default::default()
+    };
+    let report = HashedEmbedding::train_job(store.as_ref(), &data, &output, config).await?;
+    println!(
+        "fitted {} on {} documents ({} inputs skipped) in {:.2}s → {output}",
+        report.model_id, report.documents, report.skipped_inputs, report.seconds
+    );
+    Ok(())
+}
+
+async fn read_queries(args: &TrainArgs, arg: &str, split: &str) -> Result<Vec<EvalQuery>> {
+    let text = crate::queries::decode_text(arg, args.store.read(arg).await?)?;
+    crate::queries::parse_queries(&text, arg, Some(split))
+}
+
+async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let (src, data) = args.store.locate(&args.data)?;
+    let (dst, output) = args.store.locate(&args.output)?;
+    let output = output.as_prefix();
+    let base_arg = args.base_model.clone().unwrap_or_default();
+    let base_dir = crate::embed::fetch_model_dir(&base_arg, &args.model_cache, &args.store).await?;
+
+    let loaded = rag_core::loader::load_documents(src.as_ref(), &data)
+        .await
+        .with_context(|| format!("reading documents from {data}"))?;
+    let docs = loaded.documents;
+    if docs.is_empty() {
+        bail!(
+            "no documents under {data} ({} inputs skipped)",
+            loaded.skipped.len()
+        );
+    }
+
+    // Training pairs: mined, from queries, from the user; deduplicated; some documents held out.
+    let mining = mining_options(&args.mine, args.seed)?;
+    let mut all = pairs::mine_pairs(&docs, &mining);
+    let mut missing_relevant = 0;
+    if let Some(q) = &args.queries {
+        let queries = read_queries(args, q, &args.queries_split).await?;
+        if queries.is_empty() {
+            bail!("{q} has no queries in split {:?}", args.queries_split);
+        }
+        let (from_queries, missing) =
+            pairs::pairs_from_queries(&queries, &docs, mining.max_passage_chars);
+        missing_relevant = missing;
+        all.extend(from_queries);
+    }
+    let synthetic = if args.synthetic > 0 {
+        let (made, report) = synthetic_questions(args, &docs).await?;
+        all.extend(made);
+        Some(report)
+    } else {
+        None
+    };
+    if let Some(p) = &args.pairs {
+        let text = crate::queries::decode_text(p, args.store.read(p).await?)?;
+        all.extend(pairs::read_pairs_jsonl(&text)?);
+    }
+    let all = pairs::dedup(all);
+    let mut by_origin: Vec<(PairOrigin, usize)> = Vec::new();
+    for p in &all {
+        match by_origin.iter_mut().find(|(o, _)| *o == p.origin) {
+            Some((_, n)) => *n += 1,
+            None => by_origin.push((p.origin, 1)),
+        }
+    }
+    let (train, held) = pairs::hold_out(all, args.hold_out);
+    if train.len() < 2 {
+        bail!(
+            "only {} training pairs: add documents, --queries or --pairs",
+            train.len()
+        );
+    }
+
+    let eval_queries = match &args.eval_queries {
+        Some(q) => Some(read_queries(args, q, &args.eval_split).await?),
+        None => None,
+    };
+    let base = SentenceEmbedder::load(&base_dir)
+        .with_context(|| format!("loading {}", base_dir.display()))?;
+    let before = evaluations(&base, &docs, eval_queries.as_deref(), &held).await?;
+
+    let defaults = match args.mode {
+        TrainMode::Full => TrainConfig::default(),
+        TrainMode::Adapter => TrainConfig::adapter(),
+    };
+    let config = TrainConfig {
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
+        warmup_ratio: args.warmup_ratio,
+        max_query_tokens: args.max_query_tokens,
+        max_passage_tokens: args.max_passage_tokens,
+        dropout: args.dropout,
+        seed: args.seed,
+        max_steps: args.max_steps,
+        ..defaults
+    };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("train {bar:30} {pos}/{len} steps {msg} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut on_step = |s: &StepLog| {
+        bar.set_length(s.total as u64);
+        bar.set_position(s.step as u64);
+        bar.set_message(format!("loss {:.4}", s.loss));
+        tracing::info!(
+            step = s.step,
+            loss = s.loss,
+            lr = s.learning_rate,
+            grad_norm = s.grad_norm,
+            seconds = s.seconds,
+            "train step"
+        );
+    };
+    let out_dir = tempfile::tempdir()?;
+    let loading = || format!("loading {} for training", base_dir.display());
+    let report = match args.mode {
+        TrainMode::Full => {
+            drop(base);
+            let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;
+            let report = trainer.train(&train, &config, &mut on_step)?;
+            trainer.save(out_dir.path())?;
+            report
+        }
+        TrainMode::Adapter => {
+            bar.set_message("embedding the pairs with the frozen model");
+            let mut trainer =
+                AdapterTrainer::from_embedder(&base_dir, base).with_context(loading)?;
+            let report = trainer.train(&train, &config, &mut on_step)?;
+            trainer.save(out_dir.path())?;
+            report
+        }
+    };
+    bar.finish_and_clear();
+    let trained = SentenceEmbedder::load(out_dir.path())?;
+    let after = evaluations(&trained, &docs, eval_queries.as_deref(), &held).await?;
+    let evaluations = before
+        .into_iter()
+        .zip(after)
+        .map(|((set, base), (_, trained))| Comparison { set, base, trained })
+        .collect();
+
+    let summary = TrainSummary {
+        base_model: base_arg,
+        mode: args.mode,
+        output: output.to_string(),
+        documents: docs.len(),
+        pairs_by_origin: by_origin,
+        train_pairs: train.len(),
+        held_out_pairs: held.len(),
+        missing_relevant,
+        synthetic,
+        config,
+        report,
+        evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    upload_dir(dst.as_ref(), out_dir.path(), &output).await?;
+    dst.put(
+        &output.join("training-report.json")?,
+        Bytes::from(serde_json::to_vec_pretty(&summary)?),
+    )
+    .await?;
+    dst.put(
+        &output.join("training-report.md")?,
+        Bytes::from(render(&summary)),
+    )
+    .await?;
+    dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
+    Ok(summary)
+}
+
+/// Asks the configured LLM for `--synthetic` questions about `--synthetic-docs` documents.
+async fn synthetic_questions(
+    args: &TrainArgs,
+    docs: &[Document],
+) -> Result<(Vec<Pair>, SyntheticReport)> {
+    let env = crate::llm_env::LlmEnv::from_vars(|k| std::env::var(k).ok())?.with_context(|| {
+        format!(
+            "--synthetic needs an LLM: {}",
+            crate::llm_env::NOT_CONFIGURED
+        )
+    })?;
+    let chat = bailian_client::ChatClient::new(env.config, env.model)?;
+    // Spread evenly, so a capped run still covers the whole corpus.
+    let n = args.synthetic_docs.unwrap_or(docs.len()).min(docs.len());
+    let chosen: Vec<Document> = (0..n).map(|i| docs[i * docs.len() / n].clone()).collect();
+    let options = SyntheticOptions {
+        questions_per_doc: args.synthetic,
+        ..Default::default()
+    };
+    tracing::info!(
+        documents = chosen.len(),
+        per_doc = args.synthetic,
+        "asking the LLM for questions"
+    );
+    let (made, report) = synthetic_pairs(&chat, &chosen, &options)
+        .await
+        .context("writing synthetic questions")?;
+    for (doc, error) in &report.failed {
+        tracing::warn!(doc, error, "no synthetic questions for this document");
+    }
+    Ok((made, report))
+}
+
+fn mining_options(spec: &str, seed: u64) -> Result<MiningOptions> {
+    let mut o = MiningOptions {
+        titles: false,
+        headings_per_doc: 0,
+        cloze_per_doc: 0,
+        seed,
+        ..Default::default()
+    };
+    let d = MiningOptions::default();
+    for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match part {
+            "none" => {}
+            "titles" => o.titles = true,
+            "headings" => o.headings_per_doc = d.headings_per_doc,
+            "cloze" => o.cloze_per_doc = d.cloze_per_doc,
+            other => bail!("--mine: unknown kind {other:?} (titles, headings, cloze or none)"),
+        }
+    }
+    Ok(o)
+}
+
+/// (set name, metrics) for the held-out pairs and the evaluation queries.
+async fn evaluations(
+    model: &SentenceEmbedder,
+    docs: &[Document],
+    queries: Option<&[EvalQuery]>,
+    held: &[Pair],
+) -> Result<Vec<(String, RetrievalMetrics)>> {
+    let mut out = Vec::new();
+    if !held.is_empty() {
+        // Each held-out pair's passage is a document; its query must find it among them.
+        let passages: Vec<Document> = held
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Document {
+                id: format!("held-{i}"),
+                title: String::new(),
+                text: p.passage.clone(),
+                source: String::new(),
+            })
+            .collect();
+        let queries: Vec<EvalQuery> = held
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EvalQuery {
+                id: format!("held-{i}"),
+                text: p.query.clone(),
+                relevant: vec![format!("held-{i}")],
+                split: "held-out".into(),
+            })
+            .collect();
+        out.push((
+            format!("{} held-out pairs", held.len()),
+            evaluate(model, &passages, &queries, 4_000).await?,
+        ));
+    }
+    if let Some(q) = queries {
+        out.push((
+            format!(
+                "{} evaluation queries over {} documents",
+                q.len(),
+                docs.len()
+            ),
+            evaluate(model, docs, q, 4_000).await?,
+        ));
+    }
+    Ok(out)
+}
+
+async fn upload_dir(store: &dyn ObjectStore, dir: &Path, prefix: &StoreUri) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+            let bytes = Bytes::from(std::fs::read(&path)?);
+            store.put(&prefix.join(&rel)?, bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The Markdown report (also `training-report.md` next to the model).
+pub fn render(s: &TrainSummary) -> String {
+    let mut out = format!(
+        "# Embedding training report\n\nbase model `{}` → `{}` ({})\n\n\
+         {} documents; {} training pairs, {} held out ({}); {} relevant ids not found\n\n",
+        s.base_model,
+        s.output,
+        match s.mode {
+            TrainMode::Full => "every weight fine-tuned",
+            TrainMode::Adapter => "frozen encoder + linear adapter",
+        },
+        s.documents,
+        s.train_pairs,
+        s.held_out_pairs,
+        s.pairs_by_origin
+            .iter()
+            .map(|(o, n)| format!("{o:?}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.missing_relevant,
+    );
+    if let Some(y) = &s.synthetic {
+        out.push_str(&format!(
+            "synthetic questions: {} pairs from {} documents ({} failed, {} lines rejected), \
+             {} tokens, {:.0} s\n\n",
+            y.pairs,
+            y.documents,
+            y.failed.len(),
+            y.rejected_lines,
+            y.usage.total_tokens,
+            y.seconds
+        ));
+    }
+    let r = &s.report;
+    let first = r.steps.first().map_or(f64::NAN, |x| x.loss);
+    let last_n = r.steps.len().clamp(1, 5);
+    let last = r
+        .steps
+        .iter()
+        .rev()
+        .take(last_n)
+        .map(|x| x.loss)
+        .sum::<f64>()
+        / last_n as f64;
+    let inputs = match s.mode {
+        TrainMode::Full => format!(
+            "queries ≤ {} / passages ≤ {} tokens",
+            s.config.max_query_tokens, s.config.max_passage_tokens
+        ),
+        TrainMode::Adapter => format!(
+            "embeddings of the frozen model, {:.0} s to compute",
+            r.prepare_seconds
+        ),
+    };
+    out.push_str(&format!(
+        "{} steps (epochs {}, batch {}, lr {:.0e}, {inputs}, seed {}): \
+         loss {first:.4} → {last:.4} (mean of the last {last_n}); {:.2} s/step; {:.0} s in all \
+         ({:.0} s training)\n\n",
+        r.steps.len(),
+        s.config.epochs,
+        s.config.batch_size,
+        s.config.learning_rate,
+        s.config.seed,
+        r.mean_step_seconds(),
+        s.seconds,
+        r.seconds,
+    ));
+    out.push_str("| set | model | hit@1 | hit@5 | hit@10 | MRR@10 | nDCG@10 |\n|---|---|---|---|---|---|---|\n");
+    for c in &s.evaluations {
+        for (name, m) in [("base", &c.base), ("trained", &c.trained)] {
+            out.push_str(&format!(
+                "| {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                c.set, m.hit_at_1, m.hit_at_5, m.hit_at_10, m.mrr_at_10, m.ndcg_at_10
+            ));
+        }
+    }
+    out.push_str("\nloss per step: ");
+    out.push_str(
+        &r.steps
+            .iter()
+            .map(|x| format!("{:.3}", x.loss))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    out.push('\n');
+    out
+}

@@ -1,0 +1,401 @@
+//! The `ragloop` binary as a user runs it.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::write_corpus;
+
+fn ragloop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ragloop"))
+}
+
+#[test]
+fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, queries) = write_corpus(dir.path());
+    let out = ragloop()
+        .args([
+            "run",
+            "--json",
+            "--dims",
+            "128",
+            "--question",
+            "How do I send a signal?",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ragloop run failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages: Vec<&str> = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "Ingest",
+            "TrainEmbeddings",
+            "FineTuneLlm",
+            "Deploy",
+            "Embed",
+            "Index",
+            "Answer"
+        ]
+    );
+    // BM25, then the untrained and the trained hashed model, dense and hybrid.
+    let eval = summary["evaluation"].as_array().unwrap();
+    assert_eq!(eval.len(), 5);
+    assert_eq!(eval[2]["retriever"], "dense hashed, trained (IDF)");
+    assert_eq!(
+        eval[0]["metrics"]["hit_at_1"], 1.0,
+        "BM25 finds kill.2 first"
+    );
+    let answer = &summary["answer"];
+    assert!(
+        answer["text"].as_str().unwrap().contains("sends a signal"),
+        "{answer}"
+    );
+    assert_eq!(answer["citations"][0]["doc_id"], "kill.2");
+
+    // The evaluation report: the table and its chart in the work directory.
+    let report = std::path::PathBuf::from(summary["report"].as_str().unwrap());
+    assert_eq!(report, dir.path().join("work/eval-report.md"));
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| BM25 | 1.000 |"), "{md}");
+    let png = std::fs::read(report.with_extension("png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+
+    // A second run resumes: everything is in place, nothing is trained or embedded again.
+    let again = ragloop()
+        .args(["run", "--dims", "128", "--queries", "none"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(text.contains("already trained"), "{text}");
+    assert!(text.contains("(0 written)"), "{text}");
+}
+
+/// `--dry-run` prints the plan of exactly the configuration `run` would run: the defaults
+/// with the flags applied.
+#[test]
+fn run_dry_run_shows_what_run_will_do_with_its_flags() {
+    let plan = |args: &[&str]| {
+        let out = ragloop()
+            .args(["run", "--dry-run"])
+            .args(args)
+            .env_remove("RAGLOOP_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let default = plan(&[]);
+    for want in [
+        "data/manpages/docs → oss://ragloop-demo/raw-docs/",
+        "job emb-train",
+        "train --data oss://ragloop-demo/raw-docs/ --output oss://ragloop-demo/models/emb-v1/ --dims 768",
+        "bm25, dense:base, dense, hybrid:base, hybrid on the \"test\" split of data/manpages/queries.jsonl.gz",
+    ] {
+        assert!(default.contains(want), "{want:?} not in\n{default}");
+    }
+    let neural = plan(&[
+        "--model",
+        "models/m",
+        "--fine-tune",
+        "full",
+        "--dims",
+        "64",
+        "--queries",
+        "none",
+    ]);
+    assert!(neural.contains("job emb-v1-train"), "{neural}");
+    assert!(neural.contains("no query set: no evaluation"), "{neural}");
+    assert!(!neural.contains("--dims"), "{neural}");
+}
+
+#[test]
+fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ragloop()
+        .args([
+            "run",
+            "--data",
+            "/nonexistent/ragloop-data",
+            "--queries",
+            "none",
+        ])
+        .arg("--work-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+}
+
+#[test]
+fn cp_uploads_and_downloads_a_tree_like_ossutil() {
+    let server = oss_client::testing::S3TestServer::start();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.store("cli-bucket"))
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("man1")).unwrap();
+    std::fs::write(src.path().join("man1/ls.1"), "list directory contents").unwrap();
+    std::fs::write(src.path().join("notes.txt"), "notes").unwrap();
+    let cp = |args: &[&str]| {
+        ragloop()
+            .arg("cp")
+            .args(args)
+            .args(["--endpoint", server.endpoint()])
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing")
+            .output()
+            .unwrap()
+    };
+    let up = cp(&[
+        "-r",
+        src.path().to_str().unwrap(),
+        "oss://cli-bucket/raw-docs/",
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(text.contains("2 files: 2 copied"), "{text}");
+
+    let again = cp(&[
+        "-r",
+        src.path().to_str().unwrap(),
+        "oss://cli-bucket/raw-docs/",
+    ]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("2 unchanged"));
+
+    let dst = tempfile::tempdir().unwrap();
+    let down = cp(&[
+        "-r",
+        "oss://cli-bucket/raw-docs/",
+        dst.path().to_str().unwrap(),
+    ]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.path().join("man1/ls.1")).unwrap(),
+        "list directory contents"
+    );
+}
+
+#[test]
+fn cp_without_credentials_says_which_variable_is_missing() {
+    let out = ragloop()
+        .args(["cp", "-r", ".", "oss://some-bucket/x/"])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID is not set"),
+        "{stderr}"
+    );
+}
+
+fn pai(args: &[&str]) -> std::process::Output {
+    ragloop()
+        .arg("pai")
+        .args(args)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIcli")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret-value")
+        .env("ALIBABA_CLOUD_SECURITY_TOKEN", "cli-sts-token")
+        .output()
+        .unwrap()
+}
+
+const SUBMIT: &[&str] = &[
+    "submit",
+    "--workspace",
+    "ws-1",
+    "--job-name",
+    "emb-train",
+    "--framework",
+    "pytorch",
+    "--script",
+    "train_emb.py",
+    "--data",
+    "oss://bkt/raw-docs/",
+    "--output",
+    "oss://bkt/models/emb-v1/",
+    "--image",
+    "reg/trainer:1",
+];
+
+#[test]
+fn pai_submit_dry_run_prints_the_signed_request_without_secrets() {
+    let mut args = SUBMIT.to_vec();
+    args.push("--dry-run");
+    let out = pai(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("POST https://pai-dlc.cn-hangzhou.aliyuncs.com/api/v1/jobs\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authorization: ACS3-HMAC-SHA256 Credential=LTAIcli,"),
+        "{text}"
+    );
+    assert!(text.contains("x-acs-action: CreateJob"));
+    assert!(text.contains("\"UserCommand\": \"python train_emb.py --data oss://bkt/raw-docs/ --output oss://bkt/models/emb-v1/\""), "{text}");
+    assert!(
+        !text.contains("cli-secret-value") && !text.contains("cli-sts-token"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pai_submit_sends_create_job_and_prints_the_job_id() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/v1/jobs"))
+            .and(header("x-acs-action", "CreateJob"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"JobId": "dlc7abc", "RequestId": "r-1"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/jobs/dlc7abc"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "JobId": "dlc7abc", "Status": "Failed", "ReasonCode": "JobFailed",
+                "ReasonMessage": "exit code 1", "RequestId": "r-2"
+            })))
+            .mount(&server)
+            .await;
+        server
+    });
+    let mut args = SUBMIT.to_vec();
+    let uri = server.uri();
+    args.extend(["--endpoint", uri.as_str()]);
+    let out = pai(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "submitted dlc7abc\n");
+    rt.block_on(server.verify());
+
+    // `pai status --json` for scripts: the status as rag-core serialises it.
+    let out = ragloop()
+        .args(["pai", "status", "--json", "dlc7abc"])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIcli")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret-value")
+        .env("PAI_REGION", "cn-hangzhou")
+        .env("PAI_WORKSPACE_ID", "ws-1")
+        .env("PAI_DLC_ENDPOINT", &uri)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["job_id"], "dlc7abc");
+    assert_eq!(
+        status["status"],
+        serde_json::json!({"state": "failed", "reason": "JobFailed: exit code 1"})
+    );
+}
+
+/// Secrets given through the environment never reach the output, even with every log level on:
+/// an OSS copy against moto (STS token included) and a PAI dry run, at `RUST_LOG=trace`.
+#[test]
+fn secrets_never_appear_in_output_or_trace_logs() {
+    const SECRET: &str = "sk-never-print-7f3a9c";
+    const TOKEN: &str = "sts-never-print-51be02";
+    let server = oss_client::testing::S3TestServer::start();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.store("secret-bucket"))
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), "some text").unwrap();
+    let with_secrets = |cmd: &mut Command| {
+        cmd.env("RUST_LOG", "trace,aws_sigv4=trace,aws_smithy_runtime=trace")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+            .env("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN)
+            .env("DASHSCOPE_API_KEY", SECRET)
+            .output()
+            .unwrap()
+    };
+    let cp = with_secrets(
+        ragloop()
+            .args([
+                "cp",
+                "-r",
+                src.path().to_str().unwrap(),
+                "oss://secret-bucket/x/",
+            ])
+            .args(["--endpoint", server.endpoint()]),
+    );
+    let mut dry = SUBMIT.to_vec();
+    dry.push("--dry-run");
+    let pai = with_secrets(ragloop().arg("pai").args(&dry));
+    for out in [&cp, &pai] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.is_empty(), "trace logging produced output");
+        assert!(!all.contains(SECRET), "secret leaked: {all}");
+        assert!(!all.contains(TOKEN), "STS token leaked");
+    }
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+}
