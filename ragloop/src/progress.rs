@@ -1,18 +1,45 @@
-//! Terminal progress for the pipeline: a bar per stage (hidden when stderr is not a terminal)
-//! and one line per finished stage.
+//! Progress of the pipeline's long stages: on a terminal a bar per stage (with rate and ETA);
+//! otherwise (CI logs, pipes, job logs) a line every few seconds with done/total, rate and ETA,
+//! so a long stage always shows life. Either way one line per finished stage.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rag_core::pipeline::{Progress, Stage};
 
-/// Draws [`indicatif`] bars and prints a line when a stage ends.
-#[derive(Debug, Default)]
+/// How often a stage's line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// One running stage.
+#[derive(Debug)]
+struct Running {
+    bar: ProgressBar,
+    started: Instant,
+    total: Option<u64>,
+    done: u64,
+    last_line: Instant,
+}
+
+/// Draws [`indicatif`] bars (or periodic lines off a terminal) and prints a line when a
+/// stage ends.
+#[derive(Debug)]
 pub struct BarProgress {
-    bars: Mutex<HashMap<Stage, (ProgressBar, Instant)>>,
+    stages: Mutex<HashMap<Stage, Running>>,
     quiet: bool,
+    terminal: bool,
+}
+
+impl Default for BarProgress {
+    fn default() -> Self {
+        Self {
+            stages: Mutex::default(),
+            quiet: false,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
 }
 
 impl BarProgress {
@@ -21,7 +48,7 @@ impl BarProgress {
         Self::default()
     }
 
-    /// Progress that draws bars but prints no stage lines (for `--json`).
+    /// Progress that draws bars but prints no lines (for `--json`).
     pub fn quiet() -> Self {
         Self {
             quiet: true,
@@ -30,39 +57,98 @@ impl BarProgress {
     }
 }
 
+/// `done/total (p %), rate/s, ETA` of a stage, as a periodic line says it.
+fn status_line(stage: Stage, done: u64, total: Option<u64>, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rate = done as f64 / secs;
+    match total {
+        Some(total) if total > 0 => {
+            let left = total.saturating_sub(done) as f64;
+            let eta = if rate > 0.0 {
+                format!("ETA {:.0}s", left / rate)
+            } else {
+                "ETA ?".into()
+            };
+            format!(
+                "[{stage}] {done}/{total} ({:.0} %), {rate:.1}/s, {eta}",
+                100.0 * done as f64 / total as f64
+            )
+        }
+        _ => format!("[{stage}] {done} done, {rate:.1}/s, {secs:.0}s so far"),
+    }
+}
+
 impl Progress for BarProgress {
     fn begin(&self, stage: Stage, total: Option<u64>) {
-        let bar = match total {
-            Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} ({eta})")
+        let bar = if !self.terminal {
+            ProgressBar::hidden()
+        } else {
+            match total {
+                Some(n) => ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>20} [{bar:30}] {pos}/{len} {per_sec} ({eta})",
+                    )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
-            ),
-            None => ProgressBar::new_spinner(),
+                ),
+                None => ProgressBar::new_spinner(),
+            }
         };
         bar.set_prefix(stage.to_string());
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        bars.insert(stage, (bar, Instant::now()));
+        let now = Instant::now();
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        stages.insert(
+            stage,
+            Running {
+                bar,
+                started: now,
+                total,
+                done: 0,
+                last_line: now,
+            },
+        );
     }
 
     fn advance(&self, stage: Stage, n: u64) {
-        let bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((bar, _)) = bars.get(&stage) {
-            bar.inc(n);
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = stages.get_mut(&stage) else {
+            return;
+        };
+        r.bar.inc(n);
+        r.done += n;
+        if !self.terminal && !self.quiet && r.last_line.elapsed() >= LINE_EVERY {
+            r.last_line = Instant::now();
+            eprintln!(
+                "{}",
+                status_line(stage, r.done, r.total, r.started.elapsed())
+            );
         }
     }
 
     fn end(&self, stage: Stage, summary: &str) {
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = match bars.remove(&stage) {
-            Some((bar, t)) => {
-                bar.finish_and_clear();
-                format!(" ({:.1}s)", t.elapsed().as_secs_f64())
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = match stages.remove(&stage) {
+            Some(r) => {
+                r.bar.finish_and_clear();
+                format!(" ({:.1}s)", r.started.elapsed().as_secs_f64())
             }
             None => String::new(),
         };
         if !self.quiet {
             eprintln!("[{stage}] {summary}{elapsed}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_says_done_total_rate_and_eta() {
+        let line = status_line(Stage::Embed, 250, Some(1000), Duration::from_secs(10));
+        assert_eq!(line, "[5. embed] 250/1000 (25 %), 25.0/s, ETA 30s");
+        let open = status_line(Stage::Index, 40, None, Duration::from_secs(4));
+        assert_eq!(open, "[6. index] 40 done, 10.0/s, 4s so far");
     }
 }

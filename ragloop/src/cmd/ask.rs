@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{ConfigArg, progress};
+use super::{LoopArgs, progress};
 
 /// Arguments of `ragloop ask`.
 #[derive(clap::Args)]
@@ -10,20 +10,17 @@ pub struct Args {
     /// The question.
     question: String,
     #[command(flatten)]
-    config: ConfigArg,
-    /// Print the answer as JSON (text, citations with source and byte offsets, usage).
-    #[arg(long)]
-    json: bool,
+    common: LoopArgs,
 }
 
 /// Answers the question.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.config.connect().await?;
+    let runner = args.common.config.connect().await?;
     let model = runner.served_model().await?;
     let (_, answer) = runner
         .answer(model.model.as_ref(), &args.question, None, progress(true))
         .await?;
-    if args.json {
+    if args.common.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         print!("{}", ragloop::render::render_answer(&answer));

@@ -3,24 +3,25 @@
 use anyhow::Result;
 use ragloop::config::Which;
 
-use super::{ConfigArg, print_stage, progress};
+use super::{LoopArgs, print_stage, progress};
 
 /// Arguments of `ragloop index`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    config: ConfigArg,
-    /// Print the stage's summary as JSON.
-    #[arg(long)]
-    json: bool,
+    common: LoopArgs,
 }
 
 /// Indexes the shards.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.config.connect().await?;
+    let runner = args.common.config.connect().await?;
     let model = runner.served_model().await?;
     let stage = runner
-        .index(model.model.as_ref(), Which::Served, progress(args.json))
+        .index(
+            model.model.as_ref(),
+            Which::Served,
+            progress(args.common.json),
+        )
         .await?;
-    print_stage(&stage, args.json)
+    print_stage(&stage, args.common.json)
 }

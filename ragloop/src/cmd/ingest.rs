@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{ConfigArg, print_stage, progress};
+use super::{LoopArgs, print_stage, progress};
 
 /// Arguments of `ragloop ingest`.
 #[derive(clap::Args)]
@@ -13,17 +13,14 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
-    config: ConfigArg,
-    /// Print the stage's summary as JSON.
-    #[arg(long)]
-    json: bool,
+    common: LoopArgs,
 }
 
 /// Uploads the documents.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.config.connect().await?;
+    let runner = args.common.config.connect().await?;
     let stage = runner
-        .ingest(args.data.as_deref(), progress(args.json))
+        .ingest(args.data.as_deref(), progress(args.common.json))
         .await?;
-    print_stage(&stage, args.json)
+    print_stage(&stage, args.common.json)
 }

@@ -38,6 +38,16 @@ impl ConfigArg {
     }
 }
 
+/// The configuration and the output format of a loop command.
+#[derive(clap::Args)]
+pub struct LoopArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The command local jobs run: this binary.
 pub fn job_command() -> Result<Vec<String>> {
     let exe = std::env::current_exe().context("locating the ragloop binary")?;

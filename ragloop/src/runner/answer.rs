@@ -1,0 +1,101 @@
+//! Stage 7 and the evaluation report's rows.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use rag_core::pipeline::{Answer, RetrievalMode};
+use rag_core::{EmbeddingModel, Progress, Stage};
+
+use super::{NamedModel, Runner, StageLine};
+use crate::config::{Retriever, Which};
+use crate::evaluation::{self, MetricsRow};
+use crate::queries::read_queries;
+
+impl Runner {
+    /// Stage 7: answers `question` with citations, retrieving with `model`.
+    pub async fn answer(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        deployed: Option<&str>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(StageLine, Answer)> {
+        let t = Instant::now();
+        let answer = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .with_index(self.backends.index.clone())
+            .with_chat(self.backends.chat(deployed)?)
+            .answer(model, question)
+            .await?;
+        let tokens = u64::from(answer.usage.total_tokens);
+        Ok((
+            StageLine::new(
+                Stage::Answer,
+                format!(
+                    "{} citations; retrieval {:.0} ms, generation {:.0} ms, {} prompt + {} completion tokens",
+                    answer.citations.len(),
+                    answer.retrieval_time.as_secs_f64() * 1e3,
+                    answer.generation_time.as_secs_f64() * 1e3,
+                    answer.usage.prompt_tokens,
+                    answer.usage.completion_tokens
+                ),
+                t,
+                tokens,
+            ),
+            answer,
+        ))
+    }
+
+    /// Whether the report evaluates the base model beside a trained one (which then needs its
+    /// own shards and index).
+    pub fn evaluates_base(&self) -> bool {
+        self.config().queries().is_some()
+            && self.backends.plan.training().is_some()
+            && self.config().retrievers().iter().any(|r| {
+                matches!(
+                    r,
+                    Retriever::Dense(Which::Base) | Retriever::Hybrid(Which::Base)
+                )
+            })
+    }
+
+    /// The report's rows on `eval.queries` (none without a query set).
+    pub async fn evaluate(
+        &self,
+        served: &NamedModel,
+        base: Option<&NamedModel>,
+    ) -> Result<Vec<MetricsRow>> {
+        let Some(path) = self.config().queries() else {
+            return Ok(Vec::new());
+        };
+        let queries = read_queries(path, Some(&self.config().eval.split))?;
+        if queries.is_empty() {
+            return Err(crate::exit::UsageError(format!(
+                "{} has no queries in split {:?}",
+                path.display(),
+                self.config().eval.split
+            ))
+            .into());
+        }
+        let progress: Arc<dyn Progress> = Arc::new(rag_core::LogProgress);
+        let mut rows = Vec::new();
+        for r in self.config().retrievers() {
+            let (mode, which) = match r {
+                Retriever::Bm25 => (RetrievalMode::Text, Which::Served),
+                Retriever::Dense(w) => (RetrievalMode::Vector, w),
+                Retriever::Hybrid(w) => (RetrievalMode::Hybrid, w),
+            };
+            // Without training the base model is the served one, in the served index.
+            let (m, which) = match (which, base) {
+                (Which::Base, Some(b)) => (b, Which::Base),
+                _ => (served, Which::Served),
+            };
+            let pipeline = self
+                .pipeline(&self.index_name(which), progress.clone())
+                .with_index(self.backends.index.clone());
+            rows.push(evaluation::row(&pipeline, m.model.as_ref(), &m.name, mode, &queries).await?);
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,276 @@
+//! The one stage runner: the seven stages as a [`LoopConfig`] describes them, on the backends
+//! [`Backends::connect`] built. `ragloop run` (with or without `--config`), `ingest`, `index`,
+//! `ask` and `qa-pairs` are this module; [`run`] chains the stages and the evaluation.
+//!
+//! Each stage is a method returning a [`StageLine`] (what happened, wall time, LLM tokens;
+//! also a tracing event) and builds a [`Pipeline`] with only the backends it uses. Stage 5
+//! runs in this process, or as `embedding.workers` jobs through [`Pipeline::run_jobs`]
+//! (resumed like stage 2's). Models: the *base* model is `embedding.model` as named; the
+//! *served* one (stages 5–7) is the trained model when stage 2 trains, else the base. When the
+//! report has `:base` rows, the base model is embedded and indexed too (`<index>-base`).
+//!
+//! `mod.rs` holds the types, stages 1–2 and [`run`]; `llm.rs` stages 3–4 and the stage-3
+//! dataset; `vectors.rs` the models and stages 5–6; `answer.rs` stage 7 and the evaluation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rag_core::pipeline::{Answer, Layout, Pipeline, PipelineOptions};
+use rag_core::{EmbeddingModel, Progress, Stage, WaitOptions};
+use serde::Serialize;
+
+use crate::backends::Backends;
+use crate::config::{LoopConfig, Which};
+use crate::evaluation::MetricsRow;
+
+mod answer;
+mod llm;
+mod vectors;
+
+/// One stage's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageLine {
+    /// The stage.
+    pub stage: Stage,
+    /// What happened.
+    pub summary: String,
+    /// How long it took.
+    pub seconds: f64,
+    /// LLM tokens the stage used (prompt + completion).
+    pub tokens: u64,
+}
+
+impl StageLine {
+    pub(crate) fn new(stage: Stage, summary: String, since: Instant, tokens: u64) -> Self {
+        let seconds = since.elapsed().as_secs_f64();
+        tracing::info!(%stage, seconds, tokens, "{summary}");
+        Self {
+            stage,
+            summary,
+            seconds,
+            tokens,
+        }
+    }
+}
+
+/// What the loop did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopSummary {
+    /// Each stage.
+    pub stages: Vec<StageLine>,
+    /// Retrieval quality per retriever.
+    pub evaluation: Vec<MetricsRow>,
+    /// The answered question.
+    pub answer: Answer,
+    /// The evaluation report (`eval-report.md`, with `eval-report.png` beside it) in the work
+    /// directory, when queries were evaluated.
+    pub report: Option<PathBuf>,
+    /// Total wall time.
+    pub seconds: f64,
+    /// LLM tokens of every stage.
+    pub total_tokens: u64,
+}
+
+/// An embedding model with the name the report gives it and where a job finds it.
+pub struct NamedModel {
+    /// The model.
+    pub model: Arc<dyn EmbeddingModel>,
+    /// How the report calls it.
+    pub name: String,
+    /// A model directory or store prefix (what an embedding job loads).
+    pub location: String,
+}
+
+pub(crate) fn wait_options() -> WaitOptions {
+    WaitOptions {
+        interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(15),
+        timeout: Duration::from_secs(24 * 3600),
+    }
+}
+
+/// The runner: connected backends and the stages over them.
+pub struct Runner {
+    /// The backends.
+    pub backends: Backends,
+    pub(crate) layout: Layout,
+}
+impl Runner {
+    /// Connects every backend `config` names (see [`Backends::connect`]).
+    pub async fn connect(config: LoopConfig, local_command: Vec<String>) -> Result<Self> {
+        let backends = Backends::connect(config, local_command).await?;
+        Ok(Self {
+            layout: Layout::new(backends.config.root.clone()),
+            backends,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoopConfig {
+        &self.backends.config
+    }
+
+    /// A pipeline on the store, searching `index_name`; stages add the backends they use.
+    pub(crate) fn pipeline(&self, index_name: &str, progress: Arc<dyn Progress>) -> Pipeline {
+        Pipeline::new(self.backends.store.clone(), self.layout.clone())
+            .with_options(PipelineOptions {
+                index_name: index_name.to_string(),
+                top_k: self.config().index.top_k,
+                ..Default::default()
+            })
+            .with_progress(progress)
+    }
+
+    pub(crate) fn index_name(&self, which: Which) -> String {
+        match which {
+            Which::Served => self.config().index.name.clone(),
+            Which::Base => format!("{}-base", self.config().index.name),
+        }
+    }
+
+    /// Stage 1: uploads `data` (default `config.data`) to `raw-docs/`.
+    pub async fn ingest(
+        &self,
+        data: Option<&Path>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<StageLine> {
+        let t = Instant::now();
+        let dir = data.unwrap_or(&self.config().data);
+        let report = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .ingest(dir)
+            .await
+            .with_context(|| format!("ingesting {}", dir.display()))?;
+        if !report.failed.is_empty() {
+            bail!(
+                "ingest failed for {} of {} files (the others were uploaded): {:?}",
+                report.failed.len(),
+                report.failed.len() + report.uploaded + report.unchanged,
+                report.failed
+            );
+        }
+        Ok(StageLine::new(
+            Stage::Ingest,
+            format!(
+                "{} files uploaded ({} bytes), {} unchanged → {}",
+                report.uploaded,
+                report.bytes,
+                report.unchanged,
+                self.layout.raw_docs()
+            ),
+            t,
+            0,
+        ))
+    }
+
+    /// Stage 2: trains the embedding model as a job (skipped when its output is complete).
+    pub async fn train(&self, progress: Arc<dyn Progress>) -> Result<StageLine> {
+        let t = Instant::now();
+        let Some(spec) = self.backends.plan.training() else {
+            let why = format!(
+                "skipped: {} is used as it is",
+                self.config().embedding.model
+            );
+            progress.end(Stage::TrainEmbeddings, &why);
+            return Ok(StageLine::new(Stage::TrainEmbeddings, why, t, 0));
+        };
+        let job = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .with_trainer(self.backends.jobs.clone())
+            .run_job(Stage::TrainEmbeddings, &spec, wait_options())
+            .await?;
+        let what = match spec.hyper_parameters.get("mode") {
+            None => "the hashed model's IDF".to_string(),
+            Some(mode) => {
+                let pairs = if spec.command.iter().any(|a| a == "--queries") {
+                    "the queries' train split"
+                } else {
+                    "pairs mined from the documents"
+                };
+                format!("{} ({mode}) on {pairs}", self.config().embedding.model)
+            }
+        };
+        Ok(StageLine::new(
+            Stage::TrainEmbeddings,
+            match &job.job_id {
+                Some(id) => format!("job {id} ({}) trained {what} → {}", spec.name, spec.output),
+                None => format!("{} already trained", spec.output),
+            },
+            t,
+            0,
+        ))
+    }
+}
+
+/// Stages 5 and 6 for `m` into the index of `which`, as one line each.
+async fn embed_and_index(
+    r: &Runner,
+    m: &NamedModel,
+    which: Which,
+    progress: &Arc<dyn Progress>,
+) -> Result<(StageLine, StageLine)> {
+    let embed = r.embed(m, progress.clone()).await?;
+    let index = r.index(m.model.as_ref(), which, progress.clone()).await?;
+    Ok((embed, index))
+}
+
+/// Runs every stage and the evaluation.
+pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary> {
+    let t0 = Instant::now();
+    let mut stages = vec![
+        r.ingest(None, progress.clone()).await?,
+        r.train(progress.clone()).await?,
+    ];
+    let (ft, tuned) = r.fine_tune_llm(progress.clone()).await?;
+    stages.push(ft);
+    let (dep, deployed) = r.deploy(tuned.as_ref(), progress.clone()).await?;
+    stages.push(dep);
+    let served = r.served_model().await?;
+    let (mut embed, mut index) = embed_and_index(r, &served, Which::Served, &progress).await?;
+    // The base model's rows need its own shards and index.
+    let base = if r.evaluates_base() {
+        let base = r.base_model().await?;
+        let (e, i) = embed_and_index(r, &base, Which::Base, &progress).await?;
+        for (line, more) in [(&mut embed, e), (&mut index, i)] {
+            line.summary = format!("{}; base model: {}", line.summary, more.summary);
+            line.seconds += more.seconds;
+        }
+        Some(base)
+    } else {
+        None
+    };
+    stages.extend([embed, index]);
+    let evaluation = r.evaluate(&served, base.as_ref()).await?;
+    let report = match r.config().queries() {
+        Some(q) if !evaluation.is_empty() => {
+            let title = format!(
+                "Retrieval on the {:?} split of {}",
+                r.config().eval.split,
+                q.display()
+            );
+            std::fs::create_dir_all(&r.config().work_dir)?;
+            Some(crate::report::write(&r.config().work_dir, "eval-report", &title, &evaluation)?.0)
+        }
+        _ => None,
+    };
+    let (ans, answer) = r
+        .answer(
+            served.model.as_ref(),
+            &r.config().eval.question,
+            deployed.as_deref(),
+            progress,
+        )
+        .await?;
+    stages.push(ans);
+    let total_tokens = stages.iter().map(|s| s.tokens).sum();
+    Ok(LoopSummary {
+        stages,
+        evaluation,
+        answer,
+        report,
+        seconds: t0.elapsed().as_secs_f64(),
+        total_tokens,
+    })
+}
