@@ -17,7 +17,7 @@
 //! | [`plan`] | `--dry-run`: what `run` will do |
 //! | [`evaluation`], [`report`], [`render`] | evaluation rows, the Markdown/PNG report, terminal output |
 //! | [`train`], [`embed`] | the training and batch-embedding jobs (`ragloop train`, `ragloop embed`) |
-//! | [`eval`], [`cp`], [`pai`], [`bailian`] | `ragloop eval`, `cp`, `pai …`, `bailian …` |
+//! | [`eval`] | `ragloop eval` (the CLI-only commands `cp`, `pai …`, `bailian …` live in the binary's `cmd/`) |
 //! | [`progress`], [`logging`], [`exit`], [`queries`], [`llm_env`] | bars, logs, exit statuses, query sets, an LLM from the environment |
 //!
 //! The workspace crates are re-exported for users who want one dependency: [`rag_core`],
@@ -41,9 +41,7 @@
 //! ```
 
 pub mod backends;
-pub mod bailian;
 pub mod config;
-pub mod cp;
 pub mod embed;
 pub mod eval;
 pub mod evaluation;
@@ -51,7 +49,6 @@ pub mod exit;
 pub mod jobs;
 pub mod llm_env;
 pub mod logging;
-pub mod pai;
 pub mod plan;
 pub mod progress;
 pub mod queries;

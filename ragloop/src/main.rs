@@ -28,11 +28,11 @@ enum Command {
     Ask(cmd::ask::Args),
     /// Bailian (Model Studio) deployments: deploy a fine-tuned model, show status.
     #[command(subcommand)]
-    Bailian(ragloop::bailian::BailianCommand),
+    Bailian(cmd::bailian::BailianCommand),
     /// Copy a directory tree to or from OSS, like `ossutil cp -r`: one side is a local path,
     /// the other an `oss://bucket/prefix/` URI. Reads OSS_REGION (or --endpoint) and
     /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
-    Cp(ragloop::cp::CpArgs),
+    Cp(cmd::cp::CpArgs),
     /// The batch embedding job: documents (local path or store prefix) → chunks → vectors with
     /// a sentence-transformers model → Parquet shards under --output. Re-running resumes.
     Embed(ragloop::embed::EmbedArgs),
@@ -47,7 +47,7 @@ enum Command {
     /// PAI-DLC training jobs: submit (the seed's `pai submit`), status, logs, stop.
     /// Reads PAI_REGION, PAI_WORKSPACE_ID and the Alibaba Cloud AccessKey from the environment.
     #[command(subcommand)]
-    Pai(ragloop::pai::PaiCommand),
+    Pai(cmd::pai::PaiCommand),
     /// Build stage 3's dataset: grounded question/answer pairs in chat `messages` JSONL from
     /// the chunks in the store (questions and answers from `[llm]`; the extractive model
     /// answers questions made from titles), checked (empty, refused, uncited, duplicate,
@@ -99,13 +99,13 @@ async fn async_main() -> ExitCode {
     ragloop::logging::init();
     let result = match Cli::parse().command {
         Command::Ask(args) => cmd::ask::run(args).await,
-        Command::Bailian(c) => ragloop::bailian::run(c).await,
-        Command::Cp(args) => ragloop::cp::run(args).await,
+        Command::Bailian(c) => cmd::bailian::run(c).await,
+        Command::Cp(args) => cmd::cp::run(args).await,
         Command::Embed(args) => cmd::embed::run(args).await,
         Command::Eval(args) => cmd::eval::run(args).await,
         Command::Index(args) => cmd::index::run(args).await,
         Command::Ingest(args) => cmd::ingest::run(args).await,
-        Command::Pai(c) => ragloop::pai::run(c).await,
+        Command::Pai(c) => cmd::pai::run(c).await,
         Command::QaPairs(args) => cmd::qa_pairs::run(args).await,
         Command::Run(args) => cmd::run::run(args).await,
         Command::Train(args) => ragloop::train::run(*args).await,

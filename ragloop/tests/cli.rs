@@ -134,6 +134,41 @@ fn run_dry_run_shows_what_run_will_do_with_its_flags() {
     assert!(!neural.contains("--dims"), "{neural}");
 }
 
+/// The training job opens the loop's own store (the description it is handed), so a
+/// `file://` root means the same objects to both: the loop runs, and nothing is written to
+/// the real `/ragloop-file-root-test/`.
+#[test]
+fn a_file_root_is_one_store_for_the_loop_and_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = write_corpus(dir.path());
+    let work = dir.path().join("work");
+    let out = ragloop()
+        .args([
+            "run",
+            "--json",
+            "--dims",
+            "64",
+            "--queries",
+            "none",
+            "--root",
+            "file:///ragloop-file-root-test/",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = work.join("store/ragloop-file-root-test/models/emb-v1/_SUCCESS");
+    assert!(trained.is_file(), "{}", trained.display());
+    assert!(!std::path::Path::new("/ragloop-file-root-test").exists());
+}
+
 #[test]
 fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,11 +150,38 @@ async fn stage_5_as_two_embedding_jobs_with_a_sentence_transformers_model() {
         stages[1]
     );
     let embed = stages[4]["summary"].as_str().unwrap();
-    assert!(embed.starts_with("2 jobs embedded the corpus"), "{embed}");
+    assert!(
+        embed.starts_with("2 jobs embedded the corpus")
+            && embed.ends_with("(2 run, 0 already done)"),
+        "{embed}"
+    );
     let jobs = std::fs::read_dir(dir.path().join("work/jobs/jobs"))
         .unwrap()
         .count();
     assert_eq!(jobs, 2);
+    // The workers' `_SUCCESS` is keyed by the corpus: a rerun over the same documents runs no
+    // job; a changed corpus runs both again.
+    let again = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config),
+    )
+    .await;
+    let embed = again["stages"][4]["summary"].as_str().unwrap();
+    assert!(embed.ends_with("(0 run, 2 already done)"), "{embed}");
+    std::fs::write(
+        dir.path().join("docs/more.txt"),
+        "The getpid() system call returns the process ID of the calling process.",
+    )
+    .unwrap();
+    let changed = json_of(
+        ragloop(dir.path())
+            .args(["run", "--json", "--config"])
+            .arg(&config),
+    )
+    .await;
+    let embed = changed["stages"][4]["summary"].as_str().unwrap();
+    assert!(embed.ends_with("(2 run, 0 already done)"), "{embed}");
     assert!(
         stages[5]["summary"]
             .as_str()

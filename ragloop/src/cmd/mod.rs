@@ -1,11 +1,15 @@
-//! One module per command that drives the loop; `cp`, `pai`, `bailian` and `train` are
-//! library functions called as they are.
+//! One module per command. `train` is the library's job (`ragloop::train`), called as it is;
+//! `embed` and `eval` print what the library's functions return; `cp`, `pai` and `bailian` are
+//! CLI-only.
 
 pub mod ask;
+pub mod bailian;
+pub mod cp;
 pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod ingest;
+pub mod pai;
 pub mod qa_pairs;
 pub mod run;
 

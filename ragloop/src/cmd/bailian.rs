@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use rag_core::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer, StoreUri, WaitOptions};
 use serde_json::json;
 
-use crate::stores::StoreArgs;
+use ragloop::stores::StoreArgs;
 
 /// `ragloop bailian` subcommands.
 #[derive(Debug, Subcommand)]

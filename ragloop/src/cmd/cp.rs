@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oss_client::cp::{CpEvent, CpOptions, CpSummary, download_prefix, upload_dir};
 use rag_core::StoreUri;
 
-use crate::stores::OssArgs;
+use ragloop::stores::OssArgs;
 
 /// Arguments of `ragloop cp`.
 #[derive(Debug, Args)]
