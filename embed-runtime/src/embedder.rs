@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::bert::{BertEncoder, Workspace};
+use crate::cache::{self, PooledCache};
 use crate::head::{self, DenseHead};
 use crate::layout::{ModelLayout, Pooling};
 
@@ -31,6 +32,10 @@ pub struct EmbedderOptions {
     pub document_prefix: Option<String>,
     /// The id written into Parquet metadata; default `<directory name>-<weights hash>`.
     pub model_id: Option<String>,
+    /// Keep the encoder's pooled vectors under this directory ([`PooledCache`], one
+    /// subdirectory per encoder): text encoded once is never encoded again, by this model or
+    /// any other on the same encoder (a linear adapter trained on it).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EmbedderOptions {
@@ -42,6 +47,7 @@ impl Default for EmbedderOptions {
             query_prefix: None,
             document_prefix: None,
             model_id: None,
+            cache_dir: None,
         }
     }
 }
@@ -59,6 +65,7 @@ struct Inner {
     document_prefix: String,
     model_id: String,
     workspace: Mutex<Workspace>,
+    cache: Option<PooledCache>,
 }
 
 /// A sentence-transformers model (BERT encoder + pooling [+ normalisation]) on the CPU.
@@ -146,6 +153,16 @@ impl SentenceEmbedder {
                 default_model_id(dir, &weights)?
             }
         };
+        let cache = match &options.cache_dir {
+            None => None,
+            Some(root) => {
+                // The pooled vectors depend on the encoder's weights, the pooling and nothing
+                // else (the token ids, which the key holds, carry the prefix and truncation).
+                let weights = hash_files(&[layout.transformer_dir.join("model.safetensors")])?;
+                let name = format!("{}-{:?}", &weights[..16], layout.pooling).to_lowercase();
+                Some(PooledCache::open(&root.join(name), layout.pooling_dims)?)
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 query_prefix: options
@@ -166,6 +183,7 @@ impl SentenceEmbedder {
                 max_batch_tokens: options.max_batch_tokens.max(max_len),
                 model_id,
                 workspace: Mutex::new(Workspace::default()),
+                cache,
             }),
         })
     }
@@ -190,6 +208,11 @@ impl SentenceEmbedder {
             &self.inner.document_prefix
         };
         self.inner.embed(texts, prefix, Output::Unnormalized)
+    }
+
+    /// Pooled vectors in this model's cache ([`EmbedderOptions::cache_dir`]; 0 without one).
+    pub fn cached_vectors(&self) -> usize {
+        self.inner.cached()
     }
 
     /// Number of tokens `text` becomes (after truncation, with special tokens).
@@ -221,9 +244,14 @@ fn default_model_id(dir: &Path, weights: &[std::path::PathBuf]) -> Result<String
     } else {
         name
     };
+    Ok(format!("{name}-{}", &hash_files(weights)?[..12]))
+}
+
+/// The hex SHA-256 over the files' bytes, in order.
+fn hash_files(files: &[std::path::PathBuf]) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    for path in weights {
+    for path in files {
         let mut file = std::fs::File::open(path)
             .map_err(|e| Error::not_found(format!("{}: {e}", path.display())))?;
         loop {
@@ -236,7 +264,7 @@ fn default_model_id(dir: &Path, weights: &[std::path::PathBuf]) -> Result<String
             hasher.update(&buf[..n]);
         }
     }
-    Ok(format!("{name}-{}", &hex::encode(hasher.finalize())[..12]))
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Where [`Inner::embed`] stops.
@@ -290,10 +318,41 @@ impl Inner {
             return Ok(Vec::new());
         }
         let encodings = self.encode(texts, prefix)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
+        let mut out = self.pooled(&encodings)?;
+        for v in &mut out {
+            for head in &self.heads {
+                *v = head.apply(v);
+            }
+            if self.layout.normalize && output == Output::Final {
+                rag_core::embedding::normalize(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pooled vector of each sequence: from the cache when it has it, else encoded (the
+    /// misses sorted by length and packed into batches of `max_batch_tokens`) and cached.
+    fn pooled(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); encodings.len()];
+        let mut misses: Vec<(usize, Option<cache::Key>)> = Vec::new();
+        for (i, enc) in encodings.iter().enumerate() {
+            match &self.cache {
+                Some(c) => {
+                    let k = cache::key(enc.get_ids());
+                    match c.get(&k) {
+                        Some(v) => out[i] = v,
+                        None => misses.push((i, Some(k))),
+                    }
+                }
+                None => misses.push((i, None)),
+            }
+        }
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        let mut order: Vec<usize> = misses.iter().map(|(i, _)| *i).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
         let h = self.layout.pooling_dims;
-        let mut out = vec![Vec::new(); texts.len()];
         let mut guard = self
             .workspace
             .lock()
@@ -318,19 +377,24 @@ impl Inner {
             let mut row = 0;
             for (&i, seq) in batch.iter().zip(&seqs) {
                 let rows = &states[row * h..(row + seq.len()) * h];
-                let mut v = pool(rows, h, self.layout.pooling);
-                for head in &self.heads {
-                    v = head.apply(&v);
-                }
-                if self.layout.normalize && output == Output::Final {
-                    rag_core::embedding::normalize(&mut v);
-                }
-                out[i] = v;
+                out[i] = pool(rows, h, self.layout.pooling);
                 row += seq.len();
             }
             start = end;
         }
+        if let Some(c) = &self.cache {
+            let items: Vec<(cache::Key, &[f32])> = misses
+                .iter()
+                .filter_map(|(i, k)| k.map(|k| (k, out[*i].as_slice())))
+                .collect();
+            c.insert(&items)?;
+        }
         Ok(out)
+    }
+
+    /// How many pooled vectors the cache holds (0 without one).
+    fn cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, PooledCache::len)
     }
 }
 

@@ -42,6 +42,7 @@
 //! (`scripts/fetch-model.sh` puts it in `models/all-MiniLM-L6-v2`).
 
 mod bert;
+pub mod cache;
 mod embedder;
 mod head;
 mod kernels;

@@ -187,3 +187,58 @@ fn missing_or_broken_model_directories_are_typed_errors() {
     assert!(matches!(err, rag_core::Error::InvalidInput { .. }), "{err}");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
+
+/// With a cache directory, pooled vectors are stored once and read back instead of encoding:
+/// the vectors equal the uncached ones bit for bit, a second model on the same encoder finds
+/// them, and what it returns is the cached pooled vector through the model's head (here:
+/// normalisation), proven by planting one.
+#[test]
+fn the_pooled_vector_cache_is_read_instead_of_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "dup duplicates a file descriptor",
+        "kill sends a signal",
+        "  dup duplicates a file descriptor  ",
+    ];
+    let plain = load(EmbedderOptions::default()).embed_raw(&texts).unwrap();
+    let cached = load(EmbedderOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    assert_eq!(cached.embed_raw(&texts).unwrap(), plain);
+    // The first and third text are the same tokens: two vectors cached.
+    assert_eq!(cached.cached_vectors(), 2);
+    drop(cached);
+
+    // Plant a pooled vector for the second text in place of the real ones.
+    let sub = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in std::fs::read_dir(&sub).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(model_dir().join("tokenizer.json")).unwrap();
+    tokenizer.with_padding(None);
+    let ids = tokenizer.encode(texts[1], true).unwrap().get_ids().to_vec();
+    let mut planted = vec![0.0f32; 384];
+    planted[7] = 3.0;
+    embed_runtime::cache::PooledCache::open(&sub, 384)
+        .unwrap()
+        .insert(&[(embed_runtime::cache::key(&ids), &planted[..])])
+        .unwrap();
+    let again = load(EmbedderOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    assert_eq!(again.cached_vectors(), 1);
+    let got = again.embed_raw(&texts).unwrap();
+    let mut unit = vec![0.0f32; 384];
+    unit[7] = 1.0;
+    assert_eq!(got[1], unit, "the planted pooled vector, normalised");
+    assert_eq!(got[0], plain[0], "a miss is encoded as before");
+    assert_eq!(again.cached_vectors(), 2);
+}

@@ -170,6 +170,9 @@ impl Backends {
 
     /// The embedding model at `location` (`hashed`, a model directory or store prefix, or
     /// `bailian:<name>`); a trained hashed model is loaded from the store prefix `trained`.
+    /// A sentence-transformers model keeps its encoder's pooled vectors in
+    /// `<work_dir>/cache/pooled/`, so the base model and an adapter trained on it encode the
+    /// corpus once between them, and a rerun encodes nothing it has seen.
     pub async fn embedding_model(
         &self,
         location: &str,
@@ -200,8 +203,12 @@ impl Backends {
             ModelKind::Sentence(location) => {
                 let location = trained.map_or(location, |u| u.to_string());
                 let dir = self.fetch_model(&location).await?;
+                let options = embed_runtime::EmbedderOptions {
+                    cache_dir: Some(self.config.work_dir.join("cache/pooled")),
+                    ..Default::default()
+                };
                 Arc::new(
-                    embed_runtime::SentenceEmbedder::load(&dir)
+                    embed_runtime::SentenceEmbedder::load_with(&dir, options)
                         .with_context(|| format!("loading the model in {}", dir.display()))?,
                 )
             }

@@ -43,6 +43,10 @@ pub struct EmbedArgs {
     /// Characters shared by consecutive chunks of a long paragraph.
     #[arg(long, default_value_t = 150)]
     pub chunk_overlap: usize,
+    /// Keep the encoder's pooled vectors here and reuse them (a rerun, or a model sharing the
+    /// encoder such as a linear adapter, encodes nothing it has seen).
+    #[arg(long, env = "RAGLOOP_EMBED_CACHE")]
+    pub cache: Option<PathBuf>,
     /// Inference threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -100,6 +104,7 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
         &model_dir,
         EmbedderOptions {
             threads: args.threads,
+            cache_dir: args.cache.clone(),
             ..Default::default()
         },
     )

@@ -9,7 +9,7 @@ use rag_core::pipeline::Layout;
 use rag_core::training::Framework;
 use rag_core::{JobKind, JobSpec, StoreUri};
 
-use crate::config::{LlmFineTuneBackend, LoopConfig, ModelKind, Training};
+use crate::config::{JobsBackend, LlmFineTuneBackend, LoopConfig, ModelKind, Training};
 use crate::stores::{StoreSpec, absolute};
 
 /// Builds the loop's job specs.
@@ -19,17 +19,23 @@ pub struct JobPlan {
     layout: Layout,
     command: Vec<String>,
     store: StoreSpec,
+    /// The pooled-vector cache local embedding jobs share (`<work_dir>/cache/pooled`).
+    local_cache: Option<PathBuf>,
 }
 
 impl JobPlan {
     /// Jobs for `config` running `command` (the `ragloop` program, program first) against
     /// `store`.
     pub fn new(config: &LoopConfig, command: Vec<String>, store: StoreSpec) -> Self {
+        let local_cache = (config.jobs.backend == JobsBackend::Local)
+            .then(|| absolute(&config.work_dir.join("cache/pooled")).ok())
+            .flatten();
         Self {
             layout: Layout::new(config.root.clone()),
             config: config.clone(),
             command,
             store,
+            local_cache,
         }
     }
 
@@ -164,7 +170,7 @@ impl JobPlan {
                 let done = shards
                     .join(&format!("_jobs/{corpus}/worker-{}-of-{n}/", i + 1))
                     .unwrap_or_else(|_| shards.clone());
-                let args = vec![
+                let mut args = vec![
                     "embed".into(),
                     "--model".into(),
                     Self::job_path(model),
@@ -179,6 +185,10 @@ impl JobPlan {
                     "--done".into(),
                     done.to_string(),
                 ];
+                // Workers on this machine share the loop's pooled-vector cache.
+                if let Some(cache) = &self.local_cache {
+                    args.extend(["--cache".into(), cache.display().to_string()]);
+                }
                 self.spec(
                     format!("embed-{}-of-{n}", i + 1),
                     JobKind::Script,

@@ -298,6 +298,16 @@ fn run_with_a_neural_model_fine_tunes_it_as_a_job_and_answers_with_it() {
         8
     );
 
+    // The base model and its adapter share one encoder: its pooled vectors are cached once,
+    // in one cache, and the adapter's embedding of the corpus reads them back.
+    let caches: Vec<_> = std::fs::read_dir(work.join("cache/pooled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let chunks = summary["stages"][4]["summary"].as_str().unwrap();
+    assert!(chunks.contains("(1 written)"), "{chunks}");
+
     // BM25, then the base and the trained model, dense and hybrid.
     let rows: Vec<&str> = summary["evaluation"]
         .as_array()
