@@ -239,7 +239,7 @@ pub enum LlmFineTuneBackend {
     /// A PAI-DLC DeepSpeed job running `command`.
     Pai,
     /// A local process running `command` (your own trainer; `ragloop/scripts/train_llm_local.py`
-    /// shows the contract), with `RAGLOOP_STORE_ROOT` for a local store.
+    /// shows the contract), with the loop's store in `RAGLOOP_STORE` (JSON).
     Local,
 }
 
