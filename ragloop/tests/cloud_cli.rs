@@ -299,17 +299,24 @@ async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() 
         "oss://pai-bucket/models/minilm/"
     );
     assert_eq!(bodies[0]["Envs"]["RAGLOOP_HP_MODE"], "adapter");
-    for (i, b) in bodies[1..].iter().enumerate() {
-        let cmd = b["UserCommand"].as_str().unwrap();
-        assert!(
-            cmd.contains(&format!("--worker {} --workers 2", i % 2)),
-            "{cmd}"
-        );
-        let model = if i < 2 { "emb-v1" } else { "minilm" };
-        assert!(
-            cmd.contains(&format!("--model oss://pai-bucket/models/{model}/")),
-            "{cmd}"
-        );
+    // The two workers of one model are submitted at once, in either order: the trained
+    // model's pair first, then the base model's.
+    for (pair, model) in [(&bodies[1..3], "emb-v1"), (&bodies[3..5], "minilm")] {
+        let mut workers: Vec<usize> = pair
+            .iter()
+            .map(|b| {
+                let cmd = b["UserCommand"].as_str().unwrap();
+                assert!(
+                    cmd.contains(&format!("--model oss://pai-bucket/models/{model}/")),
+                    "{cmd}"
+                );
+                (0..2)
+                    .find(|w| cmd.contains(&format!("--worker {w} --workers 2")))
+                    .unwrap_or_else(|| panic!("no worker index in {cmd}"))
+            })
+            .collect();
+        workers.sort_unstable();
+        assert_eq!(workers, [0, 1]);
     }
     // The report compares the base model with the trained one.
     let rows: Vec<&str> = summary["evaluation"]
