@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
@@ -54,7 +54,7 @@ impl ExtractiveChat {
                 prompt.into(),
             )
         });
-        let q_words: HashSet<String> = words(&question)
+        let q_words: BTreeSet<String> = words(&question)
             .filter(|w| !STOPWORDS.contains(&w.as_str()))
             .collect();
         // (chunk index, sentence text)
@@ -74,7 +74,9 @@ impl ExtractiveChat {
             })
             .collect();
         let mut df: HashMap<&str, usize> = HashMap::new();
-        let sentence_words: Vec<HashSet<String>> =
+        // Ordered sets: a sentence's score is summed in one order, so equal word sets score
+        // equal bit for bit and ties break by position, the same on every call.
+        let sentence_words: Vec<BTreeSet<String>> =
             sentences.iter().map(|(_, s)| words(s).collect()).collect();
         for ws in &sentence_words {
             for w in ws.iter().filter(|w| q_words.contains(*w)) {
@@ -187,6 +189,37 @@ mod tests {
             resp.usage.total_tokens,
             resp.usage.prompt_tokens + resp.usage.completion_tokens
         );
+    }
+
+    /// Two sentences holding the same question words score the same, whatever order a set
+    /// yields them in: the same question on the same context gets the same answer, bit for
+    /// bit, every time (the scores were once summed in `HashSet` order, whose seed differs per
+    /// set, so ties broke differently from call to call).
+    #[tokio::test]
+    async fn the_same_question_on_the_same_context_gets_the_same_answer() {
+        let words = [
+            "signal", "process", "group", "handler", "mask", "pending", "queue", "thread",
+            "kernel", "default",
+        ];
+        let forward = words.join(" ");
+        let backward: Vec<&str> = words.iter().rev().copied().collect();
+        // Filler sentences with overlapping subsets give the words different weights, so the
+        // sums are not round numbers.
+        let mut text = format!("{forward} first. {} second.", backward.join(" "));
+        for i in 0..words.len() {
+            text.push_str(&format!(" {} filler{i}.", words[..=i].join(" ")));
+        }
+        let ctx = vec![ContextChunk {
+            id: "c1".into(),
+            text,
+        }];
+        let request = rag_request(&ctx, &format!("{forward}?"));
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            answers.insert(ExtractiveChat::new(1).chat(&request).await.unwrap().content);
+        }
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert!(answers.iter().all(|a| a.contains("first")), "{answers:?}");
     }
 
     #[tokio::test]
