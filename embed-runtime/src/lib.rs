@@ -47,6 +47,7 @@ mod embedder;
 mod head;
 mod kernels;
 mod layout;
+pub mod pretrained;
 pub mod train;
 
 pub use bert::{BertConfig, BertEncoder, Workspace};
