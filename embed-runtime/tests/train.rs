@@ -226,3 +226,77 @@ fn a_seed_reproduces_the_weights_and_bad_input_is_refused() {
     let err = trainer.train(&pairs(), &one, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("batch_size"), "{err}");
 }
+
+/// The passage-level recipe over precomputed vectors: each pair's positive is the best of its
+/// document's two chunks, negatives come from other documents, and the adapter trained on the
+/// vectors alone (no encoder pass) ranks the queries' documents better.
+#[test]
+fn the_adapter_trains_on_cached_vectors_with_mined_hard_negatives() {
+    use embed_runtime::train::hard::{HardOptions, mine};
+    let base = SentenceEmbedder::load(&model_dir()).unwrap();
+    let all = pairs();
+    // Two chunks per document: its passage and a generic line.
+    let mut chunk_texts = Vec::new();
+    let mut chunk_docs = Vec::new();
+    for (i, p) in all.iter().enumerate() {
+        chunk_texts.push(p.passage.clone());
+        chunk_texts.push(format!("See also the manual page number {i}."));
+        chunk_docs.extend([i as u32, i as u32]);
+    }
+    let refs: Vec<&str> = chunk_texts.iter().map(String::as_str).collect();
+    let chunks = base.embed_unnormalized(&refs, false).unwrap();
+    let queries: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
+    let q = base.embed_unnormalized(&queries, true).unwrap();
+    let relevant: Vec<Vec<u32>> = (0..all.len() as u32).map(|i| vec![i]).collect();
+    let (hard, report) = mine(&q, &relevant, &chunks, &chunk_docs, &HardOptions::default());
+    assert_eq!(report.pairs, all.len());
+    for h in &hard {
+        assert_eq!(chunk_docs[h.positive], h.query as u32, "own document");
+        assert!(h.negatives.iter().all(|&n| chunk_docs[n] != h.query as u32));
+    }
+    let mut trainer = AdapterTrainer::from_embedder(&model_dir(), base).unwrap();
+    let config = TrainConfig {
+        epochs: 40,
+        batch_size: 8,
+        learning_rate: 5e-3,
+        ..TrainConfig::adapter()
+    };
+    let report = trainer
+        .train_hard(&q, &chunks, &chunk_docs, &hard, &config, &mut |_| {})
+        .unwrap();
+    let (first, last) = (report.steps[0].loss, report.steps.last().unwrap().loss);
+    assert!(last < first * 0.5, "loss {first} → {last}");
+    // Document-level top-1 over all chunks, as the loop's dense retriever ranks: base vectors
+    // against the trained model's (`apply`: the adapter on the same vectors, no encoder pass).
+    let top1_docs = |q: &[Vec<f32>], c: &[Vec<f32>]| {
+        (0..q.len())
+            .filter(|&i| {
+                let best = (0..c.len())
+                    .max_by(|&a, &b| {
+                        rag_core::embedding::cosine(&q[i], &c[a])
+                            .total_cmp(&rag_core::embedding::cosine(&q[i], &c[b]))
+                    })
+                    .unwrap();
+                chunk_docs[best] == i as u32
+            })
+            .count()
+    };
+    let before = top1_docs(&q, &chunks);
+    let after = top1_docs(&trainer.apply(&q).unwrap(), &trainer.apply(&chunks).unwrap());
+    assert!(after > before, "top-1 {before} → {after}");
+    // `apply` is what the saved model embeds.
+    let dir = tempfile::tempdir().unwrap();
+    trainer.save(dir.path()).unwrap();
+    let saved = SentenceEmbedder::load(dir.path()).unwrap();
+    let direct = saved.embed_raw(&refs[..1]).unwrap();
+    let applied = trainer.apply(&chunks[..1]).unwrap();
+    assert!(rag_core::embedding::cosine(&direct[0], &applied[0]) > 0.9999);
+
+    // Pairs that point past the vectors are refused, not indexed out of bounds.
+    let mut bad = hard.clone();
+    bad[0].positive = chunks.len();
+    let err = trainer
+        .train_hard(&q, &chunks, &chunk_docs, &bad, &config, &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(err, rag_core::Error::InvalidInput { .. }), "{err}");
+}

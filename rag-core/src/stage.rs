@@ -66,6 +66,11 @@ pub trait Progress: Send + Sync {
     fn advance(&self, stage: Stage, n: u64);
     /// The stage ended; `summary` says what it did.
     fn end(&self, stage: Stage, summary: &str);
+    /// A line of news from the stage's work elsewhere (the newest line of a running job's
+    /// log). Ignored unless implemented.
+    fn note(&self, stage: Stage, line: &str) {
+        let _ = (stage, line);
+    }
 }
 
 /// A [`Progress`] that logs stage starts and ends through `tracing` and nothing else.
@@ -79,6 +84,9 @@ impl Progress for LogProgress {
     fn advance(&self, _: Stage, _: u64) {}
     fn end(&self, stage: Stage, summary: &str) {
         tracing::info!(%stage, summary, "stage ended");
+    }
+    fn note(&self, stage: Stage, line: &str) {
+        tracing::info!(%stage, line, "job");
     }
 }
 

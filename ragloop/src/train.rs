@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use embed_runtime::SentenceEmbedder;
+use embed_runtime::train::hard::HardOptions;
 use embed_runtime::train::pairs::{self, MiningOptions, Pair, PairOrigin};
 use embed_runtime::train::synthetic::{SyntheticOptions, SyntheticReport, synthetic_pairs};
 use embed_runtime::train::{
@@ -40,6 +41,22 @@ pub enum TrainMode {
 }
 
 use crate::stores::{self, StoreArgs};
+
+mod passages;
+
+pub use passages::PassageReport;
+
+/// What an adapter trains its pairs' positives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Passages {
+    /// The document's chunk (as stage 5 cuts them) the base model ranks highest for the
+    /// query, with hard negatives from other documents; the vectors come from and go to the
+    /// pooled-vector cache.
+    Chunks,
+    /// The start of the document (title and text, truncated), in-batch negatives only.
+    Documents,
+}
 
 /// Arguments of `ragloop train`.
 #[derive(Debug, Args)]
@@ -120,6 +137,22 @@ pub struct TrainArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// The adapter's positives: `chunks` (the best chunk of the document, hard negatives from
+    /// the others) or `documents` (the document's start).
+    #[arg(long, value_enum, default_value_t = Passages::Chunks)]
+    pub passages: Passages,
+    /// Hard negatives per pair with `--passages chunks` (0: in-batch negatives only, the
+    /// default: with the linear adapter, 3 per pair lost 4.4 points of nDCG@10 on held-out
+    /// train-split queries — BENCHMARKS.md).
+    #[arg(long, default_value_t = 0)]
+    pub negatives: usize,
+    /// A negative candidate scoring at least this share of the positive's cosine is dropped
+    /// as a likely false negative.
+    #[arg(long, default_value_t = 0.95)]
+    pub negative_ratio: f32,
+    /// The pooled-vector cache shared with stage 5 (the loop passes `<work_dir>/cache/pooled`).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
     /// Where a base model from a store is downloaded.
     #[arg(long, default_value = "target/ragloop-models")]
     pub model_cache: PathBuf,
@@ -163,6 +196,8 @@ pub struct TrainSummary {
     pub missing_relevant: usize,
     /// The LLM's questions, when `--synthetic` asked for them.
     pub synthetic: Option<SyntheticReport>,
+    /// The chunk positives and hard negatives (`--passages chunks`).
+    pub passages: Option<PassageReport>,
     /// Hyper-parameters.
     pub config: TrainConfig,
     /// Loss per step and timings.
@@ -272,7 +307,11 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         Some(q) => Some(read_queries(args, q, &args.eval_split).await?),
         None => None,
     };
-    let base = SentenceEmbedder::load(&base_dir)
+    let options = embed_runtime::EmbedderOptions {
+        cache_dir: args.cache.clone(),
+        ..Default::default()
+    };
+    let base = SentenceEmbedder::load_with(&base_dir, options)
         .with_context(|| format!("loading {}", base_dir.display()))?;
     let before = evaluations(&base, &docs, eval_queries.as_deref(), &held).await?;
 
@@ -317,11 +356,70 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     };
     let out_dir = tempfile::tempdir()?;
     let loading = || format!("loading {} for training", base_dir.display());
+    let mut passage_report = None;
+    let mut chunk_eval = None;
     let report = match args.mode {
         TrainMode::Full => {
             drop(base);
             let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;
             let report = trainer.train(&train, &config, &mut on_step)?;
+            trainer.save(out_dir.path())?;
+            report
+        }
+        TrainMode::Adapter if args.passages == Passages::Chunks => {
+            let options = HardOptions {
+                negatives: args.negatives,
+                max_ratio: args.negative_ratio,
+                ..HardOptions::default()
+            };
+            let progress: std::sync::Arc<dyn rag_core::pipeline::Progress> = if args.json {
+                std::sync::Arc::new(crate::progress::BarProgress::quiet())
+            } else {
+                std::sync::Arc::new(crate::progress::BarProgress::new())
+            };
+            let prepared = passages::prepare(&base, &docs, &train, &options, progress)?;
+            let mut trainer =
+                AdapterTrainer::from_embedder(&base_dir, base).with_context(loading)?;
+            let mut report = trainer.train_hard(
+                &prepared.queries,
+                &prepared.chunks,
+                &prepared.chunk_docs,
+                &prepared.pairs,
+                &config,
+                &mut on_step,
+            )?;
+            report.prepare_seconds = prepared.report.seconds;
+            // The held-out queries over the whole chunked corpus, base against trained, from
+            // the vectors already here: the check that picks nothing on test queries.
+            let (texts, relevant) = passages::held_queries(&held, &docs);
+            if !texts.is_empty() {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let raw = embed_runtime::SentenceEmbedder::load(&base_dir)?
+                    .embed_unnormalized(&refs, true)?;
+                let cd = &prepared.chunk_docs;
+                let base_m = passages::chunk_metrics(
+                    &passages::normalized(&raw),
+                    &relevant,
+                    &passages::normalized(&prepared.chunks),
+                    cd,
+                );
+                let trained_m = passages::chunk_metrics(
+                    &trainer.apply(&raw)?,
+                    &relevant,
+                    &trainer.apply(&prepared.chunks)?,
+                    cd,
+                );
+                chunk_eval = Some(Comparison {
+                    set: format!(
+                        "{} held-out queries over the {} chunks",
+                        texts.len(),
+                        cd.len()
+                    ),
+                    base: base_m,
+                    trained: trained_m,
+                });
+            }
+            passage_report = Some(prepared.report);
             trainer.save(out_dir.path())?;
             report
         }
@@ -341,6 +439,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         .into_iter()
         .zip(after)
         .map(|((set, base), (_, trained))| Comparison { set, base, trained })
+        .chain(chunk_eval)
         .collect();
 
     let summary = TrainSummary {
@@ -353,6 +452,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         held_out_pairs: held.len(),
         missing_relevant,
         synthetic,
+        passages: passage_report,
         config,
         report,
         evaluations,
@@ -514,6 +614,18 @@ pub fn render(s: &TrainSummary) -> String {
             .join(", "),
         s.missing_relevant,
     );
+    if let Some(p) = &s.passages {
+        out.push_str(&format!(
+            "positives: the best of {} chunks ({} from the cache) for {} queries → {} pairs; {} hard negatives ({} candidates dropped as likely false negatives, {} of relevant documents skipped)\n\n",
+            p.chunks,
+            p.cached,
+            p.queries,
+            p.mining.pairs,
+            p.mining.negatives,
+            p.mining.dropped_false_negatives,
+            p.mining.skipped_relevant
+        ));
+    }
     if let Some(y) = &s.synthetic {
         out.push_str(&format!(
             "synthetic questions: {} pairs from {} documents ({} failed, {} lines rejected), \

@@ -15,8 +15,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use rag_core::{Error, Result};
 
-use super::model::{candle, l2_normalize, mnrl_loss};
-use super::pairs::Pair;
+use super::hard::HardPair;
+use super::model::{candle, l2_normalize, masked_mnrl_loss, mnrl_loss};
+use super::pairs::{Pair, PairOrigin};
 use super::{StepLog, TrainConfig, TrainReport, copy_tree};
 use crate::SentenceEmbedder;
 use crate::layout::{Activation, ModelLayout};
@@ -67,6 +68,27 @@ impl AdapterTrainer {
         (eye + self.delta.as_tensor()).map_err(candle("adapter"))
     }
 
+    /// The trained model's vectors from the base model's un-normalised ones (`W·x + b`,
+    /// normalised): what the saved directory would embed, without an encoder pass.
+    pub fn apply(&self, vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let d = self.layout.dims;
+        if let Some(bad) = vectors.iter().find(|v| v.len() != d) {
+            return Err(Error::DimensionMismatch {
+                expected: d,
+                actual: bad.len(),
+            });
+        }
+        if vectors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
+        let x =
+            Tensor::from_vec(flat, (vectors.len(), d), &Device::Cpu).map_err(candle("vectors"))?;
+        self.forward(&x)
+            .and_then(|y| y.to_vec2::<f32>())
+            .map_err(candle("adapter"))
+    }
+
     /// `x·Wᵀ + b`, normalised.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = (x.matmul(&self.delta.as_tensor().t()?)? + x)?;
@@ -109,6 +131,97 @@ impl AdapterTrainer {
             pairs: pairs.len(),
             parameters: d * d + d,
             prepare_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Fits the adapter on vectors the caller has already computed (un-normalised, e.g. the
+    /// pooled-vector cache of stage 5): `queries` and `chunks` are rows, `chunk_docs[c]` the
+    /// document of chunk `c`, `pairs` from [`super::hard::mine`]. Each step scores a batch's
+    /// queries against its positives and all its hard negatives (InfoNCE); a column from a
+    /// document relevant to the row's query, other than its own positive, is masked out, so
+    /// no relevant passage is ever pushed away. No encoder pass.
+    pub fn train_hard(
+        &mut self,
+        queries: &[Vec<f32>],
+        chunks: &[Vec<f32>],
+        chunk_docs: &[u32],
+        pairs: &[HardPair],
+        config: &TrainConfig,
+        on_step: &mut dyn FnMut(&StepLog),
+    ) -> Result<TrainReport> {
+        let d = self.layout.dims;
+        if pairs.len() < 2 {
+            return Err(Error::invalid(format!(
+                "only {} training pairs: at least 2 are needed",
+                pairs.len()
+            )));
+        }
+        if queries.iter().chain(chunks).any(|v| v.len() != d) {
+            let bad = queries.iter().chain(chunks).find(|v| v.len() != d);
+            return Err(Error::DimensionMismatch {
+                expected: d,
+                actual: bad.map_or(0, Vec::len),
+            });
+        }
+        let in_range = |p: &HardPair| {
+            p.query < queries.len()
+                && p.positive < chunks.len()
+                && p.negatives.iter().all(|&n| n < chunks.len())
+        };
+        if chunk_docs.len() != chunks.len() || !pairs.iter().all(in_range) {
+            return Err(Error::invalid(
+                "hard pairs refer to queries or chunks that are not there",
+            ));
+        }
+        let started = Instant::now();
+        let table = |rows: &[Vec<f32>]| {
+            let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+            Tensor::from_vec(flat, (rows.len(), d), &Device::Cpu).map_err(candle("vectors"))
+        };
+        let q_table = table(queries)?;
+        let c_table = table(chunks)?;
+        // The batch sampler keeps two pairs of one positive document out of one batch.
+        let keys: Vec<Pair> = pairs
+            .iter()
+            .map(|p| Pair {
+                query: String::new(),
+                passage: String::new(),
+                doc_id: chunk_docs[p.positive].to_string(),
+                origin: PairOrigin::Query,
+            })
+            .collect();
+        let vars = [
+            ("linear.delta".to_string(), self.delta.clone()),
+            ("linear.bias".to_string(), self.bias.clone()),
+        ];
+        let steps = super::optimise(&keys, config, &vars, on_step, &mut |batch, _rng| {
+            let mut columns: Vec<u32> = batch.iter().map(|&i| pairs[i].positive as u32).collect();
+            columns.extend(
+                batch
+                    .iter()
+                    .flat_map(|&i| pairs[i].negatives.iter().map(|&n| n as u32)),
+            );
+            let mut mask = vec![0f32; batch.len() * columns.len()];
+            for (r, &i) in batch.iter().enumerate() {
+                for (c, &col) in columns.iter().enumerate() {
+                    if c != r && pairs[i].relevant.contains(&chunk_docs[col as usize]) {
+                        mask[r * columns.len() + c] = -1e4;
+                    }
+                }
+            }
+            let mask = Tensor::from_vec(mask, (batch.len(), columns.len()), &Device::Cpu)?;
+            let rows: Vec<u32> = batch.iter().map(|&i| pairs[i].query as u32).collect();
+            let q = self.forward(&q_table.index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?)?;
+            let p =
+                self.forward(&c_table.index_select(&Tensor::new(columns, &Device::Cpu)?, 0)?)?;
+            masked_mnrl_loss(&q, &p, &mask, config.scale)
+        })?;
+        Ok(TrainReport {
+            steps,
+            pairs: pairs.len(),
+            parameters: d * d + d,
+            prepare_seconds: 0.0,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

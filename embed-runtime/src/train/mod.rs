@@ -35,6 +35,7 @@ mod adapter;
 mod eval;
 mod fused;
 mod gelu;
+pub mod hard;
 mod model;
 mod optim;
 pub mod pairs;

@@ -398,10 +398,66 @@ pub(crate) fn mnrl_loss(
     log_p.mul(&eye)?.sum_all()? * (-1.0 / n as f64)
 }
 
+/// [`mnrl_loss`] over `n` queries and `m ≥ n` passages (passage `i` is query `i`'s positive,
+/// the rest negatives) with an additive `mask` (`n × m`, −10⁴ where a column must not count
+/// as a negative of the row).
+pub(crate) fn masked_mnrl_loss(
+    queries: &Tensor,
+    passages: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let (n, m) = mask.dims2()?;
+    let logits = ((queries.matmul(&passages.t()?)? * scale)? + mask)?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_p = shifted.broadcast_sub(&log_z)?;
+    let mut target = vec![0f32; n * m];
+    for i in 0..n {
+        target[i * m + i] = 1.0;
+    }
+    let target = Tensor::from_vec(target, (n, m), queries.device())?;
+    log_p.mul(&target)?.sum_all()? * (-1.0 / n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_masked_column_counts_as_if_it_were_not_there() {
+        let dev = Device::Cpu;
+        let q = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
+        let p3 = Tensor::new(&[[0.9f32, 0.1], [0.2, 0.8], [0.7, 0.7]], &dev).unwrap();
+        // Column 2 masked for row 0 only, against the same loss with row 0 seeing two columns.
+        let mask = Tensor::new(&[[0f32, 0.0, -1e4], [0.0, 0.0, 0.0]], &dev).unwrap();
+        let masked = masked_mnrl_loss(&q, &p3, &mask, 20.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let logits = |row: [f32; 3], cols: usize| {
+            let s: Vec<f32> = row[..cols].iter().map(|x| x * 20.0).collect();
+            let z: f32 = s.iter().map(|x| x.exp()).sum();
+            z.ln()
+        };
+        let row0 = logits([0.9, 0.2, 0.7], 2) - 0.9 * 20.0;
+        let row1 = logits([0.1, 0.8, 0.7], 3) - 0.8 * 20.0;
+        assert!((masked - (row0 + row1) / 2.0).abs() < 1e-4, "{masked}");
+        // Without a mask and with m = n it is the plain loss.
+        let p2 = p3.narrow(0, 0, 2).unwrap();
+        let zero = Tensor::zeros((2, 2), DType::F32, &dev).unwrap();
+        let a = masked_mnrl_loss(&q, &p2, &zero, 20.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let b = mnrl_loss(&q, &p2, 20.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((a - b).abs() < 1e-6);
+    }
 
     #[test]
     fn parallel_dropout_masks_equal_a_sequential_draw() {

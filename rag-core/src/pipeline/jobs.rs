@@ -12,6 +12,9 @@ use crate::training::{
 };
 use crate::uri::StoreUri;
 
+/// How often a running job's log is read for [`Progress::note`](crate::stage::Progress::note).
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What [`Pipeline::run_job`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobOutcome {
@@ -67,7 +70,14 @@ impl Pipeline {
                 (id, false)
             }
         };
-        let status = trainer.wait(&id, wait).await?;
+        let status = {
+            let waiting = std::pin::pin!(trainer.wait(&id, wait));
+            let following = std::pin::pin!(self.follow_log(stage, &id));
+            match futures::future::select(waiting, following).await {
+                futures::future::Either::Left((status, _)) => status?,
+                futures::future::Either::Right(((), waiting)) => waiting.await?,
+            }
+        };
         match status {
             JobStatus::Succeeded => {}
             JobStatus::Failed { reason } => {
@@ -91,6 +101,29 @@ impl Pipeline {
             reattached,
             output,
         })
+    }
+
+    /// Passes the newest line of the job's log to the progress every few seconds while it
+    /// runs, so a long job shows life (a job off a terminal prints its own progress lines).
+    /// Never returns; a log that cannot be read is skipped.
+    async fn follow_log(&self, stage: Stage, id: &JobId) {
+        let Ok(trainer) = self.trainer() else {
+            return std::future::pending().await;
+        };
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(LOG_EVERY).await;
+            let Ok(log) = trainer.logs(id).await else {
+                continue;
+            };
+            let newest = log.lines().rev().map(str::trim).find(|l| !l.is_empty());
+            if let Some(line) = newest
+                && line != last
+            {
+                self.progress.note(stage, line);
+                last = line.to_string();
+            }
+        }
     }
 
     /// Several jobs of one stage at once (stage 5 as N embedding workers), each through
