@@ -31,6 +31,9 @@ pub struct Opts {
     /// The question answered at the end.
     #[arg(long, default_value = "How do I duplicate a file descriptor?")]
     pub question: String,
+    /// The embedding model (a pretrained name, a directory, or `hashed`).
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
     /// Embedding dimension of the hashed model.
     #[arg(long, default_value_t = 768)]
     pub dims: usize,
@@ -52,6 +55,7 @@ pub async fn run(opts: Opts, job_command: Vec<String>) -> Result<LoopSummary> {
         work_dir: Some(opts.work_dir),
         question: Some(opts.question),
         dims: Some(opts.dims),
+        model: Some(opts.model),
         ..Default::default()
     })?;
     let runner = Runner::connect(config, job_command).await?;

@@ -44,6 +44,7 @@ async fn local_loop_example_runs_the_seven_stages() {
         queries: dir.path().join("queries.jsonl"),
         work_dir: dir.path().join("work"),
         question: "How do I send a signal?".into(),
+        model: "hashed".into(),
         dims: 128,
     };
     let summary = local_loop::run(opts, vec![ragloop_binary()]).await.unwrap();
@@ -122,6 +123,7 @@ fn cloud_loop_example_reads_its_configuration_from_the_environment() {
     );
     let bad = cloud_loop::config_from_vars(vars(&[
         ("RAGLOOP_BUCKET", "bkt"),
+        ("RAGLOOP_EMBED_MODEL", "hashed"),
         ("RAGLOOP_EMBED_WORKERS", "2"),
     ]))
     .unwrap_err();

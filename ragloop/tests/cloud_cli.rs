@@ -234,10 +234,11 @@ async fn the_cloud_loop_on_oss_and_pai_dlc_trains_and_embeds_with_two_workers() 
     let containers = tempfile::tempdir().unwrap();
     let (dlc, pai) = ContainerDlc::serve(containers.path()).await;
     let (dir, config) = project("");
-    let text =
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replacen("[embedding]\ndims = 128\n", "", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[embedding]\nmodel = \"hashed\"\ndims = 128\n",
+        "",
+        1,
+    );
     std::fs::write(
         &config,
         format!(

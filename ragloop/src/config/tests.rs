@@ -10,8 +10,11 @@ fn an_empty_file_is_the_local_loop() {
     assert_eq!(c.root.to_string(), "oss://ragloop-demo/");
     assert_eq!(c.store.backend, StoreBackend::Local);
     assert_eq!(c.jobs.backend, JobsBackend::Local);
-    assert_eq!(c.embedding.kind(), ModelKind::Hashed);
-    assert_eq!(c.embedding.training(), Training::Idf);
+    assert_eq!(
+        c.embedding.kind(),
+        ModelKind::Sentence("all-MiniLM-L6-v2".into())
+    );
+    assert_eq!(c.embedding.training(), Training::Adapter);
     assert_eq!(c.index.backend, IndexBackend::Local);
     assert_eq!(c.llm.backend, LlmBackend::Extractive);
     assert!(!c.uses_cloud());
@@ -91,7 +94,7 @@ fn mistakes_are_one_clear_line() {
             "line 1 (root = \"http://x\"): invalid input",
         ),
         (
-            "[embedding]\ntrain = \"adapter\"",
+            "[embedding]\nmodel = \"hashed\"\ntrain = \"adapter\"",
             "the hashed model can only be fitted",
         ),
         (
@@ -99,7 +102,7 @@ fn mistakes_are_one_clear_line() {
             "hashed model only",
         ),
         (
-            "[embedding]\nworkers = 2",
+            "[embedding]\nmodel = \"hashed\"\nworkers = 2",
             "batch-embedding jobs run sentence",
         ),
         ("[jobs]\nbackend = \"pai\"", "needs store.backend = \"oss\""),

@@ -219,6 +219,13 @@ async fn embed_and_index(
 /// Runs every stage and the evaluation.
 pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary> {
     let t0 = Instant::now();
+    // A pretrained model by name is fetched (once, then cached) before anything runs, so the
+    // download shows here and every job finds it in the cache.
+    if let crate::config::ModelKind::Sentence(m) = r.config().embedding.kind()
+        && let Some(p) = crate::embed::pretrained(&m)
+    {
+        crate::embed::fetch_pretrained(p).await?;
+    }
     let mut stages = vec![
         r.ingest(None, progress.clone()).await?,
         r.train(progress.clone()).await?,

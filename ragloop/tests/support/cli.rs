@@ -21,6 +21,11 @@ pub const SECRETS: [&str; 6] = [
 pub fn ragloop(dir: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragloop"));
     c.current_dir(dir);
+    // Pretrained models by name come from the copy `scripts/fetch-model.sh` made.
+    c.env(
+        "RAGLOOP_MODELS",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models"),
+    );
     for v in SECRETS {
         c.env_remove(v);
     }
@@ -35,7 +40,7 @@ pub fn project(extra: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\ndims = 128\n\
+            "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 128\n\
              [eval]\nqueries = \"queries.jsonl\"\nquestion = \"How do I send a signal?\"\n{extra}"
         ),
     )
