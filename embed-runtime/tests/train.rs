@@ -282,7 +282,10 @@ fn the_adapter_trains_on_cached_vectors_with_mined_hard_negatives() {
             .count()
     };
     let before = top1_docs(&q, &chunks);
-    let after = top1_docs(&trainer.apply(&q).unwrap(), &trainer.apply(&chunks).unwrap());
+    let after = top1_docs(
+        &trainer.apply(&q).unwrap(),
+        &trainer.apply(&chunks).unwrap(),
+    );
     assert!(after > before, "top-1 {before} → {after}");
     // `apply` is what the saved model embeds.
     let dir = tempfile::tempdir().unwrap();
