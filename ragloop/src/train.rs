@@ -391,7 +391,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             report.prepare_seconds = prepared.report.seconds;
             // The held-out queries over the whole chunked corpus, base against trained, from
             // the vectors already here: the check that picks nothing on test queries.
-            let (texts, relevant) = passages::held_queries(&held, &docs);
+            let (texts, relevant) = passages::queries_of(&held, &docs);
             if !texts.is_empty() {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let raw = embed_runtime::SentenceEmbedder::load(&base_dir)?

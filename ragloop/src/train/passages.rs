@@ -88,26 +88,11 @@ pub(super) fn prepare(
         ),
     );
 
-    // One row per distinct query; its relevant documents are those of all its pairs.
-    let mut slot: HashMap<&str, usize> = HashMap::new();
-    let mut query_texts: Vec<&str> = Vec::new();
-    let mut relevant: Vec<Vec<u32>> = Vec::new();
-    for p in train {
-        let Some(&d) = doc_index.get(p.doc_id.as_str()) else {
-            continue;
-        };
-        let i = *slot.entry(p.query.as_str()).or_insert_with(|| {
-            query_texts.push(p.query.as_str());
-            relevant.push(Vec::new());
-            query_texts.len() - 1
-        });
-        if !relevant[i].contains(&d) {
-            relevant[i].push(d);
-        }
-    }
+    let (query_texts, relevant) = queries_of(train, docs);
     if query_texts.is_empty() {
         bail!("no training pair names a document of the corpus");
     }
+    let query_texts: Vec<&str> = query_texts.iter().map(String::as_str).collect();
     let queries = base.embed_unnormalized(&query_texts, true)?;
     let (pairs, mining) = hard::mine(&queries, &relevant, &vectors, &chunk_docs, options);
     tracing::info!(
@@ -157,8 +142,9 @@ pub(super) fn chunk_metrics(
     acc.finish()
 }
 
-/// Held-out pairs as (query text, relevant documents), one entry per distinct query.
-pub(super) fn held_queries(held: &[Pair], docs: &[Document]) -> (Vec<String>, Vec<Vec<u32>>) {
+/// Pairs as (query text, relevant documents), one entry per distinct query: its relevant
+/// documents are those of all its pairs (pairs naming no document of `docs` are left out).
+pub(super) fn queries_of(held: &[Pair], docs: &[Document]) -> (Vec<String>, Vec<Vec<u32>>) {
     let doc_index: HashMap<&str, u32> = docs
         .iter()
         .enumerate()
