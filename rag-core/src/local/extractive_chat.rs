@@ -21,7 +21,9 @@ const STOPWORDS: &[&str] = &[
 ///
 /// Given a RAG prompt (see [`crate::prompt`]), it scores every context sentence by the
 /// IDF-weighted question words it contains and answers with the best few, in context order,
-/// each followed by the id of the chunk it came from: `sentence [chunk-id]`. Without a RAG
+/// each followed by the id of the chunk it came from: `sentence [chunk-id]`. The best sentence
+/// of the highest-ranked chunk that matches at all is always among them (the retriever's
+/// ranking outweighs shared words). Without a RAG
 /// prompt, the last user message is its own context. Token counts are words.
 #[derive(Debug, Clone)]
 pub struct ExtractiveChat {
@@ -97,11 +99,25 @@ impl ExtractiveChat {
             })
             .filter(|&(_, s)| s > 0.0)
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(self.max_sentences);
         if scored.is_empty() {
             return NO_ANSWER.to_string();
         }
+        // The retriever ranked the chunks (context order is rank order) and is the better
+        // judge of relevance than shared words: the best sentence of the highest-ranked chunk
+        // that matches at all leads the answer; the other slots go to the best sentences
+        // anywhere.
+        let top_chunk = scored.iter().map(|&(i, _)| sentences[i].0).min();
+        let lead = scored
+            .iter()
+            .filter(|&&(i, _)| Some(sentences[i].0) == top_chunk)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .copied();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if let Some(lead) = lead {
+            scored.retain(|&(i, _)| i != lead.0);
+            scored.insert(0, lead);
+        }
+        scored.truncate(self.max_sentences);
         scored.sort_by_key(|&(i, _)| i);
         scored
             .iter()
@@ -220,6 +236,35 @@ mod tests {
         }
         assert_eq!(answers.len(), 1, "{answers:?}");
         assert!(answers.iter().all(|a| a.contains("first")), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn the_top_ranked_chunk_leads_even_when_a_lower_one_shares_more_words() {
+        let ctx = vec![
+            ContextChunk {
+                id: "c1".into(),
+                text: "The dup() call allocates a new file descriptor.".into(),
+            },
+            ContextChunk {
+                id: "c2".into(),
+                text: "Each new file descriptor is a duplicate of another file descriptor.".into(),
+            },
+        ];
+        let resp = ExtractiveChat::new(1)
+            .chat(&rag_request(&ctx, "How do I duplicate a file descriptor?"))
+            .await
+            .unwrap();
+        assert!(resp.content.ends_with("[c1]"), "{}", resp.content);
+        // With room for two, the better-matching sentence follows.
+        let resp = ExtractiveChat::new(2)
+            .chat(&rag_request(&ctx, "How do I duplicate a file descriptor?"))
+            .await
+            .unwrap();
+        assert!(
+            resp.content.contains("[c1]") && resp.content.ends_with("[c2]"),
+            "{}",
+            resp.content
+        );
     }
 
     #[tokio::test]
