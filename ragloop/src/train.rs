@@ -391,7 +391,14 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             report.prepare_seconds = prepared.report.seconds;
             // The held-out queries over the whole chunked corpus, base against trained, from
             // the vectors already here: the check that picks nothing on test queries.
-            let (texts, relevant) = passages::queries_of(&held, &docs);
+            // Real queries when some are held out (mined pairs are easier and would flatter).
+            let real: Vec<Pair> = held
+                .iter()
+                .filter(|p| p.origin == PairOrigin::Query)
+                .cloned()
+                .collect();
+            let judged = if real.is_empty() { &held } else { &real };
+            let (texts, relevant) = passages::queries_of(judged, &docs);
             if !texts.is_empty() {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let raw = embed_runtime::SentenceEmbedder::load(&base_dir)?
