@@ -63,9 +63,11 @@ pub struct MiningReport {
     pub skipped_relevant: usize,
 }
 
+/// A unit-length copy (`rag_core::embedding::normalize`).
 fn unit(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter().map(|x| x / n).collect()
+    let mut v = v.to_vec();
+    rag_core::embedding::normalize(&mut v);
+    v
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -168,13 +168,14 @@ pub(super) fn queries_of(held: &[Pair], docs: &[Document]) -> (Vec<String>, Vec<
     (texts, relevant)
 }
 
-/// Unit-length copies.
+/// Unit-length copies (`rag_core::embedding::normalize`).
 pub(super) fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
     vectors
         .iter()
         .map(|v| {
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter().map(|x| x / n).collect()
+            let mut v = v.clone();
+            rag_core::embedding::normalize(&mut v);
+            v
         })
         .collect()
 }
