@@ -12,6 +12,7 @@ use rag_core::{Error, Result};
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use crate::int8::{Epilogue, Int8Dense, Int8Workspace, Kernel, Quantization};
 use crate::kernels::{self, MatMut, MatRef, Par};
 
 /// The transformer's `config.json` (the fields a BERT encoder needs).
@@ -101,12 +102,29 @@ struct Norm {
 }
 
 /// A linear layer stored as `Wᵀ` (`in × out`, row-major) so `x · Wᵀ` reads both operands
-/// row-wise.
+/// row-wise, or, once quantised, as int8 (`w_t` is then emptied).
 struct Dense {
     w_t: Vec<f32>,
+    int8: Option<Int8Dense>,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
+}
+
+impl Dense {
+    fn quantize(&mut self, kernel: Kernel) -> Result<()> {
+        if self.int8.is_none() {
+            self.int8 = Some(Int8Dense::new(
+                &self.w_t,
+                &self.bias,
+                self.inputs,
+                self.outputs,
+                kernel,
+            )?);
+            self.w_t = Vec::new();
+        }
+        Ok(())
+    }
 }
 
 struct Layer {
@@ -126,12 +144,14 @@ pub struct BertEncoder {
     token_type: Vec<f32>,
     embed_norm: Norm,
     layers: Vec<Layer>,
+    quantization: Quantization,
 }
 
 impl std::fmt::Debug for BertEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BertEncoder")
             .field("config", &self.config)
+            .field("quantization", &self.quantization)
             .finish_non_exhaustive()
     }
 }
@@ -143,14 +163,16 @@ pub struct Workspace {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
     ffn: Vec<f32>,
+    int8: Int8Workspace,
 }
 
 impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Workspace({} floats)",
-            self.x.capacity() + self.qkv.capacity() + self.ctx.capacity() + self.ffn.capacity()
+            "Workspace({} floats, {} int8 bytes)",
+            self.x.capacity() + self.qkv.capacity() + self.ctx.capacity() + self.ffn.capacity(),
+            self.int8.capacity_bytes()
         )
     }
 }
@@ -164,6 +186,19 @@ fn resize(buf: &mut Vec<f32>, len: usize) {
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
+
+const PLAIN: Epilogue = Epilogue {
+    residual: false,
+    gelu: false,
+};
+const RESIDUAL: Epilogue = Epilogue {
+    residual: true,
+    gelu: false,
+};
+const GELU: Epilogue = Epilogue {
+    residual: false,
+    gelu: true,
+};
 
 /// Token rows per parallel task of the row-wise kernels.
 const ROWS_PER_TASK: usize = 32;
@@ -216,6 +251,7 @@ impl Tensors {
         }
         Ok(Dense {
             w_t,
+            int8: None,
             bias,
             inputs,
             outputs: total,
@@ -291,7 +327,31 @@ impl BertEncoder {
             embed_norm: t.norm("embeddings.LayerNorm", h)?,
             layers,
             config,
+            quantization: Quantization::None,
         })
+    }
+
+    /// Quantises every encoder layer's linear layers to int8 with `kernel` (see
+    /// [`crate::int8`]); embeddings, attention scores and layer norms stay f32. Quantising
+    /// twice changes nothing; there is no way back (the f32 weights are dropped).
+    pub fn quantize_int8(&mut self, kernel: Kernel) -> Result<()> {
+        for layer in &mut self.layers {
+            for dense in [
+                &mut layer.qkv,
+                &mut layer.attn_out,
+                &mut layer.ffn_in,
+                &mut layer.ffn_out,
+            ] {
+                dense.quantize(kernel)?;
+            }
+        }
+        self.quantization = Quantization::Int8;
+        Ok(())
+    }
+
+    /// How the linear layers compute.
+    pub fn quantization(&self) -> Quantization {
+        self.quantization
     }
 
     /// The configuration.
@@ -329,27 +389,30 @@ impl BertEncoder {
         resize(&mut ws.qkv, tokens * 3 * h);
         resize(&mut ws.ctx, tokens * h);
         resize(&mut ws.ffn, tokens * self.config.intermediate_size);
-        let Workspace { x, qkv, ctx, ffn } = ws;
+        let Workspace {
+            x,
+            qkv,
+            ctx,
+            ffn,
+            int8,
+        } = ws;
         let x = &mut x[..tokens * h];
         let qkv = &mut qkv[..tokens * 3 * h];
         let ctx = &mut ctx[..tokens * h];
         let ffn = &mut ffn[..tokens * self.config.intermediate_size];
-        let par = Par::Threads(threads);
         let simd = pulp::Arch::new();
 
         self.embed(seqs, x);
         for layer in &self.layers {
             // qkv = x·Wqkvᵀ + b
-            self.dense(&layer.qkv, x, qkv, false, tokens, par);
+            self.dense(&layer.qkv, x, qkv, PLAIN, tokens, threads, int8);
             self.attention(seqs, qkv, ctx, threads, simd);
             // x = LN(x + ctx·Woᵀ + b)
-            self.dense(&layer.attn_out, ctx, x, true, tokens, par);
+            self.dense(&layer.attn_out, ctx, x, RESIDUAL, tokens, threads, int8);
             self.norm_rows(x, &layer.attn_norm, simd);
             // ffn = GELU(x·W1ᵀ + b1); x = LN(x + ffn·W2ᵀ + b2)
-            self.dense(&layer.ffn_in, x, ffn, false, tokens, par);
-            ffn.par_chunks_mut(ROWS_PER_TASK * self.config.intermediate_size)
-                .for_each(|rows| kernels::gelu_simd(simd, rows));
-            self.dense(&layer.ffn_out, ffn, x, true, tokens, par);
+            self.dense(&layer.ffn_in, x, ffn, GELU, tokens, threads, int8);
+            self.dense(&layer.ffn_out, ffn, x, RESIDUAL, tokens, threads, int8);
             self.norm_rows(x, &layer.ffn_norm, simd);
         }
         Ok(&ws.x[..tokens * h])
@@ -379,18 +442,25 @@ impl BertEncoder {
             });
     }
 
-    /// `out = input·Wᵀ + b`, or `out += input·Wᵀ + b` when `residual`.
+    /// `out = input·Wᵀ + b`, or `out += input·Wᵀ + b` for a residual, then GELU if asked.
+    #[allow(clippy::too_many_arguments)]
     fn dense(
         &self,
         d: &Dense,
         input: &[f32],
         out: &mut [f32],
-        residual: bool,
+        epilogue: Epilogue,
         tokens: usize,
-        par: Par,
+        threads: usize,
+        int8: &mut Int8Workspace,
     ) {
+        if let Some(q) = &d.int8 {
+            // Bias, residual and GELU happen inside the int8 multiply's epilogue.
+            q.matmul_add(input, out, tokens, threads, int8, epilogue);
+            return;
+        }
         let chunk = ROWS_PER_TASK * d.outputs;
-        if residual {
+        if epilogue.residual {
             out.par_chunks_mut(chunk)
                 .for_each(|rows| kernels::add_rows(rows, &d.bias));
         } else {
@@ -402,8 +472,14 @@ impl BertEncoder {
             MatRef::rows(input, tokens, d.inputs),
             MatRef::rows(&d.w_t, d.inputs, d.outputs),
             true,
-            par,
+            Par::Threads(threads),
         );
+        if epilogue.gelu {
+            let simd = pulp::Arch::new();
+            out[..tokens * d.outputs]
+                .par_chunks_mut(chunk)
+                .for_each(|rows| kernels::gelu_simd(simd, rows));
+        }
     }
 
     fn norm_rows(&self, x: &mut [f32], norm: &Norm, simd: pulp::Arch) {

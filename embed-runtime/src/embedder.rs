@@ -13,6 +13,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, Tru
 use crate::bert::{BertEncoder, Workspace};
 use crate::cache::{self, PooledCache};
 use crate::head::{self, DenseHead};
+use crate::int8::{Kernel, Quantization};
 use crate::layout::{ModelLayout, Pooling};
 
 /// How a [`SentenceEmbedder`] runs. `Default` follows the model directory.
@@ -36,6 +37,13 @@ pub struct EmbedderOptions {
     /// subdirectory per encoder): text encoded once is never encoded again, by this model or
     /// any other on the same encoder (a linear adapter trained on it).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// How the encoder's linear layers compute: f32 (default) or int8 ([`crate::int8`]).
+    /// An int8 model's vectors differ a little from the f32 model's, so its model id (and
+    /// its cache) end in `-int8`.
+    pub quantize: Quantization,
+    /// The int8 kernel; `None` picks the fastest this CPU runs (or `RAGLOOP_INT8_KERNEL`).
+    /// A kernel the CPU lacks is an error. All kernels give the same bits.
+    pub int8_kernel: Option<Kernel>,
 }
 
 impl Default for EmbedderOptions {
@@ -48,6 +56,8 @@ impl Default for EmbedderOptions {
             document_prefix: None,
             model_id: None,
             cache_dir: None,
+            quantize: Quantization::None,
+            int8_kernel: None,
         }
     }
 }
@@ -85,6 +95,7 @@ impl std::fmt::Debug for SentenceEmbedder {
             .field("normalize", &self.inner.layout.normalize)
             .field("max_len", &self.inner.max_len)
             .field("threads", &self.inner.threads)
+            .field("quantization", &self.inner.encoder.quantization())
             .finish()
     }
 }
@@ -101,7 +112,19 @@ impl SentenceEmbedder {
     /// Loads the model in `dir`.
     pub fn load_with(dir: &Path, options: EmbedderOptions) -> Result<Self> {
         let layout = ModelLayout::read(dir)?;
-        let encoder = BertEncoder::load(&layout.transformer_dir)?;
+        let mut encoder = BertEncoder::load(&layout.transformer_dir)?;
+        if options.quantize == Quantization::Int8 {
+            let kernel = match options.int8_kernel {
+                Some(k) if !k.supported() => {
+                    return Err(Error::invalid(format!(
+                        "int8 kernel {k:?}: not on this CPU"
+                    )));
+                }
+                Some(k) => k,
+                None => Kernel::detect()?,
+            };
+            encoder.quantize_int8(kernel)?;
+        }
         let config = encoder.config();
         if config.hidden_size != layout.pooling_dims {
             return Err(Error::invalid(format!(
@@ -153,13 +176,23 @@ impl SentenceEmbedder {
                 default_model_id(dir, &weights)?
             }
         };
+        let suffix = match options.quantize {
+            Quantization::None => "",
+            Quantization::Int8 => "-int8",
+        };
+        let model_id = if model_id.ends_with(suffix) {
+            model_id
+        } else {
+            format!("{model_id}{suffix}")
+        };
         let cache = match &options.cache_dir {
             None => None,
             Some(root) => {
                 // The pooled vectors depend on the encoder's weights, the pooling and nothing
                 // else (the token ids, which the key holds, carry the prefix and truncation).
                 let weights = hash_files(&[layout.transformer_dir.join("model.safetensors")])?;
-                let name = format!("{}-{:?}", &weights[..16], layout.pooling).to_lowercase();
+                let name =
+                    format!("{}-{:?}{suffix}", &weights[..16], layout.pooling).to_lowercase();
                 Some(PooledCache::open(&root.join(name), layout.pooling_dims)?)
             }
         };

@@ -242,3 +242,79 @@ fn the_pooled_vector_cache_is_read_instead_of_encoding() {
     assert_eq!(got[0], plain[0], "a miss is encoded as before");
     assert_eq!(again.cached_vectors(), 2);
 }
+
+/// The int8 encoder against f32 on the fixture's texts (empty, CJK, emoji, 256-token ones):
+/// every vector close, the id marked, and packing, batch size and threads change no bit.
+#[test]
+fn int8_stays_close_to_f32_and_is_deterministic() {
+    use embed_runtime::Quantization;
+    let fx = fixture();
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.text.as_str()).collect();
+    let f32_model = load(EmbedderOptions::default());
+    let int8 = |threads, max_batch_tokens| {
+        load(EmbedderOptions {
+            threads: Some(threads),
+            max_batch_tokens,
+            quantize: Quantization::Int8,
+            ..Default::default()
+        })
+    };
+    let packed = int8(2, 8192);
+    assert!(
+        packed.model_id().ends_with("-int8"),
+        "{}",
+        packed.model_id()
+    );
+    assert_eq!(
+        packed.model_id().trim_end_matches("-int8"),
+        f32_model.model_id()
+    );
+    let full = f32_model.embed_raw(&texts).unwrap();
+    let quantized = packed.embed_raw(&texts).unwrap();
+    let mut sum = 0.0;
+    for ((case, f), q) in fx.cases.iter().zip(&full).zip(&quantized) {
+        let c = cosine(f, q);
+        // The lowest are the empty texts ([CLS] [SEP] alone: no tokens to average errors
+        // over), 0.9935; real texts are at 0.998–0.9993 (the man pages' mean: 0.9992).
+        assert!(c >= 0.99, "cosine {c} to f32 for {:?}", case.text);
+        sum += c;
+    }
+    let mean = sum / texts.len() as f32;
+    assert!(mean >= 0.997, "mean cosine {mean}");
+    // Per-token activation scales: a text's vector does not depend on its batch-mates, the
+    // batch size or the thread count — bit for bit.
+    let single = int8(1, 1).embed_raw(&texts).unwrap();
+    assert_eq!(single, quantized);
+    for (t, q) in texts.iter().zip(&quantized) {
+        assert_eq!(&packed.embed_raw(&[t]).unwrap()[0], q, "{t:?}");
+    }
+}
+
+#[test]
+fn the_int8_kernel_can_be_forced_and_every_kernel_agrees() {
+    use embed_runtime::Quantization;
+    use embed_runtime::int8::Kernel;
+    let fx = fixture();
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.text.as_str()).collect();
+    let mut seen: Option<Vec<Vec<f32>>> = None;
+    for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Vnni512] {
+        if !kernel.supported() {
+            eprintln!("{kernel:?}: not on this CPU");
+            continue;
+        }
+        let model = embed_runtime::SentenceEmbedder::load_with(
+            &model_dir(),
+            EmbedderOptions {
+                quantize: Quantization::Int8,
+                int8_kernel: Some(kernel),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let v = model.embed_raw(&texts).unwrap();
+        match &seen {
+            None => seen = Some(v),
+            Some(s) => assert_eq!(s, &v, "{kernel:?} differs from the scalar kernel"),
+        }
+    }
+}

@@ -67,6 +67,7 @@ async fn eval_example_writes_the_report() {
         queries: dir.path().join("queries.jsonl"),
         split: "test".into(),
         model: Vec::new(),
+        quantize: vec![ragloop::embed_runtime::Quantization::None],
         dims: 128,
         out: dir.path().join("report"),
         json: false,

@@ -205,6 +205,7 @@ impl Backends {
                 let dir = self.fetch_model(&location).await?;
                 let options = embed_runtime::EmbedderOptions {
                     cache_dir: Some(self.config.work_dir.join("cache/pooled")),
+                    quantize: e.quantize,
                     ..Default::default()
                 };
                 Arc::new(

@@ -50,6 +50,10 @@ pub struct EmbedArgs {
     /// Inference threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// `int8` runs the encoder's linear layers in int8 (`embedding.quantize`); the model id
+    /// then ends in `-int8`.
+    #[arg(long, default_value = "none", env = "RAGLOOP_QUANTIZE")]
+    pub quantize: embed_runtime::Quantization,
     /// This worker's index when several share the job.
     #[arg(long, env = "RAGLOOP_WORKER", default_value_t = 0)]
     pub worker: usize,
@@ -105,6 +109,7 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
         EmbedderOptions {
             threads: args.threads,
             cache_dir: args.cache.clone(),
+            quantize: args.quantize,
             ..Default::default()
         },
     )

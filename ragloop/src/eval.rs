@@ -35,6 +35,10 @@ pub struct EvalArgs {
     /// model and a trained one).
     #[arg(long)]
     pub model: Vec<PathBuf>,
+    /// How each `--model` runs: `none` (f32), `int8`, or both (`none,int8`) to see what
+    /// quantisation costs.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub quantize: Vec<embed_runtime::Quantization>,
     /// Dimension of the hashed model (fitted on the documents); 0 leaves it out.
     #[arg(long, default_value_t = 768)]
     pub dims: usize,
@@ -107,9 +111,19 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         models.push(("hashed (IDF)".into(), Box::new(hashed)));
     }
     for dir in &args.model {
-        let m = embed_runtime::SentenceEmbedder::load(dir)
-            .with_context(|| format!("loading the model in {}", dir.display()))?;
-        models.push((dir.display().to_string(), Box::new(m)));
+        for &quantize in &args.quantize {
+            let options = embed_runtime::EmbedderOptions {
+                quantize,
+                ..Default::default()
+            };
+            let m = embed_runtime::SentenceEmbedder::load_with(dir, options)
+                .with_context(|| format!("loading the model in {}", dir.display()))?;
+            let name = match quantize {
+                embed_runtime::Quantization::None => dir.display().to_string(),
+                q => format!("{} ({q})", dir.display()),
+            };
+            models.push((name, Box::new(m)));
+        }
     }
     if models.is_empty() {
         bail!("nothing to evaluate: give --model or a hashed --dims above 0");

@@ -68,6 +68,14 @@ impl JobPlan {
         }
     }
 
+    /// `--quantize int8` when the loop's encoder runs in int8 (jobs encode as stage 5 does).
+    fn quantize_args(&self, args: &mut Vec<String>) {
+        let q = self.config.embedding.quantize;
+        if q != embed_runtime::Quantization::None {
+            args.extend(["--quantize".into(), q.to_string()]);
+        }
+    }
+
     /// Stage 2's job, if the configuration trains.
     pub fn training(&self) -> Option<JobSpec> {
         let e = &self.config.embedding;
@@ -107,6 +115,7 @@ impl JobPlan {
                 if let Some(cache) = &self.local_cache {
                     args.extend(["--cache".into(), cache.display().to_string()]);
                 }
+                self.quantize_args(&mut args);
                 if let Some(q) = queries {
                     args.extend([
                         "--queries".into(),
@@ -198,6 +207,7 @@ impl JobPlan {
                 if let Some(cache) = &self.local_cache {
                     args.extend(["--cache".into(), cache.display().to_string()]);
                 }
+                self.quantize_args(&mut args);
                 self.spec(
                     format!("embed-{}-of-{n}", i + 1),
                     JobKind::Script,

@@ -23,6 +23,9 @@ struct Running {
     last_line: Instant,
 }
 
+/// Characters of a job's log line shown by [`BarProgress`]'s notes.
+const NOTE_CHARS: usize = 160;
+
 /// Draws [`indicatif`] bars (or periodic lines off a terminal) and prints a line when a
 /// stage ends.
 #[derive(Debug)]
@@ -129,6 +132,12 @@ impl Progress for BarProgress {
         // A job of this program prints its own `[stage] …` lines: shown once prefixed.
         let own = format!("[{stage}] ");
         let line = line.strip_prefix(&own).unwrap_or(line);
+        // A job's log line can be a whole table row of numbers: one screen line of it.
+        let line = match line.char_indices().nth(NOTE_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        };
+        let line = line.as_str();
         let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         match stages.get(&stage) {
             Some(r) if self.terminal => r.bar.set_message(line.to_string()),

@@ -153,6 +153,10 @@ pub struct TrainArgs {
     /// The pooled-vector cache shared with stage 5 (the loop passes `<work_dir>/cache/pooled`).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// `int8`: the frozen encoder embeds the passages and held-out queries in int8, as the
+    /// loop's stage 5 will (`embedding.quantize`). Full fine-tuning itself stays f32.
+    #[arg(long, default_value = "none", env = "RAGLOOP_QUANTIZE")]
+    pub quantize: embed_runtime::Quantization,
     /// Where a base model from a store is downloaded.
     #[arg(long, default_value = "target/ragloop-models")]
     pub model_cache: PathBuf,
@@ -309,6 +313,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     };
     let options = embed_runtime::EmbedderOptions {
         cache_dir: args.cache.clone(),
+        quantize: args.quantize,
         ..Default::default()
     };
     let base = SentenceEmbedder::load_with(&base_dir, options)
@@ -378,6 +383,18 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
                 std::sync::Arc::new(crate::progress::BarProgress::new())
             };
             let prepared = passages::prepare(&base, &docs, &train, &options, progress)?;
+            // The held-out queries over the whole chunked corpus, base against trained, from
+            // the vectors already here: the check that picks nothing on test queries.
+            // Real queries when some are held out (mined pairs are easier and would flatter).
+            let real: Vec<Pair> = held
+                .iter()
+                .filter(|p| p.origin == PairOrigin::Query)
+                .cloned()
+                .collect();
+            let judged = if real.is_empty() { &held } else { &real };
+            let (texts, relevant) = passages::queries_of(judged, &docs);
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let held_raw = base.embed_unnormalized(&refs, true)?;
             let mut trainer =
                 AdapterTrainer::from_embedder(&base_dir, base).with_context(loading)?;
             let mut report = trainer.train_hard(
@@ -389,20 +406,8 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
                 &mut on_step,
             )?;
             report.prepare_seconds = prepared.report.seconds;
-            // The held-out queries over the whole chunked corpus, base against trained, from
-            // the vectors already here: the check that picks nothing on test queries.
-            // Real queries when some are held out (mined pairs are easier and would flatter).
-            let real: Vec<Pair> = held
-                .iter()
-                .filter(|p| p.origin == PairOrigin::Query)
-                .cloned()
-                .collect();
-            let judged = if real.is_empty() { &held } else { &real };
-            let (texts, relevant) = passages::queries_of(judged, &docs);
             if !texts.is_empty() {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let raw = embed_runtime::SentenceEmbedder::load(&base_dir)?
-                    .embed_unnormalized(&refs, true)?;
+                let raw = held_raw;
                 let cd = &prepared.chunk_docs;
                 let base_m = passages::chunk_metrics(
                     &passages::normalized(&raw),
@@ -440,7 +445,13 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         }
     };
     bar.finish_and_clear();
-    let trained = SentenceEmbedder::load(out_dir.path())?;
+    let trained = SentenceEmbedder::load_with(
+        out_dir.path(),
+        embed_runtime::EmbedderOptions {
+            quantize: args.quantize,
+            ..Default::default()
+        },
+    )?;
     let after = evaluations(&trained, &docs, eval_queries.as_deref(), &held).await?;
     let evaluations = before
         .into_iter()

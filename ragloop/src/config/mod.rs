@@ -137,6 +137,8 @@ pub struct Overrides {
     pub model: Option<String>,
     /// `embedding.train`.
     pub train: Option<Training>,
+    /// `embedding.quantize`.
+    pub quantize: Option<embed_runtime::Quantization>,
 }
 
 impl Default for LoopConfig {
@@ -210,6 +212,15 @@ impl LoopConfig {
             bail!(
                 "embedding.workers: batch-embedding jobs run sentence-transformers models; \
                  {} embeds in this process (workers = 0)",
+                self.embedding.model
+            );
+        }
+        if self.embedding.quantize != embed_runtime::Quantization::None
+            && !matches!(kind, ModelKind::Sentence(_))
+        {
+            bail!(
+                "embedding.quantize = \"{}\" is for sentence-transformers models; {} has no encoder to quantise",
+                self.embedding.quantize,
                 self.embedding.model
             );
         }
@@ -297,6 +308,9 @@ impl LoopConfig {
         }
         if let Some(m) = o.model {
             self.embedding.model = m;
+        }
+        if let Some(q) = o.quantize {
+            self.embedding.quantize = q;
         }
         if o.train.is_some() {
             self.embedding.train = o.train;

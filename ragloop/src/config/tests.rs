@@ -82,6 +82,45 @@ proptest::proptest! {
 }
 
 #[test]
+fn int8_reaches_every_job_that_encodes() {
+    let c = LoopConfig::from_toml("[embedding]\nquantize = \"int8\"\nworkers = 2").unwrap();
+    assert_eq!(c.embedding.quantize, embed_runtime::Quantization::Int8);
+    let plan = crate::jobs::JobPlan::new(
+        &c,
+        vec!["ragloop".into()],
+        crate::stores::StoreSpec::Local {
+            root: "/tmp/store".into(),
+        },
+    );
+    let train = plan.training().unwrap();
+    let workers = plan.embedding_workers("models/m", &c.model_output(), "abc");
+    for spec in std::iter::once(&train).chain(&workers) {
+        let at = spec.command.iter().position(|a| a == "--quantize");
+        assert_eq!(
+            at.map(|i| spec.command[i + 1].as_str()),
+            Some("int8"),
+            "{:?}",
+            spec.command
+        );
+    }
+    let f32 = LoopConfig::from_toml("").unwrap();
+    let plan = crate::jobs::JobPlan::new(
+        &f32,
+        vec!["ragloop".into()],
+        crate::stores::StoreSpec::Local {
+            root: "/tmp/store".into(),
+        },
+    );
+    assert!(
+        !plan
+            .training()
+            .unwrap()
+            .command
+            .contains(&"--quantize".to_string())
+    );
+}
+
+#[test]
 fn mistakes_are_one_clear_line() {
     let cases = [
         ("[store]\nbackend = \"s3\"", "unknown variant `s3`"),
@@ -121,6 +160,11 @@ fn mistakes_are_one_clear_line() {
         ("[deploy]\nbackend = \"bailian\"", "deploy needs a model"),
         ("[llm]\nbackend = \"openai\"", "base_url is required"),
         ("[index]\ntop_k = 0", "top_k must be positive"),
+        (
+            "[embedding]\nmodel = \"hashed\"\nquantize = \"int8\"",
+            "is for sentence-transformers models",
+        ),
+        ("[embedding]\nquantize = \"int4\"", "unknown variant `int4`"),
     ];
     for (text, want) in cases {
         let err = format!("{:#}", LoopConfig::from_toml(text).unwrap_err());
