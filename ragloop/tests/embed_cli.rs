@@ -147,6 +147,40 @@ print(rows)
 }
 
 #[test]
+fn embed_in_int8_is_its_own_model_with_vectors_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 4);
+    let (f32_dir, int8_dir) = (dir.path().join("f32"), dir.path().join("int8"));
+    let f32_run = json_of(&mut embed(&docs, &f32_dir));
+    let int8_run = json_of(embed(&docs, &int8_dir).args(["--quantize", "int8"]));
+    let id = f32_run["model_id"].as_str().unwrap();
+    assert_eq!(int8_run["model_id"].as_str().unwrap(), format!("{id}-int8"));
+    let (a, b) = (shards(&f32_dir), shards(&int8_dir));
+    assert_eq!(a.len(), b.len());
+    let mut compared = 0;
+    for ((_, ra), (_, rb)) in a.iter().zip(&b) {
+        for ((ida, va), (idb, vb)) in ra.iter().zip(rb) {
+            assert_eq!(ida, idb, "the same chunks in the same order");
+            let cos: f32 = va.iter().zip(vb).map(|(x, y)| x * y).sum();
+            assert!(cos > 0.99, "cosine {cos} for {ida}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 10, "{compared} chunks");
+    // A quantisation name the CLI does not know is refused before any work.
+    let bad = embed(&docs, &int8_dir)
+        .args(["--quantize", "int4"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("expected \"none\" or \"int8\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
 fn a_killed_embed_resumes_to_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
     let docs = input(dir.path(), 12);

@@ -16,7 +16,9 @@
 //!   `vpmaddubsw` would do twice the products per instruction but saturates its `i16` pair
 //!   sums for `u8 × s8` (255·127·2 > 32767), the trap ONNX Runtime's `reduce_range` works
 //!   around by dropping a bit of weight precision; `vpmaddwd` is exact.
-//! - [`Kernel::Scalar`]: plain loops, for other CPUs and as the tests' reference.
+//! - [`Kernel::Scalar`]: plain loops, for other CPUs and as the tests' reference. It is slower
+//!   than the f32 path (which has `gemm`'s NEON kernels on ARM): on a CPU without AVX2, keep
+//!   f32.
 //!
 //! Every kernel computes the same integer dot products, and the epilogue is the same
 //! expression in the same order, so all three give bit-identical outputs (tested).
@@ -417,12 +419,7 @@ impl Int8Dense {
                 |x: &[f32], a: &mut [u8]| x86::quantize_row_u8(x, a),
                 |a: &[u8], r: Rows<'_>, o: &mut [f32]| x86::panel_vnni512(
                     w,
-                    x86::Columns {
-                        scale: &self.col_scale,
-                        sum: &self.col_sum,
-                        bias: &self.bias,
-                        residual: epilogue.residual,
-                    },
+                    self.columns(epilogue),
                     a,
                     r,
                     o,
@@ -437,12 +434,7 @@ impl Int8Dense {
                 |x: &[f32], a: &mut [i16]| x86::quantize_row_i16(x, a),
                 |a: &[i16], r: Rows<'_>, o: &mut [f32]| x86::panel_avx2(
                     w,
-                    x86::Columns {
-                        scale: &self.col_scale,
-                        sum: &self.col_sum,
-                        bias: &self.bias,
-                        residual: epilogue.residual,
-                    },
+                    self.columns(epilogue),
                     a,
                     r,
                     o,
@@ -451,6 +443,16 @@ impl Int8Dense {
                 )
             ),
             _ => unreachable!("int8 weights packed for another kernel"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn columns(&self, epilogue: Epilogue) -> x86::Columns<'_> {
+        x86::Columns {
+            scale: &self.col_scale,
+            sum: &self.col_sum,
+            bias: &self.bias,
+            residual: epilogue.residual,
         }
     }
 

@@ -142,35 +142,63 @@ pub(super) struct Columns<'a> {
     pub residual: bool,
 }
 
-/// Checks the shapes every panel kernel relies on before touching memory (lengths, then the
-/// panel's shape).
+/// The tiling both panel kernels share: checks every length the tiles rely on, then cuts the
+/// panel into tiles of up to `max_rows` rows × `max_blocks` column blocks of `block` columns
+/// and hands each to `tile(tile, out from the tile's first element, rows, blocks)`.
 #[allow(clippy::too_many_arguments)]
-fn check_panel(
-    w: usize,
-    col_scale: usize,
-    a: usize,
-    rows: usize,
-    out: usize,
-    kp: usize,
-    n: usize,
-    block: usize,
+fn for_each_tile<W, A>(
+    w: &[W],
+    cols: &Columns<'_>,
+    a: &[A],
+    rows: Rows<'_>,
+    out: &mut [f32],
+    (kp, n): (usize, usize),
+    (block, group): (usize, usize),
+    (max_rows, max_blocks): (usize, usize),
+    mut tile: impl FnMut(&Tile<'_, W, A>, &mut [f32], usize, usize),
 ) {
+    let (s, z) = (rows.scale, rows.zero_point);
+    let rows = s.len().min(z.len());
     let blocks = n.div_ceil(block);
+    let padded = cols.scale.len().min(cols.sum.len()).min(cols.bias.len());
+    assert!(kp.is_multiple_of(group), "int8 panel: kp not whole groups");
     assert!(
-        w >= blocks * kp * block,
+        w.len() >= blocks * kp * block,
         "int8 panel: packed weights too short"
     );
     assert!(
-        col_scale >= blocks * block,
-        "int8 panel: column scales too short"
+        padded >= blocks * block,
+        "int8 panel: column vectors too short"
     );
-    assert!(a >= rows * kp, "int8 panel: activations too short");
-    assert!(out >= rows * n, "int8 panel: output too short");
+    assert!(a.len() >= rows * kp, "int8 panel: activations too short");
+    assert!(out.len() >= rows * n, "int8 panel: output too short");
+    let mut b = 0;
+    while b < blocks {
+        let nb = (blocks - b).min(max_blocks);
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(max_rows);
+            let t = Tile {
+                w: &w[b * kp * block..],
+                a: &a[r * kp..],
+                s: &s[r..],
+                z: &z[r..],
+                col_scale: &cols.scale[b * block..],
+                col_sum: &cols.sum[b * block..],
+                bias: &cols.bias[b * block..],
+                residual: cols.residual,
+                kp,
+                cols: n - b * block,
+            };
+            tile(&t, &mut out[r * n + b * block..], mr, nb);
+            r += mr;
+        }
+        b += nb;
+    }
 }
 
-/// `out[r][c] += dot(a_r, w_c) · s[r] · col_scale[c]` over every row of the panel
-/// (`a`: rows × kp `u8`, `s`: rows, `out`: rows × n) with the VNNI tile.
-#[allow(clippy::too_many_arguments)]
+/// `out[r][c] = [out +] b[c] + sa·sw·(acc − zp·Σw)` over every row of the panel (`a`:
+/// rows × kp `u8`, `out`: rows × n) with the VNNI tile.
 pub(super) fn panel_vnni512(
     w: &[i8],
     cols: Columns<'_>,
@@ -180,50 +208,34 @@ pub(super) fn panel_vnni512(
     kp: usize,
     n: usize,
 ) {
-    let (s, z) = (rows.scale, rows.zero_point);
-    let rows = s.len().min(z.len());
-    let padded = cols.scale.len().min(cols.sum.len()).min(cols.bias.len());
-    check_panel(w.len(), padded, a.len(), rows, out.len(), kp, n, 16);
-    assert!(kp.is_multiple_of(4), "int8 panel: kp not whole quads");
-    let blocks = n.div_ceil(16);
-    let mut b = 0;
-    while b < blocks {
-        let nb = (blocks - b).min(VNNI_NB);
-        let mut r = 0;
-        while r < rows {
-            let mr = (rows - r).min(VNNI_MR);
-            let tile = Tile {
-                w: &w[b * kp * 16..],
-                a: &a[r * kp..],
-                s: &s[r..],
-                z: &z[r..],
-                col_scale: &cols.scale[b * 16..],
-                col_sum: &cols.sum[b * 16..],
-                bias: &cols.bias[b * 16..],
-                residual: cols.residual,
-                kp,
-                cols: n - b * 16,
-            };
-            let out = &mut out[r * n + b * 16..];
-            // SAFETY: the CPU has AVX-512 VNNI (the caller's kernel), and the tile's slices
-            // cover mr rows × nb blocks (check_panel above).
+    let shape = ((kp, n), (16, 4), (VNNI_MR, VNNI_NB));
+    for_each_tile(
+        w,
+        &cols,
+        a,
+        rows,
+        out,
+        shape.0,
+        shape.1,
+        shape.2,
+        |t, out, mr, nb| {
+            // SAFETY: the CPU has AVX-512 VNNI (the caller's kernel), and the tile's slices cover
+            // mr rows × nb blocks (checked by for_each_tile; each tile asserts its own).
             unsafe {
                 macro_rules! go {
-                    ($($m:literal)*) => {
-                        match (mr, nb) {
-                            $(($m, 1) => tile_vnni::<$m, 1>(&tile, out, n),
-                              ($m, 2) => tile_vnni::<$m, 2>(&tile, out, n),
-                              ($m, 3) => tile_vnni::<$m, 3>(&tile, out, n),)*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
+                ($($m:literal)*) => {
+                    match (mr, nb) {
+                        $(($m, 1) => tile_vnni::<$m, 1>(t, out, n),
+                          ($m, 2) => tile_vnni::<$m, 2>(t, out, n),
+                          ($m, 3) => tile_vnni::<$m, 3>(t, out, n),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
                 go!(1 2 3 4 5 6 7 8);
             }
-            r += mr;
-        }
-        b += nb;
-    }
+        },
+    );
 }
 
 /// One tile's operands, offset to its first row and block.
@@ -315,48 +327,32 @@ pub(super) fn panel_avx2(
     kp: usize,
     n: usize,
 ) {
-    let (s, z) = (rows.scale, rows.zero_point);
-    let rows = s.len().min(z.len());
-    let padded = cols.scale.len().min(cols.sum.len()).min(cols.bias.len());
-    check_panel(w.len(), padded, a.len(), rows, out.len(), kp, n, 8);
-    assert!(kp.is_multiple_of(2), "int8 panel: kp not whole pairs");
-    let blocks = n.div_ceil(8);
-    let mut b = 0;
-    while b < blocks {
-        let nb = (blocks - b).min(AVX2_NB);
-        let mut r = 0;
-        while r < rows {
-            let mr = (rows - r).min(AVX2_MR);
-            let tile = Tile {
-                w: &w[b * kp * 8..],
-                a: &a[r * kp..],
-                s: &s[r..],
-                z: &z[r..],
-                col_scale: &cols.scale[b * 8..],
-                col_sum: &cols.sum[b * 8..],
-                bias: &cols.bias[b * 8..],
-                residual: cols.residual,
-                kp,
-                cols: n - b * 8,
-            };
-            let out = &mut out[r * n + b * 8..];
-            // SAFETY: the CPU has AVX2 (the caller's kernel); shapes checked above.
+    let shape = ((kp, n), (8, 2), (AVX2_MR, AVX2_NB));
+    for_each_tile(
+        w,
+        &cols,
+        a,
+        rows,
+        out,
+        shape.0,
+        shape.1,
+        shape.2,
+        |t, out, mr, nb| {
+            // SAFETY: the CPU has AVX2 (the caller's kernel); shapes checked as above.
             unsafe {
                 macro_rules! go {
-                    ($($m:literal)*) => {
-                        match (mr, nb) {
-                            $(($m, 1) => tile_avx2::<$m, 1>(&tile, out, n),
-                              ($m, 2) => tile_avx2::<$m, 2>(&tile, out, n),)*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
+                ($($m:literal)*) => {
+                    match (mr, nb) {
+                        $(($m, 1) => tile_avx2::<$m, 1>(t, out, n),
+                          ($m, 2) => tile_avx2::<$m, 2>(t, out, n),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
                 go!(1 2 3 4 5 6);
             }
-            r += mr;
-        }
-        b += nb;
-    }
+        },
+    );
 }
 
 #[target_feature(enable = "avx2")]
