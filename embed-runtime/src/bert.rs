@@ -187,19 +187,6 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-const PLAIN: Epilogue = Epilogue {
-    residual: false,
-    gelu: false,
-};
-const RESIDUAL: Epilogue = Epilogue {
-    residual: true,
-    gelu: false,
-};
-const GELU: Epilogue = Epilogue {
-    residual: false,
-    gelu: true,
-};
-
 /// Token rows per parallel task of the row-wise kernels.
 const ROWS_PER_TASK: usize = 32;
 
@@ -405,14 +392,30 @@ impl BertEncoder {
         self.embed(seqs, x);
         for layer in &self.layers {
             // qkv = x·Wqkvᵀ + b
-            self.dense(&layer.qkv, x, qkv, PLAIN, tokens, threads, int8);
+            self.dense(&layer.qkv, x, qkv, Epilogue::PLAIN, tokens, threads, int8);
             self.attention(seqs, qkv, ctx, threads, simd);
             // x = LN(x + ctx·Woᵀ + b)
-            self.dense(&layer.attn_out, ctx, x, RESIDUAL, tokens, threads, int8);
+            self.dense(
+                &layer.attn_out,
+                ctx,
+                x,
+                Epilogue::RESIDUAL,
+                tokens,
+                threads,
+                int8,
+            );
             self.norm_rows(x, &layer.attn_norm, simd);
             // ffn = GELU(x·W1ᵀ + b1); x = LN(x + ffn·W2ᵀ + b2)
-            self.dense(&layer.ffn_in, x, ffn, GELU, tokens, threads, int8);
-            self.dense(&layer.ffn_out, ffn, x, RESIDUAL, tokens, threads, int8);
+            self.dense(&layer.ffn_in, x, ffn, Epilogue::GELU, tokens, threads, int8);
+            self.dense(
+                &layer.ffn_out,
+                ffn,
+                x,
+                Epilogue::RESIDUAL,
+                tokens,
+                threads,
+                int8,
+            );
             self.norm_rows(x, &layer.ffn_norm, simd);
         }
         Ok(&ws.x[..tokens * h])

@@ -167,6 +167,24 @@ pub(crate) struct Epilogue {
     pub gelu: bool,
 }
 
+impl Epilogue {
+    /// `out = b + x·Wᵀ`.
+    pub const PLAIN: Self = Self {
+        residual: false,
+        gelu: false,
+    };
+    /// `out = out + b + x·Wᵀ`.
+    pub const RESIDUAL: Self = Self {
+        residual: true,
+        gelu: false,
+    };
+    /// `out = GELU(b + x·Wᵀ)`.
+    pub const GELU: Self = Self {
+        residual: false,
+        gelu: true,
+    };
+}
+
 /// A linear layer in int8: `out = b + x·Wᵀ` (or `out + b + x·Wᵀ`) with `W` quantised per
 /// output channel.
 pub(crate) struct Int8Dense {
@@ -547,15 +565,6 @@ mod tests {
             .collect()
     }
 
-    const RESIDUAL: Epilogue = Epilogue {
-        residual: true,
-        gelu: false,
-    };
-    const PLAIN: Epilogue = Epilogue {
-        residual: false,
-        gelu: false,
-    };
-
     #[test]
     fn every_kernel_gives_the_same_bits_and_stays_near_f32() {
         // Shapes that are not multiples of any block, group or panel, and one that is.
@@ -570,14 +579,14 @@ mod tests {
                     let dense = Int8Dense::new(&w, &bias, k, n, kernel).unwrap();
                     let mut out = vec![0.25f32; m * n];
                     let mut ws = Int8Workspace::default();
-                    dense.matmul_add(&x, &mut out, m, threads, &mut ws, RESIDUAL);
+                    dense.matmul_add(&x, &mut out, m, threads, &mut ws, Epilogue::RESIDUAL);
                     // Run twice on the same workspace: reuse must not leak state.
                     let mut again = vec![0.25f32; m * n];
-                    dense.matmul_add(&x, &mut again, m, threads, &mut ws, RESIDUAL);
+                    dense.matmul_add(&x, &mut again, m, threads, &mut ws, Epilogue::RESIDUAL);
                     assert_eq!(out, again, "{kernel:?} reused workspace");
                     // Without the residual the output's old values do not count.
                     let mut fresh = vec![f32::NAN; m * n];
-                    dense.matmul_add(&x, &mut fresh, m, threads, &mut ws, PLAIN);
+                    dense.matmul_add(&x, &mut fresh, m, threads, &mut ws, Epilogue::PLAIN);
                     for (f, o) in fresh.iter().zip(&out) {
                         assert!((f + 0.25 - o).abs() < 1e-5, "{f} vs {o}");
                     }
@@ -621,7 +630,14 @@ mod tests {
         for kernel in kernels() {
             let dense = Int8Dense::new(&w, &vec![0.0; n], k, n, kernel).unwrap();
             let mut out = vec![0.0f32; m * n];
-            dense.matmul_add(&x, &mut out, m, 1, &mut Int8Workspace::default(), PLAIN);
+            dense.matmul_add(
+                &x,
+                &mut out,
+                m,
+                1,
+                &mut Int8Workspace::default(),
+                Epilogue::PLAIN,
+            );
             assert!(out[n..2 * n].iter().all(|&v| v == 0.0), "{kernel:?}");
             assert!((0..m).all(|r| out[r * n + 2] == 0.0), "{kernel:?}");
         }
