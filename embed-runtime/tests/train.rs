@@ -9,7 +9,7 @@ use support::model_dir;
 use std::path::Path;
 
 use embed_runtime::SentenceEmbedder;
-use embed_runtime::train::pairs::{Pair, PairOrigin};
+use embed_runtime::train::pairs::{Negative, Pair, PairOrigin};
 use embed_runtime::train::{AdapterTrainer, EmbeddingTrainer, TrainConfig};
 use rag_core::EmbeddingModel;
 
@@ -227,6 +227,129 @@ fn a_seed_reproduces_the_weights_and_bad_input_is_refused() {
     assert!(err.to_string().contains("batch_size"), "{err}");
 }
 
+/// `save_merged` interpolates every trained weight between the base (α 0) and the trained
+/// model (α 1, the same file as `save`); the untrained tensors stay as they were.
+#[test]
+fn merging_interpolates_between_the_base_and_the_trained_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let mut c = config();
+    c.epochs = 2;
+    trainer.train(&pairs(), &c, &mut |_| {}).unwrap();
+    trainer.save(&dir.path().join("trained")).unwrap();
+    for a in ["0", "0.5", "1"] {
+        trainer
+            .save_merged(&dir.path().join(a), a.parse().unwrap())
+            .unwrap();
+    }
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let base = load(&model_dir());
+    let trained = load(&dir.path().join("trained"));
+    let (zero, half, one) = (
+        load(&dir.path().join("0")),
+        load(&dir.path().join("0.5")),
+        load(&dir.path().join("1")),
+    );
+    let values = |m: &std::collections::HashMap<String, candle_core::Tensor>, k: &str| {
+        m[k].flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let key = base
+        .keys()
+        .find(|k| k.contains("layer.0.attention.self.query.weight"))
+        .unwrap()
+        .clone();
+    let (b, t) = (values(&base, &key), values(&trained, &key));
+    let max_diff = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(max_diff(&b, &t) > 1e-6, "training moved the weight");
+    // base + 1·(trained − base) and base + 0·(…) round to within an ulp or so.
+    assert!(max_diff(&values(&one, &key), &t) < 1e-6);
+    assert!(max_diff(&values(&zero, &key), &b) < 1e-6);
+    let mid: Vec<f32> = b.iter().zip(&t).map(|(x, y)| (x + y) / 2.0).collect();
+    assert!(max_diff(&values(&half, &key), &mid) < 1e-6);
+    assert_eq!(trained.len(), zero.len(), "every tensor is saved");
+    assert!(trainer.save_merged(&dir.path().join("bad"), 1.5).is_err());
+}
+
+/// Full fine-tuning with hard negatives: each query's negative is a passage that repeats the
+/// query's words but is about something else (the lexical trap BM25-mined negatives are).
+/// Trained with them, the model puts the traps further below the positives than the same run
+/// with in-batch negatives only; lists that do not match the pairs are refused.
+#[test]
+fn hard_negatives_push_their_passages_below_the_positives() {
+    let all = pairs();
+    let negatives: Vec<Vec<Negative>> = all
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![Negative {
+                passage: format!(
+                    "{} is a code word in the weather report for sector {i}",
+                    p.query
+                ),
+                doc_id: format!("trap{i}"),
+            }]
+        })
+        .collect();
+    let margin = |m: &SentenceEmbedder| {
+        let q: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
+        let pos: Vec<&str> = all.iter().map(|p| p.passage.as_str()).collect();
+        let neg: Vec<&str> = negatives.iter().map(|n| n[0].passage.as_str()).collect();
+        let (q, pos, neg) = (
+            m.embed_raw(&q).unwrap(),
+            m.embed_raw(&pos).unwrap(),
+            m.embed_raw(&neg).unwrap(),
+        );
+        (0..q.len())
+            .map(|i| {
+                rag_core::embedding::cosine(&q[i], &pos[i])
+                    - rag_core::embedding::cosine(&q[i], &neg[i])
+            })
+            .sum::<f32>()
+            / q.len() as f32
+    };
+    let c = TrainConfig {
+        epochs: 3,
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |negs: &[Vec<Negative>], out: &Path| {
+        let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+        let report = trainer
+            .train_with_negatives(&all, negs, &c, &mut |_| {})
+            .unwrap();
+        trainer.save(out).unwrap();
+        (report, SentenceEmbedder::load(out).unwrap())
+    };
+    let (_, plain) = run(&[], &dir.path().join("plain"));
+    let (report, hard) = run(&negatives, &dir.path().join("hard"));
+    assert_eq!(report.steps.len(), 3);
+    let base = margin(&SentenceEmbedder::load(&model_dir()).unwrap());
+    let (plain, hard) = (margin(&plain), margin(&hard));
+    assert!(
+        hard > plain && hard > base,
+        "mean positive − negative cosine: base {base}, in-batch {plain}, hard negatives {hard}"
+    );
+
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let err = trainer
+        .train_with_negatives(&all, &negatives[..2], &c, &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("one per pair"), "{err}");
+}
+
 /// The passage-level recipe over precomputed vectors: each pair's positive is the best of its
 /// document's two chunks, negatives come from other documents, and the adapter trained on the
 /// vectors alone (no encoder pass) ranks the queries' documents better.
@@ -248,7 +371,14 @@ fn the_adapter_trains_on_cached_vectors_with_mined_hard_negatives() {
     let queries: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
     let q = base.embed_unnormalized(&queries, true).unwrap();
     let relevant: Vec<Vec<u32>> = (0..all.len() as u32).map(|i| vec![i]).collect();
-    let (hard, report) = mine(&q, &relevant, &chunks, &chunk_docs, &HardOptions::default());
+    let (hard, report) = mine(
+        &q,
+        &relevant,
+        &chunks,
+        &chunk_docs,
+        &[],
+        &HardOptions::default(),
+    );
     assert_eq!(report.pairs, all.len());
     for h in &hard {
         assert_eq!(chunk_docs[h.positive], h.query as u32, "own document");

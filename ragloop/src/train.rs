@@ -20,7 +20,7 @@ use embed_runtime::train::hard::HardOptions;
 use embed_runtime::train::pairs::{self, MiningOptions, Pair, PairOrigin};
 use embed_runtime::train::synthetic::{SyntheticOptions, SyntheticReport, synthetic_pairs};
 use embed_runtime::train::{
-    AdapterTrainer, EmbeddingTrainer, StepLog, TrainConfig, TrainReport, evaluate,
+    AdapterTrainer, EmbeddingTrainer, StepLog, TrainConfig, TrainReport, evaluate, evaluate_sets,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rag_core::eval::{EvalQuery, RetrievalMetrics};
@@ -42,8 +42,12 @@ pub enum TrainMode {
 
 use crate::stores::{self, StoreArgs};
 
+mod merge;
+mod negatives;
 mod passages;
 
+pub use merge::{Merge, MergeReport};
+pub use negatives::{NegativeReport, RoundTripReport};
 pub use passages::PassageReport;
 
 /// What an adapter trains its pairs' positives on.
@@ -141,15 +145,27 @@ pub struct TrainArgs {
     /// the others) or `documents` (the document's start).
     #[arg(long, value_enum, default_value_t = Passages::Chunks)]
     pub passages: Passages,
-    /// Hard negatives per pair with `--passages chunks` (0: in-batch negatives only, the
-    /// default: with the linear adapter, 3 per pair lost 4.4 points of nDCG@10 on held-out
-    /// train-split queries — BENCHMARKS.md).
+    /// Hard negatives per pair (0: in-batch negatives only). Full fine-tuning mines them from
+    /// whole documents ranked by the base model and BM25; the adapter (`--passages chunks`)
+    /// from chunks (there 3 per pair lost 4.4 points of nDCG@10 on held-out train-split
+    /// queries, so its default is 0 — BENCHMARKS.md).
     #[arg(long, default_value_t = 0)]
     pub negatives: usize,
     /// A negative candidate scoring at least this share of the positive's cosine is dropped
     /// as a likely false negative.
     #[arg(long, default_value_t = 0.95)]
     pub negative_ratio: f32,
+    /// Round-trip filtering of pseudo-queries (mined and synthetic pairs; 0 = off): a pair is
+    /// kept only if the base model and BM25 together (RRF) rank its document within the first
+    /// K of all documents — the filter GPL and InPars apply to generated queries.
+    #[arg(long, default_value_t = 0)]
+    pub round_trip: usize,
+    /// Full fine-tuning: merge the trained weights with the base model's against forgetting
+    /// (LM-Cocktail), `base + α·(trained − base)`. `auto` tries α = 0, 0.5, 0.75, 1 on the
+    /// held-out queries (else the held-out pairs) over every document and keeps the best;
+    /// `off` keeps the trained weights; a number in 0..=1 fixes α.
+    #[arg(long, default_value = "auto")]
+    pub merge: Merge,
     /// The pooled-vector cache shared with stage 5 (the loop passes `<work_dir>/cache/pooled`).
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -202,6 +218,12 @@ pub struct TrainSummary {
     pub synthetic: Option<SyntheticReport>,
     /// The chunk positives and hard negatives (`--passages chunks`).
     pub passages: Option<PassageReport>,
+    /// The document hard negatives of full fine-tuning (`--negatives N`).
+    pub negatives: Option<NegativeReport>,
+    /// What round-trip filtering kept of the pseudo-queries (`--round-trip K`).
+    pub round_trip: Option<RoundTripReport>,
+    /// How the trained weights were merged with the base model's (full fine-tuning).
+    pub merge: Option<MergeReport>,
     /// Hyper-parameters.
     pub config: TrainConfig,
     /// Loss per step and timings.
@@ -292,6 +314,38 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         all.extend(pairs::read_pairs_jsonl(&text)?);
     }
     let all = pairs::dedup(all);
+
+    let eval_queries = match &args.eval_queries {
+        Some(q) => Some(read_queries(args, q, &args.eval_split).await?),
+        None => None,
+    };
+    let options = embed_runtime::EmbedderOptions {
+        cache_dir: args.cache.clone(),
+        quantize: args.quantize,
+        ..Default::default()
+    };
+    let base = SentenceEmbedder::load_with(&base_dir, options)
+        .with_context(|| format!("loading {}", base_dir.display()))?;
+    // The documents as the base model and BM25 see them, for round-trip filtering and
+    // document hard negatives.
+    let full_negatives = args.mode == TrainMode::Full && args.negatives > 0;
+    let view = if args.round_trip > 0 || full_negatives {
+        Some(negatives::DocumentView::build(
+            &base,
+            &docs,
+            mining.max_passage_chars,
+            job_progress(args.json),
+        )?)
+    } else {
+        None
+    };
+    let (all, round_trip) = match &view {
+        Some(v) if args.round_trip > 0 => {
+            let (kept, report) = v.round_trip(all, args.round_trip)?;
+            (kept, Some(report))
+        }
+        _ => (all, None),
+    };
     let mut by_origin: Vec<(PairOrigin, usize)> = Vec::new();
     for p in &all {
         match by_origin.iter_mut().find(|(o, _)| *o == p.origin) {
@@ -306,19 +360,20 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             train.len()
         );
     }
-
-    let eval_queries = match &args.eval_queries {
-        Some(q) => Some(read_queries(args, q, &args.eval_split).await?),
-        None => None,
-    };
-    let options = embed_runtime::EmbedderOptions {
-        cache_dir: args.cache.clone(),
-        quantize: args.quantize,
-        ..Default::default()
-    };
-    let base = SentenceEmbedder::load_with(&base_dir, options)
-        .with_context(|| format!("loading {}", base_dir.display()))?;
     let before = evaluations(&base, &docs, eval_queries.as_deref(), &held).await?;
+    let (negatives, negative_report) = match &view {
+        Some(v) if full_negatives => {
+            let options = HardOptions {
+                negatives: args.negatives,
+                max_ratio: args.negative_ratio,
+                ..HardOptions::default()
+            };
+            let (lists, report) = v.negatives(&train, &options)?;
+            (lists, Some(report))
+        }
+        _ => (Vec::new(), None),
+    };
+    drop(view);
 
     let defaults = match args.mode {
         TrainMode::Full => TrainConfig::default(),
@@ -346,10 +401,27 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         ProgressStyle::with_template("train {bar:30} {pos}/{len} steps {msg} [{elapsed}<{eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Off a terminal (a job's log, CI) a line every few seconds instead of the bar.
+    let lines = !args.json && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let steps_started = Instant::now();
+    let mut last_line: Option<Instant> = None;
     let mut on_step = |s: &StepLog| {
         bar.set_length(s.total as u64);
         bar.set_position(s.step as u64);
         bar.set_message(format!("loss {:.4}", s.loss));
+        if lines && (s.step == s.total || last_line.is_none_or(|t| t.elapsed().as_secs() >= 5)) {
+            last_line = Some(Instant::now());
+            let per_step = steps_started.elapsed().as_secs_f64() / s.step as f64;
+            eprintln!(
+                "[{}] step {}/{} ({:.0} %), loss {:.4}, {per_step:.2} s/step, ETA {:.0}s",
+                rag_core::pipeline::Stage::TrainEmbeddings,
+                s.step,
+                s.total,
+                100.0 * s.step as f64 / s.total.max(1) as f64,
+                s.loss,
+                per_step * s.total.saturating_sub(s.step) as f64
+            );
+        }
         tracing::info!(
             step = s.step,
             loss = s.loss,
@@ -362,13 +434,20 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let out_dir = tempfile::tempdir()?;
     let loading = || format!("loading {} for training", base_dir.display());
     let mut passage_report = None;
+    let mut merge_report = None;
     let mut chunk_eval = None;
     let report = match args.mode {
         TrainMode::Full => {
             drop(base);
             let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;
-            let report = trainer.train(&train, &config, &mut on_step)?;
-            trainer.save(out_dir.path())?;
+            let report = trainer.train_with_negatives(&train, &negatives, &config, &mut on_step)?;
+            bar.finish_and_clear();
+            let options = embed_runtime::EmbedderOptions {
+                quantize: args.quantize,
+                ..Default::default()
+            };
+            merge_report =
+                merge::save(&trainer, args.merge, &docs, &held, &options, out_dir.path()).await?;
             report
         }
         TrainMode::Adapter if args.passages == Passages::Chunks => {
@@ -377,12 +456,8 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
                 max_ratio: args.negative_ratio,
                 ..HardOptions::default()
             };
-            let progress: std::sync::Arc<dyn rag_core::pipeline::Progress> = if args.json {
-                std::sync::Arc::new(crate::progress::BarProgress::quiet())
-            } else {
-                std::sync::Arc::new(crate::progress::BarProgress::new())
-            };
-            let prepared = passages::prepare(&base, &docs, &train, &options, progress)?;
+            let prepared =
+                passages::prepare(&base, &docs, &train, &options, job_progress(args.json))?;
             // The held-out queries over the whole chunked corpus, base against trained, from
             // the vectors already here: the check that picks nothing on test queries.
             // Real queries when some are held out (mined pairs are easier and would flatter).
@@ -471,6 +546,9 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         missing_relevant,
         synthetic,
         passages: passage_report,
+        negatives: negative_report,
+        round_trip,
+        merge: merge_report,
         config,
         report,
         evaluations,
@@ -489,6 +567,15 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     .await?;
     dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
     Ok(summary)
+}
+
+/// A bar on a terminal, periodic lines otherwise; nothing with `--json`.
+fn job_progress(json: bool) -> std::sync::Arc<dyn rag_core::pipeline::Progress> {
+    if json {
+        std::sync::Arc::new(crate::progress::BarProgress::quiet())
+    } else {
+        std::sync::Arc::new(crate::progress::BarProgress::new())
+    }
 }
 
 /// Asks the configured LLM for `--synthetic` questions about `--synthetic-docs` documents.
@@ -580,15 +667,33 @@ async fn evaluations(
             evaluate(model, &passages, &queries, 4_000).await?,
         ));
     }
+    // The held-out queries over every document: what picks settings, never the test split.
+    let held_queries = merge::held_queries(held, docs, true);
+    let mut sets: Vec<(String, &[EvalQuery])> = Vec::new();
+    if !held_queries.is_empty() {
+        sets.push((
+            format!(
+                "{} held-out queries over {} documents",
+                held_queries.len(),
+                docs.len()
+            ),
+            &held_queries,
+        ));
+    }
     if let Some(q) = queries {
-        out.push((
+        sets.push((
             format!(
                 "{} evaluation queries over {} documents",
                 q.len(),
                 docs.len()
             ),
-            evaluate(model, docs, q, 4_000).await?,
+            q,
         ));
+    }
+    if !sets.is_empty() {
+        let only: Vec<&[EvalQuery]> = sets.iter().map(|(_, q)| *q).collect();
+        let metrics = evaluate_sets(model, docs, &only, 4_000).await?;
+        out.extend(sets.into_iter().map(|(name, _)| name).zip(metrics));
     }
     Ok(out)
 }
@@ -643,6 +748,47 @@ pub fn render(s: &TrainSummary) -> String {
             p.mining.dropped_false_negatives,
             p.mining.skipped_relevant
         ));
+    }
+    if let Some(n) = &s.negatives {
+        out.push_str(&format!(
+            "hard negatives: {} for {} of the pairs ({} queries over {} documents; {} only BM25 ranked high; {} candidates dropped as likely false negatives, {} of relevant documents skipped), {:.0} s\n\n",
+            n.mining.negatives,
+            n.pairs_with_negatives,
+            n.queries,
+            n.documents,
+            n.mining.from_lexical,
+            n.mining.dropped_false_negatives,
+            n.mining.skipped_relevant,
+            n.seconds
+        ));
+    }
+    if let Some(r) = &s.round_trip {
+        out.push_str(&format!(
+            "round-trip filter (own document in the hybrid top {}): kept {} of {} pseudo-queries ({})\n\n",
+            r.top_k,
+            r.kept,
+            r.checked,
+            r.by_origin
+                .iter()
+                .map(|(o, k, d)| format!("{o:?}: {k} kept, {d} dropped"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if let Some(m) = &s.merge {
+        let tried = m
+            .tried
+            .iter()
+            .map(|(a, n)| format!("α {a}: {n:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&match m.selected_on.as_str() {
+            "" => format!("merged with the base model at α {} (given)\n\n", m.alpha),
+            on => format!(
+                "merged with the base model at α {} (nDCG@10 on {on}: {tried})\n\n",
+                m.alpha
+            ),
+        });
     }
     if let Some(y) = &s.synthetic {
         out.push_str(&format!(

@@ -471,7 +471,7 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
         Command::new(env!("CARGO_BIN_EXE_ragloop"))
             .args(["train", "--json", "--max-steps", "3", "--batch-size", "4"])
             .args(["--max-passage-tokens", "32", "--max-query-tokens", "16"])
-            .args(["--hold-out", "0.2"])
+            .args(["--hold-out", "0.2", "--negatives", "1", "--round-trip", "2"])
             .arg("--base-model")
             .arg(model_dir())
             .arg("--data")
@@ -486,17 +486,67 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
     assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 3);
     assert_eq!(summary["documents"], 24);
     let evals = summary["evaluations"].as_array().unwrap();
-    assert_eq!(evals.len(), 2, "{evals:?}");
-    assert_eq!(evals[1]["base"]["queries"], 12);
+    assert_eq!(evals.len(), 3, "{evals:?}");
+    assert!(
+        evals[1]["set"]
+            .as_str()
+            .unwrap()
+            .contains("held-out queries over 24 documents"),
+        "{evals:?}"
+    );
+    assert_eq!(evals[2]["base"]["queries"], 12);
+    // Hard negatives from the other documents, and the merge weight chosen on held-out queries.
+    let negatives = &summary["negatives"];
+    assert_eq!(negatives["documents"], 24);
+    assert!(
+        negatives["pairs_with_negatives"].as_u64().unwrap() > 0,
+        "{negatives}"
+    );
+    // Round trip: the mined pairs are checked, the queries' pairs kept as given.
+    let rt = &summary["round_trip"];
+    let (checked, kept) = (
+        rt["checked"].as_u64().unwrap(),
+        rt["kept"].as_u64().unwrap(),
+    );
+    assert!(checked > 0 && kept <= checked, "{rt}");
+    let checked_origins: Vec<&str> = rt["by_origin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[0].as_str().unwrap())
+        .collect();
+    for o in ["title", "heading", "inverse_cloze"] {
+        assert!(checked_origins.contains(&o), "{rt}");
+    }
+    let query_pairs = summary["pairs_by_origin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o[0] == "query")
+        .map(|o| o[1].as_u64().unwrap());
+    assert_eq!(query_pairs, Some(12), "{summary}");
+    let merge = &summary["merge"];
+    let tried = merge["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 4, "{merge}");
+    let alpha = merge["alpha"].as_f64().unwrap();
+    assert!(
+        tried.iter().any(|t| t[0].as_f64() == Some(alpha)),
+        "{merge}"
+    );
+    assert!(
+        merge["selected_on"]
+            .as_str()
+            .unwrap()
+            .contains("held-out queries"),
+        "{merge}"
+    );
     let origins: Vec<&str> = summary["pairs_by_origin"]
         .as_array()
         .unwrap()
         .iter()
         .map(|o| o[0].as_str().unwrap())
         .collect();
-    for o in ["title", "heading", "inverse_cloze", "query"] {
-        assert!(origins.contains(&o), "{origins:?}");
-    }
+    assert!(origins.contains(&"query"), "{origins:?}");
     for f in [
         "model.safetensors",
         "config.json",
@@ -510,7 +560,10 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
     }
     let md = std::fs::read_to_string(output.join("training-report.md")).unwrap();
     assert!(
-        md.contains("| trained |") && md.contains("loss per step"),
+        md.contains("| trained |")
+            && md.contains("loss per step")
+            && md.contains("hard negatives: ")
+            && md.contains("merged with the base model at α"),
         "{md}"
     );
 

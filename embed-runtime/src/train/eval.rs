@@ -17,6 +17,18 @@ pub async fn evaluate(
     queries: &[EvalQuery],
     max_chars: usize,
 ) -> Result<RetrievalMetrics> {
+    let mut all = evaluate_sets(model, docs, &[queries], max_chars).await?;
+    Ok(all.remove(0))
+}
+
+/// [`evaluate`] for several query sets over the same documents, which are embedded once: one
+/// [`RetrievalMetrics`] per set, in order.
+pub async fn evaluate_sets(
+    model: &dyn EmbeddingModel,
+    docs: &[Document],
+    sets: &[&[EvalQuery]],
+    max_chars: usize,
+) -> Result<Vec<RetrievalMetrics>> {
     let mut doc_vecs = Vec::with_capacity(docs.len());
     let texts: Vec<String> = docs
         .iter()
@@ -26,13 +38,27 @@ pub async fn evaluate(
         doc_vecs.extend(model.embed_documents(chunk).await?);
     }
     let norms: Vec<f32> = doc_vecs.iter().map(|v| norm(v)).collect();
+    let mut out = Vec::with_capacity(sets.len());
+    for queries in sets {
+        out.push(rank(model, docs, &doc_vecs, &norms, queries).await?);
+    }
+    Ok(out)
+}
+
+async fn rank(
+    model: &dyn EmbeddingModel,
+    docs: &[Document],
+    doc_vecs: &[Vec<f32>],
+    norms: &[f32],
+    queries: &[EvalQuery],
+) -> Result<RetrievalMetrics> {
     let mut acc = MetricsAccumulator::default();
     for q in queries {
         let qv = model.embed_query(&q.text).await?;
         let qn = norm(&qv);
         let mut scored: Vec<(f32, usize)> = doc_vecs
             .iter()
-            .zip(&norms)
+            .zip(norms)
             .enumerate()
             .map(|(i, (v, n))| {
                 let dot: f32 = v.iter().zip(&qv).map(|(a, b)| a * b).sum();

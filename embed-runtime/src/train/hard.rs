@@ -1,12 +1,15 @@
-//! Passage-level training data from the base model's own vectors: each (query, document)
-//! pair's positive is the document's chunk the base model ranks highest for the query (the
-//! passage retrieval will really return), and its hard negatives are the chunks of other
-//! documents it ranks highest — with false-negative control: chunks of any document relevant
-//! to the query are never negatives, and neither is a chunk scoring within `max_ratio` of the
-//! positive (likely relevant but unlabelled, as NV-Retriever's "TopK-PercPos" filter).
+//! Training data from the base model's own vectors: each (query, document) pair's positive is
+//! the document's passage (a chunk, or the whole document when each document is one passage)
+//! the base model ranks highest for the query — the passage retrieval will really return — and
+//! its hard negatives are the passages of other documents ranked highest, by the base model
+//! alone or fused (RRF) with a lexical ranking such as BM25, the hybrid retriever's view.
+//! False-negative control: passages of any document relevant to the query are never negatives,
+//! and neither is a passage the base model scores within `max_ratio` of the positive (likely
+//! relevant but unlabelled, as NV-Retriever's "TopK-PercPos" filter).
 //!
-//! Everything here works on vectors the loop has already computed (the pooled-vector cache of
-//! stage 5), so mining costs one matrix product per query and no encoder pass.
+//! Everything here works on vectors already computed (the pooled-vector cache of stage 5), so
+//! mining costs one matrix product per query and no encoder pass; a rerun reads the same
+//! vectors from the cache and mines the same pairs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +25,9 @@ pub struct HardOptions {
     pub max_ratio: f32,
     /// At most this many negatives from one document per pair (variety over near-copies).
     pub per_document: usize,
+    /// Only passages within the first `window` of the ranking can be negatives (the rank
+    /// window; a pair may get fewer than `negatives`).
+    pub window: usize,
 }
 
 impl Default for HardOptions {
@@ -30,6 +36,7 @@ impl Default for HardOptions {
             negatives: 3,
             max_ratio: 0.95,
             per_document: 1,
+            window: 100,
         }
     }
 }
@@ -61,6 +68,10 @@ pub struct MiningReport {
     pub dropped_false_negatives: usize,
     /// Candidates skipped because their document is relevant to the query.
     pub skipped_relevant: usize,
+    /// Kept negatives that the lexical ranking put in the window but the base model alone
+    /// would not have (0 without a lexical ranking).
+    #[serde(default)]
+    pub from_lexical: usize,
 }
 
 /// A unit-length copy (`rag_core::embedding::normalize`).
@@ -74,15 +85,21 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Reciprocal-rank-fusion constant (as the hybrid retriever's `rrf_fuse`).
+const RRF_K: f32 = 60.0;
+
 /// Pairs over vectors. `queries[i]` is the (un-normalised) vector of query `i`, `relevant[i]`
 /// its relevant documents (indices into the document list); `chunks[c]` the vector of chunk
-/// `c` and `chunk_docs[c]` its document. One pair per (query, relevant document that has
+/// `c` and `chunk_docs[c]` its document. `lexical[i]`, when given (it may be empty, or shorter
+/// than `queries`), ranks chunks for query `i` by a lexical score, best first: candidates are
+/// then ordered by the RRF of both rankings. One pair per (query, relevant document that has
 /// chunks); the order is deterministic.
 pub fn mine(
     queries: &[Vec<f32>],
     relevant: &[Vec<u32>],
     chunks: &[Vec<f32>],
     chunk_docs: &[u32],
+    lexical: &[Vec<usize>],
     options: &HardOptions,
 ) -> (Vec<HardPair>, MiningReport) {
     let chunks: Vec<Vec<f32>> = chunks.iter().map(|c| unit(c)).collect();
@@ -98,6 +115,21 @@ pub fn mine(
         let rel_set: HashSet<u32> = rel.iter().copied().collect();
         let mut ranked: Vec<usize> = (0..chunks.len()).collect();
         ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let dense_window: HashSet<usize> = ranked.iter().take(options.window).copied().collect();
+        let lex = lexical.get(qi).filter(|l| !l.is_empty());
+        if let Some(lex) = lex {
+            let mut fused = vec![0f32; chunks.len()];
+            for (r, &c) in ranked.iter().enumerate() {
+                fused[c] = 1.0 / (RRF_K + r as f32 + 1.0);
+            }
+            for (r, &c) in lex.iter().enumerate() {
+                if let Some(f) = fused.get_mut(c) {
+                    *f += 1.0 / (RRF_K + r as f32 + 1.0);
+                }
+            }
+            ranked.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
+        }
+        ranked.truncate(options.window);
         for &d in rel {
             let Some(own) = by_doc.get(&d) else {
                 report.without_chunks += 1;
@@ -129,6 +161,9 @@ pub fn mine(
                     continue;
                 }
                 *n += 1;
+                if lex.is_some() && !dense_window.contains(&c) {
+                    report.from_lexical += 1;
+                }
                 negatives.push(c);
             }
             report.negatives += negatives.len();
@@ -168,7 +203,7 @@ mod tests {
             negatives: 2,
             ..Default::default()
         };
-        let (pairs, report) = mine(&queries, &relevant, &chunks, &docs, &options);
+        let (pairs, report) = mine(&queries, &relevant, &chunks, &docs, &[], &options);
         assert_eq!(pairs.len(), 2);
         assert_eq!(pairs[0].positive, 1);
         assert_eq!(pairs[0].negatives, vec![4, 3]);
@@ -185,9 +220,44 @@ mod tests {
             &[vec![7]],
             &[vec![1.0, 0.0]],
             &[0],
+            &[],
             &HardOptions::default(),
         );
         assert!(pairs.is_empty());
         assert_eq!(report.without_chunks, 1);
+    }
+
+    #[test]
+    fn a_lexical_ranking_brings_its_candidates_into_the_window() {
+        // Dense order of the candidates (docs 1..=4): 1, 2, 3, 4. With a window of 3 (the
+        // positive included) only 1 and 2 can be negatives; BM25's top pick, doc 4, enters
+        // the window once fused and is counted as lexical.
+        let queries = vec![vec![1.0, 0.0]];
+        let relevant = vec![vec![0]];
+        let chunks = vec![
+            vec![1.0, 0.0],  // 0: positive
+            vec![0.8, 0.6],  // 1
+            vec![0.6, 0.8],  // 2
+            vec![0.3, 0.95], // 3
+            vec![0.1, 1.0],  // 4
+        ];
+        let docs = vec![0, 1, 2, 3, 4];
+        let options = HardOptions {
+            negatives: 2,
+            window: 3,
+            ..Default::default()
+        };
+        let (dense, r) = mine(&queries, &relevant, &chunks, &docs, &[], &options);
+        assert_eq!(dense[0].negatives, vec![1, 2]);
+        assert_eq!(r.from_lexical, 0);
+        let lexical = vec![vec![4, 0]];
+        let (fused, r) = mine(&queries, &relevant, &chunks, &docs, &lexical, &options);
+        assert!(fused[0].negatives.contains(&4), "{:?}", fused[0].negatives);
+        assert_eq!(r.from_lexical, 1);
+        // The same call gives the same pairs.
+        assert_eq!(
+            mine(&queries, &relevant, &chunks, &docs, &lexical, &options).0,
+            fused
+        );
     }
 }

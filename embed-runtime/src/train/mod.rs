@@ -41,6 +41,7 @@ mod optim;
 pub mod pairs;
 pub mod synthetic;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -52,11 +53,11 @@ use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use adapter::AdapterTrainer;
-pub use eval::evaluate;
+pub use eval::{evaluate, evaluate_sets};
 pub use model::TrainableBert;
-use model::{Batch, Dropout, candle, mnrl_loss};
+use model::{Batch, Dropout, candle, masked_mnrl_loss, mnrl_loss};
 use optim::{AdamW, warmup_linear};
-use pairs::Pair;
+use pairs::{Negative, Pair};
 
 use crate::layout::ModelLayout;
 
@@ -179,6 +180,9 @@ pub struct EmbeddingTrainer {
     layout: ModelLayout,
     model: TrainableBert,
     tokenizer: Tokenizer,
+    /// The trained variables as loaded (copies: the optimiser updates the variables in
+    /// place), for [`EmbeddingTrainer::save_merged`].
+    initial: HashMap<String, Tensor>,
 }
 
 impl std::fmt::Debug for EmbeddingTrainer {
@@ -210,11 +214,18 @@ impl EmbeddingTrainer {
         let mut tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
         tokenizer.with_padding(None);
+        let initial = model
+            .vars()
+            .iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+            .collect::<candle_core::Result<_>>()
+            .map_err(candle("copying the base weights"))?;
         Ok(Self {
             base_dir: dir.to_path_buf(),
             layout,
             model,
             tokenizer,
+            initial,
         })
     }
 
@@ -257,14 +268,37 @@ impl EmbeddingTrainer {
             .collect())
     }
 
-    /// Trains on `pairs`; `on_step` sees every step as it finishes.
+    /// Trains on `pairs` with in-batch negatives; `on_step` sees every step as it finishes.
     pub fn train(
         &mut self,
         pairs: &[Pair],
         config: &TrainConfig,
         on_step: &mut dyn FnMut(&StepLog),
     ) -> Result<TrainReport> {
+        self.train_with_negatives(pairs, &[], config, on_step)
+    }
+
+    /// Trains on `pairs` with hard negatives: `negatives[i]` are pair `i`'s (empty, or one
+    /// list per pair). Each query is scored against every passage of its batch — the
+    /// positives, then every pair's negatives (the n-tuple multiple-negatives loss) — except
+    /// the passages of documents relevant to it (the documents of every pair with the same
+    /// query text), which are masked out: another pair's negative may be this query's answer.
+    /// Without any negative this is [`train`](Self::train), bit for bit.
+    pub fn train_with_negatives(
+        &mut self,
+        pairs: &[Pair],
+        negatives: &[Vec<Negative>],
+        config: &TrainConfig,
+        on_step: &mut dyn FnMut(&StepLog),
+    ) -> Result<TrainReport> {
         check_inputs(pairs, config)?;
+        if !negatives.is_empty() && negatives.len() != pairs.len() {
+            return Err(Error::invalid(format!(
+                "{} negative lists for {} pairs: give one per pair, or none",
+                negatives.len(),
+                pairs.len()
+            )));
+        }
         let started = Instant::now();
         let queries = self.tokenize(
             pairs.iter().map(|p| p.query.clone()).collect(),
@@ -274,6 +308,27 @@ impl EmbeddingTrainer {
             pairs.iter().map(|p| p.passage.clone()).collect(),
             config.max_passage_tokens,
         )?;
+        let flat: Vec<(usize, &Negative)> = negatives
+            .iter()
+            .enumerate()
+            .flat_map(|(i, list)| list.iter().map(move |n| (i, n)))
+            .collect();
+        let negative_tokens = self.tokenize(
+            flat.iter().map(|(_, n)| n.passage.clone()).collect(),
+            config.max_passage_tokens,
+        )?;
+        // Pair i's negatives as (token ids, document).
+        let mut per_pair: Vec<Vec<(&[u32], &str)>> = vec![Vec::new(); pairs.len()];
+        for ((i, n), ids) in flat.iter().zip(&negative_tokens) {
+            per_pair[*i].push((ids.as_slice(), n.doc_id.as_str()));
+        }
+        let mut relevant: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for p in pairs.iter().filter(|p| !p.doc_id.is_empty()) {
+            relevant
+                .entry(p.query.as_str())
+                .or_default()
+                .insert(p.doc_id.as_str());
+        }
         let prepare_seconds = started.elapsed().as_secs_f64();
 
         let dropout_p = config
@@ -282,11 +337,26 @@ impl EmbeddingTrainer {
         let model = &self.model;
         let steps = optimise(pairs, config, model.vars(), on_step, &mut |batch, rng| {
             let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
-            let p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
+            let mut p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
             let mut dropout = Dropout { p: dropout_p, rng };
+            if flat.is_empty() {
+                let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
+                let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
+                return mnrl_loss(&qe, &pe, config.scale);
+            }
+            let mut docs: Vec<&str> = batch.iter().map(|&i| pairs[i].doc_id.as_str()).collect();
+            for &i in batch {
+                for (ids, doc) in &per_pair[i] {
+                    p.push(ids);
+                    docs.push(doc);
+                }
+            }
+            let mask = relevance_mask(batch, pairs, &docs, &relevant);
+            let mask =
+                Tensor::from_vec(mask, (batch.len(), docs.len()), &candle_core::Device::Cpu)?;
             let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
             let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
-            mnrl_loss(&qe, &pe, config.scale)
+            masked_mnrl_loss(&qe, &pe, &mask, config.scale)
         })?;
         Ok(TrainReport {
             steps,
@@ -301,6 +371,29 @@ impl EmbeddingTrainer {
     /// directory (configs, tokenizer, pooling, README) except weights of other formats, and the
     /// trained `model.safetensors` in place of the base one.
     pub fn save(&self, out: &Path) -> Result<()> {
+        self.write(out, self.model.tensors())
+    }
+
+    /// [`save`](Self::save) with every trained weight interpolated towards the base model,
+    /// `base + alpha·(trained − base)` — the weight merging LM-Cocktail uses against
+    /// forgetting: `alpha` 1 is the trained model, 0 the base one.
+    pub fn save_merged(&self, out: &Path, alpha: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(Error::invalid(format!(
+                "merge weight {alpha} is outside 0..=1"
+            )));
+        }
+        let mut tensors = self.model.tensors();
+        for (name, base) in &self.initial {
+            if let Some(trained) = tensors.get_mut(name) {
+                let merge = || ((&*trained - base)? * alpha)? + base;
+                *trained = merge().map_err(candle("merging with the base weights"))?;
+            }
+        }
+        self.write(out, tensors)
+    }
+
+    fn write(&self, out: &Path, tensors: HashMap<String, Tensor>) -> Result<()> {
         let io = |what: String| move |e: std::io::Error| Error::backend("trainer", what, e);
         copy_tree(&self.base_dir, out, Some(&self.layout.transformer_dir)).map_err(io(format!(
             "copying {} to {}",
@@ -314,7 +407,7 @@ impl EmbeddingTrainer {
             .unwrap_or(Path::new(""));
         let weights = out.join(rel).join("model.safetensors");
         let tmp = weights.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&self.model.tensors(), &tmp)
+        candle_core::safetensors::save(&tensors, &tmp)
             .map_err(candle("writing model.safetensors"))?;
         std::fs::rename(&tmp, &weights).map_err(io(format!("writing {}", weights.display())))?;
         Ok(())
@@ -391,6 +484,29 @@ fn optimise(
     Ok(steps)
 }
 
+/// The additive mask of [`masked_mnrl_loss`]: row `r` (pair `batch[r]`) must not count column
+/// `c` (a passage of document `docs[c]`) as a negative when that document is relevant to the
+/// row's query — unless `c` is the row's own positive.
+fn relevance_mask(
+    batch: &[usize],
+    pairs: &[Pair],
+    docs: &[&str],
+    relevant: &HashMap<&str, HashSet<&str>>,
+) -> Vec<f32> {
+    let mut mask = vec![0f32; batch.len() * docs.len()];
+    for (r, &i) in batch.iter().enumerate() {
+        let Some(rel) = relevant.get(pairs[i].query.as_str()) else {
+            continue;
+        };
+        for (c, doc) in docs.iter().enumerate() {
+            if c != r && !doc.is_empty() && rel.contains(doc) {
+                mask[r * docs.len() + c] = -10_000.0;
+            }
+        }
+    }
+    mask
+}
+
 /// What both trainers refuse: fewer than two pairs, batches without negatives.
 fn check_inputs(pairs: &[Pair], config: &TrainConfig) -> Result<()> {
     if config.batch_size < 2 {
@@ -431,4 +547,36 @@ fn copy_tree(from: &Path, to: &Path, retrained: Option<&Path>) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pairs::PairOrigin;
+
+    #[test]
+    fn the_mask_hides_only_passages_relevant_to_the_row_but_its_own() {
+        let pair = |q: &str, d: &str| Pair {
+            query: q.into(),
+            passage: format!("{d} text"),
+            doc_id: d.into(),
+            origin: PairOrigin::Query,
+        };
+        // "q" has two relevant documents (a and b); "r" one (c).
+        let pairs = vec![pair("q", "a"), pair("q", "b"), pair("r", "c")];
+        let mut relevant: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for p in &pairs {
+            relevant.entry(&p.query).or_default().insert(&p.doc_id);
+        }
+        // Batch: pairs 0 and 2; columns: their positives (a, c), then negatives b, c, "".
+        let docs = ["a", "c", "b", "c", ""];
+        let mask = relevance_mask(&[0, 2], &pairs, &docs, &relevant);
+        let hidden = |r: usize| -> Vec<usize> {
+            (0..docs.len())
+                .filter(|&c| mask[r * docs.len() + c] < 0.0)
+                .collect()
+        };
+        assert_eq!(hidden(0), vec![2], "b is q's answer too");
+        assert_eq!(hidden(1), vec![3], "a negative that is r's own document");
+    }
 }

@@ -54,6 +54,16 @@ pub struct Pair {
     pub origin: PairOrigin,
 }
 
+/// A hard negative of a [`Pair`]: a passage of another document that must score below the
+/// pair's positive ([`EmbeddingTrainer::train_with_negatives`](super::EmbeddingTrainer::train_with_negatives)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Negative {
+    /// Passage text.
+    pub passage: String,
+    /// Its document: in a batch, it is no negative of any query that document is relevant to.
+    pub doc_id: String,
+}
+
 fn supplied() -> PairOrigin {
     PairOrigin::Supplied
 }

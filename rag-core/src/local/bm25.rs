@@ -1,4 +1,18 @@
 //! An incremental Okapi BM25 inverted index over slot numbers.
+//!
+//! [`LocalVectorIndex`](super::LocalVectorIndex) keeps one for its text queries; it is public
+//! for code that needs lexical scores without an index (e.g. the embedding trainer's
+//! hard-negative mining, which ranks candidates by BM25 and the base model together).
+//!
+//! ```
+//! use rag_core::local::Bm25;
+//!
+//! let mut bm = Bm25::default();
+//! bm.add(0, "open a file descriptor");
+//! bm.add(1, "close a file");
+//! let ranked = bm.ranked("duplicate a file descriptor", 10);
+//! assert_eq!(ranked[0].0, 0);
+//! ```
 
 use std::collections::HashMap;
 
@@ -7,8 +21,10 @@ use crate::text::words;
 const K1: f32 = 1.5;
 const B: f32 = 0.75;
 
+/// Okapi BM25 (k1 1.5, b 0.75) over the words of [`crate::text::words`]; slots are any
+/// `usize` ids, added in increasing order.
 #[derive(Debug, Default)]
-pub(crate) struct Bm25 {
+pub struct Bm25 {
     postings: HashMap<String, Vec<(u32, u32)>>,
     doc_len: Vec<u32>,
     live: Vec<bool>,
@@ -18,7 +34,7 @@ pub(crate) struct Bm25 {
 
 impl Bm25 {
     /// Indexes `text` as slot `slot` (slots are added in increasing order).
-    pub(crate) fn add(&mut self, slot: usize, text: &str) {
+    pub fn add(&mut self, slot: usize, text: &str) {
         let mut tf: HashMap<String, u32> = HashMap::new();
         let mut len = 0u32;
         for w in words(text) {
@@ -42,7 +58,7 @@ impl Bm25 {
     }
 
     /// Forgets slot `slot`; its postings are skipped from now on.
-    pub(crate) fn remove(&mut self, slot: usize) {
+    pub fn remove(&mut self, slot: usize) {
         if self.live.get(slot).copied().unwrap_or(false) {
             self.live[slot] = false;
             self.live_docs -= 1;
@@ -51,7 +67,7 @@ impl Bm25 {
     }
 
     /// BM25 scores of the live slots that contain any query term.
-    pub(crate) fn scores(&self, query: &str) -> HashMap<usize, f32> {
+    pub fn scores(&self, query: &str) -> HashMap<usize, f32> {
         let mut out: HashMap<usize, f32> = HashMap::new();
         if self.live_docs == 0 {
             return out;
@@ -81,6 +97,14 @@ impl Bm25 {
             }
         }
         out
+    }
+
+    /// The `k` best-scoring slots for `query`, best first (ties by slot).
+    pub fn ranked(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
+        let mut all: Vec<(usize, f32)> = self.scores(query).into_iter().collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
     }
 }
 

@@ -19,6 +19,7 @@ mod memory_store;
 mod process_backend;
 mod vector_index;
 
+pub use bm25::Bm25;
 pub use deployer::LocalDeployer;
 pub use extractive_chat::ExtractiveChat;
 pub use fs_store::LocalFileStore;

@@ -94,7 +94,7 @@ pub(super) fn prepare(
     }
     let query_texts: Vec<&str> = query_texts.iter().map(String::as_str).collect();
     let queries = base.embed_unnormalized(&query_texts, true)?;
-    let (pairs, mining) = hard::mine(&queries, &relevant, &vectors, &chunk_docs, options);
+    let (pairs, mining) = hard::mine(&queries, &relevant, &vectors, &chunk_docs, &[], options);
     tracing::info!(
         pairs = mining.pairs,
         negatives = mining.negatives,
