@@ -22,11 +22,8 @@ use embed_runtime::train::hard::{self, HardOptions, MiningReport};
 use embed_runtime::train::pairs::{Negative, Pair, PairOrigin, document_passage};
 use rag_core::Document;
 use rag_core::local::Bm25;
-use rag_core::pipeline::{Progress, Stage};
+use rag_core::pipeline::Progress;
 use serde::Serialize;
-
-/// Texts per encoder call (the progress moves per call).
-const BATCH: usize = 128;
 
 /// What the mining of document negatives did.
 #[derive(Debug, Clone, Serialize)]
@@ -86,23 +83,8 @@ impl<'a> DocumentView<'a> {
             .iter()
             .map(|d| document_passage(d, max_passage_chars))
             .collect();
-        let cached_before = base.cached_vectors();
-        progress.begin(Stage::TrainEmbeddings, Some(passages.len() as u64));
-        let mut vectors = Vec::with_capacity(passages.len());
-        for batch in passages.chunks(BATCH) {
-            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-            vectors.extend(base.embed_unnormalized(&refs, false)?);
-            progress.advance(Stage::TrainEmbeddings, batch.len() as u64);
-        }
-        let encoded = base.cached_vectors().saturating_sub(cached_before);
-        let cached = passages.len().saturating_sub(encoded);
-        progress.end(
-            Stage::TrainEmbeddings,
-            &format!(
-                "{} documents embedded with the frozen model ({cached} from the cache)",
-                passages.len()
-            ),
-        );
+        let (vectors, cached) =
+            super::passages::embed_passages(base, &passages, "documents", progress.as_ref())?;
         let mut bm25 = Bm25::default();
         for (slot, p) in passages.iter().enumerate() {
             bm25.add(slot, p);

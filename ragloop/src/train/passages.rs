@@ -70,23 +70,7 @@ pub(super) fn prepare(
                 .unwrap_or(u32::MAX)
         })
         .collect();
-    let cached_before = base.cached_vectors();
-    progress.begin(Stage::TrainEmbeddings, Some(texts.len() as u64));
-    let mut vectors = Vec::with_capacity(texts.len());
-    for batch in texts.chunks(BATCH) {
-        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-        vectors.extend(base.embed_unnormalized(&refs, false)?);
-        progress.advance(Stage::TrainEmbeddings, batch.len() as u64);
-    }
-    let encoded = base.cached_vectors().saturating_sub(cached_before);
-    progress.end(
-        Stage::TrainEmbeddings,
-        &format!(
-            "{} chunks embedded with the frozen model ({} from the cache)",
-            texts.len(),
-            texts.len().saturating_sub(encoded)
-        ),
-    );
+    let (vectors, cached) = embed_passages(base, &texts, "chunks", progress.as_ref())?;
 
     let (query_texts, relevant) = queries_of(train, docs);
     if query_texts.is_empty() {
@@ -103,7 +87,7 @@ pub(super) fn prepare(
     );
     let report = PassageReport {
         chunks: texts.len(),
-        cached: texts.len().saturating_sub(encoded),
+        cached,
         queries: query_texts.len(),
         mining,
         seconds: started.elapsed().as_secs_f64(),
@@ -115,6 +99,34 @@ pub(super) fn prepare(
         pairs,
         report,
     })
+}
+
+/// Embeds passages (`what`: "chunks", "documents") with the frozen `base` model, `BATCH` per
+/// call with progress; returns their vectors and how many came from the cache.
+pub(super) fn embed_passages(
+    base: &SentenceEmbedder,
+    texts: &[String],
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<f32>>, usize)> {
+    let cached_before = base.cached_vectors();
+    progress.begin(Stage::TrainEmbeddings, Some(texts.len() as u64));
+    let mut vectors = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(BATCH) {
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        vectors.extend(base.embed_unnormalized(&refs, false)?);
+        progress.advance(Stage::TrainEmbeddings, batch.len() as u64);
+    }
+    let encoded = base.cached_vectors().saturating_sub(cached_before);
+    let cached = texts.len().saturating_sub(encoded);
+    progress.end(
+        Stage::TrainEmbeddings,
+        &format!(
+            "{} {what} embedded with the frozen model ({cached} from the cache)",
+            texts.len()
+        ),
+    );
+    Ok((vectors, cached))
 }
 
 /// Retrieval of `queries` (vectors, unit length) over the chunks (unit length), ranked at
