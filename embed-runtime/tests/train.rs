@@ -283,6 +283,33 @@ fn merging_interpolates_between_the_base_and_the_trained_weights() {
     assert!(trainer.save_merged(&dir.path().join("bad"), 1.5).is_err());
 }
 
+/// Mean `cos(q, positive) − cos(q, first negative)` of `m` over the pairs `rows`.
+fn mean_margin(
+    m: &SentenceEmbedder,
+    all: &[Pair],
+    negatives: &[Vec<Negative>],
+    rows: &[usize],
+) -> f32 {
+    let q: Vec<&str> = rows.iter().map(|&i| all[i].query.as_str()).collect();
+    let pos: Vec<&str> = rows.iter().map(|&i| all[i].passage.as_str()).collect();
+    let neg: Vec<&str> = rows
+        .iter()
+        .map(|&i| negatives[i][0].passage.as_str())
+        .collect();
+    let (q, pos, neg) = (
+        m.embed_raw(&q).unwrap(),
+        m.embed_raw(&pos).unwrap(),
+        m.embed_raw(&neg).unwrap(),
+    );
+    (0..q.len())
+        .map(|i| {
+            rag_core::embedding::cosine(&q[i], &pos[i])
+                - rag_core::embedding::cosine(&q[i], &neg[i])
+        })
+        .sum::<f32>()
+        / q.len() as f32
+}
+
 /// Full fine-tuning with hard negatives: each query's negative is a passage that repeats the
 /// query's words but is about something else (the lexical trap BM25-mined negatives are).
 /// Trained with them, the model puts the traps further below the positives than the same run
@@ -300,26 +327,12 @@ fn hard_negatives_push_their_passages_below_the_positives() {
                     p.query
                 ),
                 doc_id: format!("trap{i}"),
+                margin: None,
             }]
         })
         .collect();
-    let margin = |m: &SentenceEmbedder| {
-        let q: Vec<&str> = all.iter().map(|p| p.query.as_str()).collect();
-        let pos: Vec<&str> = all.iter().map(|p| p.passage.as_str()).collect();
-        let neg: Vec<&str> = negatives.iter().map(|n| n[0].passage.as_str()).collect();
-        let (q, pos, neg) = (
-            m.embed_raw(&q).unwrap(),
-            m.embed_raw(&pos).unwrap(),
-            m.embed_raw(&neg).unwrap(),
-        );
-        (0..q.len())
-            .map(|i| {
-                rag_core::embedding::cosine(&q[i], &pos[i])
-                    - rag_core::embedding::cosine(&q[i], &neg[i])
-            })
-            .sum::<f32>()
-            / q.len() as f32
-    };
+    let rows: Vec<usize> = (0..all.len()).collect();
+    let margin = |m: &SentenceEmbedder| mean_margin(m, &all, &negatives, &rows);
     let c = TrainConfig {
         epochs: 3,
         ..config()
@@ -348,6 +361,80 @@ fn hard_negatives_push_their_passages_below_the_positives() {
         .train_with_negatives(&all, &negatives[..2], &c, &mut |_| {})
         .unwrap_err();
     assert!(err.to_string().contains("one per pair"), "{err}");
+}
+
+/// Margin-MSE distillation follows the teacher's margins, whichever way they point. Even pairs
+/// get a lexical trap (the query's words, another topic; the base model prefers it) that the
+/// teacher scores far below the positive: their student margin grows. Odd pairs get an
+/// unrelated passage that the teacher scores *above* the positive: their margin shrinks, where
+/// a contrastive loss would push it up. A negative without a margin is refused.
+#[test]
+fn margin_mse_moves_the_student_margins_towards_the_teacher() {
+    use embed_runtime::train::Objective;
+    let all = pairs();
+    let negatives: Vec<Vec<Negative>> = all
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (passage, margin) = if i % 2 == 0 {
+                (
+                    format!(
+                        "{} is a code word in the weather report for sector {i}",
+                        p.query
+                    ),
+                    0.8,
+                )
+            } else {
+                (
+                    format!("Sector {i} expects light rain and a westerly wind tomorrow."),
+                    -0.4,
+                )
+            };
+            vec![Negative {
+                passage,
+                doc_id: format!("neg{i}"),
+                margin: Some(margin),
+            }]
+        })
+        .collect();
+    // Mean student margin cos(q, p) − cos(q, negative) over the pairs of one parity.
+    let margins = |m: &SentenceEmbedder, parity: usize| {
+        let rows: Vec<usize> = (0..all.len()).filter(|i| i % 2 == parity).collect();
+        mean_margin(m, &all, &negatives, &rows)
+    };
+    let c = TrainConfig {
+        epochs: 3,
+        objective: Objective::MarginMse,
+        ..config()
+    };
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let report = trainer
+        .train_with_negatives(&all, &negatives, &c, &mut |_| {})
+        .unwrap();
+    let (first, last) = (report.steps[0].loss, report.steps.last().unwrap().loss);
+    assert!(last < first, "loss {first} → {last}");
+    let dir = tempfile::tempdir().unwrap();
+    trainer.save(dir.path()).unwrap();
+    let trained = SentenceEmbedder::load(dir.path()).unwrap();
+    let base = SentenceEmbedder::load(&model_dir()).unwrap();
+    let (up_before, up_after) = (margins(&base, 0), margins(&trained, 0));
+    let (down_before, down_after) = (margins(&base, 1), margins(&trained, 1));
+    assert!(
+        up_after > up_before && down_after < down_before,
+        "teacher +0.8 (trap): {up_before} → {up_after}; teacher −0.4: {down_before} → {down_after}"
+    );
+
+    let mut unscored = negatives.clone();
+    unscored[3][0].margin = None;
+    let mut trainer = EmbeddingTrainer::load(&model_dir()).unwrap();
+    let err = trainer
+        .train_with_negatives(&all, &unscored, &c, &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("teacher margin"), "{err}");
+    let err = trainer
+        .train_with_negatives(&all, &[], &c, &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("needs hard negatives"), "{err}");
 }
 
 /// The passage-level recipe over precomputed vectors: each pair's positive is the best of its

@@ -9,8 +9,24 @@ use rag_core::pipeline::Layout;
 use rag_core::training::Framework;
 use rag_core::{JobKind, JobSpec, StoreUri};
 
-use crate::config::{JobsBackend, LlmFineTuneBackend, LoopConfig, ModelKind, Training};
+use crate::config::{JobsBackend, LlmBackend, LlmFineTuneBackend, LoopConfig, ModelKind, Training};
 use crate::stores::{StoreSpec, absolute};
+
+/// What stage 2 asks the loop's LLM for (`JobPlan::synthetic`): shown by the dry run, passed
+/// to the job as `--synthetic*` flags and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticPlan {
+    /// Questions per document.
+    pub questions: usize,
+    /// At most this many documents.
+    pub documents: usize,
+    /// Token budget.
+    pub tokens: u64,
+    /// `bailian qwen-plus`, `openai <model>`.
+    pub model: String,
+    /// Variables the job reads the LLM from (never a key).
+    pub env: Vec<(String, String)>,
+}
 
 /// Builds the loop's job specs.
 #[derive(Debug, Clone)]
@@ -102,20 +118,14 @@ impl JobPlan {
                 } else {
                     "adapter"
                 };
-                // Pairs from the queries' train split when the evaluated split is another (a
-                // local file, read by a job on this machine).
-                let queries = self.config.queries().filter(|q| {
-                    self.config.eval.split != "train"
-                        && self.store.local_root().is_some()
-                        && crate::queries::read_queries(q, Some("train"))
-                            .is_ok_and(|v| !v.is_empty())
-                });
+                let queries = self.training_queries();
                 // A job on this machine shares the loop's pooled-vector cache: the chunks it
                 // embeds to train are the ones stage 5 embeds.
                 if let Some(cache) = &self.local_cache {
                     args.extend(["--cache".into(), cache.display().to_string()]);
                 }
                 self.quantize_args(&mut args);
+                let from_raw_documents = queries.is_none();
                 if let Some(q) = queries {
                     args.extend([
                         "--queries".into(),
@@ -126,18 +136,95 @@ impl JobPlan {
                         "none".into(),
                     ]);
                 }
-                Some(
-                    self.spec(
+                let synthetic = self.synthetic(from_raw_documents);
+                if let Some(s) = &synthetic {
+                    args.extend([
+                        "--synthetic".into(),
+                        s.questions.to_string(),
+                        "--synthetic-docs".into(),
+                        s.documents.to_string(),
+                        "--synthetic-tokens".into(),
+                        s.tokens.to_string(),
+                    ]);
+                }
+                let mut spec = self
+                    .spec(
                         format!("{}-train", e.name),
                         JobKind::EmbeddingFineTune,
                         args,
                         output,
                     )
                     .with_base_model(Self::job_path(&base))
-                    .with_hyper_parameter("mode", mode),
-                )
+                    .with_hyper_parameter("mode", mode);
+                // The job finds the LLM the way `ragloop train --synthetic` does (`llm_env`):
+                // where and which model from these; the key from its own environment.
+                if let Some(s) = synthetic {
+                    for (name, value) in s.env {
+                        spec = spec.with_env(name, value);
+                    }
+                }
+                Some(spec)
             }
         }
+    }
+
+    /// The query set whose train split stage 2 trains on: when the evaluated split is another
+    /// and the set is a local file a job on this machine reads.
+    fn training_queries(&self) -> Option<&Path> {
+        self.config.queries().filter(|q| {
+            self.config.eval.split != "train"
+                && self.store.local_root().is_some()
+                && crate::queries::read_queries(q, Some("train")).is_ok_and(|v| !v.is_empty())
+        })
+    }
+
+    /// Stage 2's synthetic questions, if it trains a sentence-transformers model: see
+    /// [`synthetic`](Self::synthetic).
+    pub fn training_synthetic(&self) -> Option<SyntheticPlan> {
+        let e = &self.config.embedding;
+        match (e.kind(), e.training()) {
+            (ModelKind::Sentence(_), t) if t != Training::None => {
+                self.synthetic(self.training_queries().is_none())
+            }
+            _ => None,
+        }
+    }
+
+    /// Stage 2's synthetic questions, when `[llm]` is an LLM and `embedding.synthetic` (by
+    /// default: training from raw documents alone) asks for them.
+    pub fn synthetic(&self, from_raw_documents: bool) -> Option<SyntheticPlan> {
+        let e = &self.config.embedding;
+        let llm = &self.config.llm;
+        let model = match llm.backend {
+            LlmBackend::Extractive => return None,
+            LlmBackend::Bailian => llm.model.clone().unwrap_or_else(|| "qwen-plus".into()),
+            LlmBackend::Openai => llm.model.clone()?,
+        };
+        let questions = e
+            .synthetic
+            .unwrap_or(if from_raw_documents { 2 } else { 0 });
+        if questions == 0 {
+            return None;
+        }
+        let mut env = vec![("RAGLOOP_LLM_MODEL".to_string(), model.clone())];
+        match llm.backend {
+            LlmBackend::Openai => env.push((
+                "RAGLOOP_LLM_BASE_URL".into(),
+                llm.base_url.clone().unwrap_or_default(),
+            )),
+            _ => {
+                if let Some(r) = &llm.region {
+                    env.push(("DASHSCOPE_REGION".into(), r.clone()));
+                }
+            }
+        }
+        Some(SyntheticPlan {
+            questions,
+            documents: e.synthetic_docs,
+            tokens: e.synthetic_tokens,
+            model: format!("{:?} {model}", llm.backend).to_lowercase(),
+            env,
+        })
     }
 
     /// Stage 3's job, when `[llm_fine_tune]` is on.

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `RAGLOOP_LLM_BASE_URL` | OpenAI-compatible base URL (`http://127.0.0.1:8000/v1`); unset: DashScope |
 //! | `DASHSCOPE_API_KEY` | the API key (DashScope needs one; local servers usually not) |
+//! | `RAGLOOP_LLM_API_KEY` | the key of an OpenAI-compatible server (what `[llm] backend = "openai"` reads); before `DASHSCOPE_API_KEY` there |
 //! | `RAGLOOP_LLM_MODEL` | the model (`qwen-plus` by default on DashScope; required elsewhere) |
 //! | `DASHSCOPE_REGION` | `beijing` (default) or `singapore` |
 
@@ -42,6 +43,8 @@ impl LlmEnv {
             (Some(base), key) => {
                 let model = model.context("RAGLOOP_LLM_MODEL must name the model the server at RAGLOOP_LLM_BASE_URL serves")?;
                 let mut c = BailianConfig::new(region).with_api_base(base);
+                // The loop's `[llm] backend = "openai"` key variable, else DashScope's.
+                let key = get("RAGLOOP_LLM_API_KEY").filter(|k| !k.is_empty()).or(key);
                 if let Some(k) = key {
                     c = c.with_api_key(rag_core::Secret::new(k));
                 }

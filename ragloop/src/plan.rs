@@ -55,22 +55,26 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         format!("{} → {}", config.data.display(), layout.raw_docs()),
     );
     let training = jobs.training();
-    stage(
-        Stage::TrainEmbeddings,
-        match &training {
-            Some(spec) => format!(
-                "job {}{} → {}: {}",
-                spec.name,
-                match (&spec.base_model, spec.hyper_parameters.get("mode")) {
-                    (Some(base), Some(mode)) => format!(" ({mode} on {base})"),
-                    _ => String::new(),
-                },
-                spec.output,
-                spec.command.join(" ")
-            ),
-            None => format!("none ({} as it is)", config.embedding.model),
-        },
-    );
+    let mut train_line = match &training {
+        Some(spec) => format!(
+            "job {}{} → {}: {}",
+            spec.name,
+            match (&spec.base_model, spec.hyper_parameters.get("mode")) {
+                (Some(base), Some(mode)) => format!(" ({mode} on {base})"),
+                _ => String::new(),
+            },
+            spec.output,
+            spec.command.join(" ")
+        ),
+        None => format!("none ({} as it is)", config.embedding.model),
+    };
+    if let Some(s) = jobs.training_synthetic() {
+        train_line.push_str(&format!(
+            "\n  {:<20} synthetic questions from {}: {} per document, at most {} documents and {} tokens ([embedding] synthetic, synthetic_docs, synthetic_tokens)",
+            "", s.model, s.questions, s.documents, s.tokens
+        ));
+    }
+    stage(Stage::TrainEmbeddings, train_line);
     stage(
         Stage::FineTuneLlm,
         match jobs.llm_fine_tune() {

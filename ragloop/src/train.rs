@@ -20,7 +20,8 @@ use embed_runtime::train::hard::HardOptions;
 use embed_runtime::train::pairs::{self, MiningOptions, Pair, PairOrigin};
 use embed_runtime::train::synthetic::{SyntheticOptions, SyntheticReport, synthetic_pairs};
 use embed_runtime::train::{
-    AdapterTrainer, EmbeddingTrainer, StepLog, TrainConfig, TrainReport, evaluate, evaluate_sets,
+    AdapterTrainer, EmbeddingTrainer, Objective, StepLog, TrainConfig, TrainReport, evaluate,
+    evaluate_sets,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rag_core::eval::{EvalQuery, RetrievalMetrics};
@@ -62,6 +63,30 @@ pub enum Passages {
     Documents,
 }
 
+/// The loss of full fine-tuning (`--loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Multiple-negatives ranking: each query's document against the batch's other passages
+    /// and its hard negatives.
+    Contrastive,
+    /// GPL's distillation: the student's cosine margin between each positive and hard
+    /// negative regressed onto a hybrid teacher's (base model + BM25); needs `--negatives`.
+    MarginMse,
+    /// Both terms, summed; needs `--negatives`.
+    Both,
+}
+
+impl From<Loss> for Objective {
+    fn from(l: Loss) -> Self {
+        match l {
+            Loss::Contrastive => Objective::Contrastive,
+            Loss::MarginMse => Objective::MarginMse,
+            Loss::Both => Objective::Both,
+        }
+    }
+}
+
 /// Arguments of `ragloop train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -99,7 +124,11 @@ pub struct TrainArgs {
     /// Documents to ask the LLM about (spread evenly over the corpus; default: all).
     #[arg(long)]
     pub synthetic_docs: Option<usize>,
-    /// What to mine from the documents: any of `titles,headings,cloze`, or `none`.
+    /// Token budget of the synthetic questions (prompt + completion as the server reports
+    /// them): no new call starts once it is spent. Default: no limit.
+    #[arg(long)]
+    pub synthetic_tokens: Option<u64>,
+    /// What to mine from the documents: any of `titles,headings,cloze,leads`, or `none`.
     #[arg(long, default_value = "titles,headings,cloze")]
     pub mine: String,
     /// Share of the documents whose pairs are held out of training and evaluated on.
@@ -108,7 +137,7 @@ pub struct TrainArgs {
     /// Queries to evaluate the base and trained models on (path or store URI).
     #[arg(long)]
     pub eval_queries: Option<String>,
-    /// Which split of `--eval-queries` to evaluate on (never train on it).
+    /// Which split(s) of `--eval-queries` to evaluate on, comma-separated (never train on them).
     #[arg(long, default_value = "test")]
     pub eval_split: String,
     /// Passes over the pairs [default: 1, adapter 30].
@@ -149,8 +178,10 @@ pub struct TrainArgs {
     /// whole documents ranked by the base model and BM25; the adapter (`--passages chunks`)
     /// from chunks (there 3 per pair lost 4.4 points of nDCG@10 on held-out train-split
     /// queries, so its default is 0 — BENCHMARKS.md).
-    #[arg(long, default_value_t = 0)]
-    pub negatives: usize,
+    /// Default: 1 for full fine-tuning from raw documents alone (no `--queries`, no
+    /// `--pairs`), else 0.
+    #[arg(long)]
+    pub negatives: Option<usize>,
     /// A negative candidate scoring at least this share of the positive's cosine is dropped
     /// as a likely false negative.
     #[arg(long, default_value_t = 0.95)]
@@ -158,14 +189,19 @@ pub struct TrainArgs {
     /// Round-trip filtering of pseudo-queries (mined and synthetic pairs; 0 = off): a pair is
     /// kept only if the base model and BM25 together (RRF) rank its document within the first
     /// K of all documents — the filter GPL and InPars apply to generated queries.
-    #[arg(long, default_value_t = 0)]
-    pub round_trip: usize,
+    /// Default: 3 for full fine-tuning from raw documents alone, else 0.
+    #[arg(long)]
+    pub round_trip: Option<usize>,
     /// Full fine-tuning: merge the trained weights with the base model's against forgetting
     /// (LM-Cocktail), `base + α·(trained − base)`. `auto` tries α = 0, 0.5, 0.75, 1 on the
     /// held-out queries (else the held-out pairs) over every document and keeps the best;
     /// `off` keeps the trained weights; a number in 0..=1 fixes α.
     #[arg(long, default_value = "auto")]
     pub merge: Merge,
+    /// Full fine-tuning's loss. `margin-mse` and `both` distil the hybrid teacher's margins
+    /// over the mined negatives (GPL), so they need `--negatives 1` or more.
+    #[arg(long, value_enum, default_value_t = Loss::Contrastive)]
+    pub loss: Loss,
     /// The pooled-vector cache shared with stage 5 (the loop passes `<work_dir>/cache/pooled`).
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -315,10 +351,14 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     }
     let all = pairs::dedup(all);
 
-    let eval_queries = match &args.eval_queries {
-        Some(q) => Some(read_queries(args, q, &args.eval_split).await?),
-        None => None,
-    };
+    // One evaluation set per split named in `--eval-split` (e.g. `train,test`: a validation
+    // split beside the test split when nothing trains on the train split).
+    let mut eval_queries: Vec<(String, Vec<EvalQuery>)> = Vec::new();
+    if let Some(q) = &args.eval_queries {
+        for split in args.eval_split.split(',').map(str::trim) {
+            eval_queries.push((split.to_string(), read_queries(args, q, split).await?));
+        }
+    }
     let options = embed_runtime::EmbedderOptions {
         cache_dir: args.cache.clone(),
         quantize: args.quantize,
@@ -328,8 +368,21 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         .with_context(|| format!("loading {}", base_dir.display()))?;
     // The documents as the base model and BM25 see them, for round-trip filtering and
     // document hard negatives.
-    let full_negatives = args.mode == TrainMode::Full && args.negatives > 0;
-    let view = if args.round_trip > 0 || full_negatives {
+    // From raw documents alone, full fine-tuning defaults to the recipe that did best on
+    // validation queries (BENCHMARKS.md, issue 24): one hard negative, round trip in the top 3.
+    let raw_only = args.mode == TrainMode::Full && args.queries.is_none() && args.pairs.is_none();
+    let negative_count = args.negatives.unwrap_or(if raw_only { 1 } else { 0 });
+    let round_trip_k = args.round_trip.unwrap_or(if raw_only { 3 } else { 0 });
+    let full_negatives = args.mode == TrainMode::Full && negative_count > 0;
+    if args.loss != Loss::Contrastive && !full_negatives {
+        bail!(
+            "--loss {} distils a teacher's margins over hard negatives: add --negatives 1 (full fine-tuning)",
+            args.loss
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        );
+    }
+    let view = if round_trip_k > 0 || full_negatives {
         Some(negatives::DocumentView::build(
             &base,
             &docs,
@@ -340,8 +393,8 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         None
     };
     let (all, round_trip) = match &view {
-        Some(v) if args.round_trip > 0 => {
-            let (kept, report) = v.round_trip(all, args.round_trip)?;
+        Some(v) if round_trip_k > 0 => {
+            let (kept, report) = v.round_trip(all, round_trip_k)?;
             (kept, Some(report))
         }
         _ => (all, None),
@@ -360,11 +413,11 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             train.len()
         );
     }
-    let before = evaluations(&base, &docs, eval_queries.as_deref(), &held).await?;
+    let before = evaluations(&base, &docs, &eval_queries, &held).await?;
     let (negatives, negative_report) = match &view {
         Some(v) if full_negatives => {
             let options = HardOptions {
-                negatives: args.negatives,
+                negatives: negative_count,
                 max_ratio: args.negative_ratio,
                 ..HardOptions::default()
             };
@@ -390,6 +443,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         dropout: args.dropout,
         seed: args.seed,
         max_steps: args.max_steps,
+        objective: args.loss.into(),
         ..defaults
     };
     let bar = if args.json {
@@ -452,7 +506,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         }
         TrainMode::Adapter if args.passages == Passages::Chunks => {
             let options = HardOptions {
-                negatives: args.negatives,
+                negatives: negative_count,
                 max_ratio: args.negative_ratio,
                 ..HardOptions::default()
             };
@@ -527,7 +581,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             ..Default::default()
         },
     )?;
-    let after = evaluations(&trained, &docs, eval_queries.as_deref(), &held).await?;
+    let after = evaluations(&trained, &docs, &eval_queries, &held).await?;
     let evaluations = before
         .into_iter()
         .zip(after)
@@ -595,6 +649,7 @@ async fn synthetic_questions(
     let chosen: Vec<Document> = (0..n).map(|i| docs[i * docs.len() / n].clone()).collect();
     let options = SyntheticOptions {
         questions_per_doc: args.synthetic,
+        max_tokens: args.synthetic_tokens,
         ..Default::default()
     };
     tracing::info!(
@@ -616,6 +671,7 @@ fn mining_options(spec: &str, seed: u64) -> Result<MiningOptions> {
         titles: false,
         headings_per_doc: 0,
         cloze_per_doc: 0,
+        leads_per_doc: 0,
         seed,
         ..Default::default()
     };
@@ -626,7 +682,10 @@ fn mining_options(spec: &str, seed: u64) -> Result<MiningOptions> {
             "titles" => o.titles = true,
             "headings" => o.headings_per_doc = d.headings_per_doc,
             "cloze" => o.cloze_per_doc = d.cloze_per_doc,
-            other => bail!("--mine: unknown kind {other:?} (titles, headings, cloze or none)"),
+            "leads" => o.leads_per_doc = d.leads_per_doc,
+            other => {
+                bail!("--mine: unknown kind {other:?} (titles, headings, cloze, leads or none)")
+            }
         }
     }
     Ok(o)
@@ -636,7 +695,7 @@ fn mining_options(spec: &str, seed: u64) -> Result<MiningOptions> {
 async fn evaluations(
     model: &SentenceEmbedder,
     docs: &[Document],
-    queries: Option<&[EvalQuery]>,
+    queries: &[(String, Vec<EvalQuery>)],
     held: &[Pair],
 ) -> Result<Vec<(String, RetrievalMetrics)>> {
     let mut out = Vec::new();
@@ -680,10 +739,10 @@ async fn evaluations(
             &held_queries,
         ));
     }
-    if let Some(q) = queries {
+    for (split, q) in queries {
         sets.push((
             format!(
-                "{} evaluation queries over {} documents",
+                "{} evaluation queries ({split}) over {} documents",
                 q.len(),
                 docs.len()
             ),
@@ -761,6 +820,15 @@ pub fn render(s: &TrainSummary) -> String {
             n.mining.skipped_relevant,
             n.seconds
         ));
+        if s.config.objective != Objective::Contrastive {
+            out.push_str(&format!(
+                "loss: {:?} — the hybrid teacher's (base model + BM25) margins, mean {:.3}; it prefers the negative in {} of {}\n\n",
+                s.config.objective,
+                n.teacher_margin_mean,
+                n.teacher_prefers_negative,
+                n.mining.negatives
+            ));
+        }
     }
     if let Some(r) = &s.round_trip {
         out.push_str(&format!(
@@ -793,13 +861,21 @@ pub fn render(s: &TrainSummary) -> String {
     if let Some(y) = &s.synthetic {
         out.push_str(&format!(
             "synthetic questions: {} pairs from {} documents ({} failed, {} lines rejected), \
-             {} tokens, {:.0} s\n\n",
+             {} tokens, {:.0} s{}\n\n",
             y.pairs,
             y.documents,
             y.failed.len(),
             y.rejected_lines,
             y.usage.total_tokens,
-            y.seconds
+            y.seconds,
+            if y.skipped_for_budget > 0 {
+                format!(
+                    "; the token budget was spent: {} documents not asked",
+                    y.skipped_for_budget
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     let r = &s.report;

@@ -317,6 +317,9 @@ async fn cloud_config_dry_run_needs_no_credentials_and_a_real_run_names_the_miss
         "job emb-v1-train (full on oss://my-rag-bucket/models/all-MiniLM-L6-v2/) → oss://my-rag-bucket/models/emb-v1/",
         "4 jobs, e.g. ragloop embed --model oss://my-rag-bucket/models/emb-v1/",
         "--worker 0 --workers 4",
+        // Stage 2 from raw documents with an LLM in the loop: its questions, within a budget.
+        "--synthetic 2 --synthetic-docs 500 --synthetic-tokens 1000000",
+        "synthetic questions from bailian qwen-plus: 2 per document, at most 500 documents and 1000000 tokens",
         "Bailian fine-tune of qwen2.5-7b-instruct",
         "Elasticsearch index \"rag-index\"",
     ] {

@@ -481,12 +481,13 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
             .arg("--queries")
             .arg(&qpath)
             .arg("--eval-queries")
-            .arg(&qpath),
+            .arg(&qpath)
+            .args(["--eval-split", "train,test"]),
     );
     assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 3);
     assert_eq!(summary["documents"], 24);
     let evals = summary["evaluations"].as_array().unwrap();
-    assert_eq!(evals.len(), 3, "{evals:?}");
+    assert_eq!(evals.len(), 4, "{evals:?}");
     assert!(
         evals[1]["set"]
             .as_str()
@@ -494,7 +495,14 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
             .contains("held-out queries over 24 documents"),
         "{evals:?}"
     );
-    assert_eq!(evals[2]["base"]["queries"], 12);
+    // One row per split named.
+    for (row, split) in [(2, "(train)"), (3, "(test)")] {
+        assert!(
+            evals[row]["set"].as_str().unwrap().contains(split),
+            "{evals:?}"
+        );
+        assert_eq!(evals[row]["base"]["queries"], 12);
+    }
     // Hard negatives from the other documents, and the merge weight chosen on held-out queries.
     let negatives = &summary["negatives"];
     assert_eq!(negatives["documents"], 24);
@@ -567,6 +575,47 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
         "{md}"
     );
 
+    // From raw documents alone the defaults are the raw-documents recipe (one hard
+    // negative, round trip in the top 3); here with GPL's margin-MSE loss over them.
+    let raw = dir.path().join("raw");
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["train", "--json", "--max-steps", "2", "--batch-size", "4"])
+            .args(["--max-passage-tokens", "32", "--max-query-tokens", "16"])
+            .args(["--loss", "margin-mse"])
+            .arg("--base-model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--output")
+            .arg(&raw),
+    );
+    assert_eq!(summary["round_trip"]["top_k"], 3, "{summary}");
+    assert!(
+        summary["negatives"]["mining"]["negatives"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(summary["config"]["objective"], "margin-mse");
+    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 2);
+    let md = std::fs::read_to_string(raw.join("training-report.md")).unwrap();
+    assert!(md.contains("loss: MarginMse — the hybrid teacher"), "{md}");
+    // The distillation needs negatives to distil over.
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["train", "--loss", "margin-mse", "--negatives", "0"])
+        .arg("--base-model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&docs)
+        .arg("--output")
+        .arg(dir.path().join("raw2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --negatives 1"), "{err}");
+
     // The output prefix is a model `ragloop embed` loads.
     let shards = dir.path().join("shards");
     let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
@@ -596,13 +645,18 @@ impl wiremock::Respond for QuestionWriter {
     fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
         let prompt = body["messages"][1]["content"].as_str().unwrap();
-        let first = prompt
-            .split("Passage:\n")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap();
+        let Some(passage) = prompt.split("Passage:\n").nth(1) else {
+            // Not a request for questions: the loop's answer (stage 7).
+            return wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant",
+                    "content": "It prints entries from the databases [1]."},
+                    "finish_reason": "stop", "index": 0}],
+                "object": "chat.completion",
+                "usage": {"prompt_tokens": 300, "completion_tokens": 10, "total_tokens": 310},
+                "model": "qwen-test", "id": "chatcmpl-2"
+            }));
+        };
+        let first = passage.lines().next().unwrap();
         if first.starts_with("getent") {
             return wiremock::ResponseTemplate::new(500).set_body_json(serde_json::json!(
                 {"error": {"code": "internal_error", "message": "boom", "type": "server_error"}}
@@ -619,11 +673,9 @@ impl wiremock::Respond for QuestionWriter {
     }
 }
 
-/// `ragloop train --synthetic 2` asks the configured LLM (the OpenAI wire format, here a local
-/// server) for questions about each page and trains on them; a page whose call keeps failing
-/// is reported and skipped, not fatal.
-#[test]
-fn train_with_synthetic_questions_from_an_llm() {
+/// An OpenAI-compatible server for model `qwen-test` answering with [`QuestionWriter`]; it runs
+/// on the returned runtime, which must outlive its use.
+fn question_server() -> (tokio::runtime::Runtime, wiremock::MockServer) {
     use wiremock::matchers::{body_partial_json, method, path};
     use wiremock::{Mock, MockServer};
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -637,6 +689,15 @@ fn train_with_synthetic_questions_from_an_llm() {
             .await;
         server
     });
+    (rt, server)
+}
+
+/// `ragloop train --synthetic 2` asks the configured LLM (the OpenAI wire format, here a local
+/// server) for questions about each page and trains on them; a page whose call keeps failing
+/// is reported and skipped, not fatal.
+#[test]
+fn train_with_synthetic_questions_from_an_llm() {
+    let (_rt, server) = question_server();
     let dir = tempfile::tempdir().unwrap();
     let docs = input(dir.path(), 8);
     let output = dir.path().join("out");
@@ -687,6 +748,80 @@ fn train_with_synthetic_questions_from_an_llm() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--synthetic needs an LLM"), "{err}");
+}
+
+/// The loop with an LLM (`[llm] backend = "openai"`, here a local server) and no labelled
+/// queries: stage 2 asks that LLM for synthetic questions by default, within the budget the
+/// dry run shows, and the job trains on them (the job finds the server from the environment
+/// the plan gives it); stage 7 answers with the same LLM.
+#[test]
+fn the_loop_trains_on_its_llms_questions_when_it_has_only_raw_documents() {
+    let (_rt, server) = question_server();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 8);
+    let config = dir.path().join("ragloop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nbackend = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"qwen-test\"\n\
+             [embedding]\nsynthetic_tokens = 100000\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ragloop"));
+        c.arg("run")
+            .args(extra)
+            .args([
+                "--fine-tune",
+                "adapter",
+                "--question",
+                "What does getent display?",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--work-dir")
+            .arg(&work)
+            .env_remove("DASHSCOPE_API_KEY")
+            .env_remove("RAGLOOP_LLM_BASE_URL")
+            .env_remove("RAGLOOP_LLM_MODEL");
+        c
+    };
+    let out = run(&["--dry-run"]).output().unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "synthetic questions from openai qwen-test: 2 per document, at most 500 documents and 100000 tokens",
+        "--synthetic 2 --synthetic-docs 500 --synthetic-tokens 100000",
+    ] {
+        assert!(plan.contains(want), "{want:?} not in\n{plan}");
+    }
+    let summary = json_of(&mut run(&["--json"]));
+    let answer = summary["answer"].to_string();
+    assert!(answer.contains("It prints entries"), "{summary}");
+    let model = work.join("store/ragloop-demo/models/emb-v1");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("training-report.json")).unwrap())
+            .unwrap();
+    let synthetic = &report["synthetic"];
+    assert_eq!(synthetic["documents"], 8, "{synthetic}");
+    assert_eq!(synthetic["pairs"], 14, "{synthetic}");
+    assert_eq!(synthetic["usage"]["total_tokens"], 7 * 120);
+    let origins = report["pairs_by_origin"].as_array().unwrap();
+    assert!(
+        origins.iter().any(|o| o[0] == "synthetic" && o[1] == 14),
+        "{origins:?}"
+    );
 }
 
 /// `ragloop eval`: BM25, the hashed model and a sentence-transformers model (dense, hybrid) on

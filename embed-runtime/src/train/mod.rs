@@ -55,7 +55,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 pub use adapter::AdapterTrainer;
 pub use eval::{evaluate, evaluate_sets};
 pub use model::TrainableBert;
-use model::{Batch, Dropout, candle, masked_mnrl_loss, mnrl_loss};
+use model::{Batch, Dropout, candle, margin_mse_loss, masked_mnrl_loss, mnrl_loss};
 use optim::{AdamW, warmup_linear};
 use pairs::{Negative, Pair};
 
@@ -90,6 +90,26 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stops after this many steps (the schedule still spans the full run).
     pub max_steps: Option<usize>,
+    /// What the loss is made of.
+    pub objective: Objective,
+}
+
+/// The loss of full fine-tuning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Multiple-negatives ranking (InfoNCE): each query's positive against the batch's other
+    /// positives and every hard negative.
+    #[default]
+    Contrastive,
+    /// GPL's margin-MSE distillation: for each (query, positive, negative) the student's
+    /// cosine margin `cos(q, p) − cos(q, n)` is regressed onto the teacher's margin
+    /// ([`Negative::margin`]). Soft targets: a teacher that prefers the "negative" (a
+    /// pseudo-query that fits another document better) teaches that, where a contrastive loss
+    /// would push the wrong way.
+    MarginMse,
+    /// Both terms, summed.
+    Both,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +127,7 @@ impl Default for TrainConfig {
             dropout: None,
             seed: 42,
             max_steps: None,
+            objective: Objective::Contrastive,
         }
     }
 }
@@ -317,10 +338,26 @@ impl EmbeddingTrainer {
             flat.iter().map(|(_, n)| n.passage.clone()).collect(),
             config.max_passage_tokens,
         )?;
-        // Pair i's negatives as (token ids, document).
-        let mut per_pair: Vec<Vec<(&[u32], &str)>> = vec![Vec::new(); pairs.len()];
+        let objective = config.objective;
+        if objective != Objective::Contrastive {
+            if flat.is_empty() {
+                return Err(Error::invalid(
+                    "the margin-MSE objective needs hard negatives with teacher margins",
+                ));
+            }
+            if let Some((i, _)) = flat
+                .iter()
+                .find(|(_, n)| !n.margin.is_some_and(f32::is_finite))
+            {
+                return Err(Error::invalid(format!(
+                    "a negative of pair {i} has no finite teacher margin (the margin-MSE objective needs one on every negative)"
+                )));
+            }
+        }
+        // Pair i's negatives as (token ids, document, teacher margin).
+        let mut per_pair: Vec<Vec<(&[u32], &str, f32)>> = vec![Vec::new(); pairs.len()];
         for ((i, n), ids) in flat.iter().zip(&negative_tokens) {
-            per_pair[*i].push((ids.as_slice(), n.doc_id.as_str()));
+            per_pair[*i].push((ids.as_slice(), n.doc_id.as_str(), n.margin.unwrap_or(0.0)));
         }
         let mut relevant: HashMap<&str, HashSet<&str>> = HashMap::new();
         for p in pairs.iter().filter(|p| !p.doc_id.is_empty()) {
@@ -345,18 +382,30 @@ impl EmbeddingTrainer {
                 return mnrl_loss(&qe, &pe, config.scale);
             }
             let mut docs: Vec<&str> = batch.iter().map(|&i| pairs[i].doc_id.as_str()).collect();
-            for &i in batch {
-                for (ids, doc) in &per_pair[i] {
+            // (row, column of the negative, teacher margin) for the margin-MSE term.
+            let mut triples = Vec::new();
+            for (row, &i) in batch.iter().enumerate() {
+                for &(ids, doc, margin) in &per_pair[i] {
+                    triples.push((row, p.len(), margin));
                     p.push(ids);
                     docs.push(doc);
                 }
             }
-            let mask = relevance_mask(batch, pairs, &docs, &relevant);
-            let mask =
-                Tensor::from_vec(mask, (batch.len(), docs.len()), &candle_core::Device::Cpu)?;
             let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
             let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
-            masked_mnrl_loss(&qe, &pe, &mask, config.scale)
+            let contrastive = || {
+                let mask = relevance_mask(batch, pairs, &docs, &relevant);
+                let mask =
+                    Tensor::from_vec(mask, (batch.len(), docs.len()), &candle_core::Device::Cpu)?;
+                masked_mnrl_loss(&qe, &pe, &mask, config.scale)
+            };
+            match objective {
+                Objective::Contrastive => contrastive(),
+                Objective::MarginMse => margin_mse_loss(&qe, &pe, &triples, config.scale),
+                Objective::Both => {
+                    contrastive()? + margin_mse_loss(&qe, &pe, &triples, config.scale)?
+                }
+            }
         })?;
         Ok(TrainReport {
             steps,

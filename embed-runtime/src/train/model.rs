@@ -421,6 +421,42 @@ pub(crate) fn masked_mnrl_loss(
     log_p.mul(&target)?.sum_all()? * (-1.0 / n as f64)
 }
 
+/// GPL's margin-MSE loss: for each `(row, column, margin)`, the student's margin
+/// `scale · (q_row·p_row − q_row·p_column)` (passage `row` is the row's positive) against the
+/// teacher's `scale · margin`, squared and averaged. The scale puts it in the units of the
+/// contrastive loss's logits, so the two terms can be summed. A batch without triples gives 0
+/// (still attached to the graph, so the step runs).
+pub(crate) fn margin_mse_loss(
+    queries: &Tensor,
+    passages: &Tensor,
+    triples: &[(usize, usize, f32)],
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let scores = queries.matmul(&passages.t()?)?;
+    if triples.is_empty() {
+        return scores.sum_all()? * 0.0;
+    }
+    let m = passages.dim(0)?;
+    let dev = queries.device();
+    let flat = scores.flatten_all()?;
+    let at = |cells: Vec<u32>| -> candle_core::Result<Tensor> {
+        let n = cells.len();
+        flat.index_select(&Tensor::from_vec(cells, n, dev)?, 0)
+    };
+    let pos = at(triples
+        .iter()
+        .map(|&(r, _, _)| (r * m + r) as u32)
+        .collect())?;
+    let neg = at(triples
+        .iter()
+        .map(|&(r, c, _)| (r * m + c) as u32)
+        .collect())?;
+    let target: Vec<f32> = triples.iter().map(|&(_, _, t)| t).collect();
+    let target = Tensor::from_vec(target, triples.len(), dev)?;
+    let diff = ((pos - neg)? - target)?;
+    diff.sqr()?.mean_all()? * (scale * scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

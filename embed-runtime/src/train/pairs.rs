@@ -30,6 +30,9 @@ pub enum PairOrigin {
     Heading,
     /// A sentence → the document without it.
     InverseCloze,
+    /// A section's first sentence (the document's lead, when it has no headings) → the
+    /// document without it: a summary-like query, the kind of text a first sentence is.
+    Lead,
     /// A query with a known relevant document.
     Query,
     /// A user-supplied pair.
@@ -56,12 +59,16 @@ pub struct Pair {
 
 /// A hard negative of a [`Pair`]: a passage of another document that must score below the
 /// pair's positive ([`EmbeddingTrainer::train_with_negatives`](super::EmbeddingTrainer::train_with_negatives)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Negative {
     /// Passage text.
     pub passage: String,
     /// Its document: in a batch, it is no negative of any query that document is relevant to.
     pub doc_id: String,
+    /// A teacher's score of the pair's positive minus its score of this passage, the target of
+    /// the margin-MSE objective ([`Objective::MarginMse`](super::Objective)); `None` when no
+    /// teacher scored it.
+    pub margin: Option<f32>,
 }
 
 fn supplied() -> PairOrigin {
@@ -77,6 +84,8 @@ pub struct MiningOptions {
     pub headings_per_doc: usize,
     /// Inverse-cloze pairs per document.
     pub cloze_per_doc: usize,
+    /// Lead pairs per document: the first sentences of its first sections, in order.
+    pub leads_per_doc: usize,
     /// Characters of a passage kept (the tokenizer truncates further).
     pub max_passage_chars: usize,
     /// Seed of the sentence choice.
@@ -89,6 +98,7 @@ impl Default for MiningOptions {
             titles: true,
             headings_per_doc: 2,
             cloze_per_doc: 2,
+            leads_per_doc: 2,
             max_passage_chars: 2_000,
             seed: 17,
         }
@@ -166,6 +176,57 @@ fn sentences(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// Byte ranges of the first sentence of each section of `text`, in order: the text's own
+/// start (unless it opens with a heading) and the content after each heading line. Only
+/// sentences of 5–40 words that are not headings.
+fn leads(text: &str) -> Vec<(usize, usize)> {
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    let mut first_line = true;
+    for line in text.split_inclusive('\n') {
+        let is_heading = heading(line.trim_end_matches(['\n', '\r'])).is_some();
+        if first_line && !line.trim().is_empty() {
+            if !is_heading {
+                starts.push(offset);
+            }
+            first_line = false;
+        }
+        if is_heading {
+            starts.push(offset + line.len());
+        }
+        offset += line.len();
+    }
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for start in starts {
+        let rest = &text[start..];
+        let skip = rest.len() - rest.trim_start().len();
+        let Some(&(s, e)) = sentences(&rest[skip..]).first() else {
+            continue;
+        };
+        let (s, e) = (start + skip + s, start + skip + e);
+        let words = text[s..e].split_whitespace().count();
+        if (5..=40).contains(&words)
+            && heading(text[s..e].trim()).is_none()
+            && !out.iter().any(|&(a, _)| a == s)
+        {
+            out.push((s, e));
+        }
+    }
+    out
+}
+
+/// `doc` with the bytes `s..e` of its text removed, as a passage (`title\ntext`, cut).
+fn without(doc: &Document, s: usize, e: usize, max: usize) -> String {
+    let rest = format!("{}{}", &doc.text[..s], &doc.text[e..]);
+    document_passage(
+        &Document {
+            text: rest,
+            ..doc.clone()
+        },
+        max,
+    )
+}
+
 fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -215,20 +276,23 @@ pub fn mine_pairs(docs: &[Document], options: &MiningOptions) -> Vec<Pair> {
             let mut chosen = candidates;
             chosen.shuffle(&mut rng);
             for (s, e) in chosen.into_iter().take(options.cloze_per_doc) {
-                let query = collapse(&window[s..e]);
-                let rest = format!("{}{}", &doc.text[..s], &doc.text[e..]);
-                let passage = document_passage(
-                    &Document {
-                        text: rest,
-                        ..doc.clone()
-                    },
-                    max,
-                );
                 out.push(Pair {
-                    query,
-                    passage,
+                    query: collapse(&window[s..e]),
+                    passage: without(doc, s, e, max),
                     doc_id: doc.id.clone(),
                     origin: PairOrigin::InverseCloze,
+                });
+            }
+        }
+        if options.leads_per_doc > 0 {
+            // Sections starting within the passage's window, first ones first.
+            let window = cut(&doc.text, max);
+            for (s, e) in leads(window).into_iter().take(options.leads_per_doc) {
+                out.push(Pair {
+                    query: collapse(&window[s..e]),
+                    passage: without(doc, s, e, max),
+                    doc_id: doc.id.clone(),
+                    origin: PairOrigin::Lead,
                 });
             }
         }
@@ -287,19 +351,34 @@ pub fn read_pairs_jsonl(text: &str) -> Result<Vec<Pair>> {
     Ok(out)
 }
 
-/// Drops pairs with an empty side and repeats of the same (query, passage), keeping the first.
-/// Queries and passages are compared with white space collapsed and case folded.
+/// Drops pairs with an empty side and repeats of the same (query, passage), keeping the first;
+/// and a mined query (title, heading, sentence) that several documents share — boilerplate such
+/// as a common heading or a repeated notice, which names no one document. Queries and passages
+/// are compared with white space collapsed and case folded. A real query or a user's pair may
+/// name several documents and is kept.
 pub fn dedup(pairs: Vec<Pair>) -> Vec<Pair> {
+    let key = |s: &str| collapse(s).to_lowercase();
+    let mined = |p: &Pair| {
+        matches!(
+            p.origin,
+            PairOrigin::Title | PairOrigin::Heading | PairOrigin::InverseCloze | PairOrigin::Lead
+        )
+    };
+    let mut docs_of: HashMap<String, HashSet<&str>> = HashMap::new();
+    for p in pairs.iter().filter(|p| mined(p)) {
+        docs_of.entry(key(&p.query)).or_default().insert(&p.doc_id);
+    }
+    let shared: HashSet<String> = docs_of
+        .into_iter()
+        .filter(|(_, d)| d.len() > 1)
+        .map(|(q, _)| q)
+        .collect();
     let mut seen = HashSet::new();
     pairs
         .into_iter()
         .filter(|p| !p.query.trim().is_empty() && !p.passage.trim().is_empty())
-        .filter(|p| {
-            seen.insert((
-                collapse(&p.query).to_lowercase(),
-                collapse(&p.passage).to_lowercase(),
-            ))
-        })
+        .filter(|p| !(mined(p) && shared.contains(&key(&p.query))))
+        .filter(|p| seen.insert((key(&p.query), key(&p.passage))))
         .collect()
 }
 
@@ -421,6 +500,60 @@ mod tests {
     }
 
     #[test]
+    fn leads_are_the_first_sentences_of_sections_removed_from_the_passage() {
+        let pairs = mine_pairs(
+            &[doc("dup.2", "dup, dup2", PAGE)],
+            &MiningOptions {
+                titles: false,
+                headings_per_doc: 0,
+                cloze_per_doc: 0,
+                leads_per_doc: 5,
+                ..Default::default()
+            },
+        );
+        let leads: Vec<&str> = pairs.iter().map(|p| p.query.as_str()).collect();
+        // SYNOPSIS's first "sentence" has four words; the other two sections lead in order.
+        assert_eq!(
+            leads,
+            [
+                "The dup() system call allocates a new file descriptor that refers to the same open file description.",
+                "On success these calls return the new file descriptor and on error minus one is returned."
+            ]
+        );
+        for p in &pairs {
+            assert_eq!(p.origin, PairOrigin::Lead);
+            assert!(!collapse(&p.passage).contains(&p.query), "{p:?}");
+            assert!(
+                p.passage
+                    .contains("The new descriptor is the lowest-numbered")
+            );
+        }
+        // Plain prose without headings: its own first sentence, at most the number asked.
+        let prose = doc(
+            "p",
+            "",
+            "Tidal locking makes one face of a moon always point at its planet. It takes time.",
+        );
+        let pairs = mine_pairs(
+            &[prose],
+            &MiningOptions {
+                leads_per_doc: 1,
+                ..Default::default()
+            },
+        );
+        let lead: Vec<_> = pairs
+            .iter()
+            .filter(|p| p.origin == PairOrigin::Lead)
+            .collect();
+        assert_eq!(lead.len(), 1);
+        assert_eq!(
+            lead[0].query,
+            "Tidal locking makes one face of a moon always point at its planet."
+        );
+        assert_eq!(lead[0].passage.trim(), "It takes time.");
+    }
+
+    #[test]
     fn empty_and_tiny_documents_give_no_broken_pairs() {
         let pairs = mine_pairs(
             &[doc("a", "", ""), doc("b", "t", "   "), doc("c", "", "word")],
@@ -483,6 +616,20 @@ mod tests {
             mk("", "2"),
         ]);
         assert_eq!(pairs.len(), 2);
+        // A mined query two documents share names neither; a real query may name both.
+        let origin = |mut p: Pair, o: PairOrigin| {
+            p.origin = o;
+            p
+        };
+        let pairs = dedup(vec![
+            origin(mk("See also", "1"), PairOrigin::Heading),
+            origin(mk("see  ALSO", "2"), PairOrigin::Heading),
+            origin(mk("tar archives", "1"), PairOrigin::Title),
+            origin(mk("both pages", "1"), PairOrigin::Query),
+            origin(mk("both pages", "2"), PairOrigin::Query),
+        ]);
+        let kept: Vec<&str> = pairs.iter().map(|p| p.query.as_str()).collect();
+        assert_eq!(kept, ["tar archives", "both pages", "both pages"]);
 
         let many: Vec<Pair> = (0..1000)
             .map(|i| mk(&format!("q{i}"), &format!("d{}", i / 2)))

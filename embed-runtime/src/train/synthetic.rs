@@ -30,6 +30,9 @@ pub struct SyntheticOptions {
     pub temperature: Option<f32>,
     /// Longest question kept, in characters.
     pub max_question_chars: usize,
+    /// Token budget of the run (prompt + completion, as the server reports them): no new call
+    /// starts once the calls answered have used this many. `None`: no limit.
+    pub max_tokens: Option<u64>,
 }
 
 impl Default for SyntheticOptions {
@@ -40,6 +43,7 @@ impl Default for SyntheticOptions {
             concurrency: 4,
             temperature: Some(0.7),
             max_question_chars: 300,
+            max_tokens: None,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct SyntheticReport {
     pub failed: Vec<(String, String)>,
     /// Tokens used by all calls.
     pub usage: Usage,
+    /// Documents not asked about because the token budget was spent.
+    pub skipped_for_budget: usize,
     /// Wall time.
     pub seconds: f64,
 }
@@ -93,7 +99,20 @@ pub async fn synthetic_pairs(
     let mut pairs = Vec::new();
     let mut first_error = None;
     let mut answered = 0;
+    let mut done = 0;
     while let Some((doc, passage, answer)) = answers.next().await {
+        done += 1;
+        if let Ok(r) = &answer
+            && options.max_tokens.is_some_and(|max| {
+                u64::from(report.usage.total_tokens) + u64::from(r.usage.total_tokens) > max
+            })
+            && answered > 0
+        {
+            // Over budget: this answer is not used and no further call starts (those in
+            // flight are dropped).
+            report.skipped_for_budget = jobs.len() - done + 1;
+            break;
+        }
         match answer {
             Ok(r) => {
                 answered += 1;
@@ -201,6 +220,25 @@ mod tests {
             text: text.into(),
             source: String::new(),
         }
+    }
+
+    /// A budget of 35 tokens covers two 15-token answers: the third document's answer would
+    /// pass it, so it and the rest are skipped and counted.
+    #[tokio::test]
+    async fn the_token_budget_stops_the_calls() {
+        let docs: Vec<Document> = (0..6)
+            .map(|i| doc(&format!("d{i}"), &format!("topic{i}")))
+            .collect();
+        let options = SyntheticOptions {
+            max_tokens: Some(35),
+            concurrency: 1,
+            ..SyntheticOptions::default()
+        };
+        let (pairs, report) = synthetic_pairs(&Scripted, &docs, &options).await.unwrap();
+        assert_eq!(report.usage.total_tokens, 30);
+        assert_eq!(report.skipped_for_budget, 4);
+        assert_eq!(pairs.len(), 4, "two questions from each of two documents");
+        assert!(pairs.iter().all(|p| p.doc_id == "d0" || p.doc_id == "d1"));
     }
 
     #[tokio::test]

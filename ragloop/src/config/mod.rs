@@ -244,6 +244,17 @@ impl LoopConfig {
                 self.root.as_prefix()
             );
         }
+        if self.embedding.synthetic.is_some_and(|n| n > 0) {
+            match self.llm.backend {
+                LlmBackend::Extractive => bail!(
+                    "embedding.synthetic needs an LLM to write the questions: set [llm] backend = \"bailian\" or \"openai\""
+                ),
+                LlmBackend::Openai if self.llm.model.is_none() => bail!(
+                    "embedding.synthetic with [llm] backend = \"openai\" needs llm.model (stage 2 runs before any deployment)"
+                ),
+                _ => {}
+            }
+        }
         if self.llm_fine_tune.backend != LlmFineTuneBackend::None
             && self.llm_fine_tune.base_model.is_none()
         {

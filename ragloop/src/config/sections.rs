@@ -108,6 +108,25 @@ pub struct EmbeddingSection {
     /// directories, of an int8 model end in `-int8`.
     #[serde(default)]
     pub quantize: embed_runtime::Quantization,
+    /// Stage 2's synthetic training questions per document, written by the loop's `[llm]`
+    /// (`ragloop train --synthetic`). Default: 2 when `[llm]` is an LLM (Bailian or an
+    /// OpenAI-compatible server) and stage 2 trains a sentence-transformers model from raw
+    /// documents alone (no train-split queries), else 0. 0 turns it off.
+    pub synthetic: Option<usize>,
+    /// At most this many documents are asked about (spread over the corpus).
+    #[serde(default = "default_synthetic_docs")]
+    pub synthetic_docs: usize,
+    /// Token budget of the synthetic questions (prompt + completion, as the LLM reports them).
+    #[serde(default = "default_synthetic_tokens")]
+    pub synthetic_tokens: u64,
+}
+
+fn default_synthetic_docs() -> usize {
+    500
+}
+
+fn default_synthetic_tokens() -> u64 {
+    1_000_000
 }
 
 fn default_model() -> String {

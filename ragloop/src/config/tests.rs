@@ -165,6 +165,14 @@ fn mistakes_are_one_clear_line() {
             "is for sentence-transformers models",
         ),
         ("[embedding]\nquantize = \"int4\"", "unknown variant `int4`"),
+        (
+            "[embedding]\nsynthetic = 2",
+            "embedding.synthetic needs an LLM",
+        ),
+        (
+            "[embedding]\nsynthetic = 2\n[llm]\nbackend = \"openai\"\nbase_url = \"http://h/v1\"",
+            "needs llm.model",
+        ),
     ];
     for (text, want) in cases {
         let err = format!("{:#}", LoopConfig::from_toml(text).unwrap_err());

@@ -11,7 +11,9 @@
 //!   candidates ranked by both (RRF), the hybrid retriever's view of what it confuses, and
 //!   filtered by [`embed_runtime::train::hard::mine`]: no document relevant to the query,
 //!   nothing within `--negative-ratio` of the positive's score (likely unlabelled positives),
-//!   at most one per document, only from the first `window` of the ranking.
+//!   at most one per document, only from the first `window` of the ranking. Each negative
+//!   carries the hybrid teacher's margin (positive minus negative, see `Teacher`), the target
+//!   of `--loss margin-mse` (GPL's distillation).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +38,11 @@ pub struct NegativeReport {
     pub pairs_with_negatives: usize,
     /// What was kept and dropped.
     pub mining: MiningReport,
+    /// Mean of the hybrid teacher's margins (positive − negative, cosine units).
+    pub teacher_margin_mean: f32,
+    /// Negatives the teacher scores above their pair's positive (a margin-MSE loss teaches
+    /// those the other way round from a contrastive one).
+    pub teacher_prefers_negative: usize,
     /// Seconds to mine.
     pub seconds: f64,
 }
@@ -142,6 +149,7 @@ impl<'a> DocumentView<'a> {
                 PairOrigin::Title
                     | PairOrigin::Heading
                     | PairOrigin::InverseCloze
+                    | PairOrigin::Lead
                     | PairOrigin::Synthetic
             )
         };
@@ -204,12 +212,7 @@ impl<'a> DocumentView<'a> {
 
     /// The first `k` documents of the RRF of the dense ranking and `lexical`.
     fn hybrid_top(&self, query: &[f32], lexical: &[usize], k: usize) -> Vec<usize> {
-        let q = unit(query);
-        let scores: Vec<f32> = self
-            .vectors
-            .iter()
-            .map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum())
-            .collect();
+        let scores = self.cosines(query);
         let mut dense: Vec<usize> = (0..scores.len()).collect();
         dense.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let mut fused = vec![0f32; scores.len()];
@@ -247,23 +250,29 @@ impl<'a> DocumentView<'a> {
             &lexical,
             options,
         );
-        // Back to the training pairs: (query text, document) → its negatives.
+        // Back to the training pairs: (query text, document) → its negatives, each with the
+        // hybrid teacher's margin (used by the margin-MSE objective).
         let docs = self.docs;
         let by_key: HashMap<(&str, &str), &hard::HardPair> = mined
             .iter()
             .map(|h| ((texts[h.query].as_str(), docs[h.positive].id.as_str()), h))
             .collect();
+        let mut teachers: HashMap<usize, Teacher> = HashMap::new();
         let negatives: Vec<Vec<Negative>> = train
             .iter()
             .map(|p| {
                 by_key
                     .get(&(p.query.as_str(), p.doc_id.as_str()))
                     .map(|h| {
+                        let teacher = teachers.entry(h.query).or_insert_with(|| {
+                            self.teacher(&texts[h.query], &vectors[h.query], options.window)
+                        });
                         h.negatives
                             .iter()
                             .map(|&d| Negative {
                                 passage: self.passages[d].clone(),
                                 doc_id: docs[d].id.clone(),
+                                margin: Some(teacher.score(h.positive) - teacher.score(d)),
                             })
                             .collect()
                     })
@@ -271,6 +280,13 @@ impl<'a> DocumentView<'a> {
             })
             .collect();
         let pairs_with_negatives = negatives.iter().filter(|n| !n.is_empty()).count();
+        let margins: Vec<f32> = negatives
+            .iter()
+            .flatten()
+            .filter_map(|n| n.margin)
+            .collect();
+        let teacher_margin_mean = margins.iter().sum::<f32>() / margins.len().max(1) as f32;
+        let teacher_prefers_negative = margins.iter().filter(|&&m| m < 0.0).count();
         tracing::info!(
             pairs_with_negatives,
             negatives = report.negatives,
@@ -285,9 +301,72 @@ impl<'a> DocumentView<'a> {
                 queries: texts.len(),
                 pairs_with_negatives,
                 mining: report,
+                teacher_margin_mean,
+                teacher_prefers_negative,
                 seconds: started.elapsed().as_secs_f64(),
             },
         ))
+    }
+}
+
+/// The hybrid teacher's view of one query (GPL's teacher, here the base model plus BM25):
+/// `score(d) = cos(q, d) + w · bm25(q, d)`, with `w = σ_cos / σ_bm25` over the query's
+/// candidates (the first `window` of either ranking) — an equal-weight fusion of the two
+/// z-normalised scores, kept in cosine units so its margins match the student's. With no
+/// lexical spread (no query term in any candidate) it is the base model alone.
+struct Teacher {
+    cosine: Vec<f32>,
+    lexical: HashMap<usize, f32>,
+    weight: f32,
+}
+
+impl Teacher {
+    fn score(&self, doc: usize) -> f32 {
+        self.cosine[doc] + self.weight * self.lexical.get(&doc).copied().unwrap_or(0.0)
+    }
+}
+
+impl DocumentView<'_> {
+    /// The cosine of `query` (a base-model vector) with every document.
+    fn cosines(&self, query: &[f32]) -> Vec<f32> {
+        let q = unit(query);
+        self.vectors
+            .iter()
+            .map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+
+    fn teacher(&self, query: &str, vector: &[f32], window: usize) -> Teacher {
+        let cosine = self.cosines(vector);
+        let lexical = self.bm25.scores(query);
+        let mut dense: Vec<usize> = (0..cosine.len()).collect();
+        dense.sort_by(|&a, &b| cosine[b].total_cmp(&cosine[a]).then(a.cmp(&b)));
+        let mut candidates: Vec<usize> = dense.into_iter().take(window).collect();
+        candidates.extend(self.bm25.ranked(query, window).into_iter().map(|(d, _)| d));
+        candidates.sort_unstable();
+        candidates.dedup();
+        let spread = |values: Vec<f32>| {
+            let n = values.len().max(1) as f32;
+            let mean = values.iter().sum::<f32>() / n;
+            (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt()
+        };
+        let cos_spread = spread(candidates.iter().map(|&d| cosine[d]).collect());
+        let lex_spread = spread(
+            candidates
+                .iter()
+                .map(|d| lexical.get(d).copied().unwrap_or(0.0))
+                .collect(),
+        );
+        let weight = if lex_spread > 1e-6 {
+            cos_spread / lex_spread
+        } else {
+            0.0
+        };
+        Teacher {
+            cosine,
+            lexical,
+            weight,
+        }
     }
 }
 
