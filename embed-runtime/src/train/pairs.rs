@@ -41,6 +41,16 @@ pub enum PairOrigin {
     Synthetic,
 }
 
+impl PairOrigin {
+    /// Mined from the documents' own text (title, heading, sentence, lead): a pseudo-query.
+    pub fn is_mined(self) -> bool {
+        matches!(
+            self,
+            Self::Title | Self::Heading | Self::InverseCloze | Self::Lead
+        )
+    }
+}
+
 /// One training example: the passage is the positive for the query; the other passages of the
 /// batch are its negatives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,14 +368,8 @@ pub fn read_pairs_jsonl(text: &str) -> Result<Vec<Pair>> {
 /// name several documents and is kept.
 pub fn dedup(pairs: Vec<Pair>) -> Vec<Pair> {
     let key = |s: &str| collapse(s).to_lowercase();
-    let mined = |p: &Pair| {
-        matches!(
-            p.origin,
-            PairOrigin::Title | PairOrigin::Heading | PairOrigin::InverseCloze | PairOrigin::Lead
-        )
-    };
     let mut docs_of: HashMap<String, HashSet<&str>> = HashMap::new();
-    for p in pairs.iter().filter(|p| mined(p)) {
+    for p in pairs.iter().filter(|p| p.origin.is_mined()) {
         docs_of.entry(key(&p.query)).or_default().insert(&p.doc_id);
     }
     let shared: HashSet<String> = docs_of
@@ -377,7 +381,7 @@ pub fn dedup(pairs: Vec<Pair>) -> Vec<Pair> {
     pairs
         .into_iter()
         .filter(|p| !p.query.trim().is_empty() && !p.passage.trim().is_empty())
-        .filter(|p| !(mined(p) && shared.contains(&key(&p.query))))
+        .filter(|p| !(p.origin.is_mined() && shared.contains(&key(&p.query))))
         .filter(|p| seen.insert((key(&p.query), key(&p.passage))))
         .collect()
 }

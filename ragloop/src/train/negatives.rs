@@ -143,16 +143,7 @@ impl<'a> DocumentView<'a> {
         pairs: Vec<Pair>,
         top_k: usize,
     ) -> Result<(Vec<Pair>, RoundTripReport)> {
-        let checked = |p: &Pair| {
-            matches!(
-                p.origin,
-                PairOrigin::Title
-                    | PairOrigin::Heading
-                    | PairOrigin::InverseCloze
-                    | PairOrigin::Lead
-                    | PairOrigin::Synthetic
-            )
-        };
+        let checked = |p: &Pair| p.origin.is_mined() || p.origin == PairOrigin::Synthetic;
         let pseudo: Vec<Pair> = pairs.iter().filter(|p| checked(p)).cloned().collect();
         let window = top_k.max(1) * 4 + 60;
         let Queries {
@@ -265,7 +256,12 @@ impl<'a> DocumentView<'a> {
                     .get(&(p.query.as_str(), p.doc_id.as_str()))
                     .map(|h| {
                         let teacher = teachers.entry(h.query).or_insert_with(|| {
-                            self.teacher(&texts[h.query], &vectors[h.query], options.window)
+                            self.teacher(
+                                &texts[h.query],
+                                &vectors[h.query],
+                                &lexical[h.query],
+                                options.window,
+                            )
                         });
                         h.negatives
                             .iter()
@@ -336,13 +332,20 @@ impl DocumentView<'_> {
             .collect()
     }
 
-    fn teacher(&self, query: &str, vector: &[f32], window: usize) -> Teacher {
+    /// `top_lexical`: the query's BM25 ranking, first `window` (what [`Self::queries`] made).
+    fn teacher(
+        &self,
+        query: &str,
+        vector: &[f32],
+        top_lexical: &[usize],
+        window: usize,
+    ) -> Teacher {
         let cosine = self.cosines(vector);
         let lexical = self.bm25.scores(query);
         let mut dense: Vec<usize> = (0..cosine.len()).collect();
         dense.sort_by(|&a, &b| cosine[b].total_cmp(&cosine[a]).then(a.cmp(&b)));
         let mut candidates: Vec<usize> = dense.into_iter().take(window).collect();
-        candidates.extend(self.bm25.ranked(query, window).into_iter().map(|(d, _)| d));
+        candidates.extend(top_lexical.iter().take(window));
         candidates.sort_unstable();
         candidates.dedup();
         let spread = |values: Vec<f32>| {
