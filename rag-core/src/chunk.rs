@@ -7,9 +7,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// A source document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `sections` and `pages` carry the structure a parser found (headings, page breaks); they are
+/// empty for plain text and JSONL, where the chunker falls back to recognising headings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
-    /// Stable id (`getent.1`, or the object key).
+    /// Stable id (`getent.1`, or the file's path under the corpus prefix).
     pub id: String,
     /// Title (may be empty).
     pub title: String,
@@ -17,7 +20,60 @@ pub struct Document {
     pub text: String,
     /// Where it came from (`oss://bucket/raw-docs/corpus.jsonl#getent.1`).
     pub source: String,
+    /// Where each section begins, in text order: a section runs to the next one's start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<Section>,
+    /// Byte offset where each page begins, in order (page 1 first); empty when the format has
+    /// no pages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<usize>,
+    /// What the file says about itself (Markdown front matter, PDF info, DOCX core properties).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
+
+impl Document {
+    /// A document without structure.
+    pub fn new(
+        id: impl Into<String>,
+        title: impl Into<String>,
+        text: impl Into<String>,
+        source: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            title: title.into(),
+            text: text.into(),
+            source: source.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The heading path of the section holding byte `offset` (empty before the first heading).
+    pub fn section_at(&self, offset: usize) -> &[String] {
+        let i = self.sections.partition_point(|s| s.start <= offset);
+        i.checked_sub(1)
+            .map_or(&[][..], |i| self.sections[i].path.as_slice())
+    }
+
+    /// The page (from 1) holding byte `offset`, when the document has pages.
+    pub fn page_at(&self, offset: usize) -> Option<u32> {
+        let n = self.pages.partition_point(|&p| p <= offset);
+        (!self.pages.is_empty()).then(|| n.max(1) as u32)
+    }
+}
+
+/// A section of a document: its heading path (outermost first) and where its text begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// Byte offset in the document's text where the section (its heading line) begins.
+    pub start: usize,
+    /// The headings from the outermost down to this section's own (`["Install", "Linux"]`).
+    pub path: Vec<String>,
+}
+
+/// How a heading path is printed in citations and stored with chunks.
+pub const SECTION_SEPARATOR: &str = " > ";
 
 /// A piece of a document, the unit that is embedded, indexed and cited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +95,16 @@ pub struct Chunk {
     pub end: usize,
     /// Position of the chunk in its document, from 0.
     pub ordinal: usize,
+    /// The heading path of the section the chunk begins in, joined by [`SECTION_SEPARATOR`];
+    /// empty when the document has no structure or the chunk comes before the first heading.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub section: String,
+    /// The page the chunk begins on (from 1), for paged formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The page it ends on, when that is a later one (`page..=page_end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
 }
 
 impl Chunk {
@@ -102,6 +168,7 @@ impl SizeMeasure for Words {
 ///     title: "t".into(),
 ///     text: "NAME\nfoo\n\nDESCRIPTION\nfoo does things.".into(),
 ///     source: "mem://bucket/d".into(),
+///     ..Default::default()
 /// };
 /// let chunks = Chunker::chars(1000, 0).chunk(&doc);
 /// assert_eq!(chunks.len(), 2);
@@ -160,11 +227,19 @@ impl Chunker {
     }
 
     /// Chunks one document. An empty or whitespace-only document yields no chunks.
+    ///
+    /// A document with [`Document::sections`] is cut at every section start first (a paragraph
+    /// that straddles one is split there); without them, heading-looking lines start chunks.
     pub fn chunk(&self, doc: &Document) -> Vec<Chunk> {
         let text = doc.text.as_str();
         let mut blocks = Vec::new();
-        for (s, e) in paragraph_spans(text) {
-            let heading = is_heading(first_line(&text[s..e]));
+        let starts: Vec<usize> = doc
+            .sections
+            .iter()
+            .map(|s| s.start)
+            .filter(|&s| s < text.len() && text.is_char_boundary(s))
+            .collect();
+        for (s, e, heading) in paragraphs_in_sections(text, &starts) {
             if self.measure.size(&text[s..e]) <= self.max_size {
                 blocks.push((s, e, heading));
             } else {
@@ -210,6 +285,11 @@ impl Chunker {
                     start,
                     end,
                     ordinal,
+                    section: doc.section_at(start).join(SECTION_SEPARATOR),
+                    page: doc.page_at(start),
+                    page_end: doc
+                        .page_at(end.saturating_sub(1))
+                        .filter(|&p| Some(p) > doc.page_at(start)),
                 }
             })
             .collect()
@@ -329,6 +409,52 @@ fn paragraph_spans(text: &str) -> Vec<(usize, usize)> {
     spans
 }
 
+/// Paragraph spans of `text` with whether each starts a section: with section `starts`
+/// (sorted byte offsets), a paragraph is cut at every start inside it and a piece starts a
+/// section when a start lies between the previous piece's end and its own start; without
+/// them, a paragraph starts one when its first line looks like a heading.
+fn paragraphs_in_sections(text: &str, starts: &[usize]) -> Vec<(usize, usize, bool)> {
+    let paragraphs = paragraph_spans(text);
+    if starts.is_empty() {
+        return paragraphs
+            .into_iter()
+            .map(|(s, e)| (s, e, is_heading(first_line(&text[s..e]))))
+            .collect();
+    }
+    let mut out = Vec::new();
+    let mut next = 0; // index into `starts` of the first start not yet passed
+    let mut prev_end = 0;
+    for (s, e) in paragraphs {
+        let mut piece_start = s;
+        loop {
+            // A section start at or before this piece (and after the previous one) makes it a
+            // heading; a start strictly inside cuts the piece there.
+            let mut heading = false;
+            while next < starts.len() && starts[next] <= piece_start {
+                heading |= starts[next] >= prev_end;
+                next += 1;
+            }
+            let cut = (next < starts.len() && starts[next] < e).then(|| starts[next]);
+            let piece_end = cut.map_or(e, |c| text[piece_start..c].trim_end().len() + piece_start);
+            if piece_end > piece_start {
+                out.push((piece_start, piece_end, heading || out.is_empty()));
+                prev_end = piece_end;
+            }
+            match cut {
+                Some(c) => {
+                    let rest = &text[c..e];
+                    piece_start = c + (rest.len() - rest.trim_start().len());
+                    if piece_start >= e {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    out
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
@@ -384,12 +510,67 @@ mod tests {
     use proptest::prelude::*;
 
     fn doc(text: &str) -> Document {
-        Document {
-            id: "doc".into(),
-            title: "T".into(),
-            text: text.into(),
-            source: "mem://bkt/doc".into(),
+        Document::new("doc", "T", text, "mem://bkt/doc")
+    }
+
+    fn sectioned(text: &str, heads: &[(&str, &[&str])]) -> Document {
+        let mut d = doc(text);
+        d.sections = heads
+            .iter()
+            .map(|(at, path)| Section {
+                start: text.find(at).unwrap(),
+                path: path.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn sections_cut_chunks_and_name_them() {
+        // No line here looks like a heading; the structure alone decides. The second section
+        // begins inside a paragraph, which is cut there.
+        let text = "Intro words.\n\nInstall it like so.\nOn Linux run make.\nmore\n\nUsage notes.";
+        let d = sectioned(
+            text,
+            &[
+                ("Install", &["Guide", "Install"]),
+                ("On Linux", &["Guide", "Install", "Linux"]),
+                ("Usage", &["Guide", "Usage"]),
+            ],
+        );
+        let c = Chunker::chars(1000, 100).chunk(&d);
+        let got: Vec<_> = c
+            .iter()
+            .map(|c| (c.text.as_str(), c.section.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Intro words.", ""),
+                ("Install it like so.", "Guide > Install"),
+                ("On Linux run make.\nmore", "Guide > Install > Linux"),
+                ("Usage notes.", "Guide > Usage"),
+            ]
+        );
+        for ch in &c {
+            assert_eq!(&text[ch.start..ch.end], ch.text);
         }
+        // An all-capitals line is not a heading once the parser has said where headings are.
+        let caps = sectioned("Top\n\nNOTE\nsmall print", &[("Top", &["Top"])]);
+        assert_eq!(Chunker::chars(1000, 0).chunk(&caps).len(), 1);
+    }
+
+    #[test]
+    fn chunks_know_their_page() {
+        let text = "page one text\n\npage two text\n\nstill two";
+        let mut d = doc(text);
+        d.pages = vec![0, text.find("page two").unwrap()];
+        let c = Chunker::chars(14, 0).chunk(&d);
+        let pages: Vec<_> = c.iter().map(|c| (c.page, c.page_end)).collect();
+        assert_eq!(pages, [(Some(1), None), (Some(2), None), (Some(2), None)]);
+        let whole = Chunker::chars(1000, 0).chunk(&d);
+        assert_eq!((whole[0].page, whole[0].page_end), (Some(1), Some(2)));
+        assert_eq!(Chunker::chars(14, 0).chunk(&doc(text))[0].page, None);
     }
 
     #[test]
@@ -468,6 +649,40 @@ mod tests {
             }
             for w in chunks.windows(2) {
                 prop_assert!(w[0].start <= w[1].start, "chunks out of order");
+            }
+        }
+
+        /// With sections anywhere (even inside words or characters), chunks stay exact
+        /// slices, cover every word, and no chunk runs across a section start.
+        #[test]
+        fn sections_anywhere_keep_offsets_exact(
+            text in "[a-zé中 \\n.]{0,300}",
+            cuts in proptest::collection::vec(0usize..300, 0..6),
+            max in 1usize..80,
+        ) {
+            let mut d = doc(&text);
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= text.len()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            d.sections = cuts
+                .iter()
+                .map(|&c| Section { start: c, path: vec![format!("s{c}")] })
+                .collect();
+            let chunks = Chunker::chars(max, 0).chunk(&d);
+            let mut covered = vec![false; text.len()];
+            for c in &chunks {
+                prop_assert_eq!(&text[c.start..c.end], c.text.as_str());
+                covered[c.start..c.end].iter_mut().for_each(|x| *x = true);
+                for &s in cuts.iter().filter(|&&s| text.is_char_boundary(s)) {
+                    prop_assert!(!(c.start < s && s < c.end) || text[s..c.end].trim().is_empty()
+                        || text[c.start..s].trim().is_empty(),
+                        "chunk {}..{} runs across section start {}", c.start, c.end, s);
+                }
+            }
+            for (i, ch) in text.char_indices() {
+                if !ch.is_whitespace() {
+                    prop_assert!(covered[i], "byte {} not in any chunk", i);
+                }
             }
         }
     }

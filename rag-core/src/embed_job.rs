@@ -203,6 +203,7 @@ mod tests {
                     title: format!("Doc {i}"),
                     text: format!("Paragraph one of document {i} about pipes.\n\nParagraph two mentions sockets {i}."),
                     source: format!("mem://bkt/raw/doc{i}"),
+                    ..Default::default()
                 })
             })
             .collect()

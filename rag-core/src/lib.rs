@@ -50,6 +50,7 @@ pub mod eval;
 pub mod index;
 pub mod loader;
 pub mod local;
+pub mod parse;
 pub mod pipeline;
 pub mod prompt;
 pub mod qa;

@@ -1,15 +1,16 @@
-//! Reading documents out of raw files: JSONL corpora (optionally gzipped) and plain text.
+//! Reading documents out of raw files, through the [`Parsers`](crate::parse::Parsers)
+//! registry: JSONL corpora and plain text built in, other formats from parsers added to it.
 //!
 //! Nothing is dropped silently: every file or line that cannot become a document is returned as
 //! a [`Skipped`] entry with its reason, and the rest still loads.
 
-use std::io::Read;
+use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use serde::Deserialize;
 
 use crate::chunk::Document;
 use crate::error::Result;
+use crate::parse::{FormatCount, Parsers};
 use crate::store::ObjectStore;
 use crate::uri::StoreUri;
 
@@ -17,8 +18,10 @@ use crate::uri::StoreUri;
 /// and the rest of the corpus loads. A document up to the limit is chunked whole.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 
+pub use crate::parse::MAX_DECOMPRESSED_BYTES;
+
 /// An input that did not become a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     /// The file (and line, for JSONL) it came from.
     pub source: String,
@@ -33,6 +36,8 @@ pub struct LoadReport {
     pub documents: Vec<Document>,
     /// What was skipped, and why.
     pub skipped: Vec<Skipped>,
+    /// Files and documents per format (`html`, `pdf`, `text`, …).
+    pub formats: BTreeMap<String, FormatCount>,
 }
 
 impl LoadReport {
@@ -40,159 +45,80 @@ impl LoadReport {
     pub fn extend(&mut self, other: LoadReport) {
         self.documents.extend(other.documents);
         self.skipped.extend(other.skipped);
+        for (format, c) in other.formats {
+            let mine = self.formats.entry(format).or_default();
+            mine.files += c.files;
+            mine.documents += c.documents;
+            mine.skipped += c.skipped;
+        }
+    }
+
+    /// Records a skipped input.
+    pub fn skip(&mut self, source: impl Into<String>, reason: impl Into<String>) {
+        self.skipped.push(Skipped {
+            source: source.into(),
+            reason: reason.into(),
+        });
     }
 }
 
-/// Reads and parses every object under `prefix`, in key order.
+/// Reads and parses every object under `prefix`, in key order, with the built-in parsers
+/// (JSONL and text).
 pub async fn load_documents(store: &dyn ObjectStore, prefix: &StoreUri) -> Result<LoadReport> {
-    let objects: Vec<_> = store.list(&prefix.as_prefix()).try_collect().await?;
+    load_documents_with(store, prefix, &Parsers::builtin()).await
+}
+
+/// Reads and parses every object under `prefix`, in key order, with `parsers`. A file's path
+/// under the prefix names it (the id of a document that is the whole file); a file over the
+/// registry's size limit is skipped without being read.
+pub async fn load_documents_with(
+    store: &dyn ObjectStore,
+    prefix: &StoreUri,
+    parsers: &Parsers,
+) -> Result<LoadReport> {
+    let prefix = prefix.as_prefix();
+    let objects: Vec<_> = store.list(&prefix).try_collect().await?;
     let mut report = LoadReport::default();
     for meta in objects {
+        let source = meta.uri.to_string();
+        if meta.size > parsers.max_file_bytes() {
+            report.skip(
+                source,
+                format!(
+                    "file of {} bytes exceeds the {} byte limit",
+                    meta.size,
+                    parsers.max_file_bytes()
+                ),
+            );
+            continue;
+        }
+        let name = meta
+            .uri
+            .strip_prefix(&prefix)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| meta.uri.file_name())
+            .to_string();
         let data = store.get_bytes(&meta.uri).await?;
-        report.extend(parse_file(meta.uri.key(), &meta.uri.to_string(), &data));
+        report.extend(parsers.parse(&name, &source, &data));
     }
     Ok(report)
 }
 
-#[derive(Deserialize)]
-struct JsonDoc {
-    id: String,
-    #[serde(default)]
-    title: String,
-    text: String,
-}
-
-/// Parses the file `name` (an object key or path, which picks the format) whose bytes are
-/// `data`; `source` is recorded on each document.
+/// Parses the file `name` (its path under the corpus prefix, which picks the format and names
+/// a whole-file document) whose bytes are `data` with the built-in parsers; `source` is
+/// recorded on each document.
 ///
 /// - `*.jsonl`, `*.jsonl.gz`: one `{"id", "title"?, "text"}` object per line; documents are
 ///   sourced as `source#id`.
-/// - `*.gz` otherwise: the decompressed text as one document.
+/// - `*.gz` otherwise: the decompressed file, read by its name without `.gz`.
 /// - anything else: UTF-8 text as one document whose id is the name.
 pub fn parse_file(name: &str, source: &str, data: &[u8]) -> LoadReport {
-    let mut report = LoadReport::default();
-    let skip = |reason: String| Skipped {
-        source: source.to_string(),
-        reason,
-    };
-    let (base, data) = match name.strip_suffix(".gz") {
-        Some(base) => match gunzip(data) {
-            Ok(d) => (base, std::borrow::Cow::Owned(d)),
-            Err(e) => {
-                report.skipped.push(skip(format!("not read as gzip: {e}")));
-                return report;
-            }
-        },
-        None => (name, std::borrow::Cow::Borrowed(data)),
-    };
-    if base.ends_with(".jsonl") {
-        parse_jsonl(source, &data, &mut report);
-        return report;
-    }
-    if data.contains(&0) {
-        report
-            .skipped
-            .push(skip("binary file (holds NUL bytes)".into()));
-        return report;
-    }
-    let text = match std::str::from_utf8(&data) {
-        Ok(t) => t,
-        Err(e) => {
-            report.skipped.push(skip(format!("not UTF-8: {e}")));
-            return report;
-        }
-    };
-    match check_text(text) {
-        Ok(()) => report.documents.push(Document {
-            id: base.rsplit('/').next().unwrap_or(base).to_string(),
-            title: String::new(),
-            text: text.to_string(),
-            source: source.to_string(),
-        }),
-        Err(reason) => report.skipped.push(skip(reason)),
-    }
-    report
-}
-
-fn parse_jsonl(source: &str, data: &[u8], report: &mut LoadReport) {
-    for (n, line) in data.split(|&b| b == b'\n').enumerate() {
-        let at = format!("{source}:{}", n + 1);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let parsed = std::str::from_utf8(line)
-            .map_err(|e| format!("not UTF-8: {e}"))
-            .and_then(|l| serde_json::from_str::<JsonDoc>(l).map_err(|e| format!("bad JSON: {e}")))
-            .and_then(|d| {
-                if d.id.trim().is_empty() {
-                    Err("empty id".to_string())
-                } else {
-                    check_text(&d.text).map(|()| d)
-                }
-            });
-        match parsed {
-            Ok(d) => report.documents.push(Document {
-                source: format!("{source}#{}", d.id),
-                id: d.id,
-                title: d.title,
-                text: d.text,
-            }),
-            Err(reason) => report.skipped.push(Skipped { source: at, reason }),
-        }
-    }
-}
-
-fn check_text(text: &str) -> Result<(), String> {
-    if text.trim().is_empty() {
-        Err("empty document".into())
-    } else if text.len() > MAX_DOCUMENT_BYTES {
-        Err(format!(
-            "document of {} bytes exceeds the {} byte limit",
-            text.len(),
-            MAX_DOCUMENT_BYTES
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Largest decompressed `.gz` file: sixteen times [`MAX_DOCUMENT_BYTES`] (a JSONL corpus holds
-/// many documents). A bigger one is skipped whole, never cut short.
-pub const MAX_DECOMPRESSED_BYTES: u64 = MAX_DOCUMENT_BYTES as u64 * 16;
-
-fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    gunzip_at_most(data, MAX_DECOMPRESSED_BYTES)
-}
-
-fn gunzip_at_most(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data)
-        .take(limit + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        return Err(std::io::Error::other(format!(
-            "it decompresses to more than {limit} bytes (split the corpus into smaller files)"
-        )));
-    }
-    Ok(out)
+    Parsers::builtin().parse(name, source, data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A gzip file that decompresses past the limit is skipped whole, never cut short (cut, its
-    /// last documents would vanish without a word).
-    #[test]
-    fn oversized_gzip_is_refused_not_truncated() {
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&vec![b'a'; 5000]).unwrap();
-        let data = gz.finish().unwrap();
-        assert_eq!(gunzip_at_most(&data, 5000).unwrap().len(), 5000);
-        let err = gunzip_at_most(&data, 4999).unwrap_err();
-        assert!(err.to_string().contains("more than 4999 bytes"), "{err}");
-    }
 
     #[test]
     fn jsonl_lines_become_documents_and_bad_lines_are_reported() {

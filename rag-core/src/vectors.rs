@@ -1,14 +1,18 @@
 //! Vector shards: embedded chunks as Parquet (seed step 5, `vector-indexes/`).
 //!
 //! Columns: `id`, `doc_id`, `title`, `source`, `text` (UTF-8), `start`, `end`, `ordinal`
-//! (UInt64) and `vector` (`FixedSizeList<Float32>`). File metadata holds the model id, the
+//! (UInt64), `section` (UTF-8, empty for none), `page` and `page_end` (UInt32, null for none)
+//! and `vector` (`FixedSizeList<Float32>`). Shards written before `section` and the pages
+//! existed read with them empty. File metadata holds the model id, the
 //! dimension, whether vectors are normalised and a hash of the chunks' source text, so that a
 //! reader knows which model made the vectors and a re-run knows whether a shard is current.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -70,6 +74,9 @@ fn schema(dims: usize) -> Result<Arc<Schema>> {
         int("start"),
         int("end"),
         int("ordinal"),
+        text("section"),
+        Field::new("page", DataType::UInt32, true),
+        Field::new("page_end", DataType::UInt32, true),
         Field::new(
             "vector",
             DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dims),
@@ -118,6 +125,11 @@ pub fn write_shard(rows: &[EmbeddedChunk], meta: &ShardMeta) -> Result<Bytes> {
             ints(|c| c.start),
             ints(|c| c.end),
             ints(|c| c.ordinal),
+            strings(|c| &c.section),
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.chunk.page))),
+            Arc::new(UInt32Array::from_iter(
+                rows.iter().map(|r| r.chunk.page_end),
+            )),
             Arc::new(vectors.finish()),
         ],
     )
@@ -250,6 +262,18 @@ fn decode_batch(batch: &RecordBatch, dims: usize, out: &mut Vec<EmbeddedChunk>) 
         s("text")?,
     );
     let (start, end, ordinal) = (u("start")?, u("end")?, u("ordinal")?);
+    // Optional columns (absent from shards of earlier versions).
+    let section = batch
+        .column_by_name("section")
+        .map(|_| s("section"))
+        .transpose()?;
+    let optional_u32 = |n| {
+        batch
+            .column_by_name(n)
+            .map(|_| col::<UInt32Array>(batch, n))
+            .transpose()
+    };
+    let (page, page_end) = (optional_u32("page")?, optional_u32("page_end")?);
     let vectors = col::<FixedSizeListArray>(batch, "vector")?;
     if vectors.value_length() as usize != dims {
         return Err(Error::DimensionMismatch {
@@ -274,6 +298,9 @@ fn decode_batch(batch: &RecordBatch, dims: usize, out: &mut Vec<EmbeddedChunk>) 
                 start: start.value(i) as usize,
                 end: end.value(i) as usize,
                 ordinal: ordinal.value(i) as usize,
+                section: section.map(|c| c.value(i).to_string()).unwrap_or_default(),
+                page: page.and_then(|c| c.is_valid(i).then(|| c.value(i))),
+                page_end: page_end.and_then(|c| c.is_valid(i).then(|| c.value(i))),
             },
             vector: values.values()[off..off + dims].to_vec(),
         });
@@ -296,6 +323,13 @@ mod tests {
                 start: 3,
                 end: 9,
                 ordinal: 1,
+                section: if id == "a" {
+                    "Guide > Install".into()
+                } else {
+                    String::new()
+                },
+                page: (id == "a").then_some(12),
+                page_end: (id == "a").then_some(13),
             },
             vector: v,
         }

@@ -93,6 +93,24 @@ async fn the_local_loop_ingests_embeds_indexes_and_answers_with_citations() {
         (ingest.uploaded, ingest.unchanged, ingest.failed.len()),
         (3, 0, 0)
     );
+    // Ingest reads every file as the embed stage will, and says what it found.
+    assert_eq!(ingest.documents, 4);
+    assert_eq!(
+        (
+            ingest.formats["jsonl"].files,
+            ingest.formats["jsonl"].documents
+        ),
+        (1, 3)
+    );
+    assert_eq!(ingest.formats["text"].documents, 1);
+    assert!(
+        ingest
+            .unparsed
+            .iter()
+            .any(|s| s.reason.contains("bad JSON")),
+        "{:?}",
+        ingest.unparsed
+    );
     let again = p.ingest(&f.data).await.unwrap();
     assert_eq!(
         (again.uploaded, again.unchanged),
@@ -102,7 +120,8 @@ async fn the_local_loop_ingests_embeds_indexes_and_answers_with_citations() {
 
     let loaded = p.load_documents().await.unwrap();
     let ids: Vec<_> = loaded.documents.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["dup.2", "socket.2", "sleep.3", "notes.txt"]);
+    // A whole-file document is named by its path under raw-docs/ (unique across folders).
+    assert_eq!(ids, ["dup.2", "socket.2", "sleep.3", "sub/notes.txt"]);
     let reasons: Vec<_> = loaded.skipped.iter().map(|s| s.reason.as_str()).collect();
     assert!(
         reasons.iter().any(|r| r.contains("bad JSON")),

@@ -114,7 +114,7 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
         },
     )
     .with_context(|| format!("loading the model in {}", model_dir.display()))?;
-    let loaded = rag_core::loader::load_documents(src.as_ref(), &input)
+    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &input, &crate::parsers())
         .await
         .with_context(|| format!("reading documents from {input}"))?;
     if loaded.documents.is_empty() {

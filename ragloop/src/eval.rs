@@ -78,6 +78,7 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         Pipeline::new(store.clone(), layout.clone())
             .with_index(index.clone())
             .with_options(PipelineOptions {
+                parsers: crate::parsers(),
                 index_name: name.into(),
                 ..Default::default()
             })
@@ -96,9 +97,10 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
     // The models: the hashed one fitted on the documents (its IDF), then each directory.
     let mut models: Vec<(String, Box<dyn EmbeddingModel>)> = Vec::new();
     if args.dims > 0 {
-        let loaded = rag_core::loader::load_documents(
+        let loaded = rag_core::loader::load_documents_with(
             store.as_ref() as &dyn ObjectStore,
             &layout.raw_docs(),
+            &crate::parsers(),
         )
         .await?;
         let hashed = HashedEmbedding::fit(
@@ -158,7 +160,7 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         args.split,
         args.queries.display()
     );
-    let (report, chart) = crate::report::write(&args.out, "eval-report", &title, &rows)?;
+    let (report, chart) = crate::report::write(&args.out, "eval-report", &title, &rows, None)?;
     Ok(EvalSummary {
         rows,
         report,

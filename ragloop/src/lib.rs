@@ -58,8 +58,15 @@ pub mod runner;
 pub mod stores;
 pub mod train;
 
+/// The parsers every command reads corpora with: JSONL and text, plus HTML, Markdown, PDF
+/// and DOCX ([`doc_parsers::all`]).
+pub fn parsers() -> rag_core::parse::Parsers {
+    doc_parsers::all()
+}
+
 pub use bailian_client;
 pub use config::LoopConfig;
+pub use doc_parsers;
 pub use embed_runtime;
 pub use oss_client;
 pub use pai_client;

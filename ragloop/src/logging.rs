@@ -1,4 +1,5 @@
-//! Log set-up for the binaries: `RUST_LOG` picks the levels (default `warn`), to stderr —
+//! Log set-up for the binaries: `RUST_LOG` picks the levels (default `warn`, the PDF parser's
+//! libraries `error`), to stderr —
 //! except that the AWS SDK's request dumps are capped at `debug`, whatever `RUST_LOG` says:
 //! at `trace` `aws_sigv4` logs the canonical request and the orchestrator the request it
 //! transmits, both with the `x-amz-security-token` header (the STS token) in clear.
@@ -22,9 +23,11 @@ const CAPPED: &[(&str, LevelFilter)] = &[
     ),
 ];
 
-/// What the user asked for: `RUST_LOG`, or `warn`.
+/// What the user asked for: `RUST_LOG`, or `warn` — with the PDF libraries at `error`, since
+/// a file they cannot read is already reported with its reason (`encrypted PDF …`).
 pub fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,lopdf=error,pdf_extract=error"))
 }
 
 /// The cap: everything passes except the `CAPPED` targets above their level.

@@ -41,6 +41,9 @@ pub fn render_stages(stages: &[StageLine]) -> String {
             tokens,
             s.summary
         ));
+        for d in &s.details {
+            out.push_str(&format!("  {:<20} {:>8} {:>10}    {d}\n", "", "", ""));
+        }
     }
     out
 }
@@ -66,12 +69,19 @@ pub fn render_evaluation(rows: &[MetricsRow]) -> String {
     out
 }
 
-/// The question, the answer and its citations (chunk id, source, byte offsets).
+/// The question, the answer and its citations (chunk id, source, page and section when known,
+/// byte offsets).
 pub fn render_answer(a: &Answer) -> String {
     let mut out = format!("\nQ: {}\nA: {}\n", a.question, a.text);
     for c in &a.citations {
+        let place = c.place();
+        let place = if place.is_empty() {
+            place
+        } else {
+            format!(" {place}")
+        };
         out.push_str(&format!(
-            "  [{}] {} (bytes {}..{})\n",
+            "  [{}] {}{place} (bytes {}..{})\n",
             c.chunk_id, c.source, c.start, c.end
         ));
     }

@@ -139,12 +139,39 @@ pub fn chart(title: &str, rows: &[MetricsRow], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `<stem>.md` and `<stem>.png` into `dir`; returns their paths.
+/// The showcase answer as Markdown: question, answer, and each citation with its page and
+/// section when the document has them.
+pub fn answer_markdown(a: &rag_core::pipeline::Answer) -> String {
+    let mut out = format!(
+        "\n## Answer\n\n**Q:** {}\n\n**A:** {}\n",
+        a.question, a.text
+    );
+    if !a.citations.is_empty() {
+        out.push_str("\nSources:\n\n");
+        for c in &a.citations {
+            let place = c.place();
+            let place = if place.is_empty() {
+                String::new()
+            } else {
+                format!(", {place}")
+            };
+            out.push_str(&format!(
+                "- `[{}]` {}{place} (bytes {}..{})\n",
+                c.chunk_id, c.source, c.start, c.end
+            ));
+        }
+    }
+    out
+}
+
+/// Writes `<stem>.md` (the table, the chart, and the answer when given) and `<stem>.png` into
+/// `dir`; returns their paths.
 pub fn write(
     dir: &Path,
     stem: &str,
     title: &str,
     rows: &[MetricsRow],
+    answer: Option<&rag_core::pipeline::Answer>,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let md = dir.join(format!("{stem}.md"));
@@ -155,6 +182,9 @@ pub fn write(
         png.file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     ));
+    if let Some(a) = answer {
+        text.push_str(&answer_markdown(a));
+    }
     std::fs::write(&md, text)?;
     chart(title, rows, &png)?;
     Ok((md, png))
@@ -191,7 +221,14 @@ mod tests {
             ),
         ];
         let dir = tempfile::tempdir().unwrap();
-        let (md, png) = write(dir.path(), "eval-report", "Retrieval on 4 queries", &rows).unwrap();
+        let (md, png) = write(
+            dir.path(),
+            "eval-report",
+            "Retrieval on 4 queries",
+            &rows,
+            None,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(md).unwrap();
         assert!(text.contains("| BM25 | 0.250 | 0.500 | 0.750 |"), "{text}");
         assert!(

@@ -292,7 +292,9 @@ async fn train_hashed(args: &TrainArgs) -> Result<()> {
         dims: args.dims,
         ..Default::default()
     };
-    let report = HashedEmbedding::train_job(store.as_ref(), &data, &output, config).await?;
+    let report =
+        HashedEmbedding::train_job(store.as_ref(), &data, &output, config, &crate::parsers())
+            .await?;
     println!(
         "fitted {} on {} documents ({} inputs skipped) in {:.2}s → {output}",
         report.model_id, report.documents, report.skipped_inputs, report.seconds
@@ -313,7 +315,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let base_arg = args.base_model.clone().unwrap_or_default();
     let base_dir = crate::embed::fetch_model_dir(&base_arg, &args.model_cache, &args.store).await?;
 
-    let loaded = rag_core::loader::load_documents(src.as_ref(), &data)
+    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &data, &crate::parsers())
         .await
         .with_context(|| format!("reading documents from {data}"))?;
     let docs = loaded.documents;
@@ -709,6 +711,7 @@ async fn evaluations(
                 title: String::new(),
                 text: p.passage.clone(),
                 source: String::new(),
+                ..Default::default()
             })
             .collect();
         let queries: Vec<EvalQuery> = held

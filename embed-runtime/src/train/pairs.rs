@@ -449,6 +449,7 @@ mod tests {
             title: title.into(),
             text: text.into(),
             source: format!("mem://{id}"),
+            ..Default::default()
         }
     }
 

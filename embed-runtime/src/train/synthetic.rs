@@ -219,6 +219,7 @@ mod tests {
             title: String::new(),
             text: text.into(),
             source: String::new(),
+            ..Default::default()
         }
     }
 

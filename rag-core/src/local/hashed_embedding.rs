@@ -247,16 +247,18 @@ pub struct HashedTrainingReport {
 }
 
 impl HashedEmbedding {
-    /// The training job: fits IDF weights on every document under `data` and writes the model,
-    /// a `report.json` and finally the `_SUCCESS` marker under `output`.
+    /// The training job: fits IDF weights on every document under `data` (read with
+    /// `parsers`) and writes the model, a `report.json` and finally the `_SUCCESS` marker under
+    /// `output`.
     pub async fn train_job(
         store: &dyn ObjectStore,
         data: &StoreUri,
         output: &StoreUri,
         config: HashedEmbeddingConfig,
+        parsers: &crate::parse::Parsers,
     ) -> Result<HashedTrainingReport> {
         let start = std::time::Instant::now();
-        let loaded = crate::loader::load_documents(store, data).await?;
+        let loaded = crate::loader::load_documents_with(store, data, parsers).await?;
         for s in &loaded.skipped {
             tracing::warn!(source = %s.source, reason = %s.reason, "input skipped");
         }

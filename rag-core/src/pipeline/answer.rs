@@ -37,6 +37,31 @@ pub struct Citation {
     pub start: u64,
     /// End offset.
     pub end: u64,
+    /// The heading path of the chunk's section (`3 Installation > 3.2 Linux`), if known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub section: String,
+    /// The page the chunk begins on, for paged formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The page it ends on, when later than `page`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
+}
+
+impl Citation {
+    /// Where in the document, for people: the pages and the section when known
+    /// (`p. 12 · 3.2 Installation`, `pp. 12–13`); empty for unstructured text.
+    pub fn place(&self) -> String {
+        let page = self.page.map(|p| match self.page_end {
+            Some(e) if e > p => format!("pp. {p}–{e}"),
+            _ => format!("p. {p}"),
+        });
+        let section = (!self.section.is_empty()).then_some(self.section.clone());
+        page.into_iter()
+            .chain(section)
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
 }
 
 /// A grounded answer.
@@ -158,11 +183,20 @@ fn citation_of(hit: &SearchHit) -> Citation {
             .and_then(|v| v.as_u64())
             .unwrap_or_default()
     };
+    let page = |k: &str| {
+        hit.metadata
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+    };
     Citation {
         chunk_id: hit.id.clone(),
         doc_id: s("doc_id"),
         source: s("source"),
         start: n("start"),
         end: n("end"),
+        section: s("section"),
+        page: page("page"),
+        page_end: page("page_end"),
     }
 }

@@ -30,9 +30,14 @@ pub struct EmbedReport {
 }
 
 impl Pipeline {
-    /// Reads and parses every object under `raw-docs/`.
+    /// Reads and parses every object under `raw-docs/` with the options' parsers.
     pub async fn load_documents(&self) -> Result<LoadReport> {
-        crate::loader::load_documents(self.store.as_ref(), &self.layout.raw_docs()).await
+        crate::loader::load_documents_with(
+            self.store.as_ref(),
+            &self.layout.raw_docs(),
+            &self.options.parsers,
+        )
+        .await
     }
 
     /// Chunks every document, in order, dropping repeated chunk ids.

@@ -42,6 +42,9 @@ impl Pipeline {
             .with_field("start", FieldKind::Integer)
             .with_field("end", FieldKind::Integer)
             .with_field("ordinal", FieldKind::Integer)
+            .with_field("section", FieldKind::Keyword)
+            .with_field("page", FieldKind::Integer)
+            .with_field("page_end", FieldKind::Integer)
     }
 
     /// Stage 6: creates the index (a dimension mismatch with an existing one fails before any
@@ -179,6 +182,10 @@ fn record_of(row: &EmbeddedChunk) -> IndexRecord {
         ("ordinal", json!(c.ordinal)),
     ]
     .into_iter()
+    // Structure only where the document has it: plain-text corpora index as before.
+    .chain((!c.section.is_empty()).then(|| ("section", json!(c.section))))
+    .chain(c.page.map(|p| ("page", json!(p))))
+    .chain(c.page_end.map(|p| ("page_end", json!(p))))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     IndexRecord {

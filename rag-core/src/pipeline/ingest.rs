@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::Pipeline;
 use crate::error::{Error, Result};
+use crate::loader::{LoadReport, Skipped};
+use crate::parse::FormatCount;
 use crate::stage::Stage;
 use crate::store::file_stream;
 
@@ -22,12 +24,21 @@ pub struct IngestReport {
     pub bytes: u64,
     /// Files that failed, with the error.
     pub failed: Vec<(String, String)>,
+    /// Documents the files hold, as the options' parsers read them.
+    pub documents: usize,
+    /// Files and documents per format.
+    pub formats: std::collections::BTreeMap<String, FormatCount>,
+    /// Files (or parts of files) that will not become documents, and why; they are uploaded
+    /// all the same, so a better parser later can read them.
+    pub unparsed: Vec<Skipped>,
 }
 
 impl Pipeline {
     /// Stage 1: uploads every file under `dir` to `raw-docs/`, keeping relative paths, like
     /// `ossutil cp -r ./data oss://bucket/raw-docs/`. Files whose content is already there are
-    /// skipped; a file that fails is reported and the others still go.
+    /// skipped; a file that fails is reported and the others still go. Each file is also read
+    /// with the options' parsers, so the report counts documents per format and names the
+    /// files that will not become documents (with the reason) before anything is embedded.
     pub async fn ingest(&self, dir: &Path) -> Result<IngestReport> {
         let stage = Stage::Ingest;
         if !dir.is_dir() {
@@ -48,6 +59,7 @@ impl Pipeline {
         }
         self.progress.begin(stage, Some(files.len() as u64));
         let mut report = IngestReport::default();
+        let mut parsed = LoadReport::default();
         for (path, rel) in files {
             match self.ingest_file(&path, &rel).await {
                 Ok(Some(bytes)) => {
@@ -59,8 +71,13 @@ impl Pipeline {
                     .failed
                     .push((path.display().to_string(), e.to_string())),
             }
+            let uri = self.layout.raw_docs().join(&rel)?.to_string();
+            parsed.extend(self.parse_local(path, rel, uri).await);
             self.progress.advance(stage, 1);
         }
+        report.documents = parsed.formats.values().map(|c| c.documents).sum();
+        report.formats = parsed.formats;
+        report.unparsed = parsed.skipped;
         self.progress.end(
             stage,
             &format!(
@@ -72,6 +89,44 @@ impl Pipeline {
             ),
         );
         Ok(report)
+    }
+
+    /// Reads one local file with the options' parsers (off the async threads), keeping only the
+    /// counts and what was skipped.
+    async fn parse_local(&self, path: PathBuf, rel: String, uri: String) -> LoadReport {
+        let parsers = self.options.parsers.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > parsers.max_file_bytes() {
+                let mut r = LoadReport::default();
+                r.skip(
+                    uri,
+                    format!(
+                        "file of {size} bytes exceeds the {} byte limit",
+                        parsers.max_file_bytes()
+                    ),
+                );
+                return r;
+            }
+            match std::fs::read(&path) {
+                Ok(data) => {
+                    let mut r = parsers.parse(&rel, &uri, &data);
+                    // Only the counts are kept; the embed stage parses the stored copy again.
+                    r.documents.clear();
+                    r
+                }
+                Err(e) => {
+                    let mut r = LoadReport::default();
+                    r.skip(uri, format!("not read: {e}"));
+                    r
+                }
+            }
+        });
+        task.await.unwrap_or_else(|e| {
+            let mut r = LoadReport::default();
+            r.skip("ingest", format!("parsing task failed: {e}"));
+            r
+        })
     }
 
     /// Uploads one file unless the store holds the same content; `Some(bytes)` if uploaded.

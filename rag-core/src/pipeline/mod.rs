@@ -37,6 +37,7 @@ use crate::chunk::Chunker;
 use crate::deploy::ModelDeployer;
 use crate::error::{Error, Result};
 use crate::index::VectorIndex;
+use crate::parse::Parsers;
 use crate::store::ObjectStore;
 use crate::training::TrainingBackend;
 
@@ -51,6 +52,8 @@ pub use layout::Layout;
 /// Tunables of the pipeline; batching and concurrency are parameters, not hidden constants.
 #[derive(Debug)]
 pub struct PipelineOptions {
+    /// Which parser reads which raw file (default: JSONL and text, [`Parsers::builtin`]).
+    pub parsers: Parsers,
     /// How documents are chunked.
     pub chunker: Chunker,
     /// Texts per embedding call.
@@ -70,6 +73,7 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
+            parsers: Parsers::builtin(),
             chunker: Chunker::default(),
             embed_batch: 64,
             shard_rows: 4096,

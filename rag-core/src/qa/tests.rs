@@ -24,6 +24,7 @@ fn chunks() -> Vec<Chunk> {
         title: title.into(),
         text: text.into(),
         source: format!("oss://b/raw-docs/{id}"),
+        ..Default::default()
     });
     Chunker::default().chunk_all(&docs)
 }

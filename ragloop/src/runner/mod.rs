@@ -40,6 +40,9 @@ pub struct StageLine {
     pub seconds: f64,
     /// LLM tokens the stage used (prompt + completion).
     pub tokens: u64,
+    /// Lines under the summary (files skipped, with the reason).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 impl StageLine {
@@ -51,8 +54,53 @@ impl StageLine {
             summary,
             seconds,
             tokens,
+            details: Vec::new(),
         }
     }
+
+    /// Adds lines under the summary.
+    pub(crate) fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// At most this many skipped inputs are listed under a stage line; the rest are counted.
+const MAX_LISTED: usize = 20;
+
+/// One line per skipped input (`source: reason`), the first [`MAX_LISTED`] of them.
+pub(crate) fn skipped_lines(skipped: &[rag_core::loader::Skipped]) -> Vec<String> {
+    let mut lines: Vec<String> = skipped
+        .iter()
+        .take(MAX_LISTED)
+        .map(|s| format!("skipped {}: {}", s.source, s.reason))
+        .collect();
+    if skipped.len() > MAX_LISTED {
+        lines.push(format!("… and {} more skipped", skipped.len() - MAX_LISTED));
+    }
+    lines
+}
+
+/// `1100 documents (jsonl: 1 file; html: 3 files, 1 skipped)`.
+pub(crate) fn format_counts(
+    documents: usize,
+    formats: &std::collections::BTreeMap<String, rag_core::parse::FormatCount>,
+) -> String {
+    let per: Vec<String> = formats
+        .iter()
+        .map(|(f, c)| {
+            let files = if c.files == 1 { "file" } else { "files" };
+            let mut s = format!("{f}: {} {files}", c.files);
+            if c.documents != c.files {
+                s.push_str(&format!(" → {} documents", c.documents));
+            }
+            if c.skipped > 0 {
+                s.push_str(&format!(", {} skipped", c.skipped));
+            }
+            s
+        })
+        .collect();
+    format!("{documents} documents ({})", per.join("; "))
 }
 
 /// What the loop did.
@@ -116,6 +164,7 @@ impl Runner {
     pub(crate) fn pipeline(&self, index_name: &str, progress: Arc<dyn Progress>) -> Pipeline {
         Pipeline::new(self.backends.store.clone(), self.layout.clone())
             .with_options(PipelineOptions {
+                parsers: crate::parsers(),
                 index_name: index_name.to_string(),
                 top_k: self.config().index.top_k,
                 ..Default::default()
@@ -154,15 +203,17 @@ impl Runner {
         Ok(StageLine::new(
             Stage::Ingest,
             format!(
-                "{} files uploaded ({} bytes), {} unchanged → {}",
+                "{} files uploaded ({} bytes), {} unchanged → {}; {}",
                 report.uploaded,
                 report.bytes,
                 report.unchanged,
-                self.layout.raw_docs()
+                self.layout.raw_docs(),
+                format_counts(report.documents, &report.formats),
             ),
             t,
             0,
-        ))
+        )
+        .with_details(skipped_lines(&report.unparsed)))
     }
 
     /// Stage 2: trains the embedding model as a job (skipped when its output is complete).
@@ -250,18 +301,6 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
     };
     stages.extend([embed, index]);
     let evaluation = r.evaluate(&served, base.as_ref()).await?;
-    let report = match r.config().queries() {
-        Some(q) if !evaluation.is_empty() => {
-            let title = format!(
-                "Retrieval on the {:?} split of {}",
-                r.config().eval.split,
-                q.display()
-            );
-            std::fs::create_dir_all(&r.config().work_dir)?;
-            Some(crate::report::write(&r.config().work_dir, "eval-report", &title, &evaluation)?.0)
-        }
-        _ => None,
-    };
     let (ans, answer) = r
         .answer(
             served.model.as_ref(),
@@ -271,6 +310,27 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
         )
         .await?;
     stages.push(ans);
+    let report = match r.config().queries() {
+        Some(q) if !evaluation.is_empty() => {
+            let title = format!(
+                "Retrieval on the {:?} split of {}",
+                r.config().eval.split,
+                q.display()
+            );
+            std::fs::create_dir_all(&r.config().work_dir)?;
+            Some(
+                crate::report::write(
+                    &r.config().work_dir,
+                    "eval-report",
+                    &title,
+                    &evaluation,
+                    Some(&answer),
+                )?
+                .0,
+            )
+        }
+        _ => None,
+    };
     let total_tokens = stages.iter().map(|s| s.tokens).sum();
     Ok(LoopSummary {
         stages,
