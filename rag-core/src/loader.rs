@@ -1,4 +1,4 @@
-//! Reading documents out of raw files, through the [`Parsers`](crate::parse::Parsers)
+//! Reading documents out of raw files, through the [`Parsers`]
 //! registry: JSONL corpora and plain text built in, other formats from parsers added to it.
 //!
 //! Nothing is dropped silently: every file or line that cannot become a document is returned as
