@@ -297,12 +297,7 @@ fn outline(pdf: &Pdf) -> Vec<OutlineEntry> {
 
 /// The page object an outline item points at (`/Dest` array or name, or a GoTo `/A`).
 fn destination_page(pdf: &Pdf, item: &pdf_extract::Dictionary) -> Option<pdf_extract::ObjectId> {
-    let deref = |o: &Object| -> Option<Object> {
-        match o {
-            Object::Reference(id) => pdf.get_object(*id).ok().cloned(),
-            other => Some(other.clone()),
-        }
-    };
+    let deref = |o: &Object| resolve(pdf, o);
     let dest = match item.get(b"Dest") {
         Ok(d) => deref(d)?,
         Err(_) => {
@@ -318,15 +313,18 @@ fn destination_page(pdf: &Pdf, item: &pdf_extract::Dictionary) -> Option<pdf_ext
     dest.first()?.as_reference().ok()
 }
 
+/// An object with one level of indirection followed (a reference becomes its target).
+fn resolve(pdf: &Pdf, o: &Object) -> Option<Object> {
+    match o {
+        Object::Reference(id) => pdf.get_object(*id).ok().cloned(),
+        other => Some(other.clone()),
+    }
+}
+
 /// A named destination's array, from the catalog's `/Dests` dictionary or `/Names` tree.
 fn named_destination(pdf: &Pdf, name: &[u8]) -> Option<Vec<Object>> {
     let catalog = pdf.catalog().ok()?;
-    let resolve = |o: &Object| -> Option<Object> {
-        match o {
-            Object::Reference(id) => pdf.get_object(*id).ok().cloned(),
-            other => Some(other.clone()),
-        }
-    };
+    let resolve = |o: &Object| resolve(pdf, o);
     let as_array = |o: Object| -> Option<Vec<Object>> {
         match o {
             Object::Array(a) => Some(a),
