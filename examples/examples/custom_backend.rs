@@ -5,7 +5,8 @@
 //! `cargo run -p examples --example custom_backend [-- "question"]`
 //!
 //! - `FlatIndex`: an exact in-memory index (every record scored on each search; term overlap
-//!   for text; reciprocal rank fusion for hybrid with `rag_core::index::rrf_fuse`).
+//!   for text; hybrid fused as the request says with `rag_core::index::fuse`: RRF, or a
+//!   convex combination of normalised scores).
 //! - `QuoteChat`: answers with the first sentence of the best context chunk and cites it — the
 //!   shape of any `ChatModel` that wraps your own LLM server.
 //!
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rag_core::chat::{ChatRequest, ChatResponse, Usage};
 use rag_core::index::{
-    IndexRecord, IndexSchema, ItemError, Query, SearchHit, SearchRequest, UpsertReport, rrf_fuse,
+    IndexRecord, IndexSchema, ItemError, Query, SearchHit, SearchRequest, UpsertReport, fuse,
 };
 use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore};
 use rag_core::pipeline::{Answer, Layout, Pipeline};
@@ -84,7 +85,14 @@ impl FlatIndex {
                 let n = request.num_candidates.max(k);
                 let dense = Self::rank(schema, records, request, &Query::Vector(vector.clone()), n);
                 let sparse = Self::rank(schema, records, request, &Query::Text(text.clone()), n);
-                return rrf_fuse(&[dense, sparse], request.rrf_k, k);
+                return fuse(
+                    &SearchRequest {
+                        k,
+                        ..request.clone()
+                    },
+                    dense,
+                    sparse,
+                );
             }
         };
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));

@@ -3,9 +3,9 @@
 //! chunks deep.
 
 use anyhow::Result;
-use rag_core::EmbeddingModel;
 use rag_core::eval::{EvalQuery, RetrievalMetrics};
 use rag_core::pipeline::{Pipeline, RetrievalMode};
+use rag_core::{EmbeddingModel, Fusion};
 use serde::Serialize;
 
 /// Chunks retrieved per query before they are mapped to documents.
@@ -20,12 +20,13 @@ pub struct MetricsRow {
     pub metrics: RetrievalMetrics,
 }
 
-/// The row label of `mode` with the model called `model` (BM25 ignores the model).
-pub fn label(mode: RetrievalMode, model: &str) -> String {
+/// The row label of `mode` with the model called `model` (BM25 ignores the model; hybrid
+/// names its fusion).
+pub fn label(mode: RetrievalMode, model: &str, fusion: Fusion) -> String {
     match mode {
         RetrievalMode::Text => "BM25".into(),
         RetrievalMode::Vector => format!("dense {model}"),
-        RetrievalMode::Hybrid => format!("hybrid: BM25 + {model} (RRF)"),
+        RetrievalMode::Hybrid => format!("hybrid: BM25 + {model} ({fusion})"),
     }
 }
 
@@ -39,7 +40,7 @@ pub async fn row(
     queries: &[EvalQuery],
 ) -> Result<MetricsRow> {
     Ok(MetricsRow {
-        retriever: label(mode, name),
+        retriever: label(mode, name, pipeline.options().fusion),
         metrics: pipeline.evaluate(model, queries, mode, DEPTH).await?,
     })
 }

@@ -415,7 +415,10 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             train.len()
         );
     }
-    let before = evaluations(&base, &docs, &eval_queries, &held).await?;
+    // An adapter trained on chunks compares the held-out queries over the chunks, as the
+    // loop retrieves; ranking whole documents as well would cost an encoder pass over them.
+    let over_chunks = args.mode == TrainMode::Adapter && args.passages == Passages::Chunks;
+    let before = evaluations(&base, &docs, &eval_queries, &held, !over_chunks).await?;
     let (negatives, negative_report) = match &view {
         Some(v) if full_negatives => {
             let options = HardOptions {
@@ -459,15 +462,18 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     );
     // Off a terminal (a job's log, CI) a line every few seconds instead of the bar.
     let lines = !args.json && !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let steps_started = Instant::now();
+    // Step time from the steps' own durations: what precedes the first step (the adapter's
+    // encoder pass, loading) has its own progress lines and would make the ETA absurd.
+    let mut step_seconds = 0.0;
     let mut last_line: Option<Instant> = None;
     let mut on_step = |s: &StepLog| {
         bar.set_length(s.total as u64);
         bar.set_position(s.step as u64);
         bar.set_message(format!("loss {:.4}", s.loss));
+        step_seconds += s.seconds;
         if lines && (s.step == s.total || last_line.is_none_or(|t| t.elapsed().as_secs() >= 5)) {
             last_line = Some(Instant::now());
-            let per_step = steps_started.elapsed().as_secs_f64() / s.step as f64;
+            let per_step = step_seconds / s.step.max(1) as f64;
             eprintln!(
                 "[{}] step {}/{} ({:.0} %), loss {:.4}, {per_step:.2} s/step, ETA {:.0}s",
                 rag_core::pipeline::Stage::TrainEmbeddings,
@@ -576,14 +582,17 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         }
     };
     bar.finish_and_clear();
+    // Through the cache: an adapter's encoder is the base model's, so its evaluation encodes
+    // nothing the base evaluation did not (a full fine-tune's encoder is new: all misses).
     let trained = SentenceEmbedder::load_with(
         out_dir.path(),
         embed_runtime::EmbedderOptions {
             quantize: args.quantize,
+            cache_dir: args.cache.clone(),
             ..Default::default()
         },
     )?;
-    let after = evaluations(&trained, &docs, &eval_queries, &held).await?;
+    let after = evaluations(&trained, &docs, &eval_queries, &held, !over_chunks).await?;
     let evaluations = before
         .into_iter()
         .zip(after)
@@ -699,6 +708,7 @@ async fn evaluations(
     docs: &[Document],
     queries: &[(String, Vec<EvalQuery>)],
     held: &[Pair],
+    held_over_documents: bool,
 ) -> Result<Vec<(String, RetrievalMetrics)>> {
     let mut out = Vec::new();
     if !held.is_empty() {
@@ -732,7 +742,7 @@ async fn evaluations(
     // The held-out queries over every document: what picks settings, never the test split.
     let held_queries = merge::held_queries(held, docs, true);
     let mut sets: Vec<(String, &[EvalQuery])> = Vec::new();
-    if !held_queries.is_empty() {
+    if held_over_documents && !held_queries.is_empty() {
         sets.push((
             format!(
                 "{} held-out queries over {} documents",

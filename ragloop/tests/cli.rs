@@ -97,6 +97,18 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     let text = String::from_utf8_lossy(&again.stdout);
     assert!(text.contains("already trained"), "{text}");
     assert!(text.contains("(0 written)"), "{text}");
+
+    // `ask` finds what the quick run built when told the same mode and work dir.
+    let ask = ragloop()
+        .args(["ask", "--quick", "--json", "How do I send a signal?"])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ask.stderr);
+    assert!(ask.status.success(), "ragloop ask failed: {stderr}");
+    let answer: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
+    assert_eq!(answer["citations"][0]["doc_id"], "kill.2", "{answer}");
 }
 
 /// `--dry-run` prints the plan of exactly the configuration `run` would run: the defaults
@@ -535,6 +547,27 @@ fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
         assert!(ndcg > 0.3 && ndcg <= 1.0, "{r}");
     }
     assert_eq!(summary["answer"]["citations"][0]["doc_id"], "getent.1");
+    // Hybrid fusion was chosen on the slice's train-split queries with the base model (the
+    // trained one learnt them), saved for `ask`, and names the hybrid rows.
+    let fusion = summary["stages"][5]["details"][0].as_str().unwrap();
+    assert!(
+        fusion.starts_with("hybrid fusion: ")
+            && fusion.contains("train-split queries with all-MiniLM-L6-v2:"),
+        "{fusion}"
+    );
+    let chosen = fusion["hybrid fusion: ".len()..]
+        .split(", chosen")
+        .next()
+        .unwrap();
+    assert!(rows[3].ends_with(&format!("({chosen})")), "{rows:?}");
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.join("store/ragloop-demo/fusion.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        saved["reason"].as_str().unwrap().starts_with(chosen),
+        "{saved}"
+    );
 
     // A rerun with nothing changed trains and embeds nothing.
     let (again, _) = run();

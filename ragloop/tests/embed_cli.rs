@@ -349,14 +349,26 @@ fn run_with_a_neural_model_fine_tunes_it_as_a_job_and_answers_with_it() {
         .iter()
         .map(|r| r["retriever"].as_str().unwrap())
         .collect();
+    // The hybrid rows' fusion was chosen on the 8 train-split queries with the base model
+    // (the trained one learnt them), and is named in the rows.
+    let fusion = summary["stages"][5]["details"][0].as_str().unwrap();
+    assert!(
+        fusion.contains("chosen on 8 train-split queries with all-MiniLM-L6-v2:"),
+        "{fusion}"
+    );
+    let chosen = fusion
+        .trim_start_matches("hybrid fusion: ")
+        .split(", chosen")
+        .next()
+        .unwrap();
     assert_eq!(
         rows,
         [
-            "BM25",
-            "dense all-MiniLM-L6-v2",
-            "dense all-MiniLM-L6-v2 fine-tuned (adapter)",
-            "hybrid: BM25 + all-MiniLM-L6-v2 (RRF)",
-            "hybrid: BM25 + all-MiniLM-L6-v2 fine-tuned (adapter) (RRF)"
+            "BM25".to_string(),
+            "dense all-MiniLM-L6-v2".into(),
+            "dense all-MiniLM-L6-v2 fine-tuned (adapter)".into(),
+            format!("hybrid: BM25 + all-MiniLM-L6-v2 ({chosen})"),
+            format!("hybrid: BM25 + all-MiniLM-L6-v2 fine-tuned (adapter) ({chosen})")
         ]
     );
     for i in [1, 2] {

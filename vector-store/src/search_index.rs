@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use opensearch::http::Method;
 use rag_core::{
-    Error, FieldKind, IndexRecord, IndexSchema, ItemError, Query, Result, SearchHit, SearchRequest,
-    UpsertReport, VectorIndex, rrf_fuse,
+    Error, FieldKind, Fusion, IndexRecord, IndexSchema, ItemError, Query, Result, SearchHit,
+    SearchRequest, UpsertReport, VectorIndex,
 };
 use serde_json::{Map, Value, json};
 
@@ -547,7 +547,9 @@ impl VectorIndex for SearchIndex {
                 self.search_hits(index, &body, |s| s as f32).await
             }
             Query::Hybrid { vector, text } => {
-                if self.native_hybrid.load(Ordering::Relaxed) {
+                // Native hybrid is RRF (ES retriever) or the cluster's own pipeline
+                // (OpenSearch); a convex fusion with this request's weight is fused here.
+                if req.fusion == Fusion::Rrf && self.native_hybrid.load(Ordering::Relaxed) {
                     let body = dsl::hybrid_search(
                         engine, vector, text, req.k, candidates, req.rrf_k, filter,
                     );
@@ -561,7 +563,7 @@ impl VectorIndex for SearchIndex {
                     self.search_hits(index, &knn, knn_score),
                     self.search_hits(index, &bm25, |s| s as f32)
                 )?;
-                Ok(rrf_fuse(&[a, b], req.rrf_k, req.k))
+                Ok(rag_core::fuse(req, a, b))
             }
         }
     }

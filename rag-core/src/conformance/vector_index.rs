@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::index::{
-    FieldKind, Filter, IndexRecord, IndexSchema, Metadata, Metric, Query, SearchRequest,
+    FieldKind, Filter, Fusion, IndexRecord, IndexSchema, Metadata, Metric, Query, SearchRequest,
     VectorIndex,
 };
 
@@ -276,6 +276,19 @@ pub async fn text_and_hybrid_search(index: &dyn VectorIndex, name: &str) {
         .unwrap();
     assert_eq!(ids(&hits)[0], "r4", "best in both lists wins the fusion");
     assert_eq!(hits.len(), 3);
+    // Convex fusion: all weight on one list ranks that list's best first (r3 is the vector
+    // list's clear best, r1 the text list's), whatever the scale of each list's scores.
+    let split = Query::Hybrid {
+        vector: vec![0.0, 1.0, 0.2, 0.0],
+        text: "duplicates file descriptor".into(),
+    };
+    for (w, want) in [(1.0, "r3"), (0.0, "r1")] {
+        let request =
+            SearchRequest::new(split.clone(), 3).with_fusion(Fusion::Convex { vector_weight: w });
+        let hits = index.search(name, &request).await.unwrap();
+        assert_eq!(ids(&hits)[0], want, "convex fusion with vector weight {w}");
+        assert_eq!(hits.len(), 3);
+    }
     index.drop_index(name).await.unwrap();
 }
 

@@ -20,7 +20,7 @@ pub enum RetrievalMode {
     Vector,
     /// BM25 only.
     Text,
-    /// Both, fused by RRF.
+    /// Both, fused as [`super::PipelineOptions::fusion`] says (RRF by default).
     Hybrid,
 }
 
@@ -101,7 +101,10 @@ impl Pipeline {
             },
         };
         self.index_backend()?
-            .search(&self.options.index_name, &SearchRequest::new(query, k))
+            .search(
+                &self.options.index_name,
+                &SearchRequest::new(query, k).with_fusion(self.options.fusion),
+            )
             .await
     }
 

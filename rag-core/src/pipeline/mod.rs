@@ -68,6 +68,8 @@ pub struct PipelineOptions {
     pub index_name: String,
     /// Chunks retrieved as context for an answer.
     pub top_k: usize,
+    /// How hybrid retrieval fuses its vector and text lists (RRF by default).
+    pub fusion: crate::index::Fusion,
 }
 
 impl Default for PipelineOptions {
@@ -81,6 +83,7 @@ impl Default for PipelineOptions {
             upsert_retry: crate::retry::RetryPolicy::default(),
             index_name: "rag-index".into(),
             top_k: 5,
+            fusion: crate::index::Fusion::Rrf,
         }
     }
 }

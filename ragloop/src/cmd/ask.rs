@@ -15,7 +15,8 @@ pub struct Args {
 
 /// Answers the question.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.common.config.connect().await?;
+    let runner = args.common.connect().await?;
+    runner.load_fusion().await?;
     let model = runner.served_model().await?;
     let (_, answer) = runner
         .answer(model.model.as_ref(), &args.question, None, progress(true))

@@ -14,7 +14,7 @@ pub struct Args {
 
 /// Indexes the shards.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.common.config.connect().await?;
+    let runner = args.common.connect().await?;
     let model = runner.served_model().await?;
     let stage = runner
         .index(

@@ -18,7 +18,7 @@ pub struct Args {
 
 /// Uploads the documents.
 pub async fn run(args: Args) -> Result<()> {
-    let runner = args.common.config.connect().await?;
+    let runner = args.common.connect().await?;
     let stage = runner
         .ingest(args.data.as_deref(), progress(args.common.json))
         .await?;

@@ -47,9 +47,28 @@ impl ConfigArg {
 pub struct LoopArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// The quick offline mode's model (`--model hashed`), as `ragloop run --quick` used it.
+    #[arg(long)]
+    pub quick: bool,
+    /// The working directory `run` used [config: work_dir; default: .ragloop].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl LoopArgs {
+    /// The configuration's backends with `--quick` / `--work-dir` applied, connected.
+    pub async fn connect(&self) -> Result<Runner> {
+        let overrides = ragloop::config::Overrides {
+            model: self.quick.then(|| "hashed".to_string()),
+            work_dir: self.work_dir.clone(),
+            ..Default::default()
+        };
+        let config = self.config.load()?.with_overrides(overrides)?;
+        Runner::connect(config, job_command()?).await
+    }
 }
 
 /// The command local jobs run: this binary.

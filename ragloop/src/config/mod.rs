@@ -284,6 +284,9 @@ impl LoopConfig {
                 bail!("llm.model is required for backend = \"openai\"");
             }
         }
+        if let Err(e) = self.index.fusion() {
+            bail!("{e}");
+        }
         if self.index.top_k == 0 {
             bail!("index.top_k must be positive");
         }

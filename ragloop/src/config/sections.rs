@@ -211,6 +211,50 @@ pub struct IndexSection {
     /// Chunks retrieved for an answer.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// How hybrid retrieval fuses the vector and the BM25 list: `"auto"` (a convex
+    /// combination whose weight `run` chooses on the query set's `train` split with a model
+    /// that never trained on it, else RRF), `"rrf"`, or `"convex:W"` (W, the vector list's
+    /// weight, in [0, 1]).
+    #[serde(default = "default_fusion")]
+    pub fusion: String,
+}
+
+/// `[index] fusion`, read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FusionSetting {
+    /// Chosen by `run` on labelled queries (RRF when it cannot be).
+    Auto,
+    /// This fusion, always.
+    Fixed(rag_core::Fusion),
+}
+
+impl IndexSection {
+    /// Reads `fusion`.
+    pub fn fusion(&self) -> Result<FusionSetting, String> {
+        let f = self.fusion.trim();
+        match f {
+            "auto" => Ok(FusionSetting::Auto),
+            "rrf" => Ok(FusionSetting::Fixed(rag_core::Fusion::Rrf)),
+            _ => {
+                let w = f
+                    .strip_prefix("convex:")
+                    .and_then(|w| w.trim().parse::<f32>().ok())
+                    .filter(|w| (0.0..=1.0).contains(w));
+                match w {
+                    Some(vector_weight) => Ok(FusionSetting::Fixed(rag_core::Fusion::Convex {
+                        vector_weight,
+                    })),
+                    None => Err(format!(
+                        "[index] fusion = {f:?}: expected \"auto\", \"rrf\" or \"convex:W\" with W in [0, 1]"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn default_fusion() -> String {
+    "auto".into()
 }
 
 fn default_index_name() -> String {

@@ -180,3 +180,34 @@ fn mistakes_are_one_clear_line() {
         assert!(!err.contains('\n') || err.lines().count() <= 3, "{err}");
     }
 }
+
+#[test]
+fn hybrid_fusion_is_auto_rrf_or_a_weight_in_the_unit_interval() {
+    let fusion = |v: &str| {
+        IndexSection {
+            fusion: v.into(),
+            ..IndexSection::default()
+        }
+        .fusion()
+    };
+    assert_eq!(
+        LoopConfig::from_toml("").unwrap().index.fusion(),
+        Ok(FusionSetting::Auto)
+    );
+    assert_eq!(
+        fusion("rrf"),
+        Ok(FusionSetting::Fixed(rag_core::Fusion::Rrf))
+    );
+    assert_eq!(
+        fusion("convex:0.7"),
+        Ok(FusionSetting::Fixed(rag_core::Fusion::Convex {
+            vector_weight: 0.7
+        }))
+    );
+    for bad in ["convex:1.5", "convex:", "weighted", "convex:-0.1"] {
+        let e = fusion(bad).unwrap_err();
+        assert!(e.contains("expected \"auto\""), "{bad}: {e}");
+        let e = LoopConfig::from_toml(&format!("[index]\nfusion = {bad:?}\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("[index] fusion"), "{e:#}");
+    }
+}

@@ -26,6 +26,7 @@ use crate::config::{LoopConfig, Which};
 use crate::evaluation::MetricsRow;
 
 mod answer;
+mod fusion;
 mod llm;
 mod vectors;
 
@@ -144,6 +145,8 @@ pub struct Runner {
     /// The backends.
     pub backends: Backends,
     pub(crate) layout: Layout,
+    /// The fusion `run` chose (`[index] fusion = "auto"`), or loaded from the store.
+    fusion: std::sync::Mutex<Option<fusion::FusionChoice>>,
 }
 impl Runner {
     /// Connects every backend `config` names (see [`Backends::connect`]).
@@ -152,6 +155,7 @@ impl Runner {
         Ok(Self {
             layout: Layout::new(backends.config.root.clone()),
             backends,
+            fusion: std::sync::Mutex::new(None),
         })
     }
 
@@ -167,6 +171,7 @@ impl Runner {
                 parsers: crate::parsers(),
                 index_name: index_name.to_string(),
                 top_k: self.config().index.top_k,
+                fusion: self.fusion(),
                 ..Default::default()
             })
             .with_progress(progress)
@@ -299,6 +304,10 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
     } else {
         None
     };
+    let fusion = r.choose_fusion(&served, base.as_ref()).await?;
+    index
+        .details
+        .push(format!("hybrid fusion: {}", fusion.reason));
     stages.extend([embed, index]);
     let evaluation = r.evaluate(&served, base.as_ref()).await?;
     let (ans, answer) = r

@@ -16,7 +16,7 @@ use super::bm25::Bm25;
 use crate::error::{Error, Result};
 use crate::index::{
     FieldKind, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
-    SearchRequest, UpsertReport, VectorIndex, rrf_fuse,
+    SearchRequest, UpsertReport, VectorIndex,
 };
 
 mod data;
@@ -220,8 +220,7 @@ impl VectorIndex for LocalVectorIndex {
             Query::Text(t) => data.text(t, req.k, req),
             Query::Hybrid { vector, text } => {
                 let n = req.num_candidates.max(req.k);
-                let lists = [data.knn(vector, n, req), data.text(text, n, req)];
-                rrf_fuse(&lists, req.rrf_k, req.k)
+                crate::index::fuse(req, data.knn(vector, n, req), data.text(text, n, req))
             }
         })
     }
