@@ -3,9 +3,10 @@
 //! chunks deep.
 
 use anyhow::Result;
+use rag_core::eval::MetricsAccumulator;
 use rag_core::eval::{EvalQuery, RetrievalMetrics};
 use rag_core::pipeline::{Pipeline, RetrievalMode};
-use rag_core::{EmbeddingModel, Fusion};
+use rag_core::{EmbeddingModel, Fusion, Query, SearchHit, SearchRequest};
 use serde::Serialize;
 
 /// Chunks retrieved per query before they are mapped to documents.
@@ -43,4 +44,61 @@ pub async fn row(
         retriever: label(mode, name, pipeline.options().fusion),
         metrics: pipeline.evaluate(model, queries, mode, DEPTH).await?,
     })
+}
+
+/// A hybrid fusion and why it was chosen (saved as `fusion.json`: beside a trained model by
+/// `ragloop train`, at the store's root by `ragloop run` for `ask`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FusionChoice {
+    /// The fusion.
+    pub fusion: Fusion,
+    /// Why (the set it was chosen on and the scores).
+    pub reason: String,
+}
+
+/// One query's candidates: the vector list and the BM25 list (hits carrying `doc_id`
+/// metadata, else their id is the document), and its relevant documents.
+pub type Candidates = (Vec<SearchHit>, Vec<SearchHit>, Vec<String>);
+
+/// Chooses among RRF and convex weights 0, 0.1, …, 1 the fusion with the best
+/// document-level nDCG@10 over `candidates` (RRF keeps ties); returns it with its score and
+/// RRF's.
+pub fn choose_fusion(candidates: &[Candidates]) -> (Fusion, f64, f64) {
+    let mut options = vec![Fusion::Rrf];
+    options.extend((0..=10).map(|i| Fusion::Convex {
+        vector_weight: i as f32 / 10.0,
+    }));
+    let scored: Vec<(Fusion, f64)> = options
+        .into_iter()
+        .map(|f| (f, fused_ndcg(candidates, f)))
+        .collect();
+    let rrf = scored[0].1;
+    let (best, score) = scored
+        .iter()
+        .copied()
+        .fold((Fusion::Rrf, f64::MIN), |acc, (f, s)| {
+            if s > acc.1 { (f, s) } else { acc }
+        });
+    (best, score, rrf)
+}
+
+/// Document-level nDCG@10 of `fusion` over `candidates`, the top [`DEPTH`] fused chunks
+/// mapped to their documents (as the report ranks).
+pub fn fused_ndcg(candidates: &[Candidates], fusion: Fusion) -> f64 {
+    let request = SearchRequest::new(Query::Text(String::new()), DEPTH).with_fusion(fusion);
+    let mut acc = MetricsAccumulator::default();
+    for (vector, text, relevant) in candidates {
+        let docs: Vec<String> = rag_core::fuse(&request, vector.clone(), text.clone())
+            .into_iter()
+            .map(|h| {
+                h.metadata
+                    .get("doc_id")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or(&h.id)
+                    .to_string()
+            })
+            .collect();
+        acc.add(&docs, relevant);
+    }
+    acc.finish().ndcg_at_10
 }

@@ -43,6 +43,7 @@ pub enum TrainMode {
 
 use crate::stores::{self, StoreArgs};
 
+mod fusion;
 mod merge;
 mod negatives;
 mod passages;
@@ -260,6 +261,10 @@ pub struct TrainSummary {
     pub round_trip: Option<RoundTripReport>,
     /// How the trained weights were merged with the base model's (full fine-tuning).
     pub merge: Option<MergeReport>,
+    /// The hybrid fusion chosen out of fold for the trained adapter (saved as
+    /// `fusion.json` beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::evaluation::FusionChoice>,
     /// Hyper-parameters.
     pub config: TrainConfig,
     /// Loss per step and timings.
@@ -497,6 +502,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let loading = || format!("loading {} for training", base_dir.display());
     let mut passage_report = None;
     let mut merge_report = None;
+    let mut fusion_choice = None;
     let mut chunk_eval = None;
     let report = match args.mode {
         TrainMode::Full => {
@@ -534,6 +540,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             let held_raw = base.embed_unnormalized(&refs, true)?;
             let mut trainer =
                 AdapterTrainer::from_embedder(&base_dir, base).with_context(loading)?;
+            fusion_choice = fusion::cross_fit(&mut trainer, &prepared, &config)?;
             let mut report = trainer.train_hard(
                 &prepared.queries,
                 &prepared.chunks,
@@ -570,6 +577,12 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             }
             passage_report = Some(prepared.report);
             trainer.save(out_dir.path())?;
+            if let Some(f) = &fusion_choice {
+                std::fs::write(
+                    out_dir.path().join("fusion.json"),
+                    serde_json::to_vec_pretty(f)?,
+                )?;
+            }
             report
         }
         TrainMode::Adapter => {
@@ -614,6 +627,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         negatives: negative_report,
         round_trip,
         merge: merge_report,
+        fusion: fusion_choice,
         config,
         report,
         evaluations,
@@ -870,6 +884,9 @@ pub fn render(s: &TrainSummary) -> String {
                 m.alpha
             ),
         });
+    }
+    if let Some(f) = &s.fusion {
+        out.push_str(&format!("hybrid fusion: {}\n\n", f.reason));
     }
     if let Some(y) = &s.synthetic {
         out.push_str(&format!(

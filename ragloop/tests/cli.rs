@@ -547,26 +547,43 @@ fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
         assert!(ndcg > 0.3 && ndcg <= 1.0, "{r}");
     }
     assert_eq!(summary["answer"]["citations"][0]["doc_id"], "getent.1");
-    // Hybrid fusion was chosen on the slice's train-split queries with the base model (the
-    // trained one learnt them), saved for `ask`, and names the hybrid rows.
-    let fusion = summary["stages"][5]["details"][0].as_str().unwrap();
+    // Hybrid fusion: the base model's weight chosen on the slice's train-split queries (the
+    // trained model learnt them); the trained model's out of fold by its job (else the base
+    // model's). Each hybrid row names its own; the served one is saved for `ask`.
+    let details: Vec<&str> = summary["stages"][5]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
     assert!(
-        fusion.starts_with("hybrid fusion: ")
-            && fusion.contains("train-split queries with all-MiniLM-L6-v2:"),
-        "{fusion}"
+        details[1].starts_with("hybrid fusion, base model: ")
+            && details[1].contains("train-split queries with all-MiniLM-L6-v2:"),
+        "{details:?}"
     );
-    let chosen = fusion["hybrid fusion: ".len()..]
-        .split(", chosen")
-        .next()
-        .unwrap();
-    assert!(rows[3].ends_with(&format!("({chosen})")), "{rows:?}");
+    // 84 train-split queries in the slice, ~80 after the job's hold-out: enough to fold.
+    assert!(details[0].contains("chosen out of fold on"), "{details:?}");
+    let named = |row: &str| {
+        row.rsplit_once(" (")
+            .unwrap()
+            .1
+            .trim_end_matches(')')
+            .to_string()
+    };
+    assert!(details[1].contains(&named(rows[3])), "{rows:?} {details:?}");
+    assert!(details[0].contains(&named(rows[4])), "{rows:?} {details:?}");
     let saved: serde_json::Value = serde_json::from_slice(
         &std::fs::read(work.join("store/ragloop-demo/fusion.json")).unwrap(),
     )
     .unwrap();
     assert!(
-        saved["reason"].as_str().unwrap().starts_with(chosen),
+        details[0].ends_with(saved["reason"].as_str().unwrap()),
         "{saved}"
+    );
+    assert!(
+        work.join("store/ragloop-demo/models/emb-v1/fusion.json")
+            .is_file()
     );
 
     // A rerun with nothing changed trains and embeds nothing.
@@ -578,6 +595,12 @@ fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
     );
     let embed = again["stages"][4]["summary"].as_str().unwrap();
     assert!(embed.contains("(0 written"), "{embed}");
+    // … and chooses the same fusions (the base model's reused: same queries and shards).
+    assert_eq!(
+        again["stages"][5]["details"],
+        summary["stages"][5]["details"]
+    );
+    assert!(work.join("store/ragloop-demo/fusion-base.json").is_file());
 
     // Trained again (its output removed), stage 2 finds every chunk's vector in the cache.
     let model = work.join("store/ragloop-demo/models/emb-v1");

@@ -68,6 +68,19 @@ impl AdapterTrainer {
         (eye + self.delta.as_tensor()).map_err(candle("adapter"))
     }
 
+    /// Back to the identity map (no training), e.g. to fit another adapter on other pairs
+    /// with the same frozen model.
+    pub fn reset(&mut self) -> Result<()> {
+        let d = self.layout.dims;
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu);
+        self.delta
+            .set(&zeros(&[d, d]).map_err(candle("adapter"))?)
+            .map_err(candle("adapter"))?;
+        self.bias
+            .set(&zeros(&[d]).map_err(candle("adapter"))?)
+            .map_err(candle("adapter"))
+    }
+
     /// The trained model's vectors from the base model's un-normalised ones (`W·x + b`,
     /// normalised): what the saved directory would embed, without an encoder pass.
     pub fn apply(&self, vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {

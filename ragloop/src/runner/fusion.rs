@@ -1,19 +1,24 @@
 //! How hybrid retrieval fuses its vector and BM25 lists. `[index] fusion = "auto"` (the
-//! default) chooses a convex combination's weight on labelled queries — the query set's
-//! `train` split, ranked by a model that never trained on it (the base model; the served
-//! one when stage 2 does not train) — and keeps RRF when it cannot choose cleanly or RRF
-//! does as well. The choice is saved beside the indexes (`<root>/fusion.json`) so `ragloop
-//! ask` retrieves as `run` evaluated.
+//! default) chooses a convex combination's weight on labelled queries no ranking model
+//! learnt, and keeps RRF when it cannot choose cleanly or RRF does as well:
+//! - the untrained model's index (the base model, or the served one when stage 2 does not
+//!   train) on the query set's `train` split;
+//! - a trained adapter's index with the weight its training job chose out of fold
+//!   (`<model>/fusion.json`, see `ragloop::train`), else the base model's weight.
+//!
+//! The served index's choice is saved at the store's root (`fusion.json`) so `ragloop ask`
+//! retrieves as `run` evaluated.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use rag_core::eval::{EvalQuery, MetricsAccumulator};
+use rag_core::eval::EvalQuery;
 use rag_core::{Fusion, Query, SearchHit, SearchRequest};
-use serde::{Deserialize, Serialize};
 
 use super::{NamedModel, Runner};
 use crate::config::{FusionSetting, Which};
-use crate::evaluation::DEPTH;
+use crate::evaluation::{Candidates, FusionChoice, choose_fusion};
 use crate::queries::read_queries;
 
 /// The split whose queries choose the weight (never the evaluated one).
@@ -23,25 +28,27 @@ const MAX_TUNING_QUERIES: usize = 2_000;
 /// Candidates taken from each list, as every hybrid search takes.
 const CANDIDATES: usize = 100;
 
-/// What `run` chose, and on what.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FusionChoice {
-    /// The fusion hybrid retrieval uses.
-    pub fusion: Fusion,
-    /// Why (for the stage line and the report).
-    pub reason: String,
+/// The fusion of each index `run` chose, by index name.
+pub(crate) type Choices = HashMap<String, FusionChoice>;
+
+/// The untrained model's choice and what it was chosen on (`<root>/fusion-base.json`): a
+/// rerun whose queries, model and shards are unchanged reuses it instead of searching again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tuned {
+    key: String,
+    choice: FusionChoice,
 }
 
 impl Runner {
-    /// The fusion hybrid retrieval uses now: the configured one, or `run`'s choice.
-    pub(crate) fn fusion(&self) -> Fusion {
+    /// The fusion hybrid retrieval on `index` uses: the configured one, or `run`'s choice.
+    pub(crate) fn fusion(&self, index: &str) -> Fusion {
         match self.config().index.fusion() {
             Ok(FusionSetting::Fixed(f)) => f,
             _ => self
                 .fusion
                 .lock()
                 .ok()
-                .and_then(|c| c.as_ref().map(|c| c.fusion))
+                .and_then(|c| c.get(index).map(|c| c.fusion))
                 .unwrap_or_default(),
         }
     }
@@ -50,53 +57,90 @@ impl Runner {
         Ok(self.layout.root().join("fusion.json")?)
     }
 
-    fn set_fusion(&self, choice: FusionChoice) {
+    fn set_fusion(&self, which: Which, choice: FusionChoice) {
+        let name = self.index_name(which);
         if let Ok(mut c) = self.fusion.lock() {
-            *c = Some(choice);
+            c.insert(name, choice);
         }
     }
 
-    /// Reads the choice a previous `run` saved (with `fusion = "auto"`); none is RRF.
-    pub async fn load_fusion(&self) -> Result<()> {
-        if self.config().index.fusion() != Ok(FusionSetting::Auto) {
-            return Ok(());
-        }
-        match self.backends.store.get_bytes(&self.fusion_uri()?).await {
-            Ok(bytes) => {
-                let choice: FusionChoice =
-                    serde_json::from_slice(&bytes).context("reading fusion.json")?;
-                self.set_fusion(choice);
-                Ok(())
-            }
-            Err(rag_core::Error::NotFound { .. }) => Ok(()),
+    async fn read_choice(&self, uri: &rag_core::StoreUri) -> Result<Option<FusionChoice>> {
+        match self.backends.store.get_bytes(uri).await {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).with_context(|| format!("reading {uri}"))?,
+            )),
+            Err(rag_core::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Chooses the fusion (see the module docs), saves it and returns the choice.
+    /// Reads the served index's choice a previous `run` saved (with `fusion = "auto"`);
+    /// none is RRF.
+    pub async fn load_fusion(&self) -> Result<()> {
+        if self.config().index.fusion() != Ok(FusionSetting::Auto) {
+            return Ok(());
+        }
+        if let Some(choice) = self.read_choice(&self.fusion_uri()?).await? {
+            self.set_fusion(Which::Served, choice);
+        }
+        Ok(())
+    }
+
+    /// Chooses each index's fusion (see the module docs), saves the served one's and returns
+    /// the lines that say what was chosen.
     pub async fn choose_fusion(
         &self,
         served: &NamedModel,
         base: Option<&NamedModel>,
-    ) -> Result<FusionChoice> {
-        let choice = match self.config().index.fusion() {
-            Ok(FusionSetting::Fixed(fusion)) => FusionChoice {
-                fusion,
-                reason: "set in [index] fusion".into(),
-            },
-            _ => self.tune(served, base).await?,
+    ) -> Result<Vec<String>> {
+        let (served_choice, base_choice) = match self.config().index.fusion() {
+            Ok(FusionSetting::Fixed(fusion)) => {
+                let c = FusionChoice {
+                    fusion,
+                    reason: "set in [index] fusion".into(),
+                };
+                (c.clone(), base.map(|_| c))
+            }
+            _ => {
+                let untrained = self.tune(served, base).await?;
+                let trained = match self.backends.plan.training() {
+                    Some(_) => self.read_choice(&self.trained_fusion_uri()?).await?,
+                    None => None,
+                };
+                match (trained, base) {
+                    (Some(t), _) => (t, Some(untrained)),
+                    (None, Some(_)) => (
+                        FusionChoice {
+                            fusion: untrained.fusion,
+                            reason: format!("the base model's: {}", untrained.reason),
+                        },
+                        Some(untrained),
+                    ),
+                    (None, None) => (untrained, None),
+                }
+            }
         };
         self.backends
             .store
             .put(
                 &self.fusion_uri()?,
-                Bytes::from(serde_json::to_vec_pretty(&choice)?),
+                Bytes::from(serde_json::to_vec_pretty(&served_choice)?),
             )
             .await?;
-        self.set_fusion(choice.clone());
-        Ok(choice)
+        let mut lines = vec![format!("hybrid fusion: {}", served_choice.reason)];
+        self.set_fusion(Which::Served, served_choice);
+        if let Some(b) = base_choice {
+            lines.push(format!("hybrid fusion, base model: {}", b.reason));
+            self.set_fusion(Which::Base, b);
+        }
+        Ok(lines)
     }
 
+    fn trained_fusion_uri(&self) -> Result<rag_core::StoreUri> {
+        Ok(self.config().model_output().join("fusion.json")?)
+    }
+
+    /// The untrained model's choice on the train split.
     async fn tune(&self, served: &NamedModel, base: Option<&NamedModel>) -> Result<FusionChoice> {
         let rrf = |why: &str| FusionChoice {
             fusion: Fusion::Rrf,
@@ -124,32 +168,55 @@ impl Runner {
             return Ok(rrf("RRF: the query set has no train split"));
         }
         queries.truncate(MAX_TUNING_QUERIES);
-        let index = self.index_name(which);
-        let lists = self.candidate_lists(model, &index, &queries).await?;
-        let mut candidates = vec![Fusion::Rrf];
-        candidates.extend((0..=10).map(|i| Fusion::Convex {
-            vector_weight: i as f32 / 10.0,
-        }));
-        let scored: Vec<(Fusion, f64)> = candidates
-            .into_iter()
-            .map(|f| (f, ndcg(&lists, &queries, f)))
-            .collect();
-        let rrf_score = scored[0].1;
-        // The best; RRF (first) keeps ties.
-        let (best, score) = scored
-            .iter()
-            .copied()
-            .fold((Fusion::Rrf, f64::MIN), |acc, (f, s)| {
-                if s > acc.1 { (f, s) } else { acc }
-            });
-        Ok(FusionChoice {
+        let key = self.tuning_key(model, &queries).await?;
+        let saved_uri = self.layout.root().join("fusion-base.json")?;
+        if let Ok(bytes) = self.backends.store.get_bytes(&saved_uri).await
+            && let Ok(saved) = serde_json::from_slice::<Tuned>(&bytes)
+            && saved.key == key
+        {
+            return Ok(saved.choice);
+        }
+        let lists = self
+            .candidate_lists(model, &self.index_name(which), &queries)
+            .await?;
+        let (best, score, rrf_score) = choose_fusion(&lists);
+        let choice = FusionChoice {
             fusion: best,
             reason: format!(
                 "{best}, chosen on {} {TUNING_SPLIT}-split queries with {}: nDCG@10 {score:.3} (RRF {rrf_score:.3})",
                 queries.len(),
                 model.name
             ),
-        })
+        };
+        let saved = Tuned {
+            key,
+            choice: choice.clone(),
+        };
+        self.backends
+            .store
+            .put(&saved_uri, Bytes::from(serde_json::to_vec_pretty(&saved)?))
+            .await?;
+        Ok(choice)
+    }
+
+    /// SHA-256 over the tuning queries, the model's id and its shards (names and sizes, ETags
+    /// when the store has them): what the index the choice searched was built from.
+    async fn tuning_key(&self, model: &NamedModel, queries: &[EvalQuery]) -> Result<String> {
+        use futures::TryStreamExt;
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(serde_json::to_vec(queries)?);
+        h.update(model.model.model_id().as_bytes());
+        let shards = self.layout.vector_shards(model.model.model_id());
+        let mut objects: Vec<rag_core::ObjectMeta> =
+            self.backends.store.list(&shards).try_collect().await?;
+        objects.sort_by_key(|o| o.uri.to_string());
+        for o in objects {
+            h.update(o.uri.to_string().as_bytes());
+            h.update(o.size.to_le_bytes());
+            h.update(o.e_tag.unwrap_or_default().as_bytes());
+        }
+        Ok(hex::encode(h.finalize()))
     }
 
     /// Each query's vector and BM25 candidates on `index` (ids, documents and scores only).
@@ -158,7 +225,7 @@ impl Runner {
         model: &NamedModel,
         index: &str,
         queries: &[EvalQuery],
-    ) -> Result<Vec<(Vec<SearchHit>, Vec<SearchHit>)>> {
+    ) -> Result<Vec<Candidates>> {
         let backend = &self.backends.index;
         let slim = |hits: Vec<SearchHit>| -> Vec<SearchHit> {
             hits.into_iter()
@@ -191,28 +258,8 @@ impl Runner {
                     &SearchRequest::new(Query::Text(q.text.clone()), CANDIDATES),
                 )
                 .await?;
-            out.push((slim(v), slim(t)));
+            out.push((slim(v), slim(t), q.relevant.clone()));
         }
         Ok(out)
     }
-}
-
-/// Document-level nDCG@10 of `fusion` over the candidate lists (as the report ranks).
-fn ndcg(lists: &[(Vec<SearchHit>, Vec<SearchHit>)], queries: &[EvalQuery], fusion: Fusion) -> f64 {
-    let mut acc = MetricsAccumulator::default();
-    for ((v, t), q) in lists.iter().zip(queries) {
-        let request = SearchRequest::new(Query::Text(String::new()), DEPTH).with_fusion(fusion);
-        let docs: Vec<String> = rag_core::fuse(&request, v.clone(), t.clone())
-            .into_iter()
-            .map(|h| {
-                h.metadata
-                    .get("doc_id")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or(&h.id)
-                    .to_string()
-            })
-            .collect();
-        acc.add(&docs, &q.relevant);
-    }
-    acc.finish().ndcg_at_10
 }

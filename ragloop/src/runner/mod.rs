@@ -146,7 +146,7 @@ pub struct Runner {
     pub backends: Backends,
     pub(crate) layout: Layout,
     /// The fusion `run` chose (`[index] fusion = "auto"`), or loaded from the store.
-    fusion: std::sync::Mutex<Option<fusion::FusionChoice>>,
+    fusion: std::sync::Mutex<fusion::Choices>,
 }
 impl Runner {
     /// Connects every backend `config` names (see [`Backends::connect`]).
@@ -155,7 +155,7 @@ impl Runner {
         Ok(Self {
             layout: Layout::new(backends.config.root.clone()),
             backends,
-            fusion: std::sync::Mutex::new(None),
+            fusion: std::sync::Mutex::new(fusion::Choices::new()),
         })
     }
 
@@ -171,7 +171,7 @@ impl Runner {
                 parsers: crate::parsers(),
                 index_name: index_name.to_string(),
                 top_k: self.config().index.top_k,
-                fusion: self.fusion(),
+                fusion: self.fusion(index_name),
                 ..Default::default()
             })
             .with_progress(progress)
@@ -304,10 +304,9 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
     } else {
         None
     };
-    let fusion = r.choose_fusion(&served, base.as_ref()).await?;
     index
         .details
-        .push(format!("hybrid fusion: {}", fusion.reason));
+        .extend(r.choose_fusion(&served, base.as_ref()).await?);
     stages.extend([embed, index]);
     let evaluation = r.evaluate(&served, base.as_ref()).await?;
     let (ans, answer) = r

@@ -39,6 +39,10 @@ pub struct PassageReport {
 /// Query vectors, chunk vectors, chunk documents and the mined pairs.
 pub(super) struct Prepared {
     pub queries: Vec<Vec<f32>>,
+    /// The queries' texts (rows of `queries`).
+    pub query_texts: Vec<String>,
+    /// The chunks' texts as embedded (rows of `chunks`).
+    pub texts: Vec<String>,
     pub chunks: Vec<Vec<f32>>,
     pub chunk_docs: Vec<u32>,
     pub pairs: Vec<hard::HardPair>,
@@ -76,8 +80,8 @@ pub(super) fn prepare(
     if query_texts.is_empty() {
         bail!("no training pair names a document of the corpus");
     }
-    let query_texts: Vec<&str> = query_texts.iter().map(String::as_str).collect();
-    let queries = base.embed_unnormalized(&query_texts, true)?;
+    let refs: Vec<&str> = query_texts.iter().map(String::as_str).collect();
+    let queries = base.embed_unnormalized(&refs, true)?;
     let (pairs, mining) = hard::mine(&queries, &relevant, &vectors, &chunk_docs, &[], options);
     tracing::info!(
         pairs = mining.pairs,
@@ -94,6 +98,8 @@ pub(super) fn prepare(
     };
     Ok(Prepared {
         queries,
+        query_texts,
+        texts,
         chunks: vectors,
         chunk_docs,
         pairs,

@@ -1,0 +1,115 @@
+//! The hybrid fusion weight for the adapter this job trains, chosen **out of fold**: the
+//! training queries are split into [`FOLDS`] folds; for each, an adapter is fitted on the
+//! other folds (a second or so on cached vectors) and ranks the fold's queries over every
+//! chunk, as does BM25 over the chunks' text; the fusion with the best document-level
+//! nDCG@10 over all those held-out rankings is the trained model's. So the weight is chosen
+//! for the trained model itself, on queries the model that ranked them never learnt — the
+//! base model's weight undervalues a better dense list. Written as `fusion.json` beside the
+//! model; `ragloop run` uses it for the trained model's hybrid retrieval.
+
+use anyhow::Result;
+use embed_runtime::train::hard::HardPair;
+use embed_runtime::train::{AdapterTrainer, TrainConfig};
+use rag_core::local::Bm25;
+use rag_core::{Metadata, SearchHit};
+
+use super::passages::Prepared;
+use crate::evaluation::{Candidates, FusionChoice, choose_fusion};
+
+/// Folds of the training queries.
+pub(super) const FOLDS: usize = 4;
+/// Fewer distinct training queries than this and no weight is chosen (too noisy).
+pub(super) const MIN_QUERIES: usize = 40;
+/// Candidates taken from each list, as the loop's hybrid search takes.
+const CANDIDATES: usize = 100;
+
+/// Chooses the fusion out of fold (see the module docs), or `None` with too few queries.
+/// Leaves `trainer` reset (the identity adapter).
+pub(super) fn cross_fit(
+    trainer: &mut AdapterTrainer,
+    prepared: &Prepared,
+    config: &TrainConfig,
+) -> Result<Option<FusionChoice>> {
+    let queries = prepared.queries.len();
+    if queries < MIN_QUERIES {
+        return Ok(None);
+    }
+    let mut bm25 = Bm25::default();
+    for (slot, text) in prepared.texts.iter().enumerate() {
+        bm25.add(slot, text);
+    }
+    let hit = |chunk: usize, score: f32| {
+        let mut metadata = Metadata::new();
+        metadata.insert(
+            "doc_id".into(),
+            prepared.chunk_docs[chunk].to_string().into(),
+        );
+        SearchHit {
+            id: chunk.to_string(),
+            score,
+            text: String::new(),
+            metadata,
+        }
+    };
+    let mut candidates: Vec<Candidates> = Vec::with_capacity(queries);
+    for fold in 0..FOLDS {
+        let (held, train): (Vec<&HardPair>, Vec<&HardPair>) =
+            prepared.pairs.iter().partition(|p| p.query % FOLDS == fold);
+        if held.is_empty() || train.len() < 2 {
+            continue;
+        }
+        let train: Vec<HardPair> = train.into_iter().cloned().collect();
+        trainer.reset()?;
+        trainer.train_hard(
+            &prepared.queries,
+            &prepared.chunks,
+            &prepared.chunk_docs,
+            &train,
+            config,
+            &mut |_| {},
+        )?;
+        let chunks = trainer.apply(&prepared.chunks)?;
+        let mut rows: Vec<usize> = held.iter().map(|p| p.query).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let raw: Vec<Vec<f32>> = rows.iter().map(|&q| prepared.queries[q].clone()).collect();
+        let vectors = trainer.apply(&raw)?;
+        for (&row, q) in rows.iter().zip(&vectors) {
+            let mut dense: Vec<(usize, f32)> = chunks
+                .iter()
+                .enumerate()
+                .map(|(c, v)| (c, q.iter().zip(v).map(|(a, b)| a * b).sum()))
+                .collect();
+            let n = CANDIDATES.min(dense.len());
+            if n == 0 {
+                continue;
+            }
+            dense.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+            dense.truncate(n);
+            dense.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let text = bm25.ranked(&prepared.query_texts[row], CANDIDATES);
+            let relevant = held
+                .iter()
+                .find(|p| p.query == row)
+                .map(|p| p.relevant.iter().map(u32::to_string).collect())
+                .unwrap_or_default();
+            candidates.push((
+                dense.into_iter().map(|(c, s)| hit(c, s)).collect(),
+                text.into_iter().map(|(c, s)| hit(c, s)).collect(),
+                relevant,
+            ));
+        }
+    }
+    trainer.reset()?;
+    if candidates.len() < MIN_QUERIES {
+        return Ok(None);
+    }
+    let (best, score, rrf) = choose_fusion(&candidates);
+    Ok(Some(FusionChoice {
+        fusion: best,
+        reason: format!(
+            "{best}, chosen out of fold on {} training queries ({FOLDS} adapters, each ranking the queries it did not learn): nDCG@10 {score:.3} (RRF {rrf:.3})",
+            candidates.len()
+        ),
+    }))
+}
