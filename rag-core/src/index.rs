@@ -418,6 +418,11 @@ pub fn rrf_fuse(lists: &[Vec<SearchHit>], rrf_k: u32, k: usize) -> Vec<SearchHit
             fused.entry(hit.id.as_str()).or_insert((0.0, hit)).0 += add;
         }
     }
+    best_fused(fused, k)
+}
+
+/// The `k` best fused scores, ties by id (both fusions end here).
+fn best_fused(fused: HashMap<&str, (f32, &SearchHit)>, k: usize) -> Vec<SearchHit> {
     let mut out: Vec<SearchHit> = fused
         .into_values()
         .map(|(score, hit)| SearchHit {
@@ -456,16 +461,7 @@ pub fn convex_fuse(
             fused.entry(hit.id.as_str()).or_insert((0.0, hit)).0 += weight * norm;
         }
     }
-    let mut out: Vec<SearchHit> = fused
-        .into_values()
-        .map(|(score, hit)| SearchHit {
-            score,
-            ..hit.clone()
-        })
-        .collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-    out.truncate(k);
-    out
+    best_fused(fused, k)
 }
 
 /// Fuses a hybrid search's vector and text lists as `request.fusion` says: the one function
