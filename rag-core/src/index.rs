@@ -379,6 +379,17 @@ pub struct SearchHit {
     pub metadata: Metadata,
 }
 
+impl SearchHit {
+    /// The document the hit belongs to: its `doc_id` metadata, else its own id (how
+    /// evaluation maps chunk hits to documents).
+    pub fn doc_id(&self) -> &str {
+        self.metadata
+            .get("doc_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&self.id)
+    }
+}
+
 /// A searchable store of chunk vectors and text: the local index here, Elasticsearch and
 /// OpenSearch in `vector-store`.
 #[async_trait]

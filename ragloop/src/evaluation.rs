@@ -89,14 +89,8 @@ pub fn fused_ndcg(candidates: &[Candidates], fusion: Fusion) -> f64 {
     let mut acc = MetricsAccumulator::default();
     for (vector, text, relevant) in candidates {
         let docs: Vec<String> = rag_core::fuse(&request, vector.clone(), text.clone())
-            .into_iter()
-            .map(|h| {
-                h.metadata
-                    .get("doc_id")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or(&h.id)
-                    .to_string()
-            })
+            .iter()
+            .map(|h| h.doc_id().to_string())
             .collect();
         acc.add(&docs, relevant);
     }

@@ -156,16 +156,7 @@ impl Pipeline {
         let mut acc = MetricsAccumulator::default();
         for q in queries {
             let hits = self.retrieve(model, &q.text, depth, mode).await?;
-            let docs: Vec<String> = hits
-                .iter()
-                .map(|h| {
-                    h.metadata
-                        .get("doc_id")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or(&h.id)
-                        .to_string()
-                })
-                .collect();
+            let docs: Vec<String> = hits.iter().map(|h| h.doc_id().to_string()).collect();
             acc.add(&docs, &q.relevant);
         }
         Ok(acc.finish())
