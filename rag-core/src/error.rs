@@ -78,6 +78,15 @@ pub enum Error {
         /// The backend's explanation.
         message: String,
     },
+    /// Stored data failed its integrity check (a checksum, a content hash, a value no writer
+    /// produces): it was changed after it was written. Nothing was read from it.
+    #[error("{what} is damaged: {reason}")]
+    Corrupt {
+        /// The file or object (its path or URI).
+        what: String,
+        /// What is wrong with it and what to do.
+        reason: String,
+    },
     /// Any other failure reported by a backend, with its cause kept.
     #[error("{backend} error: {message}")]
     Backend {
@@ -101,6 +110,14 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidInput {
             message: message.into(),
+        }
+    }
+
+    /// Builds [`Error::Corrupt`].
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
         }
     }
 
@@ -143,6 +160,17 @@ impl Error {
         }
     }
 
+    /// An I/O error on a named file or directory: `what` says which and what was done, e.g.
+    /// `writing /data/index/segments/000000000001.seg`; the I/O error is the source.
+    pub fn io(err: std::io::Error, what: impl std::fmt::Display) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::NotFound => Self::NotFound {
+                what: format!("{what}: {err}"),
+            },
+            _ => Self::backend("io", what.to_string(), err),
+        }
+    }
+
     /// Whether this is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
@@ -163,7 +191,8 @@ impl From<std::io::Error> for Error {
             ErrorKind::InvalidData | ErrorKind::InvalidInput => Self::InvalidInput {
                 message: err.to_string(),
             },
-            _ => Self::backend("io", err.to_string(), err),
+            // The message is the error's own text; as the source too it would print twice.
+            _ => Self::backend_msg("io", err.to_string()),
         }
     }
 }

@@ -15,7 +15,44 @@ use std::sync::RwLock;
 use rag_core::local::ann::{AnnGraph, KeyFilter};
 use rag_core::{Error, Metric, Result};
 
-const MAGIC: &[u8; 8] = b"RLHNSW2\n";
+/// File format 3: the v2 layout plus a CRC-32 trailer (a file of another version is rebuilt).
+const MAGIC: &[u8; 8] = b"RLHNSW3\n";
+/// The highest level `insert` draws.
+const MAX_LEVEL: usize = 16;
+/// The largest `m` a saved graph may declare (real ones use 8–64).
+const MAX_M: usize = 4096;
+
+/// Reads through a CRC-32 of everything read.
+struct CrcReader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Writes through a CRC-32 of everything written.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// A distance, lower is closer.
 #[derive(Clone, Copy, PartialEq)]
@@ -431,46 +468,105 @@ impl Hnsw {
         v.to_vec()
     }
 
+    /// Loads a graph [`save`](AnnGraph::save)d before. Every field is checked before it is
+    /// used or sized: the CRC, the header against the file's length, each level, link and the
+    /// entry point; a file that fails any check is an error (the index rebuilds the graph).
     pub(crate) fn load(path: &Path, dims: usize, metric: Metric) -> Result<Self> {
-        let bad = |why: &str| Error::invalid(format!("graph {}: {why}", path.display()));
-        let mut r = BufReader::new(std::fs::File::open(path)?);
+        let bad = |why: &str| Error::corrupt(format!("graph {}", path.display()), why.to_string());
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(e, format!("opening {}", path.display())))?;
+        let file_len = file.metadata()?.len();
+        let mut r = CrcReader {
+            inner: BufReader::new(file),
+            crc: crc32fast::Hasher::new(),
+        };
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic).map_err(|_| bad("truncated"))?;
         if &magic != MAGIC {
-            return Err(bad("bad magic"));
+            return Err(bad("not a graph of this version (bad magic)"));
         }
-        let u64s = |r: &mut BufReader<std::fs::File>, n: usize| -> Result<Vec<u64>> {
-            let mut b = vec![0u8; n * 8];
-            r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
-            Ok(b.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect())
+        fn words<const W: usize>(r: &mut impl Read, count: usize) -> Option<Vec<[u8; W]>> {
+            let mut b = vec![0u8; count.checked_mul(W)?];
+            r.read_exact(&mut b).ok()?;
+            Some(
+                b.chunks_exact(W)
+                    .map(|c| c.try_into().unwrap_or([0; W]))
+                    .collect(),
+            )
+        }
+        let u64s = |r: &mut CrcReader<_>, n| {
+            words::<8>(r, n)
+                .map(|w| w.into_iter().map(u64::from_le_bytes).collect::<Vec<_>>())
+                .ok_or_else(|| bad("truncated"))
+        };
+        let u32s = |r: &mut CrcReader<_>, n| {
+            words::<4>(r, n)
+                .map(|w| w.into_iter().map(u32::from_le_bytes).collect::<Vec<_>>())
+                .ok_or_else(|| bad("truncated"))
         };
         let head = u64s(&mut r, 8)?;
         let [d, l2, m, efc, n, entry, max_level, rng] = head[..] else {
             return Err(bad("bad header"));
         };
-        if d as usize != dims || (l2 == 1) != (metric == Metric::L2) {
+        if d != dims as u64 || (l2 == 1) != (metric == Metric::L2) {
             return Err(Error::DimensionMismatch {
                 expected: dims,
                 actual: d as usize,
             });
         }
+        if !(1..=MAX_M as u64).contains(&m) || l2 > 1 || max_level > MAX_LEVEL as u64 {
+            return Err(bad("header out of range (m, metric or top level)"));
+        }
+        if n > u64::from(u32::MAX) || (n == 0) != (entry == u64::MAX) || (n > 0 && entry >= n) {
+            return Err(bad("header out of range (node count or entry point)"));
+        }
         let (n, m) = (n as usize, m as usize);
-        let u32s = |r: &mut BufReader<std::fs::File>, count: usize| -> Result<Vec<u32>> {
-            let mut b = vec![0u8; count * 4];
-            r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
-            Ok(b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect())
-        };
-        let blocks = u32s(&mut r, n * (1 + 2 * m + dims))?;
+        let stride = 1 + 2 * m + dims;
+        // The fixed part alone must fit in the file before anything is allocated for it.
+        let fixed = (n as u64)
+            .checked_mul(stride as u64 * 4 + 12)
+            .and_then(|x| x.checked_add(8 + 64 + 4))
+            .filter(|&x| x <= file_len)
+            .ok_or_else(|| bad("header describes more nodes than the file holds"))?;
+        let blocks = u32s(&mut r, n * stride)?;
         let keys = u64s(&mut r, n)?;
         let flags = u32s(&mut r, n)?;
+        let levels: Vec<usize> = flags.iter().map(|f| (f >> 1) as usize).collect();
+        if levels.iter().any(|&l| l > max_level as usize) {
+            return Err(bad("a node's level is above the graph's top level"));
+        }
+        let upper_words: u64 = levels.iter().map(|&l| (l * (1 + m)) as u64).sum();
+        if fixed + upper_words * 4 != file_len {
+            return Err(bad("file length does not match its header"));
+        }
         let mut upper = Vec::with_capacity(n);
-        for &f in &flags {
-            let level = (f >> 1) as usize;
+        for &level in &levels {
             upper.push(u32s(&mut r, level * (1 + m))?);
+        }
+        let expected = r.crc.clone().finalize();
+        let mut trailer = [0u8; 4];
+        r.inner
+            .read_exact(&mut trailer)
+            .map_err(|_| bad("truncated"))?;
+        if u32::from_le_bytes(trailer) != expected {
+            return Err(bad("checksum mismatch"));
+        }
+        let links_ok = |list: &[u32], cap: usize| {
+            list.first().is_some_and(|&c| c as usize <= cap)
+                && list[1..1 + list[0] as usize]
+                    .iter()
+                    .all(|&x| (x as usize) < n)
+        };
+        let level0_ok =
+            (0..n).all(|i| links_ok(&blocks[i * stride..i * stride + 1 + 2 * m], 2 * m));
+        let upper_ok = upper
+            .iter()
+            .all(|u| u.chunks_exact(1 + m).all(|l| links_ok(l, m)));
+        if !level0_ok || !upper_ok {
+            return Err(bad("a link points past the last node"));
+        }
+        if n > 0 && levels[entry as usize] != max_level as usize {
+            return Err(bad("the entry point is not on the top level"));
         }
         let deleted: Vec<bool> = flags.iter().map(|f| f & 1 == 1).collect();
         let ids = keys
@@ -485,7 +581,7 @@ impl Hnsw {
             g.blocks = blocks;
             g.keys = keys;
             g.ids = ids;
-            g.levels = flags.iter().map(|f| (f >> 1) as u8).collect();
+            g.levels = levels.iter().map(|&l| l as u8).collect();
             g.deleted = deleted;
             g.upper = upper;
             g.entry = (entry != u64::MAX).then_some(entry as u32);
@@ -561,7 +657,13 @@ impl AnnGraph for Hnsw {
 
     fn save(&self, path: &Path) -> Result<()> {
         let g = self.inner.read().map_err(|_| poisoned())?;
-        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        let mut w = CrcWriter {
+            inner: BufWriter::new(
+                std::fs::File::create(path)
+                    .map_err(|e| Error::io(e, format!("creating {}", path.display())))?,
+            ),
+            crc: crc32fast::Hasher::new(),
+        };
         w.write_all(MAGIC)?;
         let head = [
             g.dims as u64,
@@ -591,9 +693,13 @@ impl AnnGraph for Hnsw {
                 w.write_all(&x.to_le_bytes())?;
             }
         }
+        let crc = w.crc.finalize();
+        let mut w = w.inner;
+        w.write_all(&crc.to_le_bytes())?;
         w.into_inner()
-            .map_err(|e| Error::from(e.into_error()))?
-            .sync_data()?;
+            .map_err(|e| Error::io(e.into_error(), format!("writing {}", path.display())))?
+            .sync_data()
+            .map_err(|e| Error::io(e, format!("writing {}", path.display())))?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use rag_core::{
     VectorIndex,
 };
 use serde_json::json;
-use vector_store::{AnnParams, open_ann_index};
+use vector_store::{AnnParams, HnswGraphs, open_ann_index};
 
 /// Always use the graph, however small the index.
 fn graph_always() -> AnnParams {
@@ -250,4 +250,124 @@ async fn compaction_keeps_graph_keys_in_step() {
         .await
         .unwrap();
     assert_eq!(hits[0].id, "r500");
+}
+
+/// The saved graph of an index of 1,200 records, and a probe only a working search answers.
+async fn saved_graph(dir: &std::path::Path) -> (std::path::PathBuf, SearchRequest) {
+    let vs = vectors(1_200, 32, 5);
+    let ix = open_ann_index(dir, graph_always()).await.unwrap();
+    ix.create_index(&schema()).await.unwrap();
+    ix.upsert("ann", records(&vs)).await.unwrap();
+    ix.flush().await.unwrap();
+    (
+        dir.join("ann/ann.graph"),
+        SearchRequest::new(Query::Vector(vs[42].clone()), 3),
+    )
+}
+
+#[tokio::test]
+async fn a_graph_header_out_of_range_is_rebuilt_not_a_crash() {
+    // The reproducers: each once panicked (entry point, top level) or aborted on a
+    // petabyte allocation (node count) on every open, until the file was deleted by hand.
+    use rag_core::local::ann::AnnFactory;
+    for (offset, value, why) in [
+        (48, 999_999u64, "entry point"),
+        (56, 60, "top level"),
+        (40, 1 << 40, "node count"),
+        (24, 1 << 40, "m"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (graph, probe) = saved_graph(dir.path()).await;
+        let mut bytes = std::fs::read(&graph).unwrap();
+        bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+        std::fs::write(&graph, &bytes).unwrap();
+        let err = HnswGraphs::new(graph_always())
+            .load(&schema(), &graph)
+            .err()
+            .unwrap_or_else(|| panic!("{why}: a damaged graph loaded"));
+        assert!(
+            matches!(err, rag_core::Error::Corrupt { .. }),
+            "{why}: {err}"
+        );
+        let ix = open_ann_index(dir.path(), graph_always()).await.unwrap();
+        assert_eq!(
+            ix.search("ann", &probe).await.unwrap()[0].id,
+            "r42",
+            "{why}"
+        );
+        drop(ix);
+        assert!(
+            HnswGraphs::new(graph_always())
+                .load(&schema(), &graph)
+                .is_ok(),
+            "{why}: the rebuilt graph was saved"
+        );
+    }
+}
+
+mod damaged_graphs {
+    use super::*;
+    use proptest::prelude::*;
+    use rag_core::local::ann::AnnFactory;
+
+    /// One small saved graph, built once for all cases.
+    fn saved() -> &'static Vec<u8> {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            let factory = HnswGraphs::new(graph_always());
+            let schema = IndexSchema::new("g", 8, Metric::Cosine);
+            let graph = factory.create(&schema).unwrap();
+            let vs = vectors(300, 8, 9);
+            let items: Vec<(u64, &[f32])> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, v.as_slice()))
+                .collect();
+            graph.add_batch(&items).unwrap();
+            graph.remove(7).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("g.graph");
+            graph.save(&path).unwrap();
+            std::fs::read(path).unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Random byte changes and truncations: loading never panics, never allocates what the
+        /// file cannot hold, and never returns a graph (the CRC sees every change of ≤ 4 bytes).
+        #[test]
+        fn damaged_graphs_never_load(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            prop_assume!(!flips.is_empty() || cut.is_some());
+            let mut bytes = saved().clone();
+            for (at, x) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= x;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("g.graph");
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = HnswGraphs::new(graph_always())
+                .load(&IndexSchema::new("g", 8, Metric::Cosine), &path);
+            prop_assert!(loaded.is_err(), "a damaged graph loaded");
+        }
+    }
+
+    #[test]
+    fn the_undamaged_graph_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.graph");
+        std::fs::write(&path, saved()).unwrap();
+        let g = HnswGraphs::new(graph_always())
+            .load(&IndexSchema::new("g", 8, Metric::Cosine), &path)
+            .unwrap();
+        assert_eq!(g.len(), 299);
+    }
 }

@@ -40,6 +40,8 @@ pub(super) struct IndexData {
     pub(super) dir: Option<PathBuf>,
     pub(super) segments: Vec<PathBuf>,
     pub(super) ann: Option<Ann>,
+    /// Whether this process holds the directory's writer lock ([`DirLock`](crate::local::DirLock)).
+    pub(super) writer: bool,
 }
 
 impl IndexData {
@@ -52,6 +54,7 @@ impl IndexData {
             dir,
             segments: Vec::new(),
             ann: None,
+            writer: false,
         }
     }
 

@@ -72,9 +72,23 @@ impl IndexData {
         if !ann.dirty {
             return Ok(());
         }
-        let tmp = graph_path.with_extension("tmp");
-        ann.graph.save(&tmp)?;
-        std::fs::rename(&tmp, &graph_path)?;
+        // A reader saves a graph it rebuilt only while no writer holds the directory (the
+        // writer saves its own); graph and stamp are then written by one process at a time.
+        let root = graph_path.parent().and_then(Path::parent);
+        let _lock = match (self.writer, root) {
+            (false, Some(root)) => match crate::local::DirLock::acquire(root, "the index") {
+                Ok(lock) => Some(lock),
+                Err(_) => return Ok(()),
+            },
+            _ => None,
+        };
+        let tmp = temp_path(&graph_path);
+        if let Err(e) = ann.graph.save(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &graph_path)
+            .map_err(|e| Error::io(e, format!("writing {}", graph_path.display())))?;
         let json = serde_json::to_vec(&stamp)
             .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
         write_atomic(&stamp_path, &json)?;

@@ -26,8 +26,9 @@ mod segments;
 #[cfg(test)]
 mod tests;
 
+use super::lock::DirLock;
 use data::IndexData;
-use segments::{load_all, write_atomic};
+use segments::{load_all, temp_path, write_atomic};
 
 /// An embedded [`VectorIndex`]: exact (brute-force) vector search under the schema's metric,
 /// BM25 full-text search, RRF hybrid search and metadata filters.
@@ -38,11 +39,19 @@ use segments::{load_all, write_atomic};
 /// tool up to some ten thousand vectors; beyond, give it an [`AnnFactory`]
 /// ([`LocalVectorIndex::open_with_ann`]; `vector-store` has an HNSW one) and vector queries go
 /// through the graph, which is saved beside the segments and rebuilt when it is missing or stale.
+///
+/// Many processes may read one directory; one writes. The first write takes the directory's
+/// [`DirLock`] (a second process's write fails with [`Error::Unavailable`] naming the holder's
+/// pid) and first reloads whatever another writer changed since this handle opened. A reader
+/// that opens while a compaction removes segments loads again, so it never sees half of one.
+/// Every segment carries a CRC-32; a damaged one is [`Error::Corrupt`] naming the file.
 #[derive(Debug, Default)]
 pub struct LocalVectorIndex {
     dir: Option<PathBuf>,
     indexes: RwLock<HashMap<String, Arc<RwLock<IndexData>>>>,
     ann: Option<Arc<dyn AnnFactory>>,
+    /// The directory's writer lock, taken at the first write and held until drop.
+    writer: tokio::sync::Mutex<Option<DirLock>>,
 }
 
 impl LocalVectorIndex {
@@ -82,13 +91,51 @@ impl LocalVectorIndex {
         Ok(Self {
             ann,
             dir: Some(dir),
-            indexes: RwLock::new(
-                loaded
-                    .into_iter()
-                    .map(|d| (d.schema.name.clone(), Arc::new(RwLock::new(d))))
-                    .collect(),
-            ),
+            indexes: RwLock::new(by_name(loaded)),
+            writer: Default::default(),
         })
+    }
+
+    /// Takes the writer lock at the first write; reloads the indexes when another writer
+    /// changed the directory since they were loaded.
+    async fn writable(&self) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let mut writer = self.writer.lock().await;
+        if writer.is_some() {
+            return Ok(());
+        }
+        let lock = DirLock::acquire(dir, &format!("the index in {}", dir.display()))?;
+        let mut indexes = self.indexes.write().await;
+        let mut loaded_state = Vec::new();
+        for (name, h) in indexes.iter() {
+            loaded_state.push((name.clone(), h.read().await.segments.clone()));
+        }
+        let (d, factory) = (dir.clone(), self.ann.clone());
+        let now = tokio::task::spawn_blocking(move || -> Result<_> {
+            let disk = segments::disk_state(&d)?;
+            loaded_state.sort();
+            (disk != loaded_state)
+                .then(|| load_all(&d, factory))
+                .transpose()
+        })
+        .await
+        .map_err(|e| Error::backend("local-index", "loading task failed", e))??;
+        if let Some(reloaded) = now {
+            tracing::info!(dir = %dir.display(), "index changed by another writer; reloaded");
+            *indexes = by_name(reloaded);
+        }
+        for h in indexes.values() {
+            h.write().await.writer = true;
+        }
+        *writer = Some(lock);
+        Ok(())
+    }
+
+    async fn get_for_write(&self, name: &str) -> Result<Arc<RwLock<IndexData>>> {
+        self.writable().await?;
+        self.get(name).await
     }
 
     async fn get(&self, name: &str) -> Result<Arc<RwLock<IndexData>>> {
@@ -125,10 +172,18 @@ impl LocalVectorIndex {
     }
 }
 
+fn by_name(loaded: Vec<IndexData>) -> HashMap<String, Arc<RwLock<IndexData>>> {
+    loaded
+        .into_iter()
+        .map(|d| (d.schema.name.clone(), Arc::new(RwLock::new(d))))
+        .collect()
+}
+
 #[async_trait]
 impl VectorIndex for LocalVectorIndex {
     async fn create_index(&self, schema: &IndexSchema) -> Result<()> {
         schema.validate()?;
+        self.writable().await?;
         let mut indexes = self.indexes.write().await;
         if let Some(existing) = indexes.get(&schema.name) {
             return existing.read().await.schema.is_compatible(schema);
@@ -141,6 +196,7 @@ impl VectorIndex for LocalVectorIndex {
             write_atomic(&dir.join("schema.json"), &json)?;
         }
         let mut data = IndexData::new(schema.clone(), dir);
+        data.writer = self.dir.is_some();
         if let Some(factory) = &self.ann {
             data.attach_ann(factory.clone())?;
         }
@@ -153,7 +209,7 @@ impl VectorIndex for LocalVectorIndex {
     }
 
     async fn upsert(&self, index: &str, records: Vec<IndexRecord>) -> Result<UpsertReport> {
-        let handle = self.get(index).await?;
+        let handle = self.get_for_write(index).await?;
         let mut data = handle.write().await;
         let mut report = UpsertReport::default();
         let mut good = Vec::with_capacity(records.len());
@@ -184,7 +240,7 @@ impl VectorIndex for LocalVectorIndex {
     }
 
     async fn delete(&self, index: &str, ids: &[String]) -> Result<usize> {
-        let handle = self.get(index).await?;
+        let handle = self.get_for_write(index).await?;
         let mut data = handle.write().await;
         let present: Vec<String> = ids
             .iter()
@@ -230,6 +286,7 @@ impl VectorIndex for LocalVectorIndex {
     }
 
     async fn drop_index(&self, index: &str) -> Result<()> {
+        self.writable().await?;
         let removed = self
             .indexes
             .write()

@@ -1,8 +1,16 @@
 //! Persistence: `schema.json` and append-only binary segments (one per write, atomic),
 //! replayed on open and compacted after many.
+//!
+//! A segment is `RLSEG02\n`, then records (a `u32` length, a JSON [`SegmentHeader`], and for an
+//! upsert the vector's `dims` little-endian f32s), then the CRC-32 of everything before it.
+//! A segment that fails the CRC, or holds a vector no writer produces (NaN, infinite), is
+//! [`Error::Corrupt`] naming the file; nothing of it is applied. `RLSEG01` segments (written
+//! before the checksum) are read without it.
 
 use super::*;
-pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG01\n";
+pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG02\n";
+/// The format before the checksum trailer.
+pub(super) const SEGMENT_MAGIC_V1: &[u8; 8] = b"RLSEG01\n";
 /// Segments after which the next write compacts an index into one.
 pub(super) const COMPACT_AFTER: usize = 64;
 
@@ -19,22 +27,69 @@ pub(super) enum SegmentHeader {
     },
 }
 
-pub(super) fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
+/// One decoded record of a segment.
+enum Op {
+    Upsert(IndexRecord),
+    Delete(String),
+}
+
+/// The indexes under `dir` (those with a `schema.json`) and their segment files, in order.
+pub(super) fn disk_state(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let schema_path = path.join("schema.json");
-        if !schema_path.is_file() {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(e, format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io(e, format!("listing {}", dir.display())))?
+            .path();
+        if !path.join("schema.json").is_file() {
             continue;
         }
-        let schema: IndexSchema = serde_json::from_slice(&std::fs::read(&schema_path)?)
-            .map_err(|e| Error::invalid(format!("{}: {e}", schema_path.display())))?;
-        let mut data = IndexData::new(schema, Some(path.clone()));
-        let mut segs: Vec<PathBuf> = std::fs::read_dir(path.join("segments"))?
+        let seg_dir = path.join("segments");
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&seg_dir)
+            .map_err(|e| Error::corrupt(seg_dir.display().to_string(), damaged(&path, e)))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         segs.sort();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        out.push((name, segs));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads every index under `dir`. A writer compacting meanwhile removes segments this listed:
+/// the load then starts again from a fresh listing (a compaction leaves one whole segment).
+pub(super) fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
+    let mut attempt = 0;
+    loop {
+        match load_once(dir, ann.clone()) {
+            Err(e) if e.is_not_found() && attempt < 20 => {
+                attempt += 1;
+                tracing::debug!(error = %e, "a segment vanished while loading; loading again");
+                std::thread::sleep(std::time::Duration::from_millis(5 * attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn load_once(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
+    let mut out = Vec::new();
+    for (name, segs) in disk_state(dir)? {
+        let path = dir.join(name);
+        let schema_path = path.join("schema.json");
+        let schema: IndexSchema = serde_json::from_slice(
+            &std::fs::read(&schema_path)
+                .map_err(|e| Error::io(e, format!("reading {}", schema_path.display())))?,
+        )
+        .map_err(|e| Error::corrupt(schema_path.display().to_string(), damaged(&path, e)))?;
+        let mut data = IndexData::new(schema, Some(path.clone()));
         for seg in &segs {
             data.replay(seg)?;
         }
@@ -47,13 +102,39 @@ pub(super) fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<V
     Ok(out)
 }
 
+/// The reason of a damaged index file: what failed and what to do.
+fn damaged(index_dir: &Path, why: impl std::fmt::Display) -> String {
+    format!(
+        "{why}; the index cannot be read. Remove {} and index again (stage 6 rebuilds it from \
+         the vector shards)",
+        index_dir.display()
+    )
+}
+
 impl IndexData {
+    /// Applies one segment's records, after checking all of it: a damaged segment applies none.
     pub(super) fn replay(&mut self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path)?;
-        let bad = |why: &str| Error::invalid(format!("segment {}: {why}", path.display()));
-        let mut cur = bytes
-            .strip_prefix(SEGMENT_MAGIC.as_slice())
-            .ok_or_else(|| bad("bad magic"))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(e, format!("reading {}", path.display())))?;
+        let index_dir = path.parent().and_then(Path::parent).unwrap_or(path);
+        let bad = |why: &str| Error::corrupt(path.display().to_string(), damaged(index_dir, why));
+        let body = if let Some(rest) = bytes.strip_prefix(SEGMENT_MAGIC.as_slice()) {
+            let split = rest.len().checked_sub(4).ok_or_else(|| bad("truncated"))?;
+            let (body, crc) = rest.split_at(split);
+            let mut h = crc32fast::Hasher::new();
+            h.update(SEGMENT_MAGIC);
+            h.update(body);
+            if h.finalize().to_le_bytes() != crc {
+                return Err(bad("checksum mismatch"));
+            }
+            body
+        } else {
+            bytes
+                .strip_prefix(SEGMENT_MAGIC_V1.as_slice())
+                .ok_or_else(|| bad("not a segment (bad magic)"))?
+        };
+        let mut records = Vec::new();
+        let mut cur = body;
         while !cur.is_empty() {
             let mut len = [0u8; 4];
             cur.read_exact(&mut len).map_err(|_| bad("truncated"))?;
@@ -71,18 +152,29 @@ impl IndexData {
                     }
                     let (v, rest) = cur.split_at(n);
                     cur = rest;
-                    let vector = v
+                    let vector: Vec<f32> = v
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect();
-                    self.apply_upsert(IndexRecord {
+                    if !vector.iter().all(|x| x.is_finite()) {
+                        return Err(bad(&format!("record {id:?} has a non-finite vector")));
+                    }
+                    records.push(Op::Upsert(IndexRecord {
                         id,
                         vector,
                         text,
                         metadata,
-                    });
+                    }));
                 }
-                SegmentHeader::Delete { id } => {
+                SegmentHeader::Delete { id } => records.push(Op::Delete(id)),
+            }
+        }
+        for op in records {
+            match op {
+                Op::Upsert(record) => {
+                    self.apply_upsert(record);
+                }
+                Op::Delete(id) => {
                     self.apply_delete(&id);
                 }
             }
@@ -119,6 +211,8 @@ impl IndexData {
         for id in deletes {
             encode(&mut buf, &SegmentHeader::Delete { id: id.clone() })?;
         }
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
         let seg_dir = dir.join("segments");
         let next = self
             .segments
@@ -189,10 +283,20 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .parent()
         .ok_or_else(|| Error::invalid("segment path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let tmp = temp_path(path);
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_data()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| Error::io(e, format!("writing {}", path.display())))
+}
+
+/// A temporary name beside `path` that no other writer uses: `<name>.<pid>-<n>.tmp`.
+pub(super) fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
 }
