@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::stage::{Progress, Stage};
 use crate::store::ObjectStore;
 use crate::uri::StoreUri;
-use crate::vectors::{EmbeddedChunk, ShardMeta, read_shard_meta, source_hash, write_shard};
+use crate::vectors::{
+    EmbeddedChunk, ShardMeta, read_shard_meta, source_hash, verify_shard, write_shard,
+};
 
 /// How [`embed_to_shards`] cuts and spreads the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +176,21 @@ pub async fn embed_to_shards(
     Ok(report)
 }
 
+/// Whether the shard at `uri` was written for exactly these chunks and model, and is whole: a
+/// shard whose metadata matches but whose rows fail [`verify_shard`] is embedded again.
 async fn shard_is_current(store: &dyn ObjectStore, uri: &StoreUri, meta: &ShardMeta) -> bool {
-    match store.get_bytes(uri).await {
-        Ok(bytes) => read_shard_meta(bytes).is_ok_and(|m| m == *meta),
+    let Ok(bytes) = store.get_bytes(uri).await else {
+        return false;
+    };
+    if !read_shard_meta(bytes.clone()).is_ok_and(|m| m == *meta) {
+        return false;
+    }
+    match tokio::task::spawn_blocking(move || verify_shard(bytes)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(shard = %uri, error = %e, "damaged vector shard; embedding it again");
+            false
+        }
         Err(_) => false,
     }
 }
@@ -269,6 +283,33 @@ mod tests {
             batch: 3,
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_shard_is_embedded_again_not_kept_as_current() {
+        // Before the content CRC a shard whose metadata matched was "current" however its rows
+        // had been changed, and stage 6 indexed the changed text.
+        let all = chunks(6);
+        let prefix: StoreUri = "mem://bkt/vector-indexes/m/".parse().unwrap();
+        let store = InMemoryStore::new();
+        embed_to_shards(&store, &model(), &all, &prefix, &opts(4), &LogProgress)
+            .await
+            .unwrap();
+        let want = rows(&store, &prefix).await;
+        let first = prefix.join("part-00000.parquet").unwrap();
+        let mut b = store.get_bytes(&first).await.unwrap().to_vec();
+        let at = b.windows(9).position(|w| w == b"Paragraph").unwrap();
+        b[at] = b'Q';
+        store.put(&first, b.into()).await.unwrap();
+        let again = embed_to_shards(&store, &model(), &all, &prefix, &opts(4), &LogProgress)
+            .await
+            .unwrap();
+        assert_eq!((again.written, again.current), (1, again.shards - 1));
+        assert_eq!(
+            rows(&store, &prefix).await,
+            want,
+            "the shard is whole again"
+        );
     }
 
     #[tokio::test]

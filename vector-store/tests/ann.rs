@@ -339,10 +339,9 @@ mod damaged_graphs {
         /// file cannot hold, and never returns a graph (the CRC sees every change of ≤ 4 bytes).
         #[test]
         fn damaged_graphs_never_load(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..5),
             cut in prop::option::of(any::<prop::sample::Index>()),
         ) {
-            prop_assume!(!flips.is_empty() || cut.is_some());
             let mut bytes = saved().clone();
             for (at, x) in &flips {
                 let i = at.index(bytes.len());
@@ -351,6 +350,8 @@ mod damaged_graphs {
             if let Some(cut) = cut {
                 bytes.truncate(cut.index(bytes.len()));
             }
+            // Two flips of one byte may cancel out.
+            prop_assume!(bytes != *saved());
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("g.graph");
             std::fs::write(&path, &bytes).unwrap();
