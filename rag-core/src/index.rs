@@ -8,6 +8,13 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The largest vector dimension an index, a model ragloop trains, or a configuration accepts
+/// (real embedding models use 256–4,096; Elasticsearch's `dense_vector` allows 4,096).
+pub const MAX_DIMS: usize = 16_384;
+
+/// The most hits one search may ask for.
+pub const MAX_K: usize = 10_000;
+
 /// How vectors are compared. Scores are always "higher is closer".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,9 +113,9 @@ impl IndexSchema {
                 self.name
             )));
         }
-        if self.dims == 0 || self.dims > 16_384 {
+        if self.dims == 0 || self.dims > MAX_DIMS {
             return Err(Error::invalid(format!(
-                "dims {} is outside 1..=16384",
+                "dims {} is outside 1..={MAX_DIMS}",
                 self.dims
             )));
         }
@@ -329,8 +336,11 @@ impl SearchRequest {
     /// Checks what every backend needs: `k ≥ 1`, a non-empty text, a non-empty vector of
     /// `dims` values.
     pub fn validate(&self, dims: usize) -> Result<()> {
-        if self.k == 0 {
-            return Err(Error::invalid("k must be at least 1"));
+        if self.k == 0 || self.k > MAX_K {
+            return Err(Error::invalid(format!(
+                "k {} is outside 1..={MAX_K}",
+                self.k
+            )));
         }
         if let Fusion::Convex { vector_weight } = self.fusion
             && !(0.0..=1.0).contains(&vector_weight)

@@ -69,8 +69,9 @@ pub use deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
 pub use embedding::{Embedding, EmbeddingModel};
 pub use error::{Error, Result};
 pub use index::{
-    FieldKind, Filter, Fusion, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query,
-    SearchHit, SearchRequest, UpsertReport, VectorIndex, convex_fuse, fuse, rrf_fuse,
+    FieldKind, Filter, Fusion, IndexRecord, IndexSchema, ItemError, MAX_DIMS, MAX_K, Metadata,
+    Metric, Query, SearchHit, SearchRequest, UpsertReport, VectorIndex, convex_fuse, fuse,
+    rrf_fuse,
 };
 pub use retry::RetryPolicy;
 pub use secret::{AccessKey, Secret};

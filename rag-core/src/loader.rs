@@ -4,7 +4,7 @@
 //! Nothing is dropped silently: every file or line that cannot become a document is returned as
 //! a [`Skipped`] entry with its reason, and the rest still loads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
 
@@ -29,6 +29,54 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A document whose id another file's document had taken first, and the id it now has.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Renamed {
+    /// The document's source (file, and `#id` for JSONL).
+    pub source: String,
+    /// The id it was given.
+    pub id: String,
+    /// The id it is chunked, indexed and cited under: `<file>#<id>` (then `~2`, `~3` …).
+    pub now: String,
+}
+
+/// The document ids of a corpus so far, so that two documents never share one: their chunks
+/// would merge and cite the wrong file. Whole-file documents are named by their path under
+/// the corpus root, so only ids a file states (JSONL `id`) can collide.
+#[derive(Debug, Default)]
+pub struct DocIds {
+    seen: HashSet<String>,
+}
+
+impl DocIds {
+    /// Admits the documents of file `name` (its path under the corpus root) in `report`,
+    /// renaming each whose id is taken and recording it in `report.renamed`.
+    pub fn admit(&mut self, name: &str, report: &mut LoadReport) {
+        for doc in &mut report.documents {
+            if self.seen.insert(doc.id.clone()) {
+                continue;
+            }
+            let base = if doc.id == name {
+                name.to_string()
+            } else {
+                format!("{name}#{}", doc.id)
+            };
+            let mut now = base.clone();
+            let mut n = 1;
+            while !self.seen.insert(now.clone()) {
+                n += 1;
+                now = format!("{base}~{n}");
+            }
+            tracing::warn!(source = %doc.source, id = %doc.id, now = %now, "duplicate document id renamed");
+            report.renamed.push(Renamed {
+                source: doc.source.clone(),
+                id: std::mem::replace(&mut doc.id, now.clone()),
+                now,
+            });
+        }
+    }
+}
+
 /// Documents parsed from one or more files, with what was skipped.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -36,6 +84,8 @@ pub struct LoadReport {
     pub documents: Vec<Document>,
     /// What was skipped, and why.
     pub skipped: Vec<Skipped>,
+    /// Documents renamed because their id was taken ([`DocIds`]).
+    pub renamed: Vec<Renamed>,
     /// Files and documents per format (`html`, `pdf`, `text`, …).
     pub formats: BTreeMap<String, FormatCount>,
 }
@@ -45,6 +95,7 @@ impl LoadReport {
     pub fn extend(&mut self, other: LoadReport) {
         self.documents.extend(other.documents);
         self.skipped.extend(other.skipped);
+        self.renamed.extend(other.renamed);
         for (format, c) in other.formats {
             let mine = self.formats.entry(format).or_default();
             mine.files += c.files;
@@ -70,7 +121,8 @@ pub async fn load_documents(store: &dyn ObjectStore, prefix: &StoreUri) -> Resul
 
 /// Reads and parses every object under `prefix`, in key order, with `parsers`. A file's path
 /// under the prefix names it (the id of a document that is the whole file); a file over the
-/// registry's size limit is skipped without being read.
+/// registry's size limit is skipped without being read. No two documents share an id: a
+/// later one whose id is taken is renamed ([`DocIds`], listed in `renamed`).
 pub async fn load_documents_with(
     store: &dyn ObjectStore,
     prefix: &StoreUri,
@@ -79,6 +131,7 @@ pub async fn load_documents_with(
     let prefix = prefix.as_prefix();
     let objects: Vec<_> = store.list(&prefix).try_collect().await?;
     let mut report = LoadReport::default();
+    let mut ids = DocIds::default();
     for meta in objects {
         let source = meta.uri.to_string();
         if meta.size > parsers.max_file_bytes() {
@@ -99,7 +152,9 @@ pub async fn load_documents_with(
             .unwrap_or_else(|| meta.uri.file_name())
             .to_string();
         let data = store.get_bytes(&meta.uri).await?;
-        report.extend(parsers.parse(&name, &source, &data));
+        let mut parsed = parsers.parse(&name, &source, &data);
+        ids.admit(&name, &mut parsed);
+        report.extend(parsed);
     }
     Ok(report)
 }

@@ -210,10 +210,16 @@ fn shard_meta(builder: &ParquetRecordBatchReaderBuilder<Bytes>) -> Result<ShardM
     })
 }
 
-/// The content CRC the writer recorded (`None`: a shard from before it was recorded).
+/// The content CRC the writer recorded (`None`: a shard from before it was recorded). A key
+/// the writer never writes is damage too: a changed letter in the CRC's own key would
+/// otherwise pass the shard off as one from before the CRC.
 fn stored_crc(builder: &ParquetRecordBatchReaderBuilder<Bytes>) -> Result<Option<u32>> {
-    key_values(builder)
-        .iter()
+    let kv = key_values(builder);
+    const KNOWN: [&str; 6] = [KEY_MODEL, KEY_DIMS, KEY_NORM, KEY_HASH, KEY_CRC, "ARROW:schema"];
+    if let Some(odd) = kv.iter().find(|e| !KNOWN.contains(&e.key.as_str())) {
+        return Err(damaged(&format!("unknown metadata key {:?}", odd.key)));
+    }
+    kv.iter()
         .find(|e| e.key == KEY_CRC)
         .map(|e| {
             e.value

@@ -504,3 +504,88 @@ async fn a_100_mb_document_is_skipped_with_its_size_and_the_rest_embedded() {
     // The corpus's three documents and the notes file still go through.
     assert_eq!(embedded.documents, 4, "{embedded:?}");
 }
+
+#[tokio::test]
+async fn unreadable_entries_are_skipped_and_reported_and_the_rest_ingested() {
+    // Each of these once aborted the whole ingest: a dangling symlink, a symlink loop, an
+    // unreadable directory (when not root), a file name with a newline.
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    symlink(f.data.join("nowhere"), f.data.join("dangling.txt")).unwrap();
+    symlink(f.data.join("loop.txt"), f.data.join("loop.txt")).unwrap();
+    std::fs::write(f.data.join("new\nline.txt"), "a name with a newline").unwrap();
+    let locked = f.data.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("x.txt"), "secret").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let locked_out = std::fs::read_dir(&locked).is_err(); // root reads it anyway
+    let report = pipeline(&f).ingest(&f.data).await.unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let failed: Vec<&str> = report.failed.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        failed.iter().any(|p| p.ends_with("dangling.txt")),
+        "{failed:?}"
+    );
+    assert!(failed.iter().any(|p| p.ends_with("loop.txt")), "{failed:?}");
+    assert_eq!(
+        failed.iter().any(|p| p.ends_with("locked")),
+        locked_out,
+        "{failed:?}"
+    );
+    // A key with a control character is refused with the reason, not a crash.
+    let newline = report
+        .failed
+        .iter()
+        .find(|(p, _)| p.ends_with("new\nline.txt"));
+    assert!(
+        newline.is_some_and(|(_, why)| why.contains("control character")),
+        "{failed:?}"
+    );
+    // The good files all went up.
+    assert_eq!(
+        report.uploaded,
+        3 + usize::from(!locked_out),
+        "{:?}",
+        report.failed
+    );
+    assert!(
+        f.store_root
+            .join("demo-bucket/raw-docs/sub/notes.txt")
+            .is_file()
+    );
+}
+
+#[tokio::test]
+async fn documents_with_one_id_in_two_files_keep_apart() {
+    // `corpus.jsonl` and `sub/more.jsonl` both hold "dup.2": once their chunks merged and
+    // cited the wrong file. The later one is renamed by its file, reported at ingest, and
+    // found under its new id.
+    let f = fixture(Arc::new(LocalVectorIndex::in_memory()));
+    std::fs::write(
+        f.data.join("sub/more.jsonl"),
+        r#"{"id": "dup.2", "title": "another dup", "text": "A different page that happens to reuse the id dup.2 and talks about zebras."}"#,
+    )
+    .unwrap();
+    let p = pipeline(&f);
+    let report = p.ingest(&f.data).await.unwrap();
+    assert_eq!(report.renamed.len(), 1, "{report:?}");
+    assert_eq!(
+        (
+            report.renamed[0].id.as_str(),
+            report.renamed[0].now.as_str()
+        ),
+        ("dup.2", "sub/more.jsonl#dup.2")
+    );
+    let m = model();
+    let embedded = p.embed(&m).await.unwrap();
+    assert!(embedded.documents >= 5, "{embedded:?}");
+    p.index(&m).await.unwrap();
+    let answer = p
+        .answer(&m, "Which page talks about zebras?")
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.citations[0].doc_id, "sub/more.jsonl#dup.2",
+        "{answer:?}"
+    );
+}

@@ -35,13 +35,13 @@ pub struct EmbedArgs {
     #[arg(long, env = "RAGLOOP_OUTPUT")]
     pub output: String,
     /// Chunks per Parquet shard.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = crate::bounded(1, 1 << 20))]
     pub shard_rows: usize,
     /// Largest chunk, in characters.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 1200, value_parser = crate::bounded(16, 1 << 20))]
     pub chunk_chars: usize,
     /// Characters shared by consecutive chunks of a long paragraph.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = crate::bounded(0, 1 << 19))]
     pub chunk_overlap: usize,
     /// Keep the encoder's pooled vectors here and reuse them (a rerun, or a model sharing the
     /// encoder such as a linear adapter, encodes nothing it has seen).

@@ -40,7 +40,7 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub quantize: Vec<embed_runtime::Quantization>,
     /// Dimension of the hashed model (fitted on the documents); 0 leaves it out.
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 768, value_parser = crate::bounded(0, rag_core::MAX_DIMS as u64))]
     pub dims: usize,
     /// Where `eval-report.md` and `eval-report.png` go.
     #[arg(long, default_value = "target/eval")]

@@ -72,3 +72,9 @@ pub use oss_client;
 pub use pai_client;
 pub use rag_core;
 pub use vector_store;
+
+/// A command-line size bounded to `lo..=hi`: a number outside is a usage error naming the
+/// range (exit status 2) before anything runs, never a 4e9-dimension model or an OOM kill.
+pub fn bounded(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo..=hi)
+}

@@ -105,7 +105,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TrainMode::Full, env = "RAGLOOP_HP_MODE")]
     pub mode: TrainMode,
     /// Embedding dimension of the hashed model (without `--base-model`).
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 768, value_parser = crate::bounded(1, rag_core::MAX_DIMS as u64))]
     pub dims: usize,
     /// Queries with known relevant documents to train on (JSONL or JSONL.gz of `{"text",
     /// "relevant", "split"}`; path or store URI).
@@ -142,10 +142,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "test")]
     pub eval_split: String,
     /// Passes over the pairs [default: 1, adapter 30].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounded(1, 10_000))]
     pub epochs: Option<usize>,
     /// Pairs per step [default: 32, adapter 64].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounded(1, 65_536))]
     pub batch_size: Option<usize>,
     /// Peak learning rate [default: 2e-5, adapter 1e-3].
     #[arg(long)]
@@ -157,10 +157,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     pub warmup_ratio: f64,
     /// Tokens of a query kept.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::bounded(1, 8_192))]
     pub max_query_tokens: usize,
     /// Tokens of a passage kept.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::bounded(1, 8_192))]
     pub max_passage_tokens: usize,
     /// Dropout (default: the model's).
     #[arg(long)]

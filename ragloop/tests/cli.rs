@@ -109,6 +109,37 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     assert!(ask.status.success(), "ragloop ask failed: {stderr}");
     let answer: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
     assert_eq!(answer["citations"][0]["doc_id"], "kill.2", "{answer}");
+
+    // While another process writes the work directory (here: this test holds its lock), a
+    // second run fails at once naming it — two runs once raced to "No such file or
+    // directory" — and `ask`, which only reads, still answers.
+    let held = rag_core::local::DirLock::acquire(&dir.path().join("work"), "test").unwrap();
+    let second = ragloop()
+        .args(["run", "--quick", "--dims", "128", "--queries", "none"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by pid {}", std::process::id())),
+        "{stderr}"
+    );
+    let ask = ragloop()
+        .args(["ask", "--quick", "--json", "How do I send a signal?"])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(
+        ask.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ask.stderr)
+    );
+    drop(held);
 }
 
 /// `--dry-run` prints the plan of exactly the configuration `run` would run: the defaults
@@ -617,4 +648,27 @@ fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
         report.contains(&format!("({chunks} from the cache)")),
         "{report}"
     );
+}
+
+#[test]
+fn sizes_a_user_types_are_bounded_before_anything_runs() {
+    // `--dims 4000000000` once trained a 4e9-dimension model, then embedding was OOM-killed.
+    for args in [
+        &[
+            "train",
+            "--dims",
+            "4000000000",
+            "--data",
+            "d",
+            "--output",
+            "o",
+        ][..],
+        &["run", "--quick", "--dims", "4000000000"],
+        &["train", "--batch-size", "0", "--data", "d", "--output", "o"],
+    ] {
+        let out = ragloop().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not in 1..="), "{args:?}: {stderr}");
+    }
 }

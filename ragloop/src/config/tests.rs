@@ -159,7 +159,12 @@ fn mistakes_are_one_clear_line() {
         ),
         ("[deploy]\nbackend = \"bailian\"", "deploy needs a model"),
         ("[llm]\nbackend = \"openai\"", "base_url is required"),
-        ("[index]\ntop_k = 0", "top_k must be positive"),
+        ("[index]\ntop_k = 0", "top_k must lie in 1..=1000"),
+        ("[index]\ntop_k = 5000000", "top_k must lie in 1..=1000"),
+        (
+            "[embedding]\ndims = 4000000000",
+            "embedding.dims must lie in 1..=16384",
+        ),
         (
             "[embedding]\nmodel = \"hashed\"\nquantize = \"int8\"",
             "is for sentence-transformers models",

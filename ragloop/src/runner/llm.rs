@@ -17,6 +17,7 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, Option<StoreUri>)> {
         let t = Instant::now();
+        self.lock_work_dir()?;
         let (Some(mut spec), Some(trainer)) = (
             self.backends.plan.llm_fine_tune(),
             &self.backends.llm_trainer,
@@ -76,6 +77,7 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, Option<String>)> {
         let t = Instant::now();
+        self.lock_work_dir()?;
         let d = &self.config().deploy;
         let model_path = d.model_path.clone().or(fine_tuned.map(|u| u.to_string()));
         let (Some(deployer), Some(model_path)) = (&self.backends.deployer, model_path) else {
@@ -132,6 +134,7 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, rag_core::qa::Manifest)> {
         let t = Instant::now();
+        self.lock_work_dir()?;
         if self.config().llm.backend == LlmBackend::Extractive {
             options.questions = rag_core::qa::QuestionSource::Headings;
         }

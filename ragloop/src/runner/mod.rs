@@ -147,6 +147,8 @@ pub struct Runner {
     pub(crate) layout: Layout,
     /// The fusion `run` chose (`[index] fusion = "auto"`), or loaded from the store.
     fusion: std::sync::Mutex<fusion::Choices>,
+    /// The work directory's writer lock, taken by the first stage that writes.
+    work_lock: std::sync::Mutex<Option<rag_core::local::DirLock>>,
 }
 impl Runner {
     /// Connects every backend `config` names (see [`Backends::connect`]).
@@ -156,7 +158,24 @@ impl Runner {
             layout: Layout::new(backends.config.root.clone()),
             backends,
             fusion: std::sync::Mutex::new(fusion::Choices::new()),
+            work_lock: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Takes the work directory's writer lock, held until the runner is dropped (or the
+    /// process dies): a second `ragloop run`, `ingest`, `index` … on the same work directory
+    /// fails at once, naming this process, instead of racing it. Every stage that writes
+    /// calls it; `ask` and evaluation only read and never wait.
+    pub fn lock_work_dir(&self) -> Result<()> {
+        let mut held = self.work_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            let dir = &self.config().work_dir;
+            *held = Some(rag_core::local::DirLock::acquire(
+                dir,
+                &format!("the work directory {}", dir.display()),
+            )?);
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -191,6 +210,7 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<StageLine> {
         let t = Instant::now();
+        self.lock_work_dir()?;
         let dir = data.unwrap_or(&self.config().data);
         let report = self
             .pipeline(&self.index_name(Which::Served), progress)
@@ -218,11 +238,22 @@ impl Runner {
             t,
             0,
         )
-        .with_details(skipped_lines(&report.unparsed)))
+        .with_details(
+            skipped_lines(&report.unparsed)
+                .into_iter()
+                .chain(report.renamed.iter().take(MAX_LISTED).map(|r| {
+                    format!(
+                        "document id {:?} of {} was taken by another file: indexed as {:?}",
+                        r.id, r.source, r.now
+                    )
+                }))
+                .collect(),
+        ))
     }
 
     /// Stage 2: trains the embedding model as a job (skipped when its output is complete).
     pub async fn train(&self, progress: Arc<dyn Progress>) -> Result<StageLine> {
+        self.lock_work_dir()?;
         let t = Instant::now();
         let Some(spec) = self.backends.plan.training() else {
             let why = format!(
@@ -275,6 +306,7 @@ async fn embed_and_index(
 /// Runs every stage and the evaluation.
 pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary> {
     let t0 = Instant::now();
+    r.lock_work_dir()?;
     // A pretrained model by name is fetched (once, then cached) before anything runs, so the
     // download shows here and every job finds it in the cache.
     if let crate::config::ModelKind::Sentence(m) = r.config().embedding.kind()

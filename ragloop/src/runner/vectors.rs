@@ -60,6 +60,7 @@ impl Runner {
 
     /// Stage 5: chunks and embeds `raw-docs/` with `m` into Parquet shards, here or as jobs.
     pub async fn embed(&self, m: &NamedModel, progress: Arc<dyn Progress>) -> Result<StageLine> {
+        self.lock_work_dir()?;
         let t = Instant::now();
         let model = m.model.as_ref();
         let pipeline = self.pipeline(&self.index_name(Which::Served), progress);
@@ -141,6 +142,7 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<StageLine> {
         let t = Instant::now();
+        self.lock_work_dir()?;
         let shards = self.layout.vector_shards(model.model_id());
         if self.shard_count(&shards).await? == 0 {
             bail!(
