@@ -215,7 +215,14 @@ fn shard_meta(builder: &ParquetRecordBatchReaderBuilder<Bytes>) -> Result<ShardM
 /// otherwise pass the shard off as one from before the CRC.
 fn stored_crc(builder: &ParquetRecordBatchReaderBuilder<Bytes>) -> Result<Option<u32>> {
     let kv = key_values(builder);
-    const KNOWN: [&str; 6] = [KEY_MODEL, KEY_DIMS, KEY_NORM, KEY_HASH, KEY_CRC, "ARROW:schema"];
+    const KNOWN: [&str; 6] = [
+        KEY_MODEL,
+        KEY_DIMS,
+        KEY_NORM,
+        KEY_HASH,
+        KEY_CRC,
+        "ARROW:schema",
+    ];
     if let Some(odd) = kv.iter().find(|e| !KNOWN.contains(&e.key.as_str())) {
         return Err(damaged(&format!("unknown metadata key {:?}", odd.key)));
     }
