@@ -63,7 +63,7 @@ pub struct EvalSummary {
 
 /// Runs the evaluation and writes the report.
 pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSummary> {
-    let queries = crate::queries::read_queries(&args.queries, Some(&args.split))?;
+    let queries = crate::queries::read_split(&args.queries, &args.split)?;
     if queries.is_empty() {
         bail!(
             "{} has no queries in split {:?}",

@@ -307,9 +307,19 @@ async fn train_hashed(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-async fn read_queries(args: &TrainArgs, arg: &str, split: &str) -> Result<Vec<EvalQuery>> {
+/// The queries of `split` in `arg`; an evaluation split (`strict`) must hold some.
+async fn read_queries(
+    args: &TrainArgs,
+    arg: &str,
+    split: &str,
+    strict: bool,
+) -> Result<Vec<EvalQuery>> {
     let text = crate::queries::decode_text(arg, args.store.read(arg).await?)?;
-    crate::queries::parse_queries(&text, arg, Some(split))
+    if strict {
+        crate::queries::parse_split(&text, arg, split)
+    } else {
+        crate::queries::parse_queries(&text, arg, Some(split))
+    }
 }
 
 async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
@@ -336,7 +346,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let mut all = pairs::mine_pairs(&docs, &mining);
     let mut missing_relevant = 0;
     if let Some(q) = &args.queries {
-        let queries = read_queries(args, q, &args.queries_split).await?;
+        let queries = read_queries(args, q, &args.queries_split, false).await?;
         if queries.is_empty() {
             bail!("{q} has no queries in split {:?}", args.queries_split);
         }
@@ -363,7 +373,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let mut eval_queries: Vec<(String, Vec<EvalQuery>)> = Vec::new();
     if let Some(q) = &args.eval_queries {
         for split in args.eval_split.split(',').map(str::trim) {
-            eval_queries.push((split.to_string(), read_queries(args, q, split).await?));
+            eval_queries.push((split.to_string(), read_queries(args, q, split, true).await?));
         }
     }
     let options = embed_runtime::EmbedderOptions {

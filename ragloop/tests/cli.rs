@@ -672,3 +672,17 @@ fn sizes_a_user_types_are_bounded_before_anything_runs() {
         assert!(stderr.contains("is not in 1..="), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    let out = ragloop()
+        .args(["run", "--config", "/nonexistent/ragloop.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the config file /nonexistent/ragloop.toml does not exist"),
+        "{stderr}"
+    );
+}

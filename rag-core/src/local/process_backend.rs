@@ -155,7 +155,12 @@ impl TrainingBackend for LocalProcessBackend {
         let dir = self.job_dir(id)?;
         match tokio::fs::read(dir.join("status.json")).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::backend("local-jobs", "corrupt status.json", e)),
+                .map_err(|e| {
+                    Error::corrupt(
+                        dir.join("status.json").display().to_string(),
+                        format!("job {id}'s status is unreadable ({e}); remove the job's directory to run it again"),
+                    )
+                }),
             Err(_) if dir.join("spec.json").is_file() => Ok(JobStatus::Failed {
                 reason: "the process that supervised this job exited before it ended".into(),
             }),

@@ -150,8 +150,18 @@ impl Default for LoopConfig {
 impl LoopConfig {
     /// Reads and checks a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| -> anyhow::Error {
+            // A file that is not there is a mistake in the invocation (exit status 2).
+            if e.kind() == std::io::ErrorKind::NotFound {
+                crate::exit::UsageError(format!(
+                    "the config file {} does not exist",
+                    path.display()
+                ))
+                .into()
+            } else {
+                anyhow::Error::new(e).context(format!("reading the config file {}", path.display()))
+            }
+        })?;
         Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -193,6 +203,9 @@ impl LoopConfig {
     }
 
     fn check(&self) -> Result<()> {
+        if self.work_dir.as_os_str().is_empty() {
+            bail!("work_dir is empty: name a directory (it holds the local store, index and jobs)");
+        }
         let kind = self.embedding.kind();
         let training = self.embedding.training();
         match (&kind, training) {

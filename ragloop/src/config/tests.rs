@@ -160,6 +160,7 @@ fn mistakes_are_one_clear_line() {
         ("[deploy]\nbackend = \"bailian\"", "deploy needs a model"),
         ("[llm]\nbackend = \"openai\"", "base_url is required"),
         ("[index]\ntop_k = 0", "top_k must lie in 1..=1000"),
+        ("work_dir = \"\"", "work_dir is empty"),
         ("[index]\ntop_k = 5000000", "top_k must lie in 1..=1000"),
         (
             "[embedding]\ndims = 4000000000",

@@ -10,7 +10,7 @@ use rag_core::{EmbeddingModel, Progress, Stage};
 use super::{NamedModel, Runner, StageLine};
 use crate::config::{Retriever, Which};
 use crate::evaluation::{self, MetricsRow};
-use crate::queries::read_queries;
+use crate::queries::read_split;
 
 impl Runner {
     /// Stage 7: answers `question` with citations, retrieving with `model`.
@@ -69,7 +69,7 @@ impl Runner {
         let Some(path) = self.config().queries() else {
             return Ok(Vec::new());
         };
-        let queries = read_queries(path, Some(&self.config().eval.split))?;
+        let queries = read_split(path, &self.config().eval.split)?;
         if queries.is_empty() {
             return Err(crate::exit::UsageError(format!(
                 "{} has no queries in split {:?}",

@@ -80,7 +80,8 @@ impl Runner {
                 ),
                 t,
                 0,
-            ));
+            )
+            .with_details(super::skipped_lines(&r.skipped_inputs)));
         }
         let shards = self.layout.vector_shards(model.model_id());
         let corpus = self.corpus_fingerprint().await?;
