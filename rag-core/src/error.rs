@@ -234,4 +234,29 @@ mod tests {
         assert_eq!(err.to_string(), "rate limited (retry after 3s)");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
     }
+
+    /// A full disk once printed `No space left on device (os error 28): No space left on
+    /// device (os error 28)` and no path: the chain of causes, as anyhow prints it, now names
+    /// the file and says it once.
+    #[test]
+    fn an_io_error_is_said_once_with_its_file() {
+        fn chain(e: &dyn std::error::Error) -> String {
+            let mut out = e.to_string();
+            let mut cur = e.source();
+            while let Some(c) = cur {
+                out.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            out
+        }
+        let full = || std::io::Error::from_raw_os_error(28);
+        let named = Error::io(full(), "writing /data/index/i/segments/000000000001.seg");
+        let text = chain(&named);
+        assert_eq!(
+            text,
+            "io error: writing /data/index/i/segments/000000000001.seg: No space left on device (os error 28)"
+        );
+        let bare = chain(&Error::from(full()));
+        assert_eq!(bare.matches("No space left").count(), 1, "{bare}");
+    }
 }
