@@ -511,22 +511,17 @@ mod tests {
 
     #[test]
     fn shards_round_trip_rows_and_metadata() {
-        let rows = vec![
-            row("a", vec![1.0, 2.0, 3.0]),
-            row("b", vec![-1.0, 0.5, 0.0]),
-        ];
-        let meta = ShardMeta {
-            model_id: "m".into(),
-            dims: 3,
-            normalized: false,
-            source_hash: source_hash(rows.iter().map(|r| &r.chunk)),
-        };
-        let bytes = write_shard(&rows, &meta).unwrap();
-        assert_eq!(read_shard_meta(bytes.clone()).unwrap(), meta);
-        let (m, back) = read_shard(bytes).unwrap();
+        let (rows, bytes) = shard();
+        let meta = read_shard_meta(bytes.clone()).unwrap();
+        assert_eq!(
+            (meta.model_id.as_str(), meta.dims, meta.normalized),
+            ("m", 3, false)
+        );
+        assert_eq!(meta.source_hash, source_hash(rows.iter().map(|r| &r.chunk)));
+        let (m, back) = read_shard(bytes.clone()).unwrap();
         assert_eq!(m, meta);
         assert_eq!(back, rows);
-        let (m, batches) = read_shard_batches(write_shard(&rows, &meta).unwrap(), 1).unwrap();
+        let (m, batches) = read_shard_batches(bytes, 1).unwrap();
         assert_eq!(m, meta);
         let batches: Vec<Vec<EmbeddedChunk>> = batches.collect::<Result<_>>().unwrap();
         assert_eq!(batches, vec![rows[..1].to_vec(), rows[1..].to_vec()]);

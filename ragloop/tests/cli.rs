@@ -84,27 +84,34 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     let png = std::fs::read(report.with_extension("png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 
+    let work = dir.path().join("work");
+    let rerun = || {
+        ragloop()
+            .args(["run", "--quick", "--dims", "128", "--queries", "none"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
+    let ask_signal = || {
+        ragloop()
+            .args(["ask", "--quick", "--json", "How do I send a signal?"])
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
     // A second run resumes: everything is in place, nothing is trained or embedded again.
-    let again = ragloop()
-        .args(["run", "--quick", "--dims", "128", "--queries", "none"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .output()
-        .unwrap();
+    let again = rerun();
     assert!(again.status.success());
     let text = String::from_utf8_lossy(&again.stdout);
     assert!(text.contains("already trained"), "{text}");
     assert!(text.contains("(0 written)"), "{text}");
 
     // `ask` finds what the quick run built when told the same mode and work dir.
-    let ask = ragloop()
-        .args(["ask", "--quick", "--json", "How do I send a signal?"])
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .output()
-        .unwrap();
+    let ask = ask_signal();
     let stderr = String::from_utf8_lossy(&ask.stderr);
     assert!(ask.status.success(), "ragloop ask failed: {stderr}");
     let answer: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
@@ -113,27 +120,15 @@ fn run_executes_the_whole_local_loop_and_reports_metrics_and_citations() {
     // While another process writes the work directory (here: this test holds its lock), a
     // second run fails at once naming it — two runs once raced to "No such file or
     // directory" — and `ask`, which only reads, still answers.
-    let held = rag_core::local::DirLock::acquire(&dir.path().join("work"), "test").unwrap();
-    let second = ragloop()
-        .args(["run", "--quick", "--dims", "128", "--queries", "none"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .output()
-        .unwrap();
+    let held = rag_core::local::DirLock::acquire(&work, "test").unwrap();
+    let second = rerun();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(5), "{stderr}");
     assert!(
         stderr.contains(&format!("in use by pid {}", std::process::id())),
         "{stderr}"
     );
-    let ask = ragloop()
-        .args(["ask", "--quick", "--json", "How do I send a signal?"])
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .output()
-        .unwrap();
+    let ask = ask_signal();
     assert!(
         ask.status.success(),
         "{}",
