@@ -245,10 +245,15 @@ fn damaged(why: &str) -> Error {
 /// its metadata; memory stays at one row group. The embed stage calls it before it keeps a
 /// shard as current, so a damaged one is embedded again.
 pub fn verify_shard(data: Bytes) -> Result<ShardMeta> {
-    guarded(|| verify(data))
+    guarded(|| checked_pass(data, |_, _| Ok(())))
 }
 
-fn verify(data: Bytes) -> Result<ShardMeta> {
+/// One checked pass over a shard: every batch is hashed (vectors checked finite) and handed
+/// to `each` with the dims; the content CRC is compared at the end.
+fn checked_pass(
+    data: Bytes,
+    mut each: impl FnMut(&RecordBatch, usize) -> Result<()>,
+) -> Result<ShardMeta> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(data)
         .map_err(|e| Error::invalid(format!("not a Parquet file: {e}")))?;
     let meta = shard_meta(&builder)?;
@@ -260,39 +265,18 @@ fn verify(data: Bytes) -> Result<ShardMeta> {
     for batch in reader {
         let batch = batch.map_err(|e| damaged(&format!("Parquet decoding failed: {e}")))?;
         hash_rows(&batch, meta.dims, &mut crc)?;
+        each(&batch, meta.dims)?;
     }
-    check_crc(stored, crc)?;
-    Ok(meta)
-}
-
-fn check_crc(stored: Option<u32>, crc: crc32fast::Hasher) -> Result<()> {
     match stored {
         Some(want) if want != crc.finalize() => Err(damaged("content checksum mismatch")),
-        _ => Ok(()),
+        _ => Ok(meta),
     }
 }
 
 /// Decodes a shard written by [`write_shard`], checked as [`verify_shard`] checks it.
 pub fn read_shard(data: Bytes) -> Result<(ShardMeta, Vec<EmbeddedChunk>)> {
-    guarded(|| read_all(data))
-}
-
-fn read_all(data: Bytes) -> Result<(ShardMeta, Vec<EmbeddedChunk>)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data)
-        .map_err(|e| Error::invalid(format!("not a Parquet file: {e}")))?;
-    let meta = shard_meta(&builder)?;
-    let stored = stored_crc(&builder)?;
-    let reader = builder
-        .build()
-        .map_err(|e| Error::backend("parquet", "opening reader", e))?;
     let mut rows = Vec::new();
-    let mut crc = crc32fast::Hasher::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| damaged(&format!("Parquet decoding failed: {e}")))?;
-        hash_rows(&batch, meta.dims, &mut crc)?;
-        decode_batch(&batch, meta.dims, &mut rows)?;
-    }
-    check_crc(stored, crc)?;
+    let meta = guarded(|| checked_pass(data, |b, dims| decode_batch(b, dims, &mut rows)))?;
     Ok((meta, rows))
 }
 
