@@ -232,7 +232,8 @@ pub async fn fetch_model_from(
             continue;
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         let bytes = store.get_bytes(&m.uri).await?;
         // A temporary file of this process's own, renamed into place: workers sharing the

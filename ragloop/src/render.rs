@@ -4,7 +4,7 @@
 use rag_core::pipeline::Answer;
 
 use crate::evaluation::MetricsRow;
-use crate::runner::{LoopSummary, StageLine};
+use crate::runner::{LoopSummary, MAX_LISTED, StageLine};
 
 /// The summary as the terminal shows it.
 pub fn render(summary: &LoopSummary) -> String {
@@ -41,7 +41,14 @@ pub fn render_stages(stages: &[StageLine]) -> String {
             tokens,
             s.summary
         ));
-        for d in &s.details {
+        let failed = s
+            .failed
+            .iter()
+            .take(MAX_LISTED)
+            .map(|f| format!("FAILED {f}"));
+        let more = (s.failed.len() > MAX_LISTED)
+            .then(|| format!("… and {} more FAILED", s.failed.len() - MAX_LISTED));
+        for d in s.details.iter().cloned().chain(failed).chain(more) {
             out.push_str(&format!("  {:<20} {:>8} {:>10}    {d}\n", "", "", ""));
         }
     }

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -173,7 +173,7 @@ pub fn write(
     rows: &[MetricsRow],
     answer: Option<&rag_core::pipeline::Answer>,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let md = dir.join(format!("{stem}.md"));
     let png = dir.join(format!("{stem}.png"));
     let mut text = markdown(title, rows);
@@ -185,7 +185,7 @@ pub fn write(
     if let Some(a) = answer {
         text.push_str(&answer_markdown(a));
     }
-    std::fs::write(&md, text)?;
+    std::fs::write(&md, text).with_context(|| format!("writing {}", md.display()))?;
     chart(title, rows, &png)?;
     Ok((md, png))
 }

@@ -797,15 +797,18 @@ async fn evaluations(
 async fn upload_dir(store: &dyn ObjectStore, dir: &Path, prefix: &StoreUri) -> Result<()> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
+        let listing = || format!("listing {}", d.display());
+        for entry in std::fs::read_dir(&d).with_context(listing)? {
+            let entry = entry.with_context(listing)?;
             let path = entry.path();
-            if entry.file_type()?.is_dir() {
+            if entry.file_type().with_context(listing)?.is_dir() {
                 stack.push(path);
                 continue;
             }
             let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
-            let bytes = Bytes::from(std::fs::read(&path)?);
+            let bytes = Bytes::from(
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            );
             store.put(&prefix.join(&rel)?, bytes).await?;
         }
     }

@@ -125,3 +125,132 @@ fn a_folder_of_mixed_files_is_read_counted_and_cited_by_page_and_section() {
     // Both pages are one chunk here, so both are named.
     assert!(text.contains("handbook.pdf pp. 1–2"), "{text}");
 }
+
+#[test]
+fn a_file_that_cannot_be_read_is_listed_and_the_rest_goes_through_to_the_answer() {
+    // A dangling symlink and a key over the store's 1,024-byte limit once stopped `ragloop
+    // run` after stage 1. Now they are listed as FAILED, every later stage runs on the other
+    // files, and the command exits non-zero at the end, as `cp -r` does.
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write_folder(&docs);
+    std::os::unix::fs::symlink(docs.join("nowhere.txt"), docs.join("dangling.txt")).unwrap();
+    let mut deep = docs.clone();
+    for i in 0..5 {
+        deep.push(format!("{i}{}", "d".repeat(240)));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("deep.txt"), "Too deep for an object key.").unwrap();
+    std::fs::write(
+        dir.path().join("ragloop.toml"),
+        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n",
+    )
+    .unwrap();
+
+    let out = ragloop(dir.path())
+        .args([
+            "run",
+            "--json",
+            "--question",
+            "How do I restore a snapshot?",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not every input was taken"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 7, "{summary}");
+    let failed = stages[0]["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("dangling.txt")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("longer than 1024 bytes")),
+        "{failed:?}"
+    );
+    // Files that are no documents are listed under stage 5 with their reasons.
+    let embed = stages[4]["details"].to_string();
+    assert!(
+        embed.contains("cut.pdf: not a readable PDF") && embed.contains("empty.html"),
+        "{embed}"
+    );
+    // The other files were indexed and answer the question.
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"], "guide.html",
+        "{summary}"
+    );
+
+    // The text form lists them under stage 1; `ingest` alone exits 1 the same way.
+    let out = ragloop(dir.path()).arg("ingest").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED ") && stdout.contains("dangling.txt"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_damaged_trained_model_is_trained_again_not_advised_away() {
+    // A cut `idf.f32` once failed every later run with "run stage 2: `ragloop run`", which
+    // skipped stage 2 (its `_SUCCESS` was there) and failed the same way.
+    let dir = tempfile::tempdir().unwrap();
+    write_folder(&dir.path().join("docs"));
+    std::fs::write(
+        dir.path().join("ragloop.toml"),
+        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n",
+    )
+    .unwrap();
+    let run = || {
+        let out = ragloop(dir.path())
+            .args(["run", "--json"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    let idf = find(&dir.path().join("work/store"), "idf.f32").expect("a trained IDF table");
+    let bytes = std::fs::read(&idf).unwrap();
+    std::fs::write(&idf, &bytes[..bytes.len() / 2]).unwrap();
+
+    let second = run();
+    let train = &second["stages"][1];
+    let details = train["details"].to_string();
+    assert!(
+        details.contains("idf.f32 is damaged") && details.contains("trained again"),
+        "{train}"
+    );
+    assert!(
+        train["summary"].as_str().unwrap().starts_with("job "),
+        "{train}"
+    );
+    assert_eq!(std::fs::read(&idf).unwrap(), bytes);
+    // The same model again, so the same answer.
+    assert_eq!(second["answer"]["text"], first["answer"]["text"]);
+    assert_eq!(second["answer"]["citations"], first["answer"]["citations"]);
+}
+
+/// The first file named `name` under `dir`.
+fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find(&path, name) {
+                return Some(found);
+            }
+        } else if entry.file_name() == name {
+            return Some(path);
+        }
+    }
+    None
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::conformance;
 use crate::conformance::training::TrainingFixtures;
 use crate::local::*;
-use crate::training::{JobKind, JobSpec, WaitOptions};
+use crate::training::{JobKind, JobSpec, TrainingBackend, WaitOptions};
 use crate::{ObjectStore, StoreUri};
 
 fn sh(name: &str, script: &str) -> JobSpec {
@@ -100,4 +100,33 @@ async fn local_deployer_conforms() {
         "mem://bucket/models/none/",
     )
     .await;
+}
+
+/// A garbled `status.json` of an ended job (a later backend reads it from disk) is `Corrupt`
+/// naming the file, the job and what to do; it once said only "corrupt status.json".
+#[tokio::test]
+async fn a_garbled_job_status_names_the_file_and_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = LocalProcessBackend::new(dir.path());
+    let id = first.submit(&sh("ok", "true")).await.unwrap();
+    let wait = WaitOptions {
+        interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(30),
+    };
+    first.wait(&id, wait).await.unwrap();
+    let status = dir.path().join("jobs").join(&id.0).join("status.json");
+    assert!(status.is_file(), "{}", status.display());
+    std::fs::write(&status, b"{\"Succ").unwrap();
+
+    let later = LocalProcessBackend::new(dir.path());
+    let err = later.status(&id).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, crate::Error::Corrupt { .. }), "{text}");
+    assert!(
+        text.contains(&status.display().to_string())
+            && text.contains(&id.0)
+            && text.contains("remove the job's directory"),
+        "{text}"
+    );
 }

@@ -41,14 +41,17 @@ impl LocalDeployer {
     }
 
     async fn save(&self, reg: &BTreeMap<String, (String, Deployment)>) -> Result<()> {
+        let failed = |e| Error::io(e, format!("writing {}", self.registry.display()));
         if let Some(dir) = self.registry.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            tokio::fs::create_dir_all(dir).await.map_err(failed)?;
         }
         let json = serde_json::to_vec_pretty(reg)
             .map_err(|e| Error::backend("local-deploy", "encode registry", e))?;
         let tmp = self.registry.with_extension("tmp");
-        tokio::fs::write(&tmp, json).await?;
-        tokio::fs::rename(&tmp, &self.registry).await?;
+        tokio::fs::write(&tmp, json).await.map_err(failed)?;
+        tokio::fs::rename(&tmp, &self.registry)
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 }

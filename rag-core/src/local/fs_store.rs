@@ -33,8 +33,11 @@ const TMP_DIR: &str = ".ragloop-tmp";
 #[derive(Debug)]
 pub struct LocalFileStore {
     root: PathBuf,
-    counter: AtomicU64,
 }
+
+/// Numbers the temporary files of this process (`<pid>-<n>`): one counter for every store, so
+/// two stores on one root in one process never write the same file.
+static TEMP_FILES: AtomicU64 = AtomicU64::new(0);
 
 impl LocalFileStore {
     /// A store rooted at `root` (created on first write). Temporary files that killed writers
@@ -45,10 +48,7 @@ impl LocalFileStore {
         if removed > 0 {
             tracing::info!(removed, root = %root.display(), "removed temporary files of killed writers");
         }
-        Self {
-            root,
-            counter: AtomicU64::new(0),
-        }
+        Self { root }
     }
 
     /// The root directory.
@@ -77,12 +77,16 @@ impl LocalFileStore {
 
     /// A new temporary file, removed when the guard drops unless it was committed: also when
     /// the writing future is dropped half-way (a cancelled or timed-out stage).
-    async fn temp_file(&self) -> Result<(TempGuard, tokio::fs::File)> {
+    async fn temp_file(&self, uri: &StoreUri) -> Result<(TempGuard, tokio::fs::File)> {
         let dir = self.root.join(TMP_DIR);
-        tokio::fs::create_dir_all(&dir).await?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io(e, format!("writing {uri}: creating {}", dir.display())))?;
+        let n = TEMP_FILES.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
-        let file = tokio::fs::File::create(&path).await?;
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Error::io(e, format!("writing {uri}: creating {}", path.display())))?;
         Ok((TempGuard(path), file))
     }
 
@@ -105,16 +109,18 @@ impl LocalFileStore {
 
     async fn write_all(&self, uri: &StoreUri, mut data: ByteStream) -> Result<PutResult> {
         let dest = self.object_path(uri)?;
-        let (guard, mut file) = self.temp_file().await?;
+        let (guard, mut file) = self.temp_file(uri).await?;
         let tmp = &guard.0;
+        // A full disk or a failing device names the object and the file it was written to.
+        let failed = |e| Error::io(e, format!("writing {uri} ({})", tmp.display()));
         let result = async {
             let mut size = 0u64;
             while let Some(chunk) = data.try_next().await? {
-                file.write_all(&chunk).await?;
+                file.write_all(&chunk).await.map_err(failed)?;
                 size += chunk.len() as u64;
             }
-            file.flush().await?;
-            file.sync_data().await?;
+            file.flush().await.map_err(failed)?;
+            file.sync_data().await.map_err(failed)?;
             drop(file);
             self.commit(tmp, &dest, uri).await?;
             Ok::<_, Error>(size)
@@ -140,7 +146,7 @@ impl LocalFileStore {
             Ok(m) if m.is_file() => Ok((path, m)),
             Ok(_) => Err(Error::not_found(uri.to_string())),
             Err(e) if is_missing(&e) => Err(Error::not_found(uri.to_string())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Error::io(e, format!("{uri} ({})", path.display()))),
         }
     }
 }
@@ -166,7 +172,7 @@ fn conflict_or(e: std::io::Error, uri: &StoreUri) -> Error {
             what: format!("{uri}: a parent of that key is an object"),
         }
     } else {
-        e.into()
+        Error::io(e, format!("writing {uri}"))
     }
 }
 
@@ -198,11 +204,15 @@ impl ObjectStore for LocalFileStore {
     async fn get_range(&self, uri: &StoreUri, range: Range<u64>) -> Result<Bytes> {
         let (path, m) = self.file_meta(uri).await?;
         let r = clamp_range(uri, range, m.len())?;
-        let mut file = tokio::fs::File::open(&path).await?;
-        file.seek(SeekFrom::Start(r.start)).await?;
-        let mut buf = vec![0u8; (r.end - r.start) as usize];
-        file.read_exact(&mut buf).await?;
-        Ok(Bytes::from(buf))
+        let read = async {
+            let mut file = tokio::fs::File::open(&path).await?;
+            file.seek(SeekFrom::Start(r.start)).await?;
+            let mut buf = vec![0u8; (r.end - r.start) as usize];
+            file.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(Bytes::from(buf))
+        };
+        read.await
+            .map_err(|e| Error::io(e, format!("reading {uri} ({})", path.display())))
     }
 
     async fn head(&self, uri: &StoreUri) -> Result<ObjectMeta> {
@@ -228,8 +238,9 @@ impl ObjectStore for LocalFileStore {
         let key_prefix = prefix.key().to_string();
         let mut found = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root_for_keys, &start_dir, &key_prefix, &mut out)?;
-            Ok::<_, std::io::Error>(out)
+            walk(&root_for_keys, &start_dir, &key_prefix, &mut out)
+                .map_err(|e| Error::io(e, format!("listing {}", start_dir.display())))?;
+            Ok::<_, Error>(out)
         })
         .await
         .map_err(|e| Error::backend("local-fs", "listing task failed", e))??;
@@ -255,7 +266,7 @@ impl ObjectStore for LocalFileStore {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if is_missing(&e) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::io(e, format!("deleting {uri} ({})", path.display()))),
         }
         // Remove directories the delete emptied, so that the key can become an object again.
         let stop = if uri.scheme() == Scheme::File {
@@ -276,9 +287,11 @@ impl ObjectStore for LocalFileStore {
     async fn copy(&self, from: &StoreUri, to: &StoreUri) -> Result<()> {
         let (src, _) = self.file_meta(from).await?;
         let dest = self.object_path(to)?;
-        let (guard, file) = self.temp_file().await?;
+        let (guard, file) = self.temp_file(to).await?;
         drop(file);
-        tokio::fs::copy(&src, &guard.0).await?;
+        tokio::fs::copy(&src, &guard.0)
+            .await
+            .map_err(|e| Error::io(e, format!("copying {from} to {to}")))?;
         self.commit(&guard.0, &dest, to).await
     }
 }
@@ -418,5 +431,60 @@ mod tests {
         want.sort();
         assert_eq!(left, want);
         assert_eq!(store.get_bytes(&uri).await.unwrap(), "x");
+    }
+
+    /// Two stores on one root in one process (the runner and a stage's pipeline) write at
+    /// once: each object is whole. Their temporary files were both `<pid>-0`, `<pid>-1`, ….
+    #[tokio::test]
+    async fn two_stores_on_one_root_write_at_once_without_mixing_objects() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            LocalFileStore::new(root.path()),
+            LocalFileStore::new(root.path()),
+        );
+        let body = |c: u8| Bytes::from(vec![c; 1 << 20]);
+        let writes = (0..8).map(|i| {
+            let (a, b) = (&a, &b);
+            async move {
+                let ua: StoreUri = format!("oss://bucket/a{i}").parse().unwrap();
+                let ub: StoreUri = format!("oss://bucket/b{i}").parse().unwrap();
+                let (ra, rb) = tokio::join!(a.put(&ua, body(b'a')), b.put(&ub, body(b'b')));
+                ra.unwrap();
+                rb.unwrap();
+            }
+        });
+        futures::future::join_all(writes).await;
+        for i in 0..8 {
+            for (c, store) in [(b'a', &a), (b'b', &b)] {
+                let uri: StoreUri = format!("oss://bucket/{}{i}", c as char).parse().unwrap();
+                assert_eq!(store.get_bytes(&uri).await.unwrap(), body(c), "{uri}");
+            }
+        }
+    }
+
+    /// A write that the file system refuses (here: the temporary directory's name is taken by
+    /// a file; a full disk goes the same way) names the object and the file, and says the
+    /// system's reason once.
+    #[tokio::test]
+    async fn a_failed_write_names_the_object_and_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join(TMP_DIR), b"in the way").unwrap();
+        let store = LocalFileStore::new(root.path());
+        let uri: StoreUri = "oss://bucket/report.json".parse().unwrap();
+        let err = store
+            .put(&uri, Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        let mut text = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(
+            text.contains("writing oss://bucket/report.json: creating ") && text.contains(TMP_DIR),
+            "{text}"
+        );
+        assert_eq!(text.matches("File exists").count(), 1, "{text}");
     }
 }

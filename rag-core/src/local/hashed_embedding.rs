@@ -217,9 +217,14 @@ impl HashedEmbedding {
     /// Loads a model saved by [`HashedEmbedding::save`].
     pub async fn load(store: &dyn ObjectStore, dir: &StoreUri) -> Result<Self> {
         let dir = dir.as_prefix();
+        // Damage is `Corrupt`, so that stage 2 trains the model again instead of advising a
+        // rerun that would fail the same way.
+        const RETRAIN: &str =
+            "remove the model's _SUCCESS (stage 2 of `ragloop run` does) to train it again";
+        let config_uri = dir.join(CONFIG_FILE)?;
         let config: HashedEmbeddingConfig =
-            serde_json::from_slice(&store.get_bytes(&dir.join(CONFIG_FILE)?).await?)
-                .map_err(|e| Error::invalid(format!("{dir}{CONFIG_FILE}: {e}")))?;
+            serde_json::from_slice(&store.get_bytes(&config_uri).await?)
+                .map_err(|e| Error::corrupt(config_uri.to_string(), format!("{e}; {RETRAIN}")))?;
         let model = Self::new(config)?;
         let idf_uri = dir.join(IDF_FILE)?;
         if !store.exists(&idf_uri).await? {
@@ -227,11 +232,14 @@ impl HashedEmbedding {
         }
         let raw = store.get_bytes(&idf_uri).await?;
         if raw.len() != model.config.idf_slots * 4 {
-            return Err(Error::invalid(format!(
-                "{idf_uri}: {} bytes, expected {}",
-                raw.len(),
-                model.config.idf_slots * 4
-            )));
+            return Err(Error::corrupt(
+                idf_uri.to_string(),
+                format!(
+                    "{} bytes, expected {}; {RETRAIN}",
+                    raw.len(),
+                    model.config.idf_slots * 4
+                ),
+            ));
         }
         let idf = raw
             .chunks_exact(4)
@@ -380,5 +388,33 @@ mod tests {
         let back = HashedEmbedding::load(&store, &dir).await.unwrap();
         assert_eq!(back.model_id(), m.model_id());
         assert_eq!(back.embed("a c"), m.embed("a c"));
+    }
+
+    /// A cut IDF table or a garbled config is damage (`Corrupt`, naming the object and how to
+    /// train again), not a usage error advising the rerun that fails the same way.
+    #[tokio::test]
+    async fn a_damaged_model_is_corrupt_naming_the_file() {
+        let store = crate::local::InMemoryStore::new();
+        let dir: StoreUri = "mem://bkt/models/emb/".parse().unwrap();
+        let m = HashedEmbedding::fit(HashedEmbeddingConfig::default(), ["a b", "b c"]).unwrap();
+        m.save(&store, &dir).await.unwrap();
+        let idf = dir.join(IDF_FILE).unwrap();
+        let full = store.get_bytes(&idf).await.unwrap();
+        store.put(&idf, full.slice(..full.len() / 2)).await.unwrap();
+        let err = HashedEmbedding::load(&store, &dir).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, reason } if what.ends_with("idf.f32") && reason.contains("train it again")),
+            "{err}"
+        );
+        let config = dir.join(CONFIG_FILE).unwrap();
+        store
+            .put(&config, Bytes::from_static(b"{\"dims\": "))
+            .await
+            .unwrap();
+        let err = HashedEmbedding::load(&store, &dir).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { what, .. } if what.ends_with(CONFIG_FILE)),
+            "{err}"
+        );
     }
 }

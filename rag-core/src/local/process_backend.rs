@@ -96,12 +96,15 @@ impl TrainingBackend for LocalProcessBackend {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = JobId(format!("job-{stamp}-{}-{n}", std::process::id()));
         let dir = self.job_dir(&id)?;
-        tokio::fs::create_dir_all(&dir).await?;
+        let in_dir = |e| Error::io(e, format!("starting job {id} in {}", dir.display()));
+        tokio::fs::create_dir_all(&dir).await.map_err(in_dir)?;
         let spec_json = serde_json::to_vec_pretty(spec)
             .map_err(|e| Error::backend("local-jobs", "encode spec", e))?;
-        tokio::fs::write(dir.join("spec.json"), spec_json).await?;
-        let log = std::fs::File::create(dir.join("log"))?;
-        let log_err = log.try_clone()?;
+        tokio::fs::write(dir.join("spec.json"), spec_json)
+            .await
+            .map_err(in_dir)?;
+        let log = std::fs::File::create(dir.join("log")).map_err(in_dir)?;
+        let log_err = log.try_clone().map_err(in_dir)?;
 
         let mut cmd = tokio::process::Command::new(&spec.command[0]);
         cmd.args(&spec.command[1..])

@@ -75,16 +75,16 @@ impl Pipeline {
                     report.bytes += bytes;
                 }
                 Ok(None) => report.unchanged += 1,
-                Err(e) => report
-                    .failed
-                    .push((path.display().to_string(), e.to_string())),
+                Err(e) => {
+                    // Listed once, as failed: it is not in the store, so it is no document.
+                    report
+                        .failed
+                        .push((path.display().to_string(), e.to_string()));
+                    self.progress.advance(stage, 1);
+                    continue;
+                }
             }
-            let Ok(uri) = self.layout.raw_docs().join(&rel) else {
-                // ingest_file failed on the same name and said why.
-                self.progress.advance(stage, 1);
-                continue;
-            };
-            let uri = uri.to_string();
+            let uri = self.layout.raw_docs().join(&rel)?.to_string();
             let mut file = self.parse_local(path, rel.clone(), uri).await;
             ids.admit(&rel, &mut file);
             file.documents.clear();

@@ -1,6 +1,6 @@
 //! `ragloop eval`: the evaluation report for BM25, the hashed model and any models.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ragloop::eval::EvalArgs;
 
 use super::progress;
@@ -11,7 +11,9 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print!("{}", std::fs::read_to_string(&summary.report)?);
+        let report = std::fs::read_to_string(&summary.report)
+            .with_context(|| format!("reading {}", summary.report.display()))?;
+        print!("{report}");
         println!(
             "\nReport: {} (chart: {})",
             summary.report.display(),

@@ -86,7 +86,8 @@ pub fn progress(quiet: bool) -> Arc<BarProgress> {
     })
 }
 
-/// One stage's line, as text or JSON.
+/// One stage's line, as text or JSON; an error (exit status 1) after it when the stage could
+/// not take some of its inputs.
 pub fn print_stage(stage: &StageLine, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(stage)?);
@@ -96,5 +97,5 @@ pub fn print_stage(stage: &StageLine, json: bool) -> Result<()> {
             ragloop::render::render_stages(std::slice::from_ref(stage))
         );
     }
-    Ok(())
+    ragloop::runner::failures(std::slice::from_ref(stage))
 }

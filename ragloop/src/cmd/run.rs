@@ -111,5 +111,5 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         print!("{}", ragloop::render::render(&summary));
     }
-    Ok(())
+    runner::failures(&summary.stages)
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rag_core::pipeline::{Answer, Layout, Pipeline, PipelineOptions};
-use rag_core::{EmbeddingModel, Progress, Stage, WaitOptions};
+use rag_core::{EmbeddingModel, Progress, Stage, StoreUri, WaitOptions};
 use serde::Serialize;
 
 use crate::backends::Backends;
@@ -44,6 +44,10 @@ pub struct StageLine {
     /// Lines under the summary (files skipped, with the reason).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// Inputs the stage could not take (`path: reason`). The later stages run without them,
+    /// and the command exits non-zero at the end, as `cp -r` does ([`failures`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 impl StageLine {
@@ -56,6 +60,7 @@ impl StageLine {
             seconds,
             tokens,
             details: Vec::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -66,8 +71,26 @@ impl StageLine {
     }
 }
 
-/// At most this many skipped inputs are listed under a stage line; the rest are counted.
-const MAX_LISTED: usize = 20;
+/// The error a command returns after it printed `stages` in full when some stage could not
+/// take some of its inputs (exit status 1), or `Ok` when every input was taken.
+pub fn failures(stages: &[StageLine]) -> Result<()> {
+    let failed: Vec<&StageLine> = stages.iter().filter(|s| !s.failed.is_empty()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = failed
+        .iter()
+        .map(|s| format!("{}: {} inputs", s.stage, s.failed.len()))
+        .collect();
+    bail!(
+        "not every input was taken ({}; listed above with the reason); the rest went through",
+        what.join(", ")
+    )
+}
+
+/// At most this many skipped or failed inputs are listed under a stage line; the rest are
+/// counted (the JSON summary has every failed one).
+pub(crate) const MAX_LISTED: usize = 20;
 
 /// One line per skipped input (`source: reason`), the first [`MAX_LISTED`] of them.
 pub(crate) fn skipped_lines(skipped: &[rag_core::loader::Skipped]) -> Vec<String> {
@@ -217,15 +240,7 @@ impl Runner {
             .ingest(dir)
             .await
             .with_context(|| format!("ingesting {}", dir.display()))?;
-        if !report.failed.is_empty() {
-            bail!(
-                "ingest failed for {} of {} files (the others were uploaded): {:?}",
-                report.failed.len(),
-                report.failed.len() + report.uploaded + report.unchanged,
-                report.failed
-            );
-        }
-        Ok(StageLine::new(
+        let mut line = StageLine::new(
             Stage::Ingest,
             format!(
                 "{} files uploaded ({} bytes), {} unchanged → {}; {}",
@@ -248,7 +263,21 @@ impl Runner {
                     )
                 }))
                 .collect(),
-        ))
+        );
+        if !report.failed.is_empty() {
+            tracing::warn!(
+                failed = report.failed.len(),
+                "{} of {} files could not be read; the others were uploaded",
+                report.failed.len(),
+                report.failed.len() + report.uploaded + report.unchanged
+            );
+            line.failed = report
+                .failed
+                .iter()
+                .map(|(path, why)| format!("{path}: {why}"))
+                .collect();
+        }
+        Ok(line)
     }
 
     /// Stage 2: trains the embedding model as a job (skipped when its output is complete).
@@ -263,6 +292,7 @@ impl Runner {
             progress.end(Stage::TrainEmbeddings, &why);
             return Ok(StageLine::new(Stage::TrainEmbeddings, why, t, 0));
         };
+        let damaged = self.remove_damaged_model(&spec.output).await?;
         let job = self
             .pipeline(&self.index_name(Which::Served), progress)
             .with_trainer(self.backends.jobs.clone())
@@ -287,7 +317,33 @@ impl Runner {
             },
             t,
             0,
-        ))
+        )
+        .with_details(damaged.into_iter().collect()))
+    }
+
+    /// When stage 2's output is complete but its model fails its integrity check (a damaged
+    /// file: [`rag_core::Error::Corrupt`]), removes the output's `_SUCCESS` so that the job
+    /// trains it again, and says so. Any other failure to load is left to the stage that
+    /// loads it, with its own message.
+    async fn remove_damaged_model(&self, output: &StoreUri) -> Result<Option<String>> {
+        let marker = output.as_prefix().join(rag_core::SUCCESS_MARKER)?;
+        if !self.backends.store.exists(&marker).await? {
+            return Ok(None);
+        }
+        let e = &self.config().embedding;
+        let Err(err) = self.backends.embedding_model(&e.model, Some(output)).await else {
+            return Ok(None);
+        };
+        let Some(damage @ rag_core::Error::Corrupt { .. }) = err
+            .chain()
+            .find_map(|c| c.downcast_ref::<rag_core::Error>())
+        else {
+            return Ok(None);
+        };
+        let line = format!("{damage}: trained again");
+        tracing::warn!("{line}");
+        self.backends.store.delete(&marker).await?;
+        Ok(Some(line))
     }
 }
 
@@ -357,7 +413,9 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
                 r.config().eval.split,
                 q.display()
             );
-            std::fs::create_dir_all(&r.config().work_dir)?;
+            let work = &r.config().work_dir;
+            std::fs::create_dir_all(work)
+                .with_context(|| format!("creating {}", work.display()))?;
             Some(
                 crate::report::write(
                     &r.config().work_dir,

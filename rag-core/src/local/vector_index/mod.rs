@@ -82,7 +82,9 @@ impl LocalVectorIndex {
     }
 
     async fn open_inner(dir: PathBuf, ann: Option<Arc<dyn AnnFactory>>) -> Result<Self> {
-        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
         let d = dir.clone();
         let factory = ann.clone();
         let loaded = tokio::task::spawn_blocking(move || load_all(&d, factory))
@@ -192,7 +194,9 @@ impl VectorIndex for LocalVectorIndex {
         if let Some(dir) = &dir {
             let json = serde_json::to_vec_pretty(schema)
                 .map_err(|e| Error::backend("local-index", "encode schema", e))?;
-            std::fs::create_dir_all(dir.join("segments"))?;
+            let segments = dir.join("segments");
+            std::fs::create_dir_all(&segments)
+                .map_err(|e| Error::io(e, format!("creating {}", segments.display())))?;
             write_atomic(&dir.join("schema.json"), &json)?;
         }
         let mut data = IndexData::new(schema.clone(), dir);
@@ -295,7 +299,9 @@ impl VectorIndex for LocalVectorIndex {
             .ok_or_else(|| Error::not_found(format!("index {index:?}")))?;
         let dir = removed.read().await.dir.clone();
         if let Some(dir) = dir {
-            tokio::fs::remove_dir_all(&dir).await?;
+            tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|e| Error::io(e, format!("removing {}", dir.display())))?;
         }
         Ok(())
     }

@@ -282,7 +282,8 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid("segment path has no parent"))?;
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
     let tmp = temp_path(path);
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_data()))
