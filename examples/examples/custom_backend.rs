@@ -34,11 +34,9 @@ pub struct FlatIndex {
     indexes: Mutex<HashMap<String, Stored>>,
 }
 
-fn words(text: &str) -> HashSet<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+/// The terms of `text` as the index's schema says to cut them (documents and queries alike).
+fn words(schema: &IndexSchema, text: &str) -> HashSet<String> {
+    schema.analyzer.terms(text).collect()
 }
 
 impl FlatIndex {
@@ -73,11 +71,11 @@ impl FlatIndex {
                 .map(|r| hit(r, schema.metric.score(v, &r.vector)))
                 .collect(),
             Query::Text(t) => {
-                let q = words(t);
+                let q = words(schema, t);
                 records
                     .values()
                     .filter(|r| passes(r))
-                    .map(|r| hit(r, words(&r.text).intersection(&q).count() as f32))
+                    .map(|r| hit(r, words(schema, &r.text).intersection(&q).count() as f32))
                     .filter(|h| h.score > 0.0)
                     .collect()
             }

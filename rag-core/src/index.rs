@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::text::Analyzer;
 
 /// The largest vector dimension an index, a model ragloop trains, or a configuration accepts
 /// (real embedding models use 256–4,096; Elasticsearch's `dense_vector` allows 4,096).
@@ -77,6 +78,10 @@ pub struct IndexSchema {
     pub metric: Metric,
     /// Metadata fields that filters may use.
     pub metadata_fields: Vec<FieldSpec>,
+    /// How the full-text field is cut into terms, for documents and queries alike. Schemas
+    /// written before it existed read as [`Analyzer::Standard`], which they used.
+    #[serde(default)]
+    pub analyzer: Analyzer,
 }
 
 impl IndexSchema {
@@ -87,7 +92,14 @@ impl IndexSchema {
             dims,
             metric,
             metadata_fields: Vec::new(),
+            analyzer: Analyzer::default(),
         }
+    }
+
+    /// Sets the full-text field's analyzer.
+    pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
+        self.analyzer = analyzer;
+        self
     }
 
     /// Adds a metadata field.
@@ -135,6 +147,14 @@ impl IndexSchema {
                 what: format!(
                     "index {:?} with another metric or metadata fields",
                     self.name
+                ),
+            });
+        }
+        if self.analyzer != other.analyzer {
+            return Err(Error::AlreadyExists {
+                what: format!(
+                    "index {:?} with the {} analyzer ({} was asked for)",
+                    self.name, self.analyzer, other.analyzer
                 ),
             });
         }

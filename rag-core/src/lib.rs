@@ -77,6 +77,7 @@ pub use retry::RetryPolicy;
 pub use secret::{AccessKey, Secret};
 pub use stage::{LogProgress, Progress, Stage};
 pub use store::{ByteStream, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult};
+pub use text::Analyzer;
 pub use training::{
     JOB_RECORD, JobId, JobKind, JobRecord, JobSpec, JobStatus, SUCCESS_MARKER, TrainingBackend,
     WaitOptions,

@@ -54,6 +54,10 @@ pub struct FusionChoice {
     pub fusion: Fusion,
     /// Why (the set it was chosen on and the scores).
     pub reason: String,
+    /// The BM25 analyzer the lexical lists were ranked with, where a training job chose it
+    /// (choices written before it was recorded used [`rag_core::Analyzer::Standard`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyzer: Option<rag_core::Analyzer>,
 }
 
 /// One query's candidates: the vector list and the BM25 list (hits carrying `doc_id`

@@ -124,6 +124,7 @@ impl JobPlan {
                 if let Some(cache) = &self.local_cache {
                     args.extend(["--cache".into(), cache.display().to_string()]);
                 }
+                args.extend(["--analyzer".into(), self.config.index.analyzer.to_string()]);
                 self.quantize_args(&mut args);
                 let from_raw_documents = queries.is_none();
                 if let Some(q) = queries {

@@ -128,9 +128,10 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
     stage(
         Stage::Index,
         format!(
-            "{:?} index {:?}{}",
+            "{:?} index {:?}, BM25 with the {} analyzer{}",
             config.index.backend,
             config.index.name,
+            config.index.analyzer,
             if base_too {
                 format!(
                     " (and {:?} for the base model {}, for the report)",

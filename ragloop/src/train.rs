@@ -171,6 +171,11 @@ pub struct TrainArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// How BM25 cuts text into terms where training ranks by it (hard negatives, the
+    /// round trip, the teacher, the hybrid fusion an adapter chooses): the loop's `[index]
+    /// analyzer`, so the fusion is chosen for the BM25 the index will run.
+    #[arg(long, default_value_t = rag_core::Analyzer::English, value_parser = parse_analyzer)]
+    pub analyzer: rag_core::Analyzer,
     /// The adapter's positives: `chunks` (the best chunk of the document, hard negatives from
     /// the others) or `documents` (the document's start).
     #[arg(long, value_enum, default_value_t = Passages::Chunks)]
@@ -404,6 +409,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             &base,
             &docs,
             mining.max_passage_chars,
+            args.analyzer,
             job_progress(args.json),
         )?)
     } else {
@@ -550,7 +556,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             let held_raw = base.embed_unnormalized(&refs, true)?;
             let mut trainer =
                 AdapterTrainer::from_embedder(&base_dir, base).with_context(loading)?;
-            fusion_choice = fusion::cross_fit(&mut trainer, &prepared, &config)?;
+            fusion_choice = fusion::cross_fit(&mut trainer, &prepared, &config, args.analyzer)?;
             let mut report = trainer.train_hard(
                 &prepared.queries,
                 &prepared.chunks,
@@ -659,6 +665,11 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
 }
 
 /// A bar on a terminal, periodic lines otherwise; nothing with `--json`.
+/// `--analyzer`: one of [`rag_core::Analyzer`]'s names.
+fn parse_analyzer(s: &str) -> std::result::Result<rag_core::Analyzer, String> {
+    s.parse().map_err(|e: rag_core::Error| e.to_string())
+}
+
 fn job_progress(json: bool) -> std::sync::Arc<dyn rag_core::pipeline::Progress> {
     if json {
         std::sync::Arc::new(crate::progress::BarProgress::quiet())

@@ -254,3 +254,57 @@ fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+#[test]
+fn an_index_built_with_another_analyzer_is_rebuilt_from_the_shards() {
+    // An index from before `[index] analyzer` (the standard one), or one whose analyzer the
+    // configuration changed, is derived data: stage 6 drops it and indexes the shards again,
+    // instead of failing on the schema it no longer matches.
+    let dir = tempfile::tempdir().unwrap();
+    write_folder(&dir.path().join("docs"));
+    let config = |analyzer: &str| {
+        std::fs::write(
+            dir.path().join("ragloop.toml"),
+            format!(
+                "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n\
+                 [index]\nanalyzer = \"{analyzer}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let run = |question: &str| {
+        let out = ragloop(dir.path())
+            .args(["run", "--json", "--question", question])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    config("standard");
+    let first = run("Which port does the dashboard open?");
+    const REBUILT: &str = "index \"rag-index\" with the standard analyzer (english was asked for): rebuilt from the shards";
+    let rebuilt = |summary: &serde_json::Value| {
+        summary["stages"][5]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str() == Some(REBUILT))
+    };
+    assert!(!rebuilt(&first), "{first}");
+    config("english");
+    let second = run("Which port does the dashboard open?");
+    let index = &second["stages"][5];
+    assert!(rebuilt(&second), "{index}");
+    assert!(
+        index["summary"]
+            .as_str()
+            .unwrap()
+            .contains("7 in rag-index"),
+        "{index}"
+    );
+    assert_eq!(
+        second["answer"]["citations"][0]["doc_id"], "wiki/network.md",
+        "{second}"
+    );
+}

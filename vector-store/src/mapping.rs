@@ -5,7 +5,7 @@
 //! - OpenSearch 2: `knn_vector` with an HNSW `method` on the lucene engine, and `index.knn`
 //!   enabled (<https://opensearch.org/docs/2.15/search-plugins/knn/knn-index/>).
 
-use rag_core::{FieldKind, IndexSchema, Metric};
+use rag_core::{Analyzer, FieldKind, IndexSchema, Metric};
 use serde_json::{Map, Value, json};
 
 /// The vector field's name (the seed's `embedding`).
@@ -49,7 +49,7 @@ pub fn mapping(schema: &IndexSchema, engine: Engine) -> Value {
 pub fn mapping_with(schema: &IndexSchema, engine: Engine, hnsw: HnswParams) -> Value {
     let mut props = Map::new();
     props.insert(EMBEDDING_FIELD.into(), vector_field(schema, engine, hnsw));
-    props.insert(TEXT_FIELD.into(), json!({ "type": "text" }));
+    props.insert(TEXT_FIELD.into(), text_field(schema.analyzer));
     for f in &schema.metadata_fields {
         let ty = match f.kind {
             FieldKind::Keyword => "keyword",
@@ -109,7 +109,11 @@ pub fn schema_from_mapping(name: &str, mappings: &Value) -> rag_core::Result<Ind
             )));
         }
     };
-    let mut schema = IndexSchema::new(name, dims, metric);
+    let analyzer = match props[TEXT_FIELD]["analyzer"].as_str() {
+        Some("english") => Analyzer::English,
+        _ => Analyzer::Standard,
+    };
+    let mut schema = IndexSchema::new(name, dims, metric).with_analyzer(analyzer);
     if let Some(obj) = props.as_object() {
         for (field, def) in obj {
             if field == EMBEDDING_FIELD || field == TEXT_FIELD {
@@ -126,6 +130,19 @@ pub fn schema_from_mapping(name: &str, mappings: &Value) -> rag_core::Result<Ind
         }
     }
     Ok(schema)
+}
+
+/// The full-text field. `english` is the built-in language analyzer of both engines
+/// (Elasticsearch: <https://www.elastic.co/guide/en/elasticsearch/reference/8.15/analysis-lang-analyzer.html#english-analyzer>;
+/// OpenSearch: <https://opensearch.org/docs/2.13/analyzers/language-analyzers/>): stop words
+/// and Porter stems, where the local index keeps stop words (BM25's IDF weighs them down) and
+/// uses Snowball's English stems — the same kind of matching, not the same terms. The
+/// standard analyzer is the engines' default, so its field stays as the seed wrote it.
+fn text_field(analyzer: Analyzer) -> Value {
+    match analyzer {
+        Analyzer::Standard => json!({ "type": "text" }),
+        Analyzer::English => json!({ "type": "text", "analyzer": "english" }),
+    }
 }
 
 fn vector_field(schema: &IndexSchema, engine: Engine, hnsw: HnswParams) -> Value {
@@ -175,7 +192,8 @@ mod tests {
             body,
             json!({"mappings": {"_meta": {"ragloop_schema": {
                 "name": "rag-index", "dims": 768, "metric": "cosine", "metadata_fields": [
-                    {"name": "doc_id", "kind": "keyword"}, {"name": "start", "kind": "integer"}]}},
+                    {"name": "doc_id", "kind": "keyword"}, {"name": "start", "kind": "integer"}],
+                "analyzer": "standard"}},
                 "properties": {
                 "embedding": {"type": "dense_vector", "dims": 768, "index": true, "similarity": "cosine",
                               "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
@@ -184,6 +202,26 @@ mod tests {
                 "start": {"type": "long"}
             }}})
         );
+    }
+
+    #[test]
+    fn an_english_index_asks_both_engines_for_their_english_analyzer() {
+        let s = schema().with_analyzer(Analyzer::English);
+        for engine in [Engine::Elasticsearch8, Engine::OpenSearch2] {
+            let body = mapping(&s, engine);
+            assert_eq!(
+                body["mappings"]["properties"]["text"],
+                json!({"type": "text", "analyzer": "english"})
+            );
+            assert_eq!(
+                schema_from_mapping("rag-index", &body["mappings"]).unwrap(),
+                s
+            );
+            let mut foreign = body["mappings"].clone();
+            foreign.as_object_mut().unwrap().remove("_meta");
+            let back = schema_from_mapping("rag-index", &foreign).unwrap();
+            assert_eq!(back.analyzer, Analyzer::English);
+        }
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn create_sends_the_documented_mapping_for_each_engine() {
         json_of(&put.2),
         json!({"mappings": {
         "_meta": {"ragloop_schema": {"name": "rag-index", "dims": 768, "metric": "cosine",
-                  "metadata_fields": [{"name": "lang", "kind": "keyword"}]}},
+                  "metadata_fields": [{"name": "lang", "kind": "keyword"}],
+                  "analyzer": "standard"}},
         "properties": {
             "embedding": {"type": "dense_vector", "dims": 768, "index": true, "similarity": "cosine",
                           "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100}},
@@ -581,7 +582,8 @@ async fn malformed_answers_are_typed_errors_never_panics_or_silent_writes() {
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let mapping = json!({"rag-index": {"mappings": {
         "_meta": {"ragloop_schema": {"name": "rag-index", "dims": 2, "metric": "cosine",
-                  "metadata_fields": [{"name": "lang", "kind": "keyword"}]}},
+                  "metadata_fields": [{"name": "lang", "kind": "keyword"}],
+                  "analyzer": "standard"}},
         "properties": {
             "embedding": {"type": "dense_vector", "dims": 2, "index": true, "similarity": "cosine"},
             "text": {"type": "text"}, "lang": {"type": "keyword"}}}}});

@@ -16,6 +16,7 @@ pub async fn run_all(index: &dyn VectorIndex, prefix: &str) {
     duplicate_ids_in_one_batch_keep_the_last(index, &format!("{prefix}-dups")).await;
     knn_search(index, &format!("{prefix}-knn")).await;
     text_and_hybrid_search(index, &format!("{prefix}-text")).await;
+    english_analyzer(index, &format!("{prefix}-english")).await;
     filters(index, &format!("{prefix}-filter")).await;
     bad_requests(index, &format!("{prefix}-bad")).await;
     delete_and_drop(index, &format!("{prefix}-drop")).await;
@@ -289,6 +290,52 @@ pub async fn text_and_hybrid_search(index: &dyn VectorIndex, name: &str) {
         assert_eq!(ids(&hits)[0], want, "convex fusion with vector weight {w}");
         assert_eq!(hits.len(), 3);
     }
+    index.drop_index(name).await.unwrap();
+}
+
+/// An index created with [`Analyzer::English`](crate::Analyzer::English) says so in its
+/// schema, and its text search meets other forms of the query's words (`convert encoding` →
+/// "converts … encodings"); asking for it again with another analyzer is refused.
+pub async fn english_analyzer(index: &dyn VectorIndex, name: &str) {
+    if index.schema(name).await.is_ok() {
+        index.drop_index(name).await.unwrap();
+    }
+    let english = schema(name).with_analyzer(crate::Analyzer::English);
+    index.create_index(&english).await.expect("create_index");
+    assert_eq!(
+        index.schema(name).await.unwrap().analyzer,
+        crate::Analyzer::English
+    );
+    let records = vec![
+        record(
+            "c1",
+            [1.0, 0.0, 0.0, 0.0],
+            "converts text between character encodings",
+            "en",
+            2020,
+        ),
+        record(
+            "c2",
+            [0.0, 1.0, 0.0, 0.0],
+            "prints the date and the time",
+            "en",
+            2021,
+        ),
+    ];
+    assert!(index.upsert(name, records).await.unwrap().is_complete());
+    let hits = index
+        .search(
+            name,
+            &SearchRequest::new(Query::Text("convert encoding".into()), 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&hits), ["c1"], "stems meet other word forms");
+    let err = index.create_index(&schema(name)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists { .. }),
+        "another analyzer for an existing index: {err}"
+    );
     index.drop_index(name).await.unwrap();
 }
 

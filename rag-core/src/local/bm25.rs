@@ -16,15 +16,17 @@
 
 use std::collections::HashMap;
 
-use crate::text::words;
+use crate::text::Analyzer;
 
 const K1: f32 = 1.5;
 const B: f32 = 0.75;
 
-/// Okapi BM25 (k1 1.5, b 0.75) over the words of [`crate::text::words`]; slots are any
-/// `usize` ids, added in increasing order.
+/// Okapi BM25 (k1 1.5, b 0.75) over the terms of an [`Analyzer`] (documents and queries
+/// alike; [`Analyzer::Standard`] by default); slots are any `usize` ids, added in increasing
+/// order.
 #[derive(Debug, Default)]
 pub struct Bm25 {
+    analyzer: Analyzer,
     postings: HashMap<String, Vec<(u32, u32)>>,
     doc_len: Vec<u32>,
     live: Vec<bool>,
@@ -33,11 +35,19 @@ pub struct Bm25 {
 }
 
 impl Bm25 {
+    /// An empty index whose documents and queries are cut into terms by `analyzer`.
+    pub fn new(analyzer: Analyzer) -> Self {
+        Self {
+            analyzer,
+            ..Self::default()
+        }
+    }
+
     /// Indexes `text` as slot `slot` (slots are added in increasing order).
     pub fn add(&mut self, slot: usize, text: &str) {
         let mut tf: HashMap<String, u32> = HashMap::new();
         let mut len = 0u32;
-        for w in words(text) {
+        for w in self.analyzer.terms(text) {
             *tf.entry(w).or_default() += 1;
             len += 1;
         }
@@ -74,7 +84,7 @@ impl Bm25 {
         }
         let n = self.live_docs as f32;
         let avgdl = (self.live_len as f32 / n).max(1.0);
-        let mut terms: Vec<String> = words(query).collect();
+        let mut terms: Vec<String> = self.analyzer.terms(query).collect();
         terms.sort();
         terms.dedup();
         for term in terms {
@@ -123,5 +133,20 @@ mod tests {
         assert!(!s.contains_key(&2));
         bm.remove(0);
         assert!(!bm.scores("descriptor").contains_key(&0));
+    }
+
+    #[test]
+    fn an_english_index_matches_other_forms_of_the_query_words() {
+        let docs = [
+            "converts text between character encodings",
+            "prints the date",
+        ];
+        let (mut plain, mut english) = (Bm25::default(), Bm25::new(Analyzer::English));
+        for (i, d) in docs.iter().enumerate() {
+            plain.add(i, d);
+            english.add(i, d);
+        }
+        assert!(plain.scores("convert encoding").is_empty());
+        assert_eq!(english.ranked("convert encoding", 1)[0].0, 0);
     }
 }

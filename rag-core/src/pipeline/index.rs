@@ -45,6 +45,7 @@ impl Pipeline {
             .with_field("section", FieldKind::Keyword)
             .with_field("page", FieldKind::Integer)
             .with_field("page_end", FieldKind::Integer)
+            .with_analyzer(self.options.analyzer)
     }
 
     /// Stage 6: creates the index (a dimension mismatch with an existing one fails before any

@@ -70,6 +70,9 @@ pub struct PipelineOptions {
     pub top_k: usize,
     /// How hybrid retrieval fuses its vector and text lists (RRF by default).
     pub fusion: crate::index::Fusion,
+    /// How the index's full-text field (BM25) cuts text into terms: recorded in the schema
+    /// stage 6 creates ([`crate::Analyzer::English`] by default: English words stemmed).
+    pub analyzer: crate::Analyzer,
 }
 
 impl Default for PipelineOptions {
@@ -84,6 +87,7 @@ impl Default for PipelineOptions {
             index_name: "rag-index".into(),
             top_k: 5,
             fusion: crate::index::Fusion::Rrf,
+            analyzer: crate::Analyzer::English,
         }
     }
 }

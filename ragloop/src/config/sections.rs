@@ -217,6 +217,13 @@ pub struct IndexSection {
     /// weight, in [0, 1]).
     #[serde(default = "default_fusion")]
     pub fusion: String,
+    /// How BM25 cuts the chunks and the queries into terms: `"english"` (the default: words
+    /// reduced to their Snowball English stems, so `converts` meets `convert`; words of other
+    /// scripts are left as they are) or `"standard"` (lower-cased words as they are).
+    /// Recorded in the index; the training job's BM25 (hard negatives, the fusion it chooses)
+    /// uses the same.
+    #[serde(default = "default_analyzer")]
+    pub analyzer: rag_core::Analyzer,
 }
 
 /// `[index] fusion`, read.
@@ -251,6 +258,10 @@ impl IndexSection {
             }
         }
     }
+}
+
+fn default_analyzer() -> rag_core::Analyzer {
+    rag_core::Analyzer::English
 }
 
 fn default_fusion() -> String {

@@ -160,6 +160,10 @@ fn mistakes_are_one_clear_line() {
         ("[deploy]\nbackend = \"bailian\"", "deploy needs a model"),
         ("[llm]\nbackend = \"openai\"", "base_url is required"),
         ("[index]\ntop_k = 0", "top_k must lie in 1..=1000"),
+        (
+            "[index]\nanalyzer = \"klingon\"",
+            "unknown variant `klingon`, expected `standard` or `english`",
+        ),
         ("work_dir = \"\"", "work_dir is empty"),
         ("[index]\ntop_k = 5000000", "top_k must lie in 1..=1000"),
         (

@@ -98,13 +98,20 @@ impl Runner {
                 let c = FusionChoice {
                     fusion,
                     reason: "set in [index] fusion".into(),
+                    analyzer: None,
                 };
                 (c.clone(), base.map(|_| c))
             }
             _ => {
                 let untrained = self.tune(served, base).await?;
+                // A weight the job chose for another BM25 (the model trained before `[index]
+                // analyzer` changed) is not this index's: the base model's serves instead.
+                let analyzer = self.config().index.analyzer;
                 let trained = match self.backends.plan.training() {
-                    Some(_) => self.read_choice(&self.trained_fusion_uri()?).await?,
+                    Some(_) => self
+                        .read_choice(&self.trained_fusion_uri()?)
+                        .await?
+                        .filter(|t| t.analyzer.unwrap_or_default() == analyzer),
                     None => None,
                 };
                 match (trained, base) {
@@ -113,6 +120,7 @@ impl Runner {
                         FusionChoice {
                             fusion: untrained.fusion,
                             reason: format!("the base model's: {}", untrained.reason),
+                            analyzer: None,
                         },
                         Some(untrained),
                     ),
@@ -145,6 +153,7 @@ impl Runner {
         let rrf = |why: &str| FusionChoice {
             fusion: Fusion::Rrf,
             reason: why.to_string(),
+            analyzer: None,
         };
         let Some(path) = self.config().queries() else {
             return Ok(rrf("RRF: no labelled queries to choose a weight on"));
@@ -187,6 +196,7 @@ impl Runner {
                 queries.len(),
                 model.name
             ),
+            analyzer: None,
         };
         let saved = Tuned {
             key,
@@ -207,6 +217,8 @@ impl Runner {
         let mut h = sha2::Sha256::new();
         h.update(serde_json::to_vec(queries)?);
         h.update(model.model.model_id().as_bytes());
+        // The BM25 lists depend on the analyzer the index was built with.
+        h.update(self.config().index.analyzer.name().as_bytes());
         let shards = self.layout.vector_shards(model.model.model_id());
         let mut objects: Vec<rag_core::ObjectMeta> =
             self.backends.store.list(&shards).try_collect().await?;

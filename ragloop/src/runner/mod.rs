@@ -214,6 +214,7 @@ impl Runner {
                 index_name: index_name.to_string(),
                 top_k: self.config().index.top_k,
                 fusion: self.fusion(index_name),
+                analyzer: self.config().index.analyzer,
                 ..Default::default()
             })
             .with_progress(progress)
@@ -387,6 +388,8 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
         for (line, more) in [(&mut embed, e), (&mut index, i)] {
             line.summary = format!("{}; base model: {}", line.summary, more.summary);
             line.seconds += more.seconds;
+            line.details.extend(more.details);
+            line.failed.extend(more.failed);
         }
         Some(base)
     } else {

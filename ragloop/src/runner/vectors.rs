@@ -151,11 +151,13 @@ impl Runner {
             );
         }
         let name = self.index_name(which);
-        let r = self
+        let pipeline = self
             .pipeline(&name, progress)
-            .with_index(self.backends.index.clone())
-            .index(model)
+            .with_index(self.backends.index.clone());
+        let rebuilt = self
+            .drop_outdated_index(&pipeline.index_schema(model))
             .await?;
+        let r = pipeline.index(model).await?;
         if !r.unreadable.is_empty() {
             bail!(
                 "{} vector shards are not readable Parquet (the other shards were indexed; delete \
@@ -180,7 +182,40 @@ impl Runner {
             ),
             t,
             0,
-        ))
+        )
+        .with_details(rebuilt.into_iter().collect()))
+    }
+
+    /// An embedded index (local, HNSW) built with another schema than `wanted` (another
+    /// analyzer, metric or metadata fields: an older ragloop, or a changed `[index]`) is
+    /// dropped so that this stage builds it again from the shards, which hold every record;
+    /// says so. A cluster's index is left alone: creating it then fails, naming the
+    /// difference, since others may use it.
+    async fn drop_outdated_index(&self, wanted: &rag_core::IndexSchema) -> Result<Option<String>> {
+        use crate::config::IndexBackend;
+        if !matches!(
+            self.config().index.backend,
+            IndexBackend::Local | IndexBackend::Hnsw
+        ) {
+            return Ok(None);
+        }
+        let index = &self.backends.index;
+        let existing = match index.schema(&wanted.name).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Err(why) = existing.is_compatible(wanted) else {
+            return Ok(None);
+        };
+        index.drop_index(&wanted.name).await?;
+        let why = match why {
+            rag_core::Error::AlreadyExists { what } => what,
+            other => other.to_string(),
+        };
+        let line = format!("{why}: rebuilt from the shards");
+        tracing::warn!("{line}");
+        Ok(Some(line))
     }
 }
 

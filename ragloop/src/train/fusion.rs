@@ -29,12 +29,13 @@ pub(super) fn cross_fit(
     trainer: &mut AdapterTrainer,
     prepared: &Prepared,
     config: &TrainConfig,
+    analyzer: rag_core::Analyzer,
 ) -> Result<Option<FusionChoice>> {
     let queries = prepared.queries.len();
     if queries < MIN_QUERIES {
         return Ok(None);
     }
-    let mut bm25 = Bm25::default();
+    let mut bm25 = Bm25::new(analyzer);
     for (slot, text) in prepared.texts.iter().enumerate() {
         bm25.add(slot, text);
     }
@@ -111,5 +112,6 @@ pub(super) fn cross_fit(
             "{best}, chosen out of fold on {} training queries ({FOLDS} adapters, each ranking the queries it did not learn): nDCG@10 {score:.3} (RRF {rrf:.3})",
             candidates.len()
         ),
+        analyzer: Some(analyzer),
     }))
 }

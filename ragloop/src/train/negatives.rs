@@ -83,6 +83,7 @@ impl<'a> DocumentView<'a> {
         base: &'a SentenceEmbedder,
         docs: &'a [Document],
         max_passage_chars: usize,
+        analyzer: rag_core::Analyzer,
         progress: Arc<dyn Progress>,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
@@ -92,7 +93,7 @@ impl<'a> DocumentView<'a> {
             .collect();
         let (vectors, cached) =
             super::passages::embed_passages(base, &passages, "documents", progress.as_ref())?;
-        let mut bm25 = Bm25::default();
+        let mut bm25 = Bm25::new(analyzer);
         for (slot, p) in passages.iter().enumerate() {
             bm25.add(slot, p);
         }

@@ -285,7 +285,21 @@ impl FakeCluster {
                 );
             }
         };
-        let mut schema = IndexSchema::new(index, dims.unwrap() as usize, metric);
+        // The text field's analyzer, as the engines resolve it: built-in names only (the
+        // `english` language analyzer stems; the local index's English analyzer stands in).
+        let analyzer = match props["text"]["analyzer"].as_str() {
+            None | Some("standard") => rag_core::Analyzer::Standard,
+            Some("english") => rag_core::Analyzer::English,
+            Some(other) => {
+                return error(
+                    400,
+                    "mapper_parsing_exception",
+                    &format!("analyzer [{other}] has not been configured in mappings"),
+                );
+            }
+        };
+        let mut schema =
+            IndexSchema::new(index, dims.unwrap() as usize, metric).with_analyzer(analyzer);
         for (name, def) in props.as_object().unwrap() {
             let kind = match def["type"].as_str().unwrap() {
                 "keyword" => FieldKind::Keyword,

@@ -47,10 +47,10 @@ pub(super) struct IndexData {
 impl IndexData {
     pub(super) fn new(schema: IndexSchema, dir: Option<PathBuf>) -> Self {
         Self {
+            bm25: Bm25::new(schema.analyzer),
             schema,
             slots: Vec::new(),
             by_id: HashMap::new(),
-            bm25: Bm25::default(),
             dir,
             segments: Vec::new(),
             ann: None,
