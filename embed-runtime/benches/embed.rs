@@ -12,7 +12,7 @@
 //! are left out), sentence-transformers (`scripts/bench/st_embed.py`) and ONNX Runtime fp32 and
 //! dynamic int8 (`scripts/bench/ort_embed.py`, which exports the model with `torch.onnx`).
 //! The last column compares every engine's vectors with embed-runtime f32's. With `--write`
-//! the table replaces this CPU kind's (AVX-512 or AVX2) section of BENCHMARKS.md.
+//! the table replaces this CPU kind's section of BENCHMARKS.md (AVX-512 or AVX2, Intel or AMD).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Read;
@@ -171,8 +171,10 @@ fn cosines(a: &[f32], b: &[f32], dims: usize) -> (f64, f64) {
     (min, sum / rows.max(1) as f64)
 }
 
-/// The CPU's model name and the flags that decide the kernels.
-fn cpu() -> (String, &'static str) {
+/// The CPU's model name and the flags that decide the kernels, and its section of
+/// BENCHMARKS.md: the vector width and the vendor (`avx512-amd`), since the same kernels
+/// compare differently with torch's on Intel and AMD cores.
+fn cpu() -> (String, String) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let name = info
         .lines()
@@ -184,7 +186,13 @@ fn cpu() -> (String, &'static str) {
         .find_map(|l| l.strip_prefix("flags"))
         .unwrap_or_default();
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let kind = if has("avx512f") { "avx512" } else { "avx2" };
+    let width = if has("avx512f") { "avx512" } else { "avx2" };
+    let vendor = match info.lines().find_map(|l| l.strip_prefix("vendor_id")) {
+        Some(v) if v.contains("AuthenticAMD") => "amd",
+        Some(v) if v.contains("GenuineIntel") => "intel",
+        _ => "other",
+    };
+    let kind = format!("{width}-{vendor}");
     let listed: Vec<&str> = [
         "avx2",
         "fma",
