@@ -60,6 +60,17 @@ pub struct FusionChoice {
     pub analyzer: Option<rag_core::Analyzer>,
 }
 
+impl FusionChoice {
+    /// A choice with its reason (no analyzer recorded).
+    pub fn new(fusion: Fusion, reason: impl Into<String>) -> Self {
+        Self {
+            fusion,
+            reason: reason.into(),
+            analyzer: None,
+        }
+    }
+}
+
 /// One query's candidates: the vector list and the BM25 list (hits carrying `doc_id`
 /// metadata, else their id is the document), and its relevant documents.
 pub type Candidates = (Vec<SearchHit>, Vec<SearchHit>, Vec<String>);

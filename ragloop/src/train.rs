@@ -141,13 +141,14 @@ pub struct TrainArgs {
     /// Which split(s) of `--eval-queries` to evaluate on, comma-separated (never train on them).
     #[arg(long, default_value = "test")]
     pub eval_split: String,
-    /// Passes over the pairs [default: 1, adapter 30].
+    /// Passes over the pairs [default: 1; 3 when every pair is a labelled query; adapter 30].
     #[arg(long, value_parser = crate::bounded(1, 10_000))]
     pub epochs: Option<usize>,
     /// Pairs per step [default: 32, adapter 64].
     #[arg(long, value_parser = crate::bounded(1, 65_536))]
     pub batch_size: Option<usize>,
-    /// Peak learning rate [default: 2e-5, adapter 1e-3].
+    /// Peak learning rate [default: 2e-5; 1e-4 when every pair is a labelled query; adapter
+    /// 1e-3].
     #[arg(long)]
     pub learning_rate: Option<f64>,
     /// AdamW weight decay (for the adapter: towards the base model) [default: 0.01].
@@ -455,6 +456,14 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     drop(view);
 
     let defaults = match args.mode {
+        // Labelled queries alone are few pairs (hundreds: ~26 steps an epoch): one epoch at
+        // 2e-5 barely moves the model. 3 epochs at 1e-4 were best on held-out train-split
+        // queries (BENCHMARKS.md); mined and synthetic pairs, thousands, keep the defaults.
+        TrainMode::Full if train.iter().all(|p| p.origin == PairOrigin::Query) => TrainConfig {
+            epochs: 3,
+            learning_rate: 1e-4,
+            ..TrainConfig::default()
+        },
         TrainMode::Full => TrainConfig::default(),
         TrainMode::Adapter => TrainConfig::adapter(),
     };

@@ -95,11 +95,7 @@ impl Runner {
     ) -> Result<Vec<String>> {
         let (served_choice, base_choice) = match self.config().index.fusion() {
             Ok(FusionSetting::Fixed(fusion)) => {
-                let c = FusionChoice {
-                    fusion,
-                    reason: "set in [index] fusion".into(),
-                    analyzer: None,
-                };
+                let c = FusionChoice::new(fusion, "set in [index] fusion");
                 (c.clone(), base.map(|_| c))
             }
             _ => {
@@ -117,11 +113,10 @@ impl Runner {
                 match (trained, base) {
                     (Some(t), _) => (t, Some(untrained)),
                     (None, Some(_)) => (
-                        FusionChoice {
-                            fusion: untrained.fusion,
-                            reason: format!("the base model's: {}", untrained.reason),
-                            analyzer: None,
-                        },
+                        FusionChoice::new(
+                            untrained.fusion,
+                            format!("the base model's: {}", untrained.reason),
+                        ),
                         Some(untrained),
                     ),
                     (None, None) => (untrained, None),
@@ -150,11 +145,7 @@ impl Runner {
 
     /// The untrained model's choice on the train split.
     async fn tune(&self, served: &NamedModel, base: Option<&NamedModel>) -> Result<FusionChoice> {
-        let rrf = |why: &str| FusionChoice {
-            fusion: Fusion::Rrf,
-            reason: why.to_string(),
-            analyzer: None,
-        };
+        let rrf = |why: &str| FusionChoice::new(Fusion::Rrf, why);
         let Some(path) = self.config().queries() else {
             return Ok(rrf("RRF: no labelled queries to choose a weight on"));
         };
@@ -189,15 +180,14 @@ impl Runner {
             .candidate_lists(model, &self.index_name(which), &queries)
             .await?;
         let (best, score, rrf_score) = choose_fusion(&lists);
-        let choice = FusionChoice {
-            fusion: best,
-            reason: format!(
+        let choice = FusionChoice::new(
+            best,
+            format!(
                 "{best}, chosen on {} {TUNING_SPLIT}-split queries with {}: nDCG@10 {score:.3} (RRF {rrf_score:.3})",
                 queries.len(),
                 model.name
             ),
-            analyzer: None,
-        };
+        );
         let saved = Tuned {
             key,
             choice: choice.clone(),
