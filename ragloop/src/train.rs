@@ -52,13 +52,15 @@ pub use merge::{Merge, MergeReport};
 pub use negatives::{NegativeReport, RoundTripReport};
 pub use passages::PassageReport;
 
-/// What an adapter trains its pairs' positives on.
+/// What labelled queries train on as their positives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Passages {
     /// The document's chunk (as stage 5 cuts them) the base model ranks highest for the
-    /// query, with hard negatives from other documents; the vectors come from and go to the
-    /// pooled-vector cache.
+    /// query — what the loop retrieves; the vectors come from and go to the pooled-vector
+    /// cache. The adapter also mines its hard negatives among the other documents' chunks;
+    /// full fine-tuning uses it for pairs from `--queries` (mined, synthetic and user pairs
+    /// keep their passages).
     Chunks,
     /// The start of the document (title and text, truncated), in-batch negatives only.
     Documents,
@@ -160,9 +162,10 @@ pub struct TrainArgs {
     /// Tokens of a query kept.
     #[arg(long, default_value_t = 64, value_parser = crate::bounded(1, 8_192))]
     pub max_query_tokens: usize,
-    /// Tokens of a passage kept.
-    #[arg(long, default_value_t = 128, value_parser = crate::bounded(1, 8_192))]
-    pub max_passage_tokens: usize,
+    /// Tokens of a passage kept [default: 128; 256 for full fine-tuning on chunk positives,
+    /// where a chunk is up to the model's 256].
+    #[arg(long, value_parser = crate::bounded(1, 8_192))]
+    pub max_passage_tokens: Option<usize>,
     /// Dropout (default: the model's).
     #[arg(long)]
     pub dropout: Option<f32>,
@@ -177,8 +180,9 @@ pub struct TrainArgs {
     /// analyzer`, so the fusion is chosen for the BM25 the index will run.
     #[arg(long, default_value_t = rag_core::Analyzer::English, value_parser = parse_analyzer)]
     pub analyzer: rag_core::Analyzer,
-    /// The adapter's positives: `chunks` (the best chunk of the document, hard negatives from
-    /// the others) or `documents` (the document's start).
+    /// Labelled queries' positives: `chunks` (the document's best chunk, as the loop ranks
+    /// chunks; for the adapter also hard negatives from the others) or `documents` (the
+    /// document's start).
     #[arg(long, value_enum, default_value_t = Passages::Chunks)]
     pub passages: Passages,
     /// Hard negatives per pair (0: in-batch negatives only). Full fine-tuning mines them from
@@ -457,11 +461,17 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
 
     let defaults = match args.mode {
         // Labelled queries alone are few pairs (hundreds: ~26 steps an epoch): one epoch at
-        // 2e-5 barely moves the model. 3 epochs at 1e-4 were best on held-out train-split
-        // queries (BENCHMARKS.md); mined and synthetic pairs, thousands, keep the defaults.
+        // 2e-5 barely moves the model. 3 epochs at 1e-4, on chunk positives read whole (256
+        // tokens), were best on held-out train-split queries (BENCHMARKS.md); mined and
+        // synthetic pairs, thousands, keep the defaults.
         TrainMode::Full if train.iter().all(|p| p.origin == PairOrigin::Query) => TrainConfig {
             epochs: 3,
             learning_rate: 1e-4,
+            max_passage_tokens: if args.passages == Passages::Chunks {
+                256
+            } else {
+                TrainConfig::default().max_passage_tokens
+            },
             ..TrainConfig::default()
         },
         TrainMode::Full => TrainConfig::default(),
@@ -474,7 +484,9 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
         warmup_ratio: args.warmup_ratio,
         max_query_tokens: args.max_query_tokens,
-        max_passage_tokens: args.max_passage_tokens,
+        max_passage_tokens: args
+            .max_passage_tokens
+            .unwrap_or(defaults.max_passage_tokens),
         dropout: args.dropout,
         seed: args.seed,
         max_steps: args.max_steps,
@@ -529,8 +541,19 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let mut merge_report = None;
     let mut fusion_choice = None;
     let mut chunk_eval = None;
+    let mut full_chunks: Option<passages::ChunkPositives> = None;
     let report = match args.mode {
         TrainMode::Full => {
+            // With labelled queries the corpus's chunks are embedded with the base model
+            // (through the pooled cache: stage 5's base pass) to judge both models over the
+            // chunks the loop ranks; with `--passages chunks` each query's positive is also
+            // its document's best chunk rather than the document's start.
+            let chunked =
+                passages::chunk_positives(&base, &docs, &train, &held, job_progress(args.json))?;
+            let train = match &chunked {
+                Some(c) if args.passages == Passages::Chunks => c.pairs(&train, &docs),
+                _ => train.clone(),
+            };
             drop(base);
             let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;
             let report = trainer.train_with_negatives(&train, &negatives, &config, &mut on_step)?;
@@ -541,6 +564,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             };
             merge_report =
                 merge::save(&trainer, args.merge, &docs, &held, &options, out_dir.path()).await?;
+            full_chunks = chunked;
             report
         }
         TrainMode::Adapter if args.passages == Passages::Chunks => {
@@ -631,6 +655,11 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         },
     )?;
     let after = evaluations(&trained, &docs, &eval_queries, &held, !over_chunks).await?;
+    // A full model trained on chunks is also judged over them; embedding the chunks with it
+    // here fills the cache stage 5 reads, so the loop encodes them once all the same.
+    if let Some(c) = &full_chunks {
+        chunk_eval = c.compare(&trained, job_progress(args.json))?;
+    }
     let evaluations = before
         .into_iter()
         .zip(after)

@@ -503,7 +503,15 @@ fn train_fine_tunes_the_model_and_embed_uses_its_output() {
     assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 3);
     assert_eq!(summary["documents"], 24);
     let evals = summary["evaluations"].as_array().unwrap();
-    assert_eq!(evals.len(), 4, "{evals:?}");
+    assert_eq!(evals.len(), 5, "{evals:?}");
+    // Full fine-tuning on labelled queries is also judged over the chunks the loop ranks.
+    assert!(
+        evals[4]["set"]
+            .as_str()
+            .unwrap()
+            .contains("held-out queries over the 334 chunks"),
+        "{evals:?}"
+    );
     assert!(
         evals[1]["set"]
             .as_str()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::hard::{self, HardOptions, MiningReport};
-use embed_runtime::train::pairs::Pair;
+use embed_runtime::train::pairs::{Pair, PairOrigin};
 use rag_core::eval::{MetricsAccumulator, RetrievalMetrics};
 use rag_core::pipeline::{Progress, Stage};
 use rag_core::{Chunker, Document};
@@ -196,4 +196,116 @@ pub(super) fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
             v
         })
         .collect()
+}
+
+/// Full fine-tuning's chunk positives for labelled queries ([`chunk_positives`]), and what is
+/// needed to compare the base and trained models over the chunks afterwards.
+pub(super) struct ChunkPositives {
+    prepared: Prepared,
+    /// The held-out queries (texts, relevant documents) and their base-model vectors.
+    held: (Vec<String>, Vec<Vec<u32>>),
+    held_base: Vec<Vec<f32>>,
+}
+
+/// When some training pairs are labelled queries: the corpus chunked as stage 5 chunks it and
+/// embedded with `base` (through its cache), each such pair's positive its document's best
+/// chunk ([`prepare`], no hard negatives). `None` when no pair is a labelled query.
+pub(super) fn chunk_positives(
+    base: &SentenceEmbedder,
+    docs: &[Document],
+    train: &[Pair],
+    held: &[Pair],
+    progress: Arc<dyn Progress>,
+) -> Result<Option<ChunkPositives>> {
+    let labelled: Vec<Pair> = train
+        .iter()
+        .filter(|p| p.origin == PairOrigin::Query)
+        .cloned()
+        .collect();
+    if labelled.is_empty() {
+        return Ok(None);
+    }
+    let options = HardOptions {
+        negatives: 0,
+        ..HardOptions::default()
+    };
+    let prepared = prepare(base, docs, &labelled, &options, progress)?;
+    let held_real: Vec<Pair> = held
+        .iter()
+        .filter(|p| p.origin == PairOrigin::Query)
+        .cloned()
+        .collect();
+    let held = queries_of(&held_real, docs);
+    let refs: Vec<&str> = held.0.iter().map(String::as_str).collect();
+    let held_base = if refs.is_empty() {
+        Vec::new()
+    } else {
+        base.embed_unnormalized(&refs, true)?
+    };
+    Ok(Some(ChunkPositives {
+        prepared,
+        held,
+        held_base,
+    }))
+}
+
+impl ChunkPositives {
+    /// `train` with each labelled query's pair replaced by (query, its document's best chunk),
+    /// one per relevant document; other pairs as they are.
+    pub(super) fn pairs(&self, train: &[Pair], docs: &[Document]) -> Vec<Pair> {
+        let p = &self.prepared;
+        let mut out: Vec<Pair> = train
+            .iter()
+            .filter(|t| t.origin != PairOrigin::Query)
+            .cloned()
+            .collect();
+        out.extend(p.pairs.iter().filter_map(|h| {
+            let doc = docs.get(*p.chunk_docs.get(h.positive)? as usize)?;
+            Some(Pair {
+                query: p.query_texts.get(h.query)?.clone(),
+                passage: p.texts.get(h.positive)?.clone(),
+                doc_id: doc.id.clone(),
+                origin: PairOrigin::Query,
+            })
+        }));
+        out
+    }
+
+    /// The held-out labelled queries over every chunk, base against `trained` (`None` with
+    /// none held out).
+    pub(super) fn compare(
+        &self,
+        trained: &SentenceEmbedder,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Option<super::Comparison>> {
+        let (texts, relevant) = &self.held;
+        if texts.is_empty() {
+            return Ok(None);
+        }
+        let p = &self.prepared;
+        let base = chunk_metrics(
+            &normalized(&self.held_base),
+            relevant,
+            &normalized(&p.chunks),
+            &p.chunk_docs,
+        );
+        let (chunks, _) = embed_passages(trained, &p.texts, "chunks", progress.as_ref())?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let queries = trained.embed_unnormalized(&refs, true)?;
+        let after = chunk_metrics(
+            &normalized(&queries),
+            relevant,
+            &normalized(&chunks),
+            &p.chunk_docs,
+        );
+        Ok(Some(super::Comparison {
+            set: format!(
+                "{} held-out queries over the {} chunks",
+                texts.len(),
+                p.chunk_docs.len()
+            ),
+            base,
+            trained: after,
+        }))
+    }
 }
