@@ -62,16 +62,22 @@ fn write_folder(data: &Path) {
     std::fs::write(data.join("fake.docx"), "PK\u{3}\u{4} not really").unwrap();
 }
 
-#[test]
-fn a_folder_of_mixed_files_is_read_counted_and_cited_by_page_and_section() {
+/// A project directory with [`write_folder`]'s files in `docs/` and a `ragloop.toml` that runs
+/// the quick local loop (the hashed model) on them into `work/`.
+fn quick_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_folder(&dir.path().join("docs"));
+    std::fs::write(dir.path().join("ragloop.toml"), QUICK_CONFIG).unwrap();
+    dir
+}
+
+const QUICK_CONFIG: &str =
+    "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n";
+
+#[test]
+fn a_folder_of_mixed_files_is_read_counted_and_cited_by_page_and_section() {
     // The quick local loop on this folder, for every command run here.
-    std::fs::write(
-        dir.path().join("ragloop.toml"),
-        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n",
-    )
-    .unwrap();
+    let dir = quick_project();
 
     let out = ragloop(dir.path()).arg("ingest").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -131,9 +137,8 @@ fn a_file_that_cannot_be_read_is_listed_and_the_rest_goes_through_to_the_answer(
     // A dangling symlink and a key over the store's 1,024-byte limit once stopped `ragloop
     // run` after stage 1. Now they are listed as FAILED, every later stage runs on the other
     // files, and the command exits non-zero at the end, as `cp -r` does.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = quick_project();
     let docs = dir.path().join("docs");
-    write_folder(&docs);
     std::os::unix::fs::symlink(docs.join("nowhere.txt"), docs.join("dangling.txt")).unwrap();
     let mut deep = docs.clone();
     for i in 0..5 {
@@ -141,11 +146,6 @@ fn a_file_that_cannot_be_read_is_listed_and_the_rest_goes_through_to_the_answer(
     }
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::write(deep.join("deep.txt"), "Too deep for an object key.").unwrap();
-    std::fs::write(
-        dir.path().join("ragloop.toml"),
-        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n",
-    )
-    .unwrap();
 
     let out = ragloop(dir.path())
         .args([
@@ -202,13 +202,7 @@ fn a_file_that_cannot_be_read_is_listed_and_the_rest_goes_through_to_the_answer(
 fn a_damaged_trained_model_is_trained_again_not_advised_away() {
     // A cut `idf.f32` once failed every later run with "run stage 2: `ragloop run`", which
     // skipped stage 2 (its `_SUCCESS` was there) and failed the same way.
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(&dir.path().join("docs"));
-    std::fs::write(
-        dir.path().join("ragloop.toml"),
-        "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n",
-    )
-    .unwrap();
+    let dir = quick_project();
     let run = || {
         let out = ragloop(dir.path())
             .args(["run", "--json"])
@@ -260,15 +254,11 @@ fn an_index_built_with_another_analyzer_is_rebuilt_from_the_shards() {
     // An index from before `[index] analyzer` (the standard one), or one whose analyzer the
     // configuration changed, is derived data: stage 6 drops it and indexes the shards again,
     // instead of failing on the schema it no longer matches.
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(&dir.path().join("docs"));
+    let dir = quick_project();
     let config = |analyzer: &str| {
         std::fs::write(
             dir.path().join("ragloop.toml"),
-            format!(
-                "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n\
-                 [index]\nanalyzer = \"{analyzer}\"\n"
-            ),
+            format!("{QUICK_CONFIG}[index]\nanalyzer = \"{analyzer}\"\n"),
         )
         .unwrap();
     };
