@@ -2,7 +2,8 @@
 //! files, MB, pages (PDF pages; one per file elsewhere), seconds, pages/s, MB/s and the peak
 //! resident memory of a process that parses only that format (each format runs in a child
 //! process of this binary, so peaks do not mix). Beside ours, the reference extractors
-//! (pdftotext, pandoc) on the same files when they are installed.
+//! (pdftotext, pandoc, LibreOffice for spreadsheets) on the same files when they are installed
+//! (nothing reads PPTX to text among them).
 //!
 //! `cargo bench -p doc-parsers --bench parse` (release build; the corpus must exist).
 
@@ -81,11 +82,21 @@ fn reference_seconds(format: &str, paths: &[PathBuf]) -> Option<f64> {
     let t = Instant::now();
     for p in paths {
         let status = match format {
+            "pptx" => return None,
             "pdf" => Command::new("pdftotext")
                 .arg("-q")
                 .arg(p)
                 .arg("/dev/null")
                 .status(),
+            "spreadsheet" => {
+                let out = std::env::temp_dir().join("ragloop-bench-csv");
+                Command::new("soffice")
+                    .args(["--headless", "--convert-to", "csv", "--outdir"])
+                    .arg(&out)
+                    .arg(p)
+                    .output()
+                    .map(|o| o.status)
+            }
             _ => {
                 let reader = match format {
                     "markdown" => "gfm",
@@ -123,7 +134,15 @@ fn main() {
         "| format | files | MB | pages | ours s | pages/s | MB/s | peak RSS MiB | reference | reference s | speed-up |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for format in ["html", "markdown", "docx", "pdf"] {
+    for format in [
+        "html",
+        "markdown",
+        "docx",
+        "pdf",
+        "epub",
+        "pptx",
+        "spreadsheet",
+    ] {
         let out = Command::new(&exe)
             .args(["--child", format])
             .output()
@@ -145,10 +164,11 @@ fn main() {
             f[6].parse().unwrap_or(0.0),
         );
         let mb = bytes / 1e6;
-        let reference = if format == "pdf" {
-            "pdftotext"
-        } else {
-            "pandoc"
+        let reference = match format {
+            "pdf" => "pdftotext",
+            "spreadsheet" => "LibreOffice → CSV",
+            "pptx" => "–",
+            _ => "pandoc",
         };
         let ref_secs = reference_seconds(format, &files(&root.join(format)));
         let (ref_cell, speed) = match ref_secs {

@@ -106,6 +106,20 @@ impl DocBuilder {
         self.block_break();
     }
 
+    /// Ends every open heading: what follows belongs to no section (a slide without a
+    /// title is not its predecessor's). Nothing when no section is open.
+    pub(crate) fn untitled_section(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        self.block_break();
+        self.open.clear();
+        self.sections.push(Section {
+            start: self.text.len(),
+            path: Vec::new(),
+        });
+    }
+
     /// The first heading's text, if any (a title for documents without one).
     pub(crate) fn first_heading(&self) -> Option<&str> {
         self.sections

@@ -8,17 +8,13 @@
 //! the metadata (title, creator, subject, keywords, dates).
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use rag_core::parse::{DocumentParser, ParseError, Parsed, RawFile};
-use zip::ZipArchive;
 
 use crate::builder::DocBuilder;
-
-/// Largest XML part read out of the archive (a zip bomb stops here): 256 MiB.
-const MAX_PART_BYTES: u64 = 256 << 20;
+use crate::package::{Package, attr, core_properties, malformed};
 
 /// The DOCX parser (`.docx`; a zip holding `word/document.xml`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,12 +37,11 @@ impl DocumentParser for DocxParser {
     }
 
     fn parse(&self, file: &RawFile<'_>) -> Result<Parsed, ParseError> {
-        let mut zip = ZipArchive::new(Cursor::new(file.data)).map_err(|e| {
-            ParseError::new(format!("not a DOCX: the zip archive is unreadable: {e}"))
-        })?;
-        let document = part(&mut zip, "word/document.xml")?
+        let mut zip = Package::open(file.data, "DOCX")?;
+        let document = zip
+            .part("word/document.xml")?
             .ok_or_else(|| ParseError::new("not a DOCX: no word/document.xml in the archive"))?;
-        let styles = match part(&mut zip, "word/styles.xml")? {
+        let styles = match zip.part("word/styles.xml")? {
             Some(xml) => heading_styles(&xml)?,
             None => HashMap::new(),
         };
@@ -55,12 +50,12 @@ impl DocumentParser for DocxParser {
             ("word/footnotes.xml", "footnote"),
             ("word/endnotes.xml", "endnote"),
         ] {
-            if let Some(xml) = part(&mut zip, name)? {
+            if let Some(xml) = zip.part(name)? {
                 notes.extend(read_notes(&xml, kind)?);
             }
         }
-        let metadata = match part(&mut zip, "docProps/core.xml")? {
-            Some(xml) => core_properties(&xml)?,
+        let metadata = match zip.part("docProps/core.xml")? {
+            Some(xml) => core_properties(&xml, "DOCX")?,
             None => Default::default(),
         };
         let mut body = Body::new(&styles);
@@ -90,38 +85,8 @@ impl DocumentParser for DocxParser {
     }
 }
 
-/// One part of the archive as text, `None` when absent.
-fn part(zip: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Option<String>, ParseError> {
-    let mut entry = match zip.by_name(name) {
-        Ok(e) => e,
-        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(ParseError::new(format!("DOCX part {name} unreadable: {e}"))),
-    };
-    let mut bytes = Vec::new();
-    (&mut entry)
-        .take(MAX_PART_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ParseError::new(format!("DOCX part {name} unreadable: {e}")))?;
-    if bytes.len() as u64 > MAX_PART_BYTES {
-        return Err(ParseError::new(format!(
-            "DOCX part {name} decompresses to more than {MAX_PART_BYTES} bytes"
-        )));
-    }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| ParseError::new(format!("DOCX part {name} is not UTF-8 XML: {e}")))
-}
-
 fn xml_error(e: impl std::fmt::Display) -> ParseError {
-    ParseError::new(format!("DOCX XML is malformed: {e}"))
-}
-
-/// The value of attribute `name` (`w:val`), unescaped.
-fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
-    e.try_get_attribute(name)
-        .ok()
-        .flatten()
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+    malformed("DOCX", e)
 }
 
 /// Heading level by paragraph style id: a style named `heading N` is level N, one with an
@@ -209,41 +174,6 @@ fn read_notes(xml: &str, kind: &str) -> Result<Vec<(String, String)>, ParseError
         }
     }
     Ok(notes)
-}
-
-/// `docProps/core.xml`'s Dublin Core fields.
-fn core_properties(xml: &str) -> Result<std::collections::BTreeMap<String, String>, ParseError> {
-    let mut reader = Reader::from_str(xml);
-    let mut out = std::collections::BTreeMap::new();
-    let mut field: Option<&'static str> = None;
-    loop {
-        match reader.read_event().map_err(xml_error)? {
-            Event::Start(e) => {
-                field = match e.local_name().as_ref() {
-                    b"title" => Some("title"),
-                    b"creator" => Some("author"),
-                    b"subject" => Some("subject"),
-                    b"keywords" => Some("keywords"),
-                    b"description" => Some("description"),
-                    b"created" => Some("created"),
-                    b"modified" => Some("modified"),
-                    _ => None,
-                }
-            }
-            Event::Text(t) => {
-                if let Some(f) = field {
-                    let v = t.unescape().map_err(xml_error)?.trim().to_string();
-                    if !v.is_empty() {
-                        out.insert(f.to_string(), v);
-                    }
-                }
-            }
-            Event::End(_) => field = None,
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 /// A table being read: finished rows, and the row and cell in progress.

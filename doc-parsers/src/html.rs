@@ -39,20 +39,28 @@ impl DocumentParser for HtmlParser {
 
     fn parse(&self, file: &RawFile<'_>) -> Result<Parsed, ParseError> {
         let text = decode(file.data)?;
-        let html = Html::parse_document(&text);
-        let mut walk = Walk {
-            out: DocBuilder::new(),
-            title: String::new(),
-            in_content: false,
+        let (out, title) = walk_into(DocBuilder::new(), &text);
+        let title = match title.as_str() {
+            "" => out.first_heading().unwrap_or_default().to_string(),
+            t => t.to_string(),
         };
-        walk.node(html.tree.root(), Ctx::default());
-        let title = match walk.title.trim() {
-            "" => walk.out.first_heading().unwrap_or_default().to_string(),
-            t => t.split_whitespace().collect::<Vec<_>>().join(" "),
-        };
-        let doc = walk.out.finish(file.document(title, ""));
+        let doc = out.finish(file.document(title, ""));
         Ok(Parsed::documents([doc]))
     }
+}
+
+/// Writes the visible text of the HTML page `text` into `out` (as [`HtmlParser`] reads it);
+/// returns the builder and the page's `<title>`, whitespace collapsed (empty without one).
+pub(crate) fn walk_into(out: DocBuilder, text: &str) -> (DocBuilder, String) {
+    let html = Html::parse_document(text);
+    let mut walk = Walk {
+        out,
+        title: String::new(),
+        in_content: false,
+    };
+    walk.node(html.tree.root(), Ctx::default());
+    let title = walk.title.split_whitespace().collect::<Vec<_>>().join(" ");
+    (walk.out, title)
 }
 
 /// Decodes HTML bytes: BOM, then a declared charset, then UTF-8, then windows-1252.

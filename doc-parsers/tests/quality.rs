@@ -1,8 +1,9 @@
 //! Parse quality on real manuals (`scripts/doc-corpus.sh`: the Bash manual and the Debian
-//! Reference as HTML, PDF and pandoc-written DOCX; Docker's Markdown documentation): for every
-//! file, token F1 of our text against an independent extractor's (pdftotext, pandoc) must be
-//! at least 0.95, and the structure must be there (sections; PDF pages as pdftotext counts
-//! them, page by page).
+//! Reference as HTML and PDF, Docker's Markdown documentation; DOCX written from them by pandoc
+//! and LibreOffice, EPUB and PPTX by pandoc, XLSX by LibreOffice Calc): for every file, token
+//! F1 of our text against an independent extractor's (pdftotext, pandoc, LibreOffice's CSV
+//! export) must be at least 0.95, and the structure must be there (sections; PDF pages as
+//! pdftotext counts them, page by page; a page per slide).
 //!
 //! The corpus is built by `scripts/test.sh`; without it (no apt, no pandoc) these tests say so
 //! and pass, except under CI, where a missing corpus fails them.
@@ -18,7 +19,7 @@ fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("RAGLOOP_DOC_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/doc-corpus"));
-    if dir.join(".complete-v2").exists() {
+    if dir.join(".complete-v3").exists() {
         return Some(dir);
     }
     assert!(
@@ -165,22 +166,88 @@ fn docx_reads_like_pandoc_and_has_the_html_headings() {
     let docs = check_format("docx");
     let Some(root) = corpus() else { return };
     for (path, doc) in docs {
-        // The DOCX was written from the HTML file of the same name: its heading styles must
-        // give the same sections.
+        // The DOCX was written from the HTML file of the same name (`.lo` when LibreOffice
+        // wrote it): its heading styles must give the same sections.
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let html = parse(&root.join("html").join(format!("{stem}.html")));
-        let titles = |d: &Document| -> Vec<String> {
-            d.sections
-                .iter()
-                .map(|s| s.path.last().unwrap().to_lowercase())
-                .collect()
-        };
-        let (h, d) = (titles(&html), titles(&doc));
-        let found = h.iter().filter(|t| d.contains(t)).count();
+        let stem = stem.trim_end_matches(".lo").to_string();
+        let (found, of) = html_headings_found(&root, &stem, &doc);
         assert!(
-            found * 10 >= h.len() * 9,
-            "{stem}: {found} of {} HTML headings are DOCX sections",
-            h.len()
+            found * 10 >= of * 9,
+            "{stem}: {found} of {of} HTML headings are DOCX sections"
+        );
+    }
+}
+
+#[test]
+fn both_writers_docx_files_are_in_the_corpus() {
+    let Some(root) = corpus() else { return };
+    let names: Vec<String> = files(&root.join("docx"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".lo.docx")), "{names:?}");
+    assert!(names.iter().any(|n| !n.ends_with(".lo.docx")), "{names:?}");
+}
+
+/// The sections of `doc` and those of the HTML chapter it was written from, by title.
+fn html_headings_found(root: &Path, stem: &str, doc: &Document) -> (usize, usize) {
+    let html = parse(&root.join("html").join(format!("{stem}.html")));
+    let titles = |d: &Document| -> Vec<String> {
+        d.sections
+            .iter()
+            .filter_map(|s| s.path.last())
+            .map(|t| t.to_lowercase())
+            .collect()
+    };
+    let (h, d) = (titles(&html), titles(doc));
+    (h.iter().filter(|t| d.contains(t)).count(), h.len())
+}
+
+#[test]
+fn epub_reads_like_pandoc_and_has_the_chapters_headings() {
+    let docs = check_format("epub");
+    let Some(root) = corpus() else { return };
+    for (path, doc) in docs {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(!doc.title.is_empty(), "{stem}: no title");
+        let (found, of) = html_headings_found(&root, &stem, &doc);
+        assert!(
+            found * 10 >= of * 9,
+            "{stem}: {found} of {of} HTML headings are EPUB sections"
+        );
+    }
+}
+
+#[test]
+fn pptx_reads_like_its_markdown_with_a_page_per_slide() {
+    for (path, doc) in check_format("pptx") {
+        let name = path.display();
+        // pandoc cuts a slide at every heading: at least as many pages as sections, and every
+        // slide title a section.
+        assert!(doc.pages.len() >= 2, "{name}: {} slides", doc.pages.len());
+        assert!(
+            doc.sections.iter().filter(|s| !s.path.is_empty()).count() >= 2,
+            "{name}: {} sections",
+            doc.sections.len()
+        );
+        for s in doc.sections.iter().filter(|s| !s.path.is_empty()) {
+            let page = doc.page_at(s.start).unwrap() as usize;
+            assert_eq!(
+                doc.pages[page - 1],
+                s.start,
+                "{name}: a slide title not on top"
+            );
+        }
+    }
+}
+
+#[test]
+fn spreadsheets_read_like_libreoffice_csv() {
+    for (path, doc) in check_format("spreadsheet") {
+        assert!(
+            !doc.sections.is_empty(),
+            "{}: no sheet section",
+            path.display()
         );
     }
 }
@@ -267,6 +334,8 @@ fn broken_files_are_skipped_with_their_reason_and_awkward_ones_read() {
         ("encrypted.pdf", "encrypted PDF"),
         ("truncated.pdf", "not a readable PDF"),
         ("truncated.docx", "zip archive is unreadable"),
+        ("truncated.epub", "zip archive is unreadable"),
+        ("truncated.pptx", "zip archive is unreadable"),
         ("empty.html", "empty document"),
     ] {
         let r = read(name);
