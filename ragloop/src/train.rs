@@ -657,8 +657,18 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let after = evaluations(&trained, &docs, &eval_queries, &held, !over_chunks).await?;
     // A full model trained on chunks is also judged over them; embedding the chunks with it
     // here fills the cache stage 5 reads, so the loop encodes them once all the same.
+    // Its hybrid fusion is chosen there too, on the held-out queries: the base model's weight
+    // undervalues a better dense list.
     if let Some(c) = &full_chunks {
-        chunk_eval = c.compare(&trained, job_progress(args.json))?;
+        let (comparison, fusion) = c.compare(&trained, args.analyzer, job_progress(args.json))?;
+        chunk_eval = comparison;
+        if let Some(f) = &fusion {
+            std::fs::write(
+                out_dir.path().join("fusion.json"),
+                serde_json::to_vec_pretty(f)?,
+            )?;
+            fusion_choice = fusion;
+        }
     }
     let evaluations = before
         .into_iter()

@@ -91,8 +91,13 @@ impl<'a> DocumentView<'a> {
             .iter()
             .map(|d| document_passage(d, max_passage_chars))
             .collect();
-        let (vectors, cached) =
-            super::passages::embed_passages(base, &passages, "documents", progress.as_ref())?;
+        let (vectors, cached) = super::passages::embed_passages(
+            base,
+            &passages,
+            "documents",
+            "frozen",
+            progress.as_ref(),
+        )?;
         let mut bm25 = Bm25::new(analyzer);
         for (slot, p) in passages.iter().enumerate() {
             bm25.add(slot, p);

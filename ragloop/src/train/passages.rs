@@ -74,7 +74,7 @@ pub(super) fn prepare(
                 .unwrap_or(u32::MAX)
         })
         .collect();
-    let (vectors, cached) = embed_passages(base, &texts, "chunks", progress.as_ref())?;
+    let (vectors, cached) = embed_passages(base, &texts, "chunks", "frozen", progress.as_ref())?;
 
     let (query_texts, relevant) = queries_of(train, docs);
     if query_texts.is_empty() {
@@ -107,12 +107,14 @@ pub(super) fn prepare(
     })
 }
 
-/// Embeds passages (`what`: "chunks", "documents") with the frozen `base` model, `BATCH` per
-/// call with progress; returns their vectors and how many came from the cache.
+/// Embeds passages (`what`: "chunks", "documents") with `base` (`which`: "frozen",
+/// "trained"), `BATCH` per call with progress; returns their vectors and how many came from
+/// the cache.
 pub(super) fn embed_passages(
     base: &SentenceEmbedder,
     texts: &[String],
     what: &str,
+    which: &str,
     progress: &dyn Progress,
 ) -> Result<(Vec<Vec<f32>>, usize)> {
     let cached_before = base.cached_vectors();
@@ -128,7 +130,7 @@ pub(super) fn embed_passages(
     progress.end(
         Stage::TrainEmbeddings,
         &format!(
-            "{} {what} embedded with the frozen model ({cached} from the cache)",
+            "{} {what} embedded with the {which} model ({cached} from the cache)",
             texts.len()
         ),
     );
@@ -272,15 +274,20 @@ impl ChunkPositives {
     }
 
     /// The held-out labelled queries over every chunk, base against `trained` (`None` with
-    /// none held out).
+    /// none held out), and the hybrid fusion chosen for `trained` on those rankings beside
+    /// BM25 (`analyzer`) over the chunks ([`super::fusion::held_out`]).
     pub(super) fn compare(
         &self,
         trained: &SentenceEmbedder,
+        analyzer: rag_core::Analyzer,
         progress: Arc<dyn Progress>,
-    ) -> Result<Option<super::Comparison>> {
+    ) -> Result<(
+        Option<super::Comparison>,
+        Option<crate::evaluation::FusionChoice>,
+    )> {
         let (texts, relevant) = &self.held;
         if texts.is_empty() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let p = &self.prepared;
         let base = chunk_metrics(
@@ -289,16 +296,22 @@ impl ChunkPositives {
             &normalized(&p.chunks),
             &p.chunk_docs,
         );
-        let (chunks, _) = embed_passages(trained, &p.texts, "chunks", progress.as_ref())?;
+        let (chunks, _) =
+            embed_passages(trained, &p.texts, "chunks", "trained", progress.as_ref())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let queries = trained.embed_unnormalized(&refs, true)?;
-        let after = chunk_metrics(
-            &normalized(&queries),
+        let queries = normalized(&trained.embed_unnormalized(&refs, true)?);
+        let chunks = normalized(&chunks);
+        let after = chunk_metrics(&queries, relevant, &chunks, &p.chunk_docs);
+        let fusion = super::fusion::held_out(
+            &queries,
+            texts,
             relevant,
-            &normalized(&chunks),
+            &chunks,
+            &p.texts,
             &p.chunk_docs,
+            analyzer,
         );
-        Ok(Some(super::Comparison {
+        let comparison = super::Comparison {
             set: format!(
                 "{} held-out queries over the {} chunks",
                 texts.len(),
@@ -306,6 +319,7 @@ impl ChunkPositives {
             ),
             base,
             trained: after,
-        }))
+        };
+        Ok((Some(comparison), fusion))
     }
 }
