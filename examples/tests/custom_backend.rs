@@ -38,6 +38,7 @@ async fn a_custom_index_and_chat_model_run_the_pipeline() {
 #[tokio::test]
 async fn flat_index_passes_the_vector_index_conformance_suite() {
     rag_core::conformance::vector_index::run_all(&FlatIndex::default(), "flat").await;
+    rag_core::conformance::sync::check(std::sync::Arc::new(FlatIndex::default()), "flat").await;
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@
 //!
 //! The harness drops the stage's future at the point where a store write or an index upsert
 //! hangs (what a crash, a Ctrl-C or a timed-out caller does to an `async` stage): a [`Trip`]
-//! counts write steps — each `put`, each chunk of a `put_stream`, each upsert — and after a
+//! counts write steps — each `put`, each chunk of a `put_stream`, each upsert or delete — and
+//! after a
 //! random budget makes the next one hang forever. A stream is cut in the middle of the object
-//! (the store is half-way through writing it); an upsert is cut after applying part of its
-//! batch (a bulk request that died half-way). Each case runs several seeds, each interrupted up
+//! (the store is half-way through writing it); an upsert or a delete is cut after applying part
+//! of its batch (a bulk request that died half-way). Each case runs several seeds, each interrupted up
 //! to three times before it is let finish.
 #![allow(clippy::unwrap_used)]
 
@@ -169,6 +170,10 @@ impl VectorIndex for TripIndex {
     }
 
     async fn delete(&self, index: &str, ids: &[String]) -> Result<usize> {
+        if !self.trip.step() {
+            self.inner.delete(index, &ids[..ids.len() / 2]).await?;
+            return std::future::pending().await;
+        }
         self.inner.delete(index, ids).await
     }
 
@@ -483,4 +488,99 @@ async fn indexing_interrupted_mid_batch_resumes_to_the_same_records() {
     eprintln!(
         "indexing: {SEEDS} seeds, {interrupted} interruptions among {total} write steps; every resumed state equals the uninterrupted one"
     );
+}
+
+#[tokio::test]
+async fn a_resync_interrupted_mid_delete_resumes_to_a_fresh_builds_records() {
+    // Issue 26: after a page is removed and another edited, stage 6 upserts the new chunks and
+    // deletes the stale ones; killed anywhere in between, the rerun ends with exactly the
+    // records a fresh build of the new corpus has.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    corpus(&data);
+    let model = model();
+    let name = options().index_name;
+    let before = dir.path().join("before");
+    let store0: Arc<dyn ObjectStore> = Arc::new(LocalFileStore::new(before.join("store")));
+    let index0 = Arc::new(LocalVectorIndex::open(before.join("index")).await.unwrap());
+    let p = pipeline(Arc::clone(&store0), index0.clone(), dir.path());
+    p.ingest(&data).await.unwrap();
+    p.embed(&model).await.unwrap();
+    p.index(&model).await.unwrap();
+    drop((p, index0));
+    std::fs::remove_file(data.join("man/page-3.txt")).unwrap();
+    let edited = std::fs::read_to_string(data.join("man/page-5.txt")).unwrap();
+    std::fs::write(
+        data.join("man/page-5.txt"),
+        edited.replace("Paragraph 7 of page 5", "Paragraph seven, rewritten,"),
+    )
+    .unwrap();
+    let p = pipeline(
+        Arc::clone(&store0),
+        Arc::new(LocalVectorIndex::in_memory()),
+        dir.path(),
+    );
+    assert_eq!(p.ingest(&data).await.unwrap().removed, ["man/page-3.txt"]);
+    p.embed(&model).await.unwrap();
+
+    // A fresh build of the new corpus: what every resumed run must end with.
+    let fresh = Arc::new(LocalVectorIndex::in_memory());
+    let fresh_store = dir.path().join("fresh");
+    copy_store(Some(&before.join("store")), &fresh_store);
+    std::fs::remove_file(fresh_store.join("bucket/indexes/rag-index/manifest.json")).unwrap();
+    pipeline(
+        Arc::new(LocalFileStore::new(&fresh_store)),
+        fresh.clone(),
+        dir.path(),
+    )
+    .index(&model)
+    .await
+    .unwrap();
+    let want = index_snapshot(&fresh, &name).await;
+
+    // Uninterrupted, from the state before: counts the write steps.
+    let whole = dir.path().join("whole");
+    copy_store(Some(&before), &whole);
+    let trip = Trip::never();
+    let inner = Arc::new(LocalVectorIndex::open(whole.join("index")).await.unwrap());
+    let report = pipeline(
+        Arc::new(LocalFileStore::new(whole.join("store"))),
+        Arc::new(TripIndex {
+            inner: Arc::clone(&inner),
+            trip: Arc::clone(&trip),
+        }),
+        dir.path(),
+    )
+    .index(&model)
+    .await
+    .unwrap();
+    assert_eq!(report.documents_removed, 1, "{report:?}");
+    assert_eq!(report.documents_changed, 1, "{report:?}");
+    assert!(report.deleted >= 2, "{report:?}");
+    assert_eq!(index_snapshot(&inner, &name).await, want);
+    let total = trip.used();
+
+    let mut interrupted = 0;
+    for seed in 0..SEEDS {
+        let root = dir.path().join(format!("resync-{seed}"));
+        copy_store(Some(&before), &root);
+        interrupted += interrupt_and_resume(seed + 300, total, |trip| {
+            let model = model.clone();
+            let root = root.clone();
+            async move {
+                let inner = Arc::new(LocalVectorIndex::open(root.join("index")).await?);
+                let index = Arc::new(TripIndex { inner, trip });
+                let store = Arc::new(LocalFileStore::new(root.join("store")));
+                pipeline(store, index, &root).index(&model).await.map(drop)
+            }
+        })
+        .await;
+        let reopened = LocalVectorIndex::open(root.join("index")).await.unwrap();
+        assert_eq!(
+            index_snapshot(&reopened, &name).await,
+            want,
+            "seed {seed}: records differ from a fresh build of the new corpus"
+        );
+    }
+    assert!(interrupted >= SEEDS as usize, "{interrupted} interruptions");
 }

@@ -326,3 +326,56 @@ fn an_index_built_with_another_analyzer_is_rebuilt_from_the_shards() {
         "{second}"
     );
 }
+
+#[test]
+fn a_removed_or_edited_file_leaves_the_index_on_the_next_run() {
+    // Issue 26: chunk ids are content hashes and stage 6 only upserted, so a deleted file's
+    // chunks stayed retrievable and an edited file was cited with its old text too.
+    let dir = quick_project();
+    let run = |question: &str| {
+        let out = ragloop(dir.path())
+            .args(["run", "--json", "--question", question])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run("How do I restore a snapshot?");
+    assert_eq!(first["answer"]["citations"][0]["doc_id"], "guide.html");
+
+    let docs = dir.path().join("docs");
+    std::fs::remove_file(docs.join("guide.html")).unwrap();
+    std::fs::write(
+        docs.join("wiki/network.md"),
+        "---\ntitle: Network notes\n---\n\n# Network\n\n## Firewall\n\nOpen port 9443 for the \
+         dashboard and keep port 22 closed to the internet.\n",
+    )
+    .unwrap();
+    let second = run("Which port does the dashboard open?");
+    let ingest = second["stages"][0]["summary"].as_str().unwrap();
+    assert!(ingest.contains("1 removed"), "{ingest}");
+    let index = second["stages"][5]["summary"].as_str().unwrap();
+    assert!(
+        index.contains("stale deleted (1 documents removed, 1 changed)"),
+        "{index}"
+    );
+    let answer = second["answer"]["text"].as_str().unwrap();
+    assert!(
+        answer.contains("9443") && !answer.contains("8443"),
+        "{answer}"
+    );
+    // The removed guide is cited no more.
+    let out = ragloop(dir.path())
+        .args(["ask", "--json", "How do I restore a snapshot?"])
+        .output()
+        .unwrap();
+    let asked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cited: Vec<&str> = asked["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["doc_id"].as_str())
+        .collect();
+    assert!(!cited.contains(&"guide.html"), "{asked}");
+}

@@ -107,6 +107,13 @@ async fn conformance_in_memory_and_persisted() {
 }
 
 #[tokio::test]
+async fn the_ann_index_stays_true_to_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = open_ann_index(dir.path(), graph_always()).await.unwrap();
+    rag_core::conformance::sync::check(std::sync::Arc::new(index), "ann").await;
+}
+
+#[tokio::test]
 async fn graph_search_recalls_the_exact_neighbours() {
     let vs = vectors(3_000, 32, 7);
     let queries = vectors(40, 32, 99);

@@ -55,6 +55,9 @@ async fn conformance_elasticsearch8_native_and_client_hybrid() {
         let index =
             SearchIndex::new(config(&cluster, Engine::Elasticsearch8).with_hybrid(mode)).unwrap();
         vector_index::run_all(&index, "es").await;
+        let synced =
+            SearchIndex::new(config(&cluster, Engine::Elasticsearch8).with_hybrid(mode)).unwrap();
+        rag_core::conformance::sync::check(std::sync::Arc::new(synced), "es").await;
         let native_used = cluster
             .requests()
             .await
@@ -71,6 +74,9 @@ async fn conformance_opensearch2_native_and_client_hybrid() {
         let index =
             SearchIndex::new(config(&cluster, Engine::OpenSearch2).with_hybrid(mode)).unwrap();
         vector_index::run_all(&index, "os").await;
+        let synced =
+            SearchIndex::new(config(&cluster, Engine::OpenSearch2).with_hybrid(mode)).unwrap();
+        rag_core::conformance::sync::check(std::sync::Arc::new(synced), "os").await;
         let reqs = cluster.requests().await;
         let native_used = reqs
             .iter()

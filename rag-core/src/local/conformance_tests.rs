@@ -43,6 +43,14 @@ async fn local_vector_index_conforms_in_memory_and_persisted() {
 }
 
 #[tokio::test]
+async fn local_vector_index_stays_true_to_the_corpus_in_memory_and_persisted() {
+    conformance::sync::check(Arc::new(LocalVectorIndex::in_memory()), "mem").await;
+    let dir = tempfile::tempdir().unwrap();
+    let index = LocalVectorIndex::open(dir.path()).await.unwrap();
+    conformance::sync::check(Arc::new(index), "disk").await;
+}
+
+#[tokio::test]
 async fn hashed_embedding_conforms_untrained_and_fitted() {
     let untrained = HashedEmbedding::new(HashedEmbeddingConfig::default()).unwrap();
     conformance::embedding::run_all(&untrained).await;

@@ -29,7 +29,54 @@ pub struct IndexReport {
     /// Shards that could not be read as Parquet (shard, why); the other shards were indexed.
     /// Delete such a shard and run the embed stage again to rewrite it.
     pub unreadable: Vec<(String, String)>,
+    /// Chunks deleted from the index: those of documents removed or changed since the last
+    /// run of this stage on this index ([`Layout::index_manifest`](super::Layout::index_manifest)).
+    pub deleted: usize,
+    /// Documents the last run indexed that are gone from the corpus.
+    pub documents_removed: usize,
+    /// Documents whose chunks changed since the last run.
+    pub documents_changed: usize,
 }
+
+/// The chunk ids of each document an index holds ([`Layout::index_manifest`](super::Layout::index_manifest)),
+/// written by stage 6 after its upserts and deletions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct IndexManifest {
+    /// Document id → its chunk ids, sorted.
+    pub documents: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl IndexManifest {
+    /// Chunk ids of `previous` that this manifest does not hold, with how many of
+    /// `previous`'s documents are gone and how many changed.
+    pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
+        let mut stale = Vec::new();
+        let (mut removed, mut changed) = (0, 0);
+        for (doc, ids) in &previous.documents {
+            match self.documents.get(doc) {
+                None => {
+                    removed += 1;
+                    stale.extend(ids.iter().cloned());
+                }
+                Some(now) if now != ids => {
+                    changed += 1;
+                    let now: std::collections::HashSet<&String> = now.iter().collect();
+                    stale.extend(ids.iter().filter(|id| !now.contains(id)).cloned());
+                }
+                Some(_) => {}
+            }
+        }
+        // A chunk id moved to another document (the same text) stays.
+        let live: std::collections::HashSet<&String> = self.documents.values().flatten().collect();
+        stale.retain(|id| !live.contains(id));
+        stale.sort();
+        stale.dedup();
+        (stale, removed, changed)
+    }
+}
+
+/// Ids deleted per call.
+const DELETE_BATCH: usize = 1000;
 
 impl Pipeline {
     /// The index schema for vectors of `model`: its dimension, cosine similarity, and the chunk
@@ -73,6 +120,7 @@ impl Pipeline {
             shards: shards.len(),
             ..Default::default()
         };
+        let mut manifest = IndexManifest::default();
         for shard in shards {
             let read = read_shard_batches(
                 self.store.get_bytes(&shard.uri).await?,
@@ -109,6 +157,13 @@ impl Pipeline {
                         break;
                     }
                 };
+                for row in &batch {
+                    manifest
+                        .documents
+                        .entry(row.chunk.doc_id.clone())
+                        .or_default()
+                        .push(row.chunk.id.clone());
+                }
                 let records: Vec<IndexRecord> = batch.iter().map(record_of).collect();
                 let (written, failed) = self.upsert_with_retries(name, records).await?;
                 report.written += written;
@@ -116,18 +171,69 @@ impl Pipeline {
                 self.progress.advance(stage, batch.len() as u64);
             }
         }
+        // After the writes, so no document is ever missing from the index: the chunks of
+        // documents removed or changed since the last run. Not with a shard unread (its
+        // documents' chunks would look removed).
+        if report.unreadable.is_empty() {
+            self.sync_deletions(name, manifest, &mut report).await?;
+        }
         report.count = index.count(name).await?;
         self.progress.end(
             stage,
             &format!(
-                "{} records written, {} failed, {} unreadable shards; {} in {name}",
+                "{} records written, {} deleted, {} failed, {} unreadable shards; {} in {name}",
                 report.written,
+                report.deleted,
                 report.failed.len(),
                 report.unreadable.len(),
                 report.count
             ),
         );
         Ok(report)
+    }
+
+    /// Deletes from index `name` the chunks the last run's manifest holds and `manifest` (this
+    /// run's) does not, then records `manifest`. Deleting is idempotent, so a run killed in
+    /// between deletes the rest next time; an index with no manifest yet (a first run, or one
+    /// built before manifests) deletes nothing.
+    async fn sync_deletions(
+        &self,
+        name: &str,
+        mut manifest: IndexManifest,
+        report: &mut IndexReport,
+    ) -> Result<()> {
+        for ids in manifest.documents.values_mut() {
+            ids.sort();
+            ids.dedup();
+        }
+        let uri = self.layout.index_manifest(name);
+        let previous: IndexManifest = match self.store.get_bytes(&uri).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::corrupt(
+                    uri.to_string(),
+                    format!(
+                        "{e}; remove it and drop the index to rebuild it (stale chunks cannot be found without it)"
+                    ),
+                )
+            })?,
+            Err(e) if e.is_not_found() => IndexManifest::default(),
+            Err(e) => return Err(e),
+        };
+        let (stale, removed, changed) = manifest.stale_since(&previous);
+        let index = self.index_backend()?;
+        for ids in stale.chunks(DELETE_BATCH) {
+            index.delete(name, ids).await?;
+        }
+        report.deleted = stale.len();
+        report.documents_removed = removed;
+        report.documents_changed = changed;
+        if stale.is_empty() && manifest == previous {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::backend("pipeline", "index manifest", e))?;
+        self.store.put(&uri, body.into()).await?;
+        Ok(())
     }
 
     /// Upserts `records`, resending the ones the index reports as retryable with the

@@ -35,6 +35,17 @@ pub struct IngestReport {
     /// Documents whose id another file's document had taken: the embed stage gives them
     /// these ids.
     pub renamed: Vec<crate::loader::Renamed>,
+    /// Objects removed from `raw-docs/` (relative paths): an earlier ingest of this layout
+    /// put them there and their file is gone from the folder. Objects put there by anything
+    /// else are never touched.
+    pub removed: Vec<String>,
+}
+
+/// What [`Layout::ingested`](super::Layout::ingested) holds.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct Ingested {
+    /// `raw-docs/` keys (relative paths) of the folder's files.
+    keys: std::collections::BTreeSet<String>,
 }
 
 impl Pipeline {
@@ -62,6 +73,11 @@ impl Pipeline {
             )));
         }
         self.progress.begin(stage, Some(files.len() as u64));
+        // Listed now: a file that fails below keeps its key (its stored copy stays). With a
+        // directory that could not be listed, nothing is removed: its files are unknown.
+        let listed_all = unlisted.is_empty();
+        let present: std::collections::BTreeSet<String> =
+            files.iter().map(|(_, rel)| rel.clone()).collect();
         let mut report = IngestReport {
             failed: unlisted,
             ..Default::default()
@@ -91,6 +107,7 @@ impl Pipeline {
             parsed.extend(file);
             self.progress.advance(stage, 1);
         }
+        report.removed = self.remove_gone(present, listed_all).await?;
         report.documents = parsed.formats.values().map(|c| c.documents).sum();
         report.formats = parsed.formats;
         report.unparsed = parsed.skipped;
@@ -98,14 +115,54 @@ impl Pipeline {
         self.progress.end(
             stage,
             &format!(
-                "{} uploaded ({} bytes), {} unchanged, {} failed",
+                "{} uploaded ({} bytes), {} unchanged, {} removed, {} failed",
                 report.uploaded,
                 report.bytes,
                 report.unchanged,
+                report.removed.len(),
                 report.failed.len()
             ),
         );
         Ok(report)
+    }
+
+    /// Removes from `raw-docs/` what an earlier ingest put there and `present` (this run's
+    /// files) no longer holds, then records `present` (with the earlier keys too when the
+    /// folder was not listed whole). Returns the removed keys.
+    async fn remove_gone(
+        &self,
+        present: std::collections::BTreeSet<String>,
+        listed_all: bool,
+    ) -> Result<Vec<String>> {
+        let uri = self.layout.ingested();
+        let previous: Ingested = match self.store.get_bytes(&uri).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::corrupt(
+                    uri.to_string(),
+                    format!(
+                        "{e}; remove it (the next ingest removes nothing, then records the folder)"
+                    ),
+                )
+            })?,
+            Err(e) if e.is_not_found() => Ingested::default(),
+            Err(e) => return Err(e),
+        };
+        let mut removed = Vec::new();
+        let mut keys = present;
+        if listed_all {
+            for rel in previous.keys.difference(&keys) {
+                self.store
+                    .delete(&self.layout.raw_docs().join(rel)?)
+                    .await?;
+                removed.push(rel.clone());
+            }
+        } else {
+            keys.extend(previous.keys);
+        }
+        let body = serde_json::to_vec(&Ingested { keys })
+            .map_err(|e| Error::backend("pipeline", "ingest record", e))?;
+        self.store.put(&uri, body.into()).await?;
+        Ok(removed)
     }
 
     /// Reads one local file with the options' parsers (off the async threads), keeping only the

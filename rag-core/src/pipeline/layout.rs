@@ -44,6 +44,21 @@ impl Layout {
         self.dir(&format!("models/{}/", key_safe(name)))
     }
 
+    /// `ingested.json`: the `raw-docs/` keys stage 1 put there from the data folder, so a
+    /// file removed from the folder is removed from the store on the next ingest.
+    pub fn ingested(&self) -> StoreUri {
+        self.root
+            .join("ingested.json")
+            .unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// `indexes/<name>/manifest.json`: the chunk ids of each document that stage 6 last put
+    /// into index `name`, so the next run deletes the chunks of removed or changed documents.
+    pub fn index_manifest(&self, name: &str) -> StoreUri {
+        let dir = self.dir(&format!("indexes/{}/", key_safe(name)));
+        dir.join("manifest.json").unwrap_or(dir)
+    }
+
     /// `vector-indexes/<model>/`: the Parquet shards of one embedding model.
     pub fn vector_shards(&self, model_id: &str) -> StoreUri {
         self.dir(&format!("vector-indexes/{}/", key_safe(model_id)))

@@ -44,7 +44,7 @@ use crate::training::TrainingBackend;
 pub use crate::stage::{LogProgress, Progress, Stage};
 pub use answer::{Answer, Citation, RetrievalMode};
 pub use embed::EmbedReport;
-pub use index::IndexReport;
+pub use index::{IndexManifest, IndexReport};
 pub use ingest::IngestReport;
 pub use jobs::JobOutcome;
 pub use layout::Layout;

@@ -244,10 +244,14 @@ impl Runner {
         let mut line = StageLine::new(
             Stage::Ingest,
             format!(
-                "{} files uploaded ({} bytes), {} unchanged → {}; {}",
+                "{} files uploaded ({} bytes), {} unchanged{} → {}; {}",
                 report.uploaded,
                 report.bytes,
                 report.unchanged,
+                match report.removed.len() {
+                    0 => String::new(),
+                    n => format!(", {n} removed (gone from the folder)"),
+                },
                 self.layout.raw_docs(),
                 format_counts(report.documents, &report.formats),
             ),

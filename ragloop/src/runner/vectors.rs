@@ -177,8 +177,17 @@ impl Runner {
         Ok(StageLine::new(
             Stage::Index,
             format!(
-                "{} records from {} shards written; {} in {name}",
-                r.written, r.shards, r.count
+                "{} records from {} shards written{}; {} in {name}",
+                r.written,
+                r.shards,
+                match r.deleted {
+                    0 => String::new(),
+                    n => format!(
+                        ", {n} stale deleted ({} documents removed, {} changed)",
+                        r.documents_removed, r.documents_changed
+                    ),
+                },
+                r.count
             ),
             t,
             0,
