@@ -8,11 +8,15 @@
 //! rows. `workers > 1` splits the shards round-robin (worker `i` writes shards `i`, `i + n`, …),
 //! e.g. for N PAI-DLC workers each writing its own shards.
 
+use std::collections::HashSet;
+
 use futures::TryStreamExt;
 
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Chunker};
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
+use crate::loader::{DocumentReader, LoadReport};
+use crate::parse::Parsers;
 use crate::stage::{Progress, Stage};
 use crate::store::ObjectStore;
 use crate::uri::StoreUri;
@@ -81,32 +85,237 @@ pub async fn embed_to_shards(
     options: &ShardOptions,
     progress: &dyn Progress,
 ) -> Result<ShardReport> {
-    if options.workers == 0 || options.worker >= options.workers {
+    let mut writer = ShardWriter::new(store, model, prefix, options, chunks.len(), progress)?;
+    for shard in chunks.chunks(options.shard_rows.max(1)) {
+        writer.push(shard.to_vec()).await?;
+    }
+    writer.finish().await
+}
+
+/// What [`embed_corpus`] read and wrote.
+#[derive(Debug, Clone, Default)]
+pub struct CorpusReport {
+    /// Documents read.
+    pub documents: usize,
+    /// Their chunks (repeated chunk ids dropped).
+    pub chunks: usize,
+    /// What was skipped, renamed and counted per format while reading (no documents: they
+    /// are never all held).
+    pub load: LoadReport,
+    /// The shards.
+    pub shards: ShardReport,
+}
+
+/// Stage 5 over a corpus too big to hold: the objects under `input` are read, parsed and
+/// chunked one file at a time into [`ShardWriter`], so memory holds one file's documents
+/// and one shard, never the corpus. A first pass over the files counts the chunks (for the
+/// progress bar's total and each worker's share); the second embeds them. The shards are
+/// the ones [`embed_to_shards`] makes of `chunker.chunk_all(all documents)`. No documents is
+/// `InvalidInput`.
+#[allow(clippy::too_many_arguments)]
+pub async fn embed_corpus(
+    src: &dyn ObjectStore,
+    input: &StoreUri,
+    parsers: &Parsers,
+    chunker: &Chunker,
+    dst: &dyn ObjectStore,
+    model: &dyn EmbeddingModel,
+    output: &StoreUri,
+    options: &ShardOptions,
+    progress: &dyn Progress,
+) -> Result<CorpusReport> {
+    let mut report = CorpusReport::default();
+    let mut counting = CorpusChunks::open(src, input, parsers, chunker).await?;
+    while let Some(chunks) = counting.next_chunks().await? {
+        report.chunks += chunks.len();
+    }
+    report.documents = counting.documents;
+    report.load = std::mem::take(&mut counting.load);
+    drop(counting);
+    if report.documents == 0 {
         return Err(Error::invalid(format!(
-            "worker {} of {}: the index must be below the number of workers",
-            options.worker, options.workers
+            "no documents under {input} ({} inputs skipped)",
+            report.load.skipped.len()
         )));
     }
-    if !prefix.is_prefix() {
-        return Err(Error::invalid(format!(
-            "{prefix}: the output must be a prefix (end with '/')"
-        )));
+    let mut writer = ShardWriter::new(dst, model, output, options, report.chunks, progress)?;
+    let mut chunks = CorpusChunks::open(src, input, parsers, chunker).await?;
+    while let Some(next) = chunks.next_chunks().await? {
+        writer.push(next).await?;
     }
-    let stage = Stage::Embed;
-    let shards: Vec<&[Chunk]> = chunks.chunks(options.shard_rows.max(1)).collect();
-    let mine: Vec<(usize, &[Chunk])> = shards
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|(i, _)| i % options.workers == options.worker)
-        .collect();
-    let mut report = ShardReport {
-        shards: shards.len(),
-        ..Default::default()
-    };
-    progress.begin(stage, Some(mine.iter().map(|(_, s)| s.len() as u64).sum()));
-    for (i, shard) in mine {
-        let uri = shard_uri(prefix, i)?;
+    report.shards = writer.finish().await?;
+    Ok(report)
+}
+
+/// The chunks of the documents under a prefix, one file at a time, in the order
+/// [`Chunker::chunk_all`] gives for all of them (a chunk id seen before is dropped).
+struct CorpusChunks<'a> {
+    reader: DocumentReader<'a>,
+    chunker: &'a Chunker,
+    /// Chunk ids seen, as 128-bit keys ([`id_key`]): 16 bytes a chunk, not a `String`.
+    seen: HashSet<u128>,
+    documents: usize,
+    load: LoadReport,
+}
+
+impl<'a> CorpusChunks<'a> {
+    async fn open(
+        store: &'a dyn ObjectStore,
+        input: &StoreUri,
+        parsers: &'a Parsers,
+        chunker: &'a Chunker,
+    ) -> Result<Self> {
+        Ok(Self {
+            reader: DocumentReader::open(store, input, parsers).await?,
+            chunker,
+            seen: HashSet::new(),
+            documents: 0,
+            load: LoadReport::default(),
+        })
+    }
+
+    /// The next file's new chunks (possibly none); `None` after the last file.
+    async fn next_chunks(&mut self) -> Result<Option<Vec<Chunk>>> {
+        let Some(mut file) = self.reader.next_file().await? else {
+            return Ok(None);
+        };
+        self.documents += file.documents.len();
+        let chunks = file
+            .documents
+            .iter()
+            .flat_map(|d| self.chunker.chunk(d))
+            .filter(|c| self.seen.insert(id_key(&c.id)))
+            .collect();
+        file.documents.clear();
+        self.load.extend(file);
+        Ok(Some(chunks))
+    }
+}
+
+/// A chunk id as 128 bits: the id itself when it is the chunker's 32 hex digits, else the
+/// first 128 bits of its SHA-256.
+fn id_key(id: &str) -> u128 {
+    if id.len() == 32
+        && let Ok(k) = u128::from_str_radix(id, 16)
+    {
+        return k;
+    }
+    crate::loader::id_key(id)
+}
+
+/// Cuts chunks, pushed in order, into shards of `shard_rows` and writes this worker's (see
+/// the module docs): at most one shard's chunks and vectors are held.
+pub struct ShardWriter<'a> {
+    store: &'a dyn ObjectStore,
+    model: &'a dyn EmbeddingModel,
+    prefix: StoreUri,
+    options: ShardOptions,
+    progress: &'a dyn Progress,
+    buffer: Vec<Chunk>,
+    /// The number of the shard being filled.
+    next: usize,
+    pushed: usize,
+    report: ShardReport,
+}
+
+impl<'a> ShardWriter<'a> {
+    /// A writer for a job of `total` chunks (for the progress total of this worker's share).
+    pub fn new(
+        store: &'a dyn ObjectStore,
+        model: &'a dyn EmbeddingModel,
+        prefix: &StoreUri,
+        options: &ShardOptions,
+        total: usize,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        if options.workers == 0 || options.worker >= options.workers {
+            return Err(Error::invalid(format!(
+                "worker {} of {}: the index must be below the number of workers",
+                options.worker, options.workers
+            )));
+        }
+        if !prefix.is_prefix() {
+            return Err(Error::invalid(format!(
+                "{prefix}: the output must be a prefix (end with '/')"
+            )));
+        }
+        let rows = options.shard_rows.max(1);
+        let mine: usize = (0..total.div_ceil(rows))
+            .filter(|i| i % options.workers == options.worker)
+            .map(|i| rows.min(total - i * rows))
+            .sum();
+        progress.begin(Stage::Embed, Some(mine as u64));
+        Ok(Self {
+            store,
+            model,
+            prefix: prefix.clone(),
+            options: ShardOptions {
+                shard_rows: rows,
+                ..*options
+            },
+            progress,
+            buffer: Vec::with_capacity(rows),
+            next: 0,
+            pushed: 0,
+            report: ShardReport::default(),
+        })
+    }
+
+    /// Takes the next chunks in order, writing each shard they fill.
+    pub async fn push(&mut self, chunks: Vec<Chunk>) -> Result<()> {
+        for chunk in chunks {
+            self.buffer.push(chunk);
+            self.pushed += 1;
+            if self.buffer.len() == self.options.shard_rows {
+                self.shard().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last, partial shard, removes shards past the end (left by a larger
+    /// corpus) and reports.
+    pub async fn finish(mut self) -> Result<ShardReport> {
+        if !self.buffer.is_empty() {
+            self.shard().await?;
+        }
+        self.report.shards = self.next;
+        let shards = self.next;
+        let stale: Vec<_> = self
+            .store
+            .list(&self.prefix)
+            .try_filter(|m| {
+                let n = shard_number(m.uri.file_name());
+                futures::future::ready(n.is_some_and(|n| n >= shards))
+            })
+            .try_collect()
+            .await?;
+        for m in stale {
+            self.store.delete(&m.uri).await?;
+            self.report.stale_removed += 1;
+        }
+        let r = &self.report;
+        self.progress.end(
+            Stage::Embed,
+            &format!(
+                "{} chunks in {} shards: {} written ({} rows), {} current, {} stale removed",
+                self.pushed, r.shards, r.written, r.rows_embedded, r.current, r.stale_removed
+            ),
+        );
+        Ok(self.report)
+    }
+
+    /// The buffered chunks as shard `next`: kept when current, embedded and written when it is
+    /// this worker's, skipped when another's.
+    async fn shard(&mut self) -> Result<()> {
+        let i = self.next;
+        self.next += 1;
+        let shard = std::mem::take(&mut self.buffer);
+        if i % self.options.workers != self.options.worker {
+            return Ok(());
+        }
+        let (store, model, stage) = (self.store, self.model, Stage::Embed);
+        let uri = shard_uri(&self.prefix, i)?;
         let meta = ShardMeta {
             model_id: model.model_id().to_string(),
             dims: model.dims(),
@@ -114,12 +323,12 @@ pub async fn embed_to_shards(
             source_hash: source_hash(shard.iter()),
         };
         if shard_is_current(store, &uri, &meta).await {
-            report.current += 1;
-            progress.advance(stage, shard.len() as u64);
-            continue;
+            self.report.current += 1;
+            self.progress.advance(stage, shard.len() as u64);
+            return Ok(());
         }
         let mut rows = Vec::with_capacity(shard.len());
-        for batch in shard.chunks(options.batch.max(1)) {
+        for batch in shard.chunks(self.options.batch.max(1)) {
             let texts: Vec<String> = batch.iter().map(Chunk::embedding_text).collect();
             let vectors = model.embed_documents(&texts).await?;
             if vectors.len() != batch.len() {
@@ -138,42 +347,21 @@ pub async fn embed_to_shards(
                     actual: v.len(),
                 });
             }
-            rows.extend(batch.iter().zip(vectors).map(|(c, vector)| EmbeddedChunk {
-                chunk: c.clone(),
-                vector,
-            }));
-            progress.advance(stage, batch.len() as u64);
+            self.progress.advance(stage, batch.len() as u64);
+            rows.extend(
+                batch
+                    .iter()
+                    .cloned()
+                    .zip(vectors)
+                    .map(|(chunk, vector)| EmbeddedChunk { chunk, vector }),
+            );
         }
         store.put(&uri, write_shard(&rows, &meta)?).await?;
-        report.written += 1;
-        report.rows_embedded += rows.len();
+        self.report.written += 1;
+        self.report.rows_embedded += rows.len();
+        self.buffer = Vec::with_capacity(self.options.shard_rows);
+        Ok(())
     }
-    // Shards past the new end are left over from a larger corpus: remove them.
-    let stale: Vec<_> = store
-        .list(prefix)
-        .try_filter(|m| {
-            let n = shard_number(m.uri.file_name());
-            futures::future::ready(n.is_some_and(|n| n >= shards.len()))
-        })
-        .try_collect()
-        .await?;
-    for m in stale {
-        store.delete(&m.uri).await?;
-        report.stale_removed += 1;
-    }
-    progress.end(
-        stage,
-        &format!(
-            "{} chunks in {} shards: {} written ({} rows), {} current, {} stale removed",
-            chunks.len(),
-            report.shards,
-            report.written,
-            report.rows_embedded,
-            report.current,
-            report.stale_removed
-        ),
-    );
-    Ok(report)
 }
 
 /// Whether the shard at `uri` was written for exactly these chunks and model, and is whole: a
@@ -414,5 +602,87 @@ mod tests {
         let err =
             embed_to_shards(&store, &model(), &chunks(1), &file, &opts(5), &LogProgress).await;
         assert!(matches!(err, Err(Error::InvalidInput { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_corpus_makes_the_shards_of_the_whole_one() {
+        // Stage 5 reads one file at a time; its shards must be those of chunking every
+        // document at once (repeated chunk ids dropped across files), for any worker split.
+        let store = InMemoryStore::new();
+        let raw: StoreUri = "mem://bkt/raw-docs/".parse().unwrap();
+        let lines: String = (0..9)
+            .map(|i| format!("{{\"id\":\"j{i}\",\"text\":\"json page {i} about pipes\\n\\nsecond paragraph {i}\"}}\n"))
+            .collect();
+        store
+            .put(&raw.join("a/pages.jsonl").unwrap(), lines.into())
+            .await
+            .unwrap();
+        for (name, text) in [
+            ("b.txt", "Notes on sockets.\n\nMore notes on sockets."),
+            ("c.txt", "Notes on signals."),
+            ("empty.txt", ""),
+        ] {
+            store
+                .put(&raw.join(name).unwrap(), text.to_string().into())
+                .await
+                .unwrap();
+        }
+        let parsers = Parsers::builtin();
+        let chunker = Chunker::chars(30, 0);
+        let whole = crate::loader::load_documents_with(&store, &raw, &parsers)
+            .await
+            .unwrap();
+        let all = chunker.chunk_all(&whole.documents);
+        let want_prefix: StoreUri = "mem://bkt/vector-indexes/whole/".parse().unwrap();
+        embed_to_shards(&store, &model(), &all, &want_prefix, &opts(4), &LogProgress)
+            .await
+            .unwrap();
+        let want = rows(&store, &want_prefix).await;
+
+        for workers in [1, 2, 3] {
+            let prefix: StoreUri = format!("mem://bkt/vector-indexes/streamed-{workers}/")
+                .parse()
+                .unwrap();
+            for worker in 0..workers {
+                let o = ShardOptions {
+                    worker,
+                    workers,
+                    ..opts(4)
+                };
+                let r = embed_corpus(
+                    &store,
+                    &raw,
+                    &parsers,
+                    &chunker,
+                    &store,
+                    &model(),
+                    &prefix,
+                    &o,
+                    &LogProgress,
+                )
+                .await
+                .unwrap();
+                assert_eq!((r.documents, r.chunks), (whole.documents.len(), all.len()));
+                assert_eq!(r.load.skipped.len(), whole.skipped.len());
+            }
+            assert_eq!(rows(&store, &prefix).await, want, "{workers} workers");
+        }
+        // An empty corpus is an error, not an empty set of shards.
+        let none: StoreUri = "mem://bkt/nothing/".parse().unwrap();
+        let err = embed_corpus(
+            &store,
+            &none,
+            &parsers,
+            &chunker,
+            &store,
+            &model(),
+            &want_prefix,
+            &opts(4),
+            &LogProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("no documents under"), "{err}");
+        assert_eq!(rows(&store, &want_prefix).await, want, "nothing removed");
     }
 }

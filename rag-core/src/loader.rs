@@ -45,7 +45,18 @@ pub struct Renamed {
 /// the corpus root, so only ids a file states (JSONL `id`) can collide.
 #[derive(Debug, Default)]
 pub struct DocIds {
-    seen: HashSet<String>,
+    /// The ids seen, as the first 128 bits of their SHA-256: 16 bytes a document, so a
+    /// corpus of millions streams through in little memory.
+    seen: HashSet<u128>,
+}
+
+/// The first 128 bits of the SHA-256 of `id`.
+pub(crate) fn id_key(id: &str) -> u128 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(k)
 }
 
 impl DocIds {
@@ -53,7 +64,7 @@ impl DocIds {
     /// renaming each whose id is taken and recording it in `report.renamed`.
     pub fn admit(&mut self, name: &str, report: &mut LoadReport) {
         for doc in &mut report.documents {
-            if self.seen.insert(doc.id.clone()) {
+            if self.seen.insert(id_key(&doc.id)) {
                 continue;
             }
             let base = if doc.id == name {
@@ -63,7 +74,7 @@ impl DocIds {
             };
             let mut now = base.clone();
             let mut n = 1;
-            while !self.seen.insert(now.clone()) {
+            while !self.seen.insert(id_key(&now)) {
                 n += 1;
                 now = format!("{base}~{n}");
             }
@@ -128,35 +139,72 @@ pub async fn load_documents_with(
     prefix: &StoreUri,
     parsers: &Parsers,
 ) -> Result<LoadReport> {
-    let prefix = prefix.as_prefix();
-    let objects: Vec<_> = store.list(&prefix).try_collect().await?;
+    let mut reader = DocumentReader::open(store, prefix, parsers).await?;
     let mut report = LoadReport::default();
-    let mut ids = DocIds::default();
-    for meta in objects {
+    while let Some(file) = reader.next_file().await? {
+        report.extend(file);
+    }
+    Ok(report)
+}
+
+/// The objects under a prefix read and parsed one at a time, in key order, as
+/// [`load_documents_with`] reads them all: so a stage can hold one file's documents instead
+/// of the corpus (stage 5 streams them into shards).
+pub struct DocumentReader<'a> {
+    store: &'a dyn ObjectStore,
+    prefix: StoreUri,
+    parsers: &'a Parsers,
+    objects: std::vec::IntoIter<crate::store::ObjectMeta>,
+    ids: DocIds,
+}
+
+impl<'a> DocumentReader<'a> {
+    /// Lists the objects under `prefix` (names and sizes only).
+    pub async fn open(
+        store: &'a dyn ObjectStore,
+        prefix: &StoreUri,
+        parsers: &'a Parsers,
+    ) -> Result<Self> {
+        let prefix = prefix.as_prefix();
+        let objects: Vec<_> = store.list(&prefix).try_collect().await?;
+        Ok(Self {
+            store,
+            prefix,
+            parsers,
+            objects: objects.into_iter(),
+            ids: DocIds::default(),
+        })
+    }
+
+    /// The next file's documents and what was skipped in it; `None` after the last file.
+    pub async fn next_file(&mut self) -> Result<Option<LoadReport>> {
+        let Some(meta) = self.objects.next() else {
+            return Ok(None);
+        };
         let source = meta.uri.to_string();
-        if meta.size > parsers.max_file_bytes() {
+        let mut report = LoadReport::default();
+        if meta.size > self.parsers.max_file_bytes() {
             report.skip(
                 source,
                 format!(
                     "file of {} bytes exceeds the {} byte limit",
                     meta.size,
-                    parsers.max_file_bytes()
+                    self.parsers.max_file_bytes()
                 ),
             );
-            continue;
+            return Ok(Some(report));
         }
         let name = meta
             .uri
-            .strip_prefix(&prefix)
+            .strip_prefix(&self.prefix)
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| meta.uri.file_name())
             .to_string();
-        let data = store.get_bytes(&meta.uri).await?;
-        let mut parsed = parsers.parse(&name, &source, &data);
-        ids.admit(&name, &mut parsed);
-        report.extend(parsed);
+        let data = self.store.get_bytes(&meta.uri).await?;
+        let mut parsed = self.parsers.parse(&name, &source, &data);
+        self.ids.admit(&name, &mut parsed);
+        Ok(Some(parsed))
     }
-    Ok(report)
 }
 
 /// Parses the file `name` (its path under the corpus prefix, which picks the format and names

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use embed_runtime::{EmbedderOptions, SentenceEmbedder};
-use rag_core::embed_job::{ShardOptions, ShardReport, embed_to_shards};
+use rag_core::embed_job::{ShardOptions, ShardReport, embed_corpus};
 use rag_core::pipeline::Progress;
 use rag_core::{Chunker, EmbeddingModel};
 use serde::Serialize;
@@ -114,25 +114,27 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
         },
     )
     .with_context(|| format!("loading the model in {}", model_dir.display()))?;
-    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &input, &crate::parsers())
-        .await
-        .with_context(|| format!("reading documents from {input}"))?;
-    if loaded.documents.is_empty() {
-        bail!(
-            "no documents under {input} ({} inputs skipped)",
-            loaded.skipped.len()
-        );
-    }
     let chunker = Chunker::try_new(args.chunk_chars, args.chunk_overlap)?;
-    let chunks = chunker.chunk_all(&loaded.documents);
     let options = ShardOptions {
         shard_rows: args.shard_rows,
         worker: args.worker,
         workers: args.workers,
         ..Default::default()
     };
-    let shards =
-        embed_to_shards(dst.as_ref(), &model, &chunks, &output, &options, progress).await?;
+    // One file's documents and one shard in memory at a time, whatever the corpus's size.
+    let corpus = embed_corpus(
+        src.as_ref(),
+        &input,
+        &crate::parsers(),
+        &chunker,
+        dst.as_ref(),
+        &model,
+        &output,
+        &options,
+        progress,
+    )
+    .await
+    .with_context(|| format!("embedding the documents of {input}"))?;
     if let Some(done) = &args.done {
         let (store, prefix) = args.store.locate(done)?;
         let marker = prefix.as_prefix().join(rag_core::SUCCESS_MARKER)?;
@@ -144,15 +146,16 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
     Ok(EmbedSummary {
         model_id: model.model_id().to_string(),
         dims: model.dims(),
-        documents: loaded.documents.len(),
-        skipped: loaded
+        documents: corpus.documents,
+        skipped: corpus
+            .load
             .skipped
             .into_iter()
             .map(|s| (s.source, s.reason))
             .collect(),
-        chunks: chunks.len(),
+        chunks: corpus.chunks,
         output: output.to_string(),
-        shards,
+        shards: corpus.shards,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -4,9 +4,9 @@ use serde::Serialize;
 
 use super::Pipeline;
 use crate::chunk::Chunk;
-use crate::embed_job::{ShardOptions, embed_to_shards};
+use crate::embed_job::{ShardOptions, embed_corpus};
 use crate::embedding::EmbeddingModel;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::loader::{LoadReport, Skipped};
 
 /// What [`Pipeline::embed`] did.
@@ -47,28 +47,17 @@ impl Pipeline {
 
     /// Stage 5: embeds every chunk of `raw-docs/` with `model` into Parquet shards under
     /// `vector-indexes/<model>/`. Shards that are current are kept, so a killed run resumes.
+    /// The documents are streamed one file at a time ([`embed_corpus`]): memory holds one
+    /// file's documents and one shard, whatever the corpus's size.
     pub async fn embed(&self, model: &dyn EmbeddingModel) -> Result<EmbedReport> {
-        let loaded = self.load_documents().await?;
-        if loaded.documents.is_empty() {
-            return Err(Error::invalid(format!(
-                "no documents under {}",
-                self.layout.raw_docs()
-            )));
-        }
-        let chunks = self.chunk_all(&loaded);
         let prefix = self.layout.vector_shards(model.model_id());
-        let mut report = EmbedReport {
-            model_id: model.model_id().to_string(),
-            documents: loaded.documents.len(),
-            chunks: chunks.len(),
-            skipped_inputs: loaded.skipped,
-            shards_prefix: prefix.to_string(),
-            ..Default::default()
-        };
-        let shards = embed_to_shards(
+        let corpus = embed_corpus(
+            self.store.as_ref(),
+            &self.layout.raw_docs(),
+            &self.options.parsers,
+            &self.options.chunker,
             self.store.as_ref(),
             model,
-            &chunks,
             &prefix,
             &ShardOptions {
                 shard_rows: self.options.shard_rows,
@@ -78,8 +67,14 @@ impl Pipeline {
             self.progress.as_ref(),
         )
         .await?;
-        report.shards_written = shards.written;
-        report.shards_current = shards.current;
-        Ok(report)
+        Ok(EmbedReport {
+            model_id: model.model_id().to_string(),
+            documents: corpus.documents,
+            chunks: corpus.chunks,
+            shards_written: corpus.shards.written,
+            shards_current: corpus.shards.current,
+            skipped_inputs: corpus.load.skipped,
+            shards_prefix: prefix.to_string(),
+        })
     }
 }

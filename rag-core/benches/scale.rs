@@ -1,0 +1,157 @@
+//! Stages 1, 5 and 6 on a synthetic corpus of `--chunks N` chunks (the hashed model, 64
+//! dims; default 100,000): wall time and peak resident memory of each stage, in one process
+//! (the peak is reset before each stage through `/proc/self/clear_refs`). Stage 5 streams the
+//! documents one file at a time into shards, so its peak should not grow with N; stage 6's
+//! includes the embedded index itself, which holds every record in memory.
+//!
+//! `cargo bench -p rag-core --bench scale -- --chunks 1000000 [--no-index]`
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore, LocalVectorIndex};
+use rag_core::pipeline::{Layout, Pipeline, PipelineOptions};
+
+/// Documents per JSONL file.
+const PER_FILE: usize = 5_000;
+
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak() {
+    // "5" resets the peak resident set size (Linux ≥ 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A document of two paragraphs of about 900 characters each (two chunks of the default
+/// 1,200-character chunker), words drawn from a fixed vocabulary by a counter.
+fn document(i: usize) -> String {
+    const WORDS: [&str; 24] = [
+        "socket",
+        "pipe",
+        "signal",
+        "process",
+        "thread",
+        "memory",
+        "file",
+        "descriptor",
+        "buffer",
+        "kernel",
+        "device",
+        "network",
+        "packet",
+        "route",
+        "queue",
+        "timer",
+        "clock",
+        "lock",
+        "mutex",
+        "page",
+        "cache",
+        "disk",
+        "block",
+        "inode",
+    ];
+    let para = |salt: usize| {
+        let mut s = String::new();
+        let mut x = (i * 2 + salt).wrapping_mul(0x9E37_79B9) | 1;
+        while s.len() < 900 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push_str(WORDS[x % WORDS.len()]);
+            s.push(' ');
+        }
+        format!("Document {i} part {salt}: {s}")
+    };
+    format!("{}\n\n{}", para(0), para(1))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let chunks: usize = args
+        .iter()
+        .position(|a| a == "--chunks")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(100_000);
+    let docs = chunks.div_ceil(2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let t = Instant::now();
+    for f in 0..docs.div_ceil(PER_FILE) {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(data.join(format!("part-{f:04}.jsonl"))).expect("file"),
+        );
+        for i in f * PER_FILE..((f + 1) * PER_FILE).min(docs) {
+            let line = serde_json::json!({"id": format!("d{i}"), "title": format!("Doc {i}"), "text": document(i)});
+            writeln!(out, "{line}").expect("write");
+        }
+    }
+    eprintln!(
+        "corpus: {docs} documents in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let store = Arc::new(LocalFileStore::new(dir.path().join("store")));
+    let index = Arc::new(
+        LocalVectorIndex::open(dir.path().join("index"))
+            .await
+            .expect("index"),
+    );
+    let pipeline = Pipeline::new(store, Layout::new("oss://bench/".parse().expect("uri")))
+        .with_index(index)
+        .with_options(PipelineOptions {
+            index_batch: 2_000,
+            ..Default::default()
+        });
+    let model = HashedEmbedding::new(HashedEmbeddingConfig {
+        dims: 64,
+        ..Default::default()
+    })
+    .expect("model");
+    println!("| stage | chunks | seconds | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    reset_peak();
+    let t = Instant::now();
+    let ingest = pipeline.ingest(&data).await.expect("ingest");
+    println!(
+        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {:.0} |",
+        ingest.uploaded,
+        ingest.documents,
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+    reset_peak();
+    let t = Instant::now();
+    let embedded = pipeline.embed(&model).await.expect("embed");
+    println!(
+        "| 5 embed ({} shards) | {} | {:.1} | {:.0} |",
+        embedded.shards_written,
+        embedded.chunks,
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+    if args.iter().any(|a| a == "--no-index") {
+        return;
+    }
+    reset_peak();
+    let t = Instant::now();
+    let indexed = pipeline.index(&model).await.expect("index");
+    println!(
+        "| 6 index (local, exact + BM25) | {} | {:.1} | {:.0} |",
+        indexed.count,
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+}
