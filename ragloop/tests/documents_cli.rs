@@ -86,6 +86,17 @@ fn quick_project() -> tempfile::TempDir {
     dir
 }
 
+/// `ragloop run --json --question QUESTION` in `dir`, which must succeed: its summary.
+fn run_json(dir: &std::path::Path, question: &str) -> serde_json::Value {
+    let out = ragloop(dir)
+        .args(["run", "--json", "--question", question])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+}
+
 const QUICK_CONFIG: &str =
     "data = \"docs\"\nwork_dir = \"work\"\n[embedding]\nmodel = \"hashed\"\ndims = 256\n";
 
@@ -286,15 +297,7 @@ fn an_index_built_with_another_analyzer_is_rebuilt_from_the_shards() {
         )
         .unwrap();
     };
-    let run = |question: &str| {
-        let out = ragloop(dir.path())
-            .args(["run", "--json", "--question", question])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let run = |question: &str| run_json(dir.path(), question);
     config("standard");
     let first = run("Which port does the dashboard open?");
     const REBUILT: &str = "index \"rag-index\" with the standard analyzer (english was asked for): rebuilt from the shards";
@@ -332,15 +335,7 @@ fn a_removed_or_edited_file_leaves_the_index_on_the_next_run() {
     // Issue 26: chunk ids are content hashes and stage 6 only upserted, so a deleted file's
     // chunks stayed retrievable and an edited file was cited with its old text too.
     let dir = quick_project();
-    let run = |question: &str| {
-        let out = ragloop(dir.path())
-            .args(["run", "--json", "--question", question])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let run = |question: &str| run_json(dir.path(), question);
     let first = run("How do I restore a snapshot?");
     assert_eq!(first["answer"]["citations"][0]["doc_id"], "guide.html");
 
