@@ -85,7 +85,7 @@ impl IndexData {
     pub(super) fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Vec<SearchHit> {
         let scored = self
             .bm25
-            .scores(q)
+            .scored(q)
             .into_iter()
             .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
             .collect();
