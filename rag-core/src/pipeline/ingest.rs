@@ -157,7 +157,11 @@ impl Pipeline {
                 removed.push(rel.clone());
             }
         } else {
-            keys.extend(previous.keys);
+            keys.extend(previous.keys.iter().cloned());
+        }
+        // An unchanged folder rewrites nothing.
+        if keys == previous.keys {
+            return Ok(removed);
         }
         let body = serde_json::to_vec(&Ingested { keys })
             .map_err(|e| Error::backend("pipeline", "ingest record", e))?;
