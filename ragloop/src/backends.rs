@@ -13,7 +13,6 @@ use bailian_client::{
 use pai_client::{DlcDefaults, PaiBackend, PaiClient, PaiConfig};
 use rag_core::local::{
     ExtractiveChat, HashedEmbedding, HashedEmbeddingConfig, LocalDeployer, LocalProcessBackend,
-    LocalVectorIndex,
 };
 use rag_core::{
     AccessKey, ChatModel, EmbeddingModel, ModelDeployer, ObjectStore, Secret, StoreUri,
@@ -306,7 +305,7 @@ async fn open_index(config: &LoopConfig) -> Result<Arc<dyn VectorIndex>> {
     let dir = config.work_dir.join("index");
     Ok(match config.index.backend {
         IndexBackend::Local => Arc::new(
-            LocalVectorIndex::open(&dir)
+            vector_store::open_local_index(&dir, None)
                 .await
                 .with_context(|| format!("opening the index in {}", dir.display()))?,
         ),

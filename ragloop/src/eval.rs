@@ -72,7 +72,9 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         );
     }
     let store = Arc::new(InMemoryStore::new());
-    let index: Arc<dyn VectorIndex> = Arc::new(LocalVectorIndex::in_memory());
+    let index: Arc<dyn VectorIndex> = Arc::new(LocalVectorIndex::in_memory_with(
+        vector_store::local_options(None),
+    ));
     let layout = Layout::new("mem://ragloop-eval/".parse()?);
     let pipeline_for = |name: &str| {
         Pipeline::new(store.clone(), layout.clone())

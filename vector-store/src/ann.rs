@@ -1,11 +1,12 @@
-//! The embedded ANN index: [`rag_core::local::LocalVectorIndex`] (records, BM25, filters,
-//! persisted segments) with ragloop's HNSW graphs ([`crate::hnsw`]) for vector queries.
+//! The embedded index: [`rag_core::local::LocalVectorIndex`] (records, filters, persisted
+//! segments) with tantivy for BM25 ([`crate::fulltext`]) and, for corpora that outgrow exact
+//! search, ragloop's HNSW graphs ([`crate::hnsw`]) for vector queries.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rag_core::local::LocalVectorIndex;
 use rag_core::local::ann::{AnnFactory, AnnGraph};
+use rag_core::local::{LocalIndexOptions, LocalVectorIndex};
 use rag_core::{IndexSchema, Result};
 
 use crate::hnsw::Hnsw;
@@ -45,8 +46,8 @@ impl HnswGraphs {
     }
 }
 
-/// Opens an embedded ANN index persisted under `dir`: exact BM25 and filters, HNSW for vector
-/// queries (graph saved as `ann.graph` beside each index's segments). The request's
+/// Opens an embedded ANN index persisted under `dir`: BM25 on tantivy and filters, HNSW for
+/// vector queries (graph saved as `ann.graph` beside each index's segments). The request's
 /// `num_candidates` is the search breadth (`ef`).
 ///
 /// ```no_run
@@ -57,7 +58,32 @@ impl HnswGraphs {
 /// # Ok(()) }
 /// ```
 pub async fn open_ann_index(dir: impl AsRef<Path>, params: AnnParams) -> Result<LocalVectorIndex> {
-    LocalVectorIndex::open_with_ann(dir.as_ref(), Arc::new(HnswGraphs::new(params))).await
+    open_local_index(dir, Some(params)).await
+}
+
+/// Opens the embedded index persisted under `dir`: BM25 on tantivy (kept under each index's
+/// `text/`), filters, and vector queries exact or, with `ann`, through HNSW graphs.
+///
+/// ```no_run
+/// # async fn demo() -> rag_core::Result<()> {
+/// use rag_core::{IndexSchema, Metric, VectorIndex};
+/// let index = vector_store::open_local_index(".ragloop/index", None).await?;
+/// index.create_index(&IndexSchema::new("rag-index", 384, Metric::Cosine)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn open_local_index(
+    dir: impl AsRef<Path>,
+    ann: Option<AnnParams>,
+) -> Result<LocalVectorIndex> {
+    LocalVectorIndex::open_with(dir.as_ref(), local_options(ann)).await
+}
+
+/// The embedded index's accelerators: tantivy text indexes, and HNSW graphs with `ann`.
+pub fn local_options(ann: Option<AnnParams>) -> LocalIndexOptions {
+    LocalIndexOptions {
+        ann: ann.map(|p| Arc::new(HnswGraphs::new(p)) as Arc<dyn AnnFactory>),
+        text: Some(Arc::new(crate::TantivyText)),
+    }
 }
 
 impl AnnFactory for HnswGraphs {

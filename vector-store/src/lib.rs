@@ -9,9 +9,10 @@
 //!   client-side RRF fallback, sized `_bulk` loads with per-item errors and retries, and
 //!   zero-downtime re-indexing through [`SearchIndex::swap_alias`]. Transport and auth come
 //!   from the `opensearch` crate (basic auth or an Elasticsearch API key).
-//! - [`open_ann_index`]: the embedded index for corpora that outgrow exact search —
-//!   [`rag_core::local::LocalVectorIndex`] (BM25, filters, persisted segments) with our own
-//!   HNSW graphs ([`HnswGraphs`]) answering vector queries, saved beside the segments.
+//! - [`open_local_index`]: the embedded index — [`rag_core::local::LocalVectorIndex`]
+//!   (records, filters, persisted segments) with BM25 on tantivy ([`TantivyText`]) and, for
+//!   corpora that outgrow exact search ([`open_ann_index`]), our own HNSW graphs
+//!   ([`HnswGraphs`]) answering vector queries; both saved beside the segments.
 //! - [`mapping`]: the create-index bodies, built from a [`rag_core::IndexSchema`].
 //!
 //! ```no_run
@@ -37,13 +38,15 @@
 mod ann;
 mod config;
 pub mod dsl;
+pub mod fulltext;
 mod hnsw;
 mod mapping;
 mod search_index;
 mod transport;
 
-pub use ann::{AnnParams, HnswGraphs, open_ann_index};
+pub use ann::{AnnParams, HnswGraphs, local_options, open_ann_index, open_local_index};
 pub use config::{Auth, HybridMode, Refresh, SearchConfig};
+pub use fulltext::TantivyText;
 pub use mapping::{
     EMBEDDING_FIELD, Engine, HnswParams, META_KEY, TEXT_FIELD, mapping, mapping_with,
     schema_from_mapping,

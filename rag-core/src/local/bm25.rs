@@ -18,10 +18,11 @@ use std::collections::HashMap;
 
 use crate::text::Analyzer;
 
-const K1: f32 = 1.5;
+/// Lucene's, Elasticsearch's and tantivy's defaults, so every BM25 of the project ranks alike.
+const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
-/// Okapi BM25 (k1 1.5, b 0.75) over the terms of an [`Analyzer`] (documents and queries
+/// Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the terms of an [`Analyzer`] (documents and queries
 /// alike; [`Analyzer::Standard`] by default); slots are any `usize` ids, added in increasing
 /// order.
 #[derive(Debug, Default)]

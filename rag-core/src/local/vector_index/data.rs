@@ -1,4 +1,5 @@
-//! The in-memory state of one index: its records by slot, the id map, BM25 and the graph.
+//! The in-memory state of one index: its records by slot, the id map, the text index and the
+//! graph.
 
 use super::*;
 
@@ -18,11 +19,35 @@ impl std::fmt::Debug for Ann {
     }
 }
 
-/// Which segment state a saved graph describes.
+/// Which segment state a saved graph or text index describes.
 #[derive(Serialize, Deserialize, PartialEq)]
-pub(super) struct AnnStamp {
+pub(super) struct Stamp {
     pub(super) last_segment: String,
     pub(super) len: usize,
+}
+
+/// How the index answers text queries.
+pub(super) enum Text {
+    /// The in-memory BM25, keyed by slot.
+    Builtin(Bm25),
+    /// A factory's text index is attached once the segments are loaded (until then, records
+    /// are not indexed for text at all: the attached index has them or is rebuilt).
+    Pending,
+    /// A factory's text index, keyed by record id.
+    External {
+        factory: Arc<dyn TextFactory>,
+        index: Box<dyn TextIndex>,
+    },
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin(bm) => f.debug_tuple("Builtin").field(bm).finish(),
+            Self::Pending => f.write_str("Pending"),
+            Self::External { factory, .. } => f.debug_tuple("External").field(factory).finish(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -36,7 +61,7 @@ pub(super) struct IndexData {
     pub(super) schema: IndexSchema,
     pub(super) slots: Vec<Option<Slot>>,
     pub(super) by_id: HashMap<String, usize>,
-    pub(super) bm25: Bm25,
+    pub(super) text: Text,
     pub(super) dir: Option<PathBuf>,
     pub(super) segments: Vec<PathBuf>,
     pub(super) ann: Option<Ann>,
@@ -45,9 +70,15 @@ pub(super) struct IndexData {
 }
 
 impl IndexData {
-    pub(super) fn new(schema: IndexSchema, dir: Option<PathBuf>) -> Self {
+    /// An empty index; with `external_text` its text index comes from a factory later
+    /// ([`attach_text`](Self::attach_text)), else it keeps the in-memory BM25.
+    pub(super) fn new(schema: IndexSchema, dir: Option<PathBuf>, external_text: bool) -> Self {
         Self {
-            bm25: Bm25::new(schema.analyzer),
+            text: if external_text {
+                Text::Pending
+            } else {
+                Text::Builtin(Bm25::new(schema.analyzer))
+            },
             schema,
             slots: Vec::new(),
             by_id: HashMap::new(),
@@ -63,7 +94,9 @@ impl IndexData {
         let replaced = self.by_id.get(&record.id).copied();
         self.apply_delete(&record.id);
         let slot = self.slots.len();
-        self.bm25.add(slot, &record.text);
+        if let Text::Builtin(bm) = &mut self.text {
+            bm.add(slot, &record.text);
+        }
         self.by_id.insert(record.id.clone(), slot);
         let norm = record.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         self.slots.push(Some(Slot { record, norm }));
@@ -74,7 +107,9 @@ impl IndexData {
         match self.by_id.remove(id) {
             Some(slot) => {
                 self.slots[slot] = None;
-                self.bm25.remove(slot);
+                if let Text::Builtin(bm) = &mut self.text {
+                    bm.remove(slot);
+                }
                 true
             }
             None => false,
@@ -125,11 +160,14 @@ impl IndexData {
 
 impl Drop for IndexData {
     fn drop(&mut self) {
-        // Best effort: a graph not saved here is rebuilt on the next open.
-        if self.dir.as_ref().is_some_and(|d| d.exists())
-            && let Err(e) = self.save_ann()
-        {
-            tracing::warn!(error = %e, index = %self.schema.name, "saving the ANN graph failed");
+        // Best effort: a graph or text index not saved here is rebuilt on the next open.
+        if self.dir.as_ref().is_some_and(|d| d.exists()) {
+            if let Err(e) = self.save_ann() {
+                tracing::warn!(error = %e, index = %self.schema.name, "saving the ANN graph failed");
+            }
+            if let Err(e) = self.commit_text() {
+                tracing::warn!(error = %e, index = %self.schema.name, "saving the text index failed");
+            }
         }
     }
 }

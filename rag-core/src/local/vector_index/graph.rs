@@ -1,7 +1,7 @@
 //! The optional ANN graph of one index: attached on open (loaded when current, else rebuilt),
 //! kept in step with writes, saved with the segment state it covers.
 
-use super::data::{Ann, AnnStamp};
+use super::data::{Ann, Stamp};
 use super::*;
 
 impl IndexData {
@@ -11,8 +11,8 @@ impl IndexData {
             .map(|d| (d.join("ann.graph"), d.join("ann.json")))
     }
 
-    pub(super) fn stamp(&self) -> AnnStamp {
-        AnnStamp {
+    pub(super) fn stamp(&self) -> Stamp {
+        Stamp {
             last_segment: self
                 .segments
                 .last()
@@ -26,7 +26,7 @@ impl IndexData {
     /// Loads the saved graph if it covers the current segments, else builds one.
     pub(super) fn attach_ann(&mut self, factory: Arc<dyn AnnFactory>) -> Result<()> {
         if let Some((graph_path, stamp_path)) = self.ann_paths() {
-            let saved: Option<AnnStamp> = std::fs::read(&stamp_path)
+            let saved: Option<Stamp> = std::fs::read(&stamp_path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             if saved.as_ref() == Some(&self.stamp()) {

@@ -13,6 +13,7 @@ use tokio::sync::RwLock;
 
 use super::ann::{AnnFactory, AnnGraph};
 use super::bm25::Bm25;
+use super::fulltext::{TextFactory, TextIndex};
 use crate::error::{Error, Result};
 use crate::index::{
     FieldKind, IndexRecord, IndexSchema, ItemError, Metadata, Metric, Query, SearchHit,
@@ -25,10 +26,23 @@ mod search;
 mod segments;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use super::lock::DirLock;
 use data::IndexData;
 use segments::{load_all, temp_path, write_atomic};
+
+/// What a [`LocalVectorIndex`] answers queries with beyond its records: an ANN graph for vector
+/// queries and a text index for BM25 ones. Both are accelerators kept beside the segments and
+/// rebuilt from the records when missing or stale; without them vector search is exact and
+/// BM25 runs on the in-memory [`Bm25`](crate::local::Bm25).
+#[derive(Debug, Clone, Default)]
+pub struct LocalIndexOptions {
+    /// Graphs for vector queries (`vector-store` has HNSW ones).
+    pub ann: Option<Arc<dyn AnnFactory>>,
+    /// Text indexes for BM25 queries (`vector-store` has tantivy ones).
+    pub text: Option<Arc<dyn TextFactory>>,
+}
 
 /// An embedded [`VectorIndex`]: exact (brute-force) vector search under the schema's metric,
 /// BM25 full-text search, RRF hybrid search and metadata filters.
@@ -39,6 +53,8 @@ use segments::{load_all, temp_path, write_atomic};
 /// tool up to some ten thousand vectors; beyond, give it an [`AnnFactory`]
 /// ([`LocalVectorIndex::open_with_ann`]; `vector-store` has an HNSW one) and vector queries go
 /// through the graph, which is saved beside the segments and rebuilt when it is missing or stale.
+/// A [`TextFactory`] likewise moves BM25 out of memory into a text index kept under `text/`
+/// ([`LocalVectorIndex::open_with`]).
 ///
 /// Many processes may read one directory; one writes. The first write takes the directory's
 /// [`DirLock`] (a second process's write fails with [`Error::Unavailable`] naming the holder's
@@ -49,7 +65,7 @@ use segments::{load_all, temp_path, write_atomic};
 pub struct LocalVectorIndex {
     dir: Option<PathBuf>,
     indexes: RwLock<HashMap<String, Arc<RwLock<IndexData>>>>,
-    ann: Option<Arc<dyn AnnFactory>>,
+    options: LocalIndexOptions,
     /// The directory's writer lock, taken at the first write and held until drop.
     writer: tokio::sync::Mutex<Option<DirLock>>,
 }
@@ -62,15 +78,23 @@ impl LocalVectorIndex {
 
     /// An in-memory index whose vector queries go through graphs from `ann`.
     pub fn in_memory_with_ann(ann: Arc<dyn AnnFactory>) -> Self {
-        Self {
+        Self::in_memory_with(LocalIndexOptions {
             ann: Some(ann),
+            text: None,
+        })
+    }
+
+    /// An in-memory index answering queries with `options`' graphs and text indexes.
+    pub fn in_memory_with(options: LocalIndexOptions) -> Self {
+        Self {
+            options,
             ..Self::default()
         }
     }
 
     /// An index persisted under `dir`; existing indexes there are loaded.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        Self::open_inner(dir.into(), None).await
+        Self::open_with(dir, LocalIndexOptions::default()).await
     }
 
     /// Like [`open`](Self::open), with vector queries through graphs from `ann`: each index
@@ -78,20 +102,30 @@ impl LocalVectorIndex {
     /// saved after compactions, on [`flush`](Self::flush) and when the index is dropped;
     /// a missing or stale graph is rebuilt from the records on open.
     pub async fn open_with_ann(dir: impl Into<PathBuf>, ann: Arc<dyn AnnFactory>) -> Result<Self> {
-        Self::open_inner(dir.into(), Some(ann)).await
+        Self::open_with(
+            dir,
+            LocalIndexOptions {
+                ann: Some(ann),
+                text: None,
+            },
+        )
+        .await
     }
 
-    async fn open_inner(dir: PathBuf, ann: Option<Arc<dyn AnnFactory>>) -> Result<Self> {
+    /// An index persisted under `dir` answering queries with `options`' graphs and text
+    /// indexes: each index keeps them beside its segments (`ann.graph`, `text/`) with the
+    /// segment state they cover, and rebuilds one that is missing or stale on open.
+    pub async fn open_with(dir: impl Into<PathBuf>, options: LocalIndexOptions) -> Result<Self> {
+        let dir = dir.into();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
-        let d = dir.clone();
-        let factory = ann.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_all(&d, factory))
+        let (d, o) = (dir.clone(), options.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_all(&d, &o, false))
             .await
             .map_err(|e| Error::backend("local-index", "loading task failed", e))??;
         Ok(Self {
-            ann,
+            options,
             dir: Some(dir),
             indexes: RwLock::new(by_name(loaded)),
             writer: Default::default(),
@@ -114,12 +148,12 @@ impl LocalVectorIndex {
         for (name, h) in indexes.iter() {
             loaded_state.push((name.clone(), h.read().await.segments.clone()));
         }
-        let (d, factory) = (dir.clone(), self.ann.clone());
+        let (d, options) = (dir.clone(), self.options.clone());
         let now = tokio::task::spawn_blocking(move || -> Result<_> {
             let disk = segments::disk_state(&d)?;
             loaded_state.sort();
             (disk != loaded_state)
-                .then(|| load_all(&d, factory))
+                .then(|| load_all(&d, &options, true))
                 .transpose()
         })
         .await
@@ -164,11 +198,14 @@ impl LocalVectorIndex {
         Ok(out)
     }
 
-    /// Saves every changed graph now (graphs are also saved after compactions and on drop).
+    /// Saves every changed graph and commits every text index now (both also happen after
+    /// compactions and on drop).
     pub async fn flush(&self) -> Result<()> {
         let handles: Vec<_> = self.indexes.read().await.values().cloned().collect();
         for h in handles {
-            h.write().await.save_ann()?;
+            let mut data = h.write().await;
+            data.save_ann()?;
+            data.commit_text()?;
         }
         Ok(())
     }
@@ -199,10 +236,13 @@ impl VectorIndex for LocalVectorIndex {
                 .map_err(|e| Error::io(e, format!("creating {}", segments.display())))?;
             write_atomic(&dir.join("schema.json"), &json)?;
         }
-        let mut data = IndexData::new(schema.clone(), dir);
+        let mut data = IndexData::new(schema.clone(), dir, self.options.text.is_some());
         data.writer = self.dir.is_some();
-        if let Some(factory) = &self.ann {
+        if let Some(factory) = &self.options.ann {
             data.attach_ann(factory.clone())?;
+        }
+        if let Some(factory) = &self.options.text {
+            data.attach_text(factory.clone())?;
         }
         indexes.insert(schema.name.clone(), Arc::new(RwLock::new(data)));
         Ok(())
@@ -239,6 +279,7 @@ impl VectorIndex for LocalVectorIndex {
         added.retain(|&s| data.slots[s].is_some());
         removed.retain(|s| !added.contains(s));
         data.update_ann(&removed, &added);
+        data.update_text(&added, &[]);
         data.maybe_compact()?;
         Ok(report)
     }
@@ -258,6 +299,7 @@ impl VectorIndex for LocalVectorIndex {
             .collect();
         let removed = present.iter().filter(|id| data.apply_delete(id)).count();
         data.update_ann(&slots, &[]);
+        data.update_text(&[], &present.iter().map(String::as_str).collect::<Vec<_>>());
         data.maybe_compact()?;
         Ok(removed)
     }
@@ -277,10 +319,10 @@ impl VectorIndex for LocalVectorIndex {
         }
         Ok(match &req.query {
             Query::Vector(v) => data.knn(v, req.k, req),
-            Query::Text(t) => data.text(t, req.k, req),
+            Query::Text(t) => data.text(t, req.k, req)?,
             Query::Hybrid { vector, text } => {
                 let n = req.num_candidates.max(req.k);
-                crate::index::fuse(req, data.knn(vector, n, req), data.text(text, n, req))
+                crate::index::fuse(req, data.knn(vector, n, req), data.text(text, n, req)?)
             }
         })
     }
@@ -297,7 +339,12 @@ impl VectorIndex for LocalVectorIndex {
             .await
             .remove(index)
             .ok_or_else(|| Error::not_found(format!("index {index:?}")))?;
-        let dir = removed.read().await.dir.clone();
+        let dir = {
+            let mut data = removed.write().await;
+            // The text index's files are closed (its writer's merges finished) first.
+            data.text = data::Text::Pending;
+            data.dir.clone()
+        };
         if let Some(dir) = dir {
             tokio::fs::remove_dir_all(&dir)
                 .await

@@ -1,6 +1,6 @@
 //! Queries of one index: exact or graph kNN, BM25, filters.
 
-use super::data::Slot;
+use super::data::{Slot, Text};
 use super::*;
 
 impl IndexData {
@@ -82,14 +82,21 @@ impl IndexData {
         self.top(scored.collect(), n)
     }
 
-    pub(super) fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Vec<SearchHit> {
-        let scored = self
-            .bm25
-            .scored(q)
-            .into_iter()
-            .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
-            .collect();
-        self.top(scored, n)
+    pub(super) fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        let scored = match &self.text {
+            Text::Builtin(bm) => bm
+                .scored(q)
+                .into_iter()
+                .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
+                .collect(),
+            Text::External { index, .. } => index
+                .search(q, n, req.filter.as_ref())?
+                .into_iter()
+                .filter_map(|(id, score)| Some((*self.by_id.get(&id)?, score)))
+                .collect(),
+            Text::Pending => Vec::new(),
+        };
+        Ok(self.top(scored, n))
     }
 
     pub(super) fn top(&self, mut scored: Vec<(usize, f32)>, n: usize) -> Vec<SearchHit> {

@@ -7,6 +7,7 @@
 //! [`Error::Corrupt`] naming the file; nothing of it is applied. `RLSEG01` segments (written
 //! before the checksum) are read without it.
 
+use super::data::Text;
 use super::*;
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG02\n";
 /// The format before the checksum trailer.
@@ -65,10 +66,15 @@ pub(super) fn disk_state(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 
 /// Loads every index under `dir`. A writer compacting meanwhile removes segments this listed:
 /// the load then starts again from a fresh listing (a compaction leaves one whole segment).
-pub(super) fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
+/// `writer` says whether this process holds the directory's lock.
+pub(super) fn load_all(
+    dir: &Path,
+    options: &LocalIndexOptions,
+    writer: bool,
+) -> Result<Vec<IndexData>> {
     let mut attempt = 0;
     loop {
-        match load_once(dir, ann.clone()) {
+        match load_once(dir, options, writer) {
             Err(e) if e.is_not_found() && attempt < 20 => {
                 attempt += 1;
                 tracing::debug!(error = %e, "a segment vanished while loading; loading again");
@@ -79,7 +85,7 @@ pub(super) fn load_all(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<V
     }
 }
 
-fn load_once(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexData>> {
+fn load_once(dir: &Path, options: &LocalIndexOptions, writer: bool) -> Result<Vec<IndexData>> {
     let mut out = Vec::new();
     for (name, segs) in disk_state(dir)? {
         let path = dir.join(name);
@@ -89,13 +95,17 @@ fn load_once(dir: &Path, ann: Option<Arc<dyn AnnFactory>>) -> Result<Vec<IndexDa
                 .map_err(|e| Error::io(e, format!("reading {}", schema_path.display())))?,
         )
         .map_err(|e| Error::corrupt(schema_path.display().to_string(), damaged(&path, e)))?;
-        let mut data = IndexData::new(schema, Some(path.clone()));
+        let mut data = IndexData::new(schema, Some(path.clone()), options.text.is_some());
+        data.writer = writer;
         for seg in &segs {
             data.replay(seg)?;
         }
         data.segments = segs;
-        if let Some(factory) = &ann {
+        if let Some(factory) = &options.ann {
             data.attach_ann(factory.clone())?;
+        }
+        if let Some(factory) = &options.text {
+            data.attach_text(factory.clone())?;
         }
         out.push(data);
     }
@@ -251,10 +261,22 @@ impl IndexData {
         let schema = self.schema.clone();
         let segments = std::mem::take(&mut self.segments);
         let ann = self.ann.take();
-        *self = IndexData::new(schema, self.dir.clone());
+        // A text index keyed by id is kept as it is: compaction changes no record.
+        let text = std::mem::replace(&mut self.text, Text::Pending);
+        let external = matches!(text, Text::External { .. });
+        let writer = self.writer;
+        *self = IndexData::new(schema, self.dir.clone(), external);
+        self.writer = writer;
         self.segments = segments;
+        if external {
+            self.text = text;
+        }
         for r in live {
             self.apply_upsert(r);
+        }
+        if let Text::External { index, .. } = &self.text {
+            index.restamp(&self.stamp_text())?;
+            index.commit()?;
         }
         if let Some(mut ann) = ann {
             let moved = old_slots

@@ -1,20 +1,25 @@
-//! The embedded BM25 (`rag_core::local::Bm25`, English analyzer) beside tantivy (`en_stem`
-//! tokenizer: the same Snowball English stems) on one synthetic corpus: build time, index
-//! size, queries per second (one thread, top 10) and how many of tantivy's top 10 ours returns.
+//! The embedded index's BM25 on one synthetic corpus, three ways: the in-memory
+//! `rag_core::local::Bm25` (what the index used before, and what the trainer's mining still
+//! uses), the index's text index (`vector_store::fulltext::TantivyIndex`: tantivy through
+//! ragloop's analyzer, written as stage 6 writes, 512 records a call, then committed), and
+//! plain tantivy (`en_stem` tokenizer, the same Snowball English stems, one writer, merged
+//! into one segment) — build time, index size, queries per second (one thread, top 10) and how
+//! many of the plain tantivy top 10 each returns.
 //!
 //! The corpus: `--docs N` documents (default 1,000,000) of 120 words drawn from the word
 //! frequencies of the bundled man pages (a Zipfian vocabulary of real words); the queries: the
-//! bundled query set's texts. Our index lives in memory (its size is estimated from its
-//! postings); tantivy's is written to a temporary directory and merged into one segment.
+//! bundled query set's texts. The in-memory index's size is estimated from its postings; the
+//! others are measured on disk.
 //!
-//! `cargo bench -p rag-core --features bench-tantivy --bench bm25 -- --docs 1000000`
+//! `cargo bench -p vector-store --bench bm25 -- --docs 1000000`
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::time::Instant;
 
-use rag_core::Analyzer;
 use rag_core::local::Bm25;
+use rag_core::local::fulltext::{TextDoc, TextIndex};
+use rag_core::{Analyzer, IndexSchema, Metadata, Metric};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{INDEXED, STORED, Schema, TextFieldIndexing, TextOptions, Value};
@@ -110,6 +115,48 @@ fn main() {
         .collect();
     let ours_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
     let ours_size = ours.approx_bytes();
+    drop(ours);
+
+    // The embedded index's text index.
+    let text_dir = tempfile::tempdir().expect("temp dir");
+    let schema = IndexSchema::new("bench", 4, Metric::Cosine).with_analyzer(Analyzer::English);
+    let t = Instant::now();
+    let embedded =
+        vector_store::fulltext::TantivyIndex::open(&schema, Some(text_dir.path())).expect("open");
+    let ids: Vec<String> = (0..docs).map(|i| i.to_string()).collect();
+    let empty = Metadata::new();
+    for (n, batch) in corpus.chunks(512).enumerate() {
+        let items: Vec<TextDoc<'_>> = batch
+            .iter()
+            .enumerate()
+            .map(|(j, text)| TextDoc {
+                id: &ids[n * 512 + j],
+                text,
+                metadata: &empty,
+            })
+            .collect();
+        embedded.upsert(&items, "bench").expect("upsert");
+    }
+    embedded.commit().expect("commit");
+    let embedded_build = t.elapsed().as_secs_f64();
+    let embedded_size = dir_bytes(text_dir.path());
+    let embedded_segments = tantivy::Index::open_in_dir(text_dir.path())
+        .and_then(|i| i.searchable_segment_ids())
+        .map_or(0, |s| s.len());
+    let t = Instant::now();
+    let embedded_top: Vec<Vec<usize>> = queries
+        .iter()
+        .map(|q| {
+            embedded
+                .search(q, 10, None)
+                .expect("search")
+                .into_iter()
+                .map(|(id, _)| id.parse().unwrap_or(usize::MAX))
+                .collect()
+        })
+        .collect();
+    let embedded_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+    drop(embedded);
 
     // tantivy.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -138,11 +185,7 @@ fn main() {
     }
     writer.wait_merging_threads().expect("merge");
     let tantivy_build = t.elapsed().as_secs_f64();
-    let tantivy_size: u64 = std::fs::read_dir(dir.path())
-        .expect("dir")
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let tantivy_size = dir_bytes(dir.path());
     let reader = index.reader().expect("reader");
     let searcher = reader.searcher();
     // Any query term may match (OR), as ours scores.
@@ -165,29 +208,47 @@ fn main() {
         .collect();
     let tantivy_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
 
-    let agreement: f64 = ours_top
-        .iter()
-        .zip(&tantivy_top)
-        .map(|(a, b)| {
-            let hit = a.iter().filter(|x| b.contains(x)).count();
-            hit as f64 / b.len().max(1) as f64
-        })
-        .sum::<f64>()
-        / queries.len() as f64;
+    let agreement_with = |top: &[Vec<usize>], reference: &[Vec<usize>]| {
+        top.iter()
+            .zip(reference)
+            .map(|(a, b)| {
+                let hit = a.iter().filter(|x| b.contains(x)).count();
+                hit as f64 / b.len().max(1) as f64
+            })
+            .sum::<f64>()
+            / queries.len() as f64
+    };
+    let agreement = |top: &[Vec<usize>]| agreement_with(top, &tantivy_top);
 
-    println!("| engine | documents | build s | index MB | queries/s (1 thread, top 10) |");
-    println!("|---|---|---|---|---|");
     println!(
-        "| rag-core Bm25 (in memory) | {docs} | {ours_build:.1} | {:.0} (estimate) | {ours_qps:.0} |",
-        ours_size as f64 / 1e6
+        "| engine | documents | build s | index MB | queries/s (1 thread, top 10) | top-10 agreement with plain tantivy |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| rag-core Bm25 (in memory) | {docs} | {ours_build:.1} | {:.0} (estimate) | {ours_qps:.0} | {:.3} |",
+        ours_size as f64 / 1e6,
+        agreement(&ours_top)
     );
     println!(
-        "| tantivy 0.27 (en_stem, 1 writer thread, one segment) | {docs} | {tantivy_build:.1} | {:.0} | {tantivy_qps:.0} |",
+        "| embedded index text (TantivyIndex, 512 a write) | {docs} | {embedded_build:.1} | {:.0} | {embedded_qps:.0} | {:.3} |",
+        embedded_size as f64 / 1e6,
+        agreement(&embedded_top)
+    );
+    println!(
+        "| plain tantivy 0.27 (en_stem, 1 writer thread, one segment) | {docs} | {tantivy_build:.1} | {:.0} | {tantivy_qps:.0} | 1 |",
         tantivy_size as f64 / 1e6
     );
     println!(
-        "\ntop-10 agreement (share of tantivy's top 10 in ours): {agreement:.3}; speed: build {:.2}×, queries {:.2}× tantivy's",
-        tantivy_build / ours_build,
-        ours_qps / tantivy_qps
+        "\nthe embedded text index's top 10 beside the in-memory Bm25's (same analyzer and formula; \
+         tantivy keeps lengths in a byte): {:.3}; segments in the embedded index: {embedded_segments}",
+        agreement_with(&embedded_top, &ours_top)
     );
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
