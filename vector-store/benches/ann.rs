@@ -3,7 +3,7 @@
 //! exact search and single-thread QPS for a sweep of `ef`.
 //!
 //! ```text
-//! cargo bench -p vector-store --bench ann -- [--python PY] [--n 100000] [--write]
+//! cargo bench -p vector-store --bench ann -- [--python PY] [--n 100000] [--threads 2] [--write]
 //! ```
 //! Data: unit vectors drawn around 1,000 random centres (a clustered set, like embeddings of
 //! a corpus), 1,000 held-out queries from the same centres; ground truth by brute force.
@@ -117,7 +117,7 @@ fn main() {
     };
     let n: usize = arg("--n").map_or(100_000, |v| v.parse().unwrap());
     let python = arg("--python").or_else(|| std::env::var("RAGLOOP_ANN_PYTHON").ok());
-    let threads = 2;
+    let threads: usize = arg("--threads").map_or(2, |v| v.parse().unwrap());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -142,6 +142,7 @@ fn main() {
         connectivity: M,
         expansion_add: EF_CONSTRUCTION,
         exact_below: 0,
+        threads,
     };
     let schema = IndexSchema::new("bench", DIMS, Metric::Cosine);
     let graph = HnswGraphs::new(params).create(&schema).unwrap();
@@ -254,7 +255,7 @@ fn main() {
 
     let mut table = format!(
         "{n} × {DIMS} clustered unit vectors, {QUERIES} queries, cosine, M = {M}, \
-         ef_construction = {EF_CONSTRUCTION}, build: ragloop on 1 thread, hnswlib on {threads}; queries on 1 thread.\n\n\
+         ef_construction = {EF_CONSTRUCTION}, build: both on {threads} threads; queries on 1 thread.\n\n\
          | ef | ragloop HNSW recall@10 | ragloop HNSW QPS | hnswlib recall@10 | hnswlib QPS |\n\
          |---:|---:|---:|---:|---:|\n"
     );

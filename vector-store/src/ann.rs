@@ -20,6 +20,8 @@ pub struct AnnParams {
     pub expansion_add: usize,
     /// Below this many records searches stay exact.
     pub exact_below: usize,
+    /// Threads an insert uses (0: one per core). The graph is the same for any number.
+    pub threads: usize,
 }
 
 impl Default for AnnParams {
@@ -28,6 +30,7 @@ impl Default for AnnParams {
             connectivity: 16,
             expansion_add: 128,
             exact_below: 1_000,
+            threads: 0,
         }
     }
 }
@@ -88,16 +91,21 @@ pub fn local_options(ann: Option<AnnParams>) -> LocalIndexOptions {
 
 impl AnnFactory for HnswGraphs {
     fn create(&self, schema: &IndexSchema) -> Result<Box<dyn AnnGraph>> {
-        Ok(Box::new(Hnsw::new(
-            schema.dims,
-            schema.metric,
-            self.params.connectivity,
-            self.params.expansion_add,
-        )))
+        Ok(Box::new(
+            Hnsw::new(
+                schema.dims,
+                schema.metric,
+                self.params.connectivity,
+                self.params.expansion_add,
+            )
+            .with_threads(self.params.threads),
+        ))
     }
 
     fn load(&self, schema: &IndexSchema, path: &Path) -> Result<Box<dyn AnnGraph>> {
-        Ok(Box::new(Hnsw::load(path, schema.dims, schema.metric)?))
+        Ok(Box::new(
+            Hnsw::load(path, schema.dims, schema.metric)?.with_threads(self.params.threads),
+        ))
     }
 
     fn exact_below(&self) -> usize {
