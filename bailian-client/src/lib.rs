@@ -10,6 +10,9 @@
 //! - [`EmbeddingClient`] implements [`rag_core::EmbeddingModel`] over `/embeddings`
 //!   (text-embedding-v3/v4 with `dimensions`), in batches of at most 10 texts, with bounded
 //!   concurrency.
+//! - [`RerankClient`] implements [`rag_core::Reranker`] over DashScope's text-rerank API
+//!   (`/services/rerank/text-rerank/text-rerank`, the GTE-Rerank models), in batches, scores
+//!   put back in input order.
 //! - [`ModelStudio`]: the native API — file upload, fine-tune jobs (create, status, logs,
 //!   cancel), deployments (create, status, list, scale, delete) and the seed's model-import call
 //!   (`POST /api/v1/models` with `model_name`/`model_path`).
@@ -48,6 +51,7 @@ mod config;
 mod embeddings;
 mod error;
 mod http;
+mod rerank;
 pub mod sse;
 mod studio;
 
@@ -56,4 +60,5 @@ pub use chat::ChatClient;
 pub use config::{BailianConfig, Region};
 pub use embeddings::{EmbeddingClient, EmbeddingOptions};
 pub use error::ApiError;
+pub use rerank::{RerankClient, RerankOptions};
 pub use studio::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};

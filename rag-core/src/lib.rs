@@ -54,6 +54,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod prompt;
 pub mod qa;
+pub mod rerank;
 pub mod retry;
 pub mod secret;
 pub mod stage;
@@ -73,6 +74,7 @@ pub use index::{
     Metric, Query, SearchHit, SearchRequest, UpsertReport, VectorIndex, convex_fuse, fuse,
     rrf_fuse,
 };
+pub use rerank::Reranker;
 pub use retry::RetryPolicy;
 pub use secret::{AccessKey, Secret};
 pub use stage::{LogProgress, Progress, Stage};

@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod embedding;
 pub mod http_faults;
 pub mod object_store;
+pub mod rerank;
 pub mod sync;
 pub mod training;
 pub mod vector_index;
