@@ -44,7 +44,7 @@ pub struct Scored {
 
 /// A model that scores (query, passage) pairs jointly.
 ///
-/// Contract (checked by [`crate::conformance::rerank`]): one finite score per document, in the
+/// Contract (checked by `rag_core::conformance::rerank`, feature `conformance`): one finite score per document, in the
 /// documents' order, each independent of the other documents of the call (so batches may be
 /// cut anywhere); no documents → no scores and no work; an empty query is
 /// [`Error::InvalidInput`]; texts longer than the model reads are truncated, not refused.

@@ -103,6 +103,17 @@ struct Point {
     qps: f64,
 }
 
+/// This process's resident memory in MB (Linux; 0 elsewhere).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn first_at(points: &[Point], recall: f64) -> Option<&Point> {
     points.iter().find(|p| p.recall >= recall)
 }
@@ -151,10 +162,12 @@ fn main() {
         .enumerate()
         .map(|(i, v)| (i as u64, v.as_slice()))
         .collect();
+    let rss_before = rss_mb();
     let t = Instant::now();
     graph.add_batch(&items).unwrap();
     let build_own = t.elapsed().as_secs_f64();
-    eprintln!("own build {build_own:.1} s");
+    let graph_mb = rss_mb() - rss_before;
+    eprintln!("own build {build_own:.1} s, the graph adds {graph_mb:.0} MB of RSS");
     let mut own = Vec::new();
     for ef in EFS {
         let t = Instant::now();
@@ -270,7 +283,9 @@ fn main() {
             h.map_or("–".into(), |h| format!("{:.0}", h.qps))
         );
     }
-    table += &format!("\nBuild: ragloop HNSW {build_own:.1} s, hnswlib {build_hnswlib:.1} s.\n");
+    table += &format!(
+        "\nBuild: ragloop HNSW {build_own:.1} s (the graph: {graph_mb:.0} MB of RSS), hnswlib {build_hnswlib:.1} s.\n"
+    );
     if let (Some(u), Some(h)) = (first_at(&own, 0.95), first_at(&hnswlib, 0.95)) {
         table += &format!(
             "At recall@10 ≥ 0.95: ragloop HNSW {:.0} QPS (ef {}, recall {:.3}) vs hnswlib {:.0} QPS \

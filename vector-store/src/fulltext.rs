@@ -1,5 +1,5 @@
 //! BM25 on tantivy for the embedded index: [`TantivyText`] is a
-//! [`TextFactory`](rag_core::local::fulltext::TextFactory), so a
+//! [`TextFactory`], so a
 //! [`LocalVectorIndex`](rag_core::local::LocalVectorIndex) answers text queries from a tantivy
 //! index kept under each index's `text/` directory instead of its in-memory BM25 (at a million
 //! chunks: 19× the queries per second in a ninth of the memory, `benches/bm25.rs`).
