@@ -197,22 +197,7 @@ struct Tensors {
 
 impl Tensors {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let key = format!("{}{name}", self.prefix);
-        let t = self
-            .map
-            .get(&key)
-            .ok_or_else(|| Error::invalid(format!("model.safetensors has no tensor {key}")))?;
-        if t.dims() != shape {
-            return Err(Error::invalid(format!(
-                "tensor {key} has shape {:?}, config says {shape:?}",
-                t.dims()
-            )));
-        }
-        let t = t
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .map_err(candle_err)?;
-        t.to_vec1::<f32>().map_err(candle_err)
+        tensor_f32(&self.map, &format!("{}{name}", self.prefix), shape)
     }
 
     fn norm(&self, name: &str, h: usize) -> Result<Norm> {
@@ -244,6 +229,28 @@ impl Tensors {
             outputs: total,
         })
     }
+}
+
+/// The tensor `key` of `map` as f32 values (row-major), checked to have `shape`.
+pub(crate) fn tensor_f32(
+    map: &HashMap<String, Tensor>,
+    key: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let t = map
+        .get(key)
+        .ok_or_else(|| Error::invalid(format!("model.safetensors has no tensor {key}")))?;
+    if t.dims() != shape {
+        return Err(Error::invalid(format!(
+            "tensor {key} has shape {:?}, config says {shape:?}",
+            t.dims()
+        )));
+    }
+    let t = t
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .map_err(candle_err)?;
+    t.to_vec1::<f32>().map_err(candle_err)
 }
 
 fn candle_err(e: candle_core::Error) -> Error {
@@ -355,8 +362,38 @@ impl BertEncoder {
         ws: &'w mut Workspace,
         threads: usize,
     ) -> Result<&'w [f32]> {
+        self.forward_typed(seqs, None, ws, threads)
+    }
+
+    /// [`forward`](Self::forward) with token type (segment) ids, one per token of each
+    /// sequence: a cross-encoder's pair is `[CLS] query [SEP]` of type 0 and `passage [SEP]`
+    /// of type 1. `None` is type 0 everywhere.
+    pub fn forward_typed<'w>(
+        &self,
+        seqs: &[&[u32]],
+        types: Option<&[&[u32]]>,
+        ws: &'w mut Workspace,
+        threads: usize,
+    ) -> Result<&'w [f32]> {
         let h = self.config.hidden_size;
         let tokens: usize = seqs.iter().map(|s| s.len()).sum();
+        if let Some(types) = types {
+            let fits = types.len() == seqs.len()
+                && types.iter().zip(seqs).all(|(t, s)| t.len() == s.len());
+            if !fits {
+                return Err(Error::invalid("token type ids do not match the sequences"));
+            }
+            if let Some(bad) = types
+                .iter()
+                .flat_map(|t| t.iter())
+                .find(|&&t| t as usize >= self.config.type_vocab_size)
+            {
+                return Err(Error::invalid(format!(
+                    "token type {bad} outside the model's {} types",
+                    self.config.type_vocab_size
+                )));
+            }
+        }
         for s in seqs {
             if s.len() > self.config.max_position_embeddings {
                 return Err(Error::invalid(format!(
@@ -389,7 +426,7 @@ impl BertEncoder {
         let ffn = &mut ffn[..tokens * self.config.intermediate_size];
         let simd = pulp::Arch::new();
 
-        self.embed(seqs, x);
+        self.embed(seqs, types, x);
         for layer in &self.layers {
             // qkv = x·Wqkvᵀ + b
             self.dense(&layer.qkv, x, qkv, Epilogue::PLAIN, tokens, threads, int8);
@@ -421,18 +458,23 @@ impl BertEncoder {
         Ok(&ws.x[..tokens * h])
     }
 
-    fn embed(&self, seqs: &[&[u32]], x: &mut [f32]) {
+    fn embed(&self, seqs: &[&[u32]], types: Option<&[&[u32]]>, x: &mut [f32]) {
         let h = self.config.hidden_size;
-        let rows: Vec<(u32, usize)> = seqs
+        let rows: Vec<(u32, usize, u32)> = seqs
             .iter()
-            .flat_map(|s| s.iter().enumerate().map(|(pos, &id)| (id, pos)))
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.iter()
+                    .enumerate()
+                    .map(move |(pos, &id)| (id, pos, types.map_or(0, |t| t[i][pos])))
+            })
             .collect();
         x.par_chunks_mut(h)
             .zip(rows.par_iter())
-            .for_each(|(row, &(id, pos))| {
+            .for_each(|(row, &(id, pos, kind))| {
                 let w = &self.word[id as usize * h..][..h];
                 let p = &self.position[pos * h..][..h];
-                let t = &self.token_type[..h];
+                let t = &self.token_type[kind as usize * h..][..h];
                 for (((o, w), p), t) in row.iter_mut().zip(w).zip(p).zip(t) {
                     *o = w + p + t;
                 }

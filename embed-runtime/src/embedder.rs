@@ -1,20 +1,19 @@
 //! [`SentenceEmbedder`]: a sentence-transformers model directory as a
 //! [`rag_core::EmbeddingModel`] — tokenizer, BERT encoder, pooling, normalisation, prefixes.
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rag_core::{Embedding, EmbeddingModel, Error, Result};
-use sha2::{Digest, Sha256};
-use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, Tokenizer};
 
 use crate::bert::{BertEncoder, Workspace};
 use crate::cache::{self, PooledCache};
 use crate::head::{self, DenseHead};
 use crate::int8::{Kernel, Quantization};
 use crate::layout::{ModelLayout, Pooling};
+use crate::runtime;
 
 /// How a [`SentenceEmbedder`] runs. `Default` follows the model directory.
 #[derive(Debug, Clone)]
@@ -100,9 +99,6 @@ impl std::fmt::Debug for SentenceEmbedder {
     }
 }
 
-/// Bytes of text tokenised before truncation is certain to apply (see `encode`).
-const BYTES_PER_TOKEN_BOUND: usize = 64;
-
 impl SentenceEmbedder {
     /// Loads the model in `dir` with default options.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -113,18 +109,7 @@ impl SentenceEmbedder {
     pub fn load_with(dir: &Path, options: EmbedderOptions) -> Result<Self> {
         let layout = ModelLayout::read(dir)?;
         let mut encoder = BertEncoder::load(&layout.transformer_dir)?;
-        if options.quantize == Quantization::Int8 {
-            let kernel = match options.int8_kernel {
-                Some(k) if !k.supported() => {
-                    return Err(Error::invalid(format!(
-                        "int8 kernel {k:?}: not on this CPU"
-                    )));
-                }
-                Some(k) => k,
-                None => Kernel::detect()?,
-            };
-            encoder.quantize_int8(kernel)?;
-        }
+        let suffix = runtime::quantize(&mut encoder, options.quantize, options.int8_kernel)?;
         let config = encoder.config();
         if config.hidden_size != layout.pooling_dims {
             return Err(Error::invalid(format!(
@@ -146,51 +131,24 @@ impl SentenceEmbedder {
                 "max_seq_length must leave room for [CLS] and [SEP]",
             ));
         }
-        let tok_path = layout.transformer_dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
-        // tokenizer.json may carry its own padding/truncation; ours are decided here.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| Error::invalid(format!("truncation: {e}")))?;
-        let threads = options
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("embed-{i}"))
-            .build()
-            .map_err(|e| Error::backend("embed-runtime", "building the thread pool", e))?;
+        let tokenizer = runtime::tokenizer(&layout.transformer_dir, max_len)?;
+        let (pool, threads) = runtime::thread_pool(options.threads, "embed")?;
         let model_id = match options.model_id {
             Some(id) => id,
             None => {
                 let mut weights = vec![layout.transformer_dir.join("model.safetensors")];
                 weights.extend(layout.dense.iter().map(|d| head::weights_path(&d.dir)));
-                default_model_id(dir, &weights)?
+                runtime::default_model_id(dir, &weights)?
             }
         };
-        let suffix = match options.quantize {
-            Quantization::None => "",
-            Quantization::Int8 => "-int8",
-        };
-        let model_id = if model_id.ends_with(suffix) {
-            model_id
-        } else {
-            format!("{model_id}{suffix}")
-        };
+        let model_id = runtime::with_suffix(model_id, suffix);
         let cache = match &options.cache_dir {
             None => None,
             Some(root) => {
                 // The pooled vectors depend on the encoder's weights, the pooling and nothing
                 // else (the token ids, which the key holds, carry the prefix and truncation).
-                let weights = hash_files(&[layout.transformer_dir.join("model.safetensors")])?;
+                let weights =
+                    runtime::hash_files(&[layout.transformer_dir.join("model.safetensors")])?;
                 let name =
                     format!("{}-{:?}{suffix}", &weights[..16], layout.pooling).to_lowercase();
                 Some(PooledCache::open(&root.join(name), layout.pooling_dims)?)
@@ -254,52 +212,6 @@ impl SentenceEmbedder {
     }
 }
 
-/// `<name>-<first 12 hex of SHA-256 over the weight files>`: the transformer's alone for a
-/// model without Dense modules, so such ids do not change when heads are added elsewhere.
-fn default_model_id(dir: &Path, weights: &[std::path::PathBuf]) -> Result<String> {
-    let name = rag_core::uri::safe_segment(
-        &dir.canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into()),
-        '-',
-    );
-    let name = if name == "model" {
-        // The PyPI packaging puts the model in `…/model`; the parent names it better.
-        dir.canonicalize()
-            .ok()
-            .and_then(|p| {
-                p.parent()?
-                    .file_name()
-                    .map(|n| n.to_string_lossy().replace('_', "-"))
-            })
-            .unwrap_or(name)
-    } else {
-        name
-    };
-    Ok(format!("{name}-{}", &hash_files(weights)?[..12]))
-}
-
-/// The hex SHA-256 over the files' bytes, in order.
-fn hash_files(files: &[std::path::PathBuf]) -> Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for path in files {
-        let mut file = std::fs::File::open(path)
-            .map_err(|e| Error::not_found(format!("{}: {e}", path.display())))?;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| {
-                Error::backend("embed-runtime", format!("reading {}", path.display()), e)
-            })?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// Where [`Inner::embed`] stops.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Output {
@@ -311,25 +223,12 @@ enum Output {
 
 impl Inner {
     fn encode(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>> {
-        // Tokenising a huge text only to keep its first `max_len` tokens wastes time: a
-        // prefix of max_len × 64 bytes is tokenised first and the whole text only when that
-        // prefix came out shorter than max_len tokens (so the result is always exact).
-        let cap = self.max_len * BYTES_PER_TOKEN_BOUND;
+        let cap = self.max_len * runtime::BYTES_PER_TOKEN_BOUND;
         // Each input once: the prefixed, trimmed text, and whether the byte cap cut it.
-        let mut cut = Vec::with_capacity(texts.len());
-        let inputs: Vec<String> = texts
+        let (inputs, cut): (Vec<String>, Vec<bool>) = texts
             .iter()
-            .map(|t| {
-                let full = format!("{prefix}{t}");
-                let trimmed = full.trim();
-                let mut end = trimmed.len().min(cap);
-                while !trimmed.is_char_boundary(end) {
-                    end -= 1;
-                }
-                cut.push(end < trimmed.len());
-                trimmed[..end].to_string()
-            })
-            .collect();
+            .map(|t| runtime::capped(&format!("{prefix}{t}"), cap))
+            .unzip();
         let mut encodings = self
             .pool
             .install(|| self.tokenizer.encode_batch(inputs, true))
@@ -391,18 +290,12 @@ impl Inner {
             .lock()
             .map_err(|_| Error::backend_msg("embed-runtime", "a previous call panicked"))?;
         let ws: &mut Workspace = &mut guard;
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < order.len()
-                && (end == start
-                    || tokens + encodings[order[end]].get_ids().len() <= self.max_batch_tokens)
-            {
-                tokens += encodings[order[end]].get_ids().len();
-                end += 1;
-            }
-            let batch = &order[start..end];
+        for range in runtime::packed(
+            &order,
+            |i| encodings[i].get_ids().len(),
+            self.max_batch_tokens,
+        ) {
+            let batch = &order[range];
             let seqs: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
             let states = self
                 .pool
@@ -413,7 +306,6 @@ impl Inner {
                 out[i] = pool(rows, h, self.layout.pooling);
                 row += seq.len();
             }
-            start = end;
         }
         if let Some(c) = &self.cache {
             let items: Vec<(cache::Key, &[f32])> = misses

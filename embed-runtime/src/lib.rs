@@ -60,15 +60,18 @@
 
 mod bert;
 pub mod cache;
+mod cross;
 mod embedder;
 mod head;
 pub mod int8;
 mod kernels;
 mod layout;
 pub mod pretrained;
+mod runtime;
 pub mod train;
 
 pub use bert::{BertConfig, BertEncoder, Workspace};
+pub use cross::{CrossEncoder, CrossEncoderOptions, ScoreActivation};
 pub use embedder::{EmbedderOptions, SentenceEmbedder};
 pub use int8::Quantization;
 pub use layout::{Activation, DenseLayout, ModelLayout, Pooling};

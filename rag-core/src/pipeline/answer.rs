@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalQuery, MetricsAccumulator, RetrievalMetrics};
 use crate::index::{Query, SearchHit, SearchRequest};
 use crate::prompt::{ContextChunk, cited_ids, rag_request};
+use crate::rerank::Reranker;
 
 /// How chunks are retrieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,7 +85,8 @@ pub struct Answer {
 }
 
 impl Pipeline {
-    /// Retrieves the top `k` chunks for `question`.
+    /// Retrieves the top `k` chunks for `question`, reranked when the pipeline has a
+    /// reranker ([`Pipeline::with_reranker`]).
     pub async fn retrieve(
         &self,
         model: &dyn EmbeddingModel,
@@ -92,6 +94,33 @@ impl Pipeline {
         k: usize,
         mode: RetrievalMode,
     ) -> Result<Vec<SearchHit>> {
+        self.retrieve_with(model, question, k, mode, self.reranker.is_some())
+            .await
+    }
+
+    /// Retrieves the top `k` chunks for `question`; with `rerank`, the search goes at least
+    /// [`PipelineOptions::rerank_candidates`](super::PipelineOptions::rerank_candidates) deep,
+    /// those top candidates are reordered by the reranker's scores (which become the hits'
+    /// scores), deeper hits (when `k` is larger) follow in the search's order, and the first `k`
+    /// are kept. The candidate count bounds the reranker's work. `rerank` without a reranker is
+    /// an error.
+    pub async fn retrieve_with(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        k: usize,
+        mode: RetrievalMode,
+        rerank: bool,
+    ) -> Result<Vec<SearchHit>> {
+        let reranker = match (rerank, &self.reranker) {
+            (false, _) => None,
+            (true, Some(r)) => Some(r),
+            (true, None) => return Err(super::missing("a Reranker", "with_reranker")),
+        };
+        let depth = match reranker {
+            Some(_) => k.max(self.options.rerank_candidates),
+            None => k,
+        };
         let query = match mode {
             RetrievalMode::Text => Query::Text(question.to_string()),
             RetrievalMode::Vector => Query::Vector(model.embed_query(question).await?),
@@ -100,12 +129,19 @@ impl Pipeline {
                 text: question.to_string(),
             },
         };
-        self.index_backend()?
+        let mut hits = self
+            .index_backend()?
             .search(
                 &self.options.index_name,
-                &SearchRequest::new(query, k).with_fusion(self.options.fusion),
+                &SearchRequest::new(query, depth).with_fusion(self.options.fusion),
             )
-            .await
+            .await?;
+        if let Some(reranker) = reranker {
+            let candidates = self.options.rerank_candidates;
+            hits = rerank_hits(reranker.as_ref(), question, hits, candidates).await?;
+        }
+        hits.truncate(k);
+        Ok(hits)
     }
 
     /// Stage 7: retrieves context with hybrid search, asks the chat model with the seed's
@@ -153,14 +189,64 @@ impl Pipeline {
         mode: RetrievalMode,
         depth: usize,
     ) -> Result<RetrievalMetrics> {
+        self.evaluate_with(model, queries, mode, depth, self.reranker.is_some())
+            .await
+    }
+
+    /// [`Pipeline::evaluate`] with reranking on or off (see [`Pipeline::retrieve_with`]), so
+    /// one pipeline reports both.
+    pub async fn evaluate_with(
+        &self,
+        model: &dyn EmbeddingModel,
+        queries: &[EvalQuery],
+        mode: RetrievalMode,
+        depth: usize,
+        rerank: bool,
+    ) -> Result<RetrievalMetrics> {
         let mut acc = MetricsAccumulator::default();
         for q in queries {
-            let hits = self.retrieve(model, &q.text, depth, mode).await?;
+            let hits = self
+                .retrieve_with(model, &q.text, depth, mode, rerank)
+                .await?;
             let docs: Vec<String> = hits.iter().map(|h| h.doc_id().to_string()).collect();
             acc.add(&docs, &q.relevant);
         }
         Ok(acc.finish())
     }
+}
+
+/// The first `candidates` of `hits` reordered by `reranker` (its scores become theirs), then
+/// the rest in their order.
+pub(crate) async fn rerank_hits(
+    reranker: &dyn Reranker,
+    question: &str,
+    mut hits: Vec<SearchHit>,
+    candidates: usize,
+) -> Result<Vec<SearchHit>> {
+    let rest = hits.split_off(candidates.min(hits.len()));
+    let texts: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
+    let order = reranker.rerank(question, &texts, texts.len()).await?;
+    let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(slots.len() + rest.len());
+    for s in order {
+        if let Some(mut hit) = slots.get_mut(s.index).and_then(Option::take) {
+            hit.score = s.score;
+            out.push(hit);
+        }
+    }
+    if out.len() != slots.len() {
+        return Err(Error::backend_msg(
+            "rerank",
+            format!(
+                "{} ranked {} of {} candidates",
+                reranker.model_id(),
+                out.len(),
+                slots.len()
+            ),
+        ));
+    }
+    out.extend(rest);
+    Ok(out)
 }
 
 fn citation_of(hit: &SearchHit) -> Citation {

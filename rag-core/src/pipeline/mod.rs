@@ -38,6 +38,7 @@ use crate::deploy::ModelDeployer;
 use crate::error::{Error, Result};
 use crate::index::VectorIndex;
 use crate::parse::Parsers;
+use crate::rerank::Reranker;
 use crate::store::ObjectStore;
 use crate::training::TrainingBackend;
 
@@ -73,6 +74,9 @@ pub struct PipelineOptions {
     /// How the index's full-text field (BM25) cuts text into terms: recorded in the schema
     /// stage 6 creates ([`crate::Analyzer::English`] by default: English words stemmed).
     pub analyzer: crate::Analyzer,
+    /// Fused candidates a reranker (if set, [`Pipeline::with_reranker`]) reorders before the
+    /// top k are taken (default 50).
+    pub rerank_candidates: usize,
 }
 
 impl Default for PipelineOptions {
@@ -88,6 +92,7 @@ impl Default for PipelineOptions {
             top_k: 5,
             fusion: crate::index::Fusion::Rrf,
             analyzer: crate::Analyzer::English,
+            rerank_candidates: 50,
         }
     }
 }
@@ -121,6 +126,7 @@ pub struct Pipeline {
     index: Option<Arc<dyn VectorIndex>>,
     chat: Option<Arc<dyn ChatModel>>,
     deployer: Option<Arc<dyn ModelDeployer>>,
+    reranker: Option<Arc<dyn Reranker>>,
     layout: Layout,
     options: PipelineOptions,
     progress: Arc<dyn Progress>,
@@ -135,6 +141,7 @@ impl std::fmt::Debug for Pipeline {
             .field("index", &self.index.is_some())
             .field("chat", &self.chat.is_some())
             .field("deployer", &self.deployer.is_some())
+            .field("reranker", &self.reranker.as_ref().map(|r| r.model_id()))
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +156,7 @@ impl Pipeline {
             index: None,
             chat: None,
             deployer: None,
+            reranker: None,
             layout,
             options: PipelineOptions::default(),
             progress: Arc::new(LogProgress),
@@ -171,6 +179,20 @@ impl Pipeline {
     pub fn with_chat(mut self, chat: Arc<dyn ChatModel>) -> Self {
         self.chat = Some(chat);
         self
+    }
+
+    /// Reranks retrieved candidates with `reranker`: [`Pipeline::retrieve`] (and so
+    /// [`Pipeline::answer`] and [`Pipeline::evaluate`]) takes the top
+    /// [`PipelineOptions::rerank_candidates`] chunks of the search, reorders them by the
+    /// reranker's scores and keeps the top k.
+    pub fn with_reranker(mut self, reranker: Arc<dyn Reranker>) -> Self {
+        self.reranker = Some(reranker);
+        self
+    }
+
+    /// The reranker, if one is set.
+    pub fn reranker(&self) -> Option<&Arc<dyn Reranker>> {
+        self.reranker.as_ref()
     }
 
     /// Deploys (stage 4) with `deployer`.
@@ -231,7 +253,7 @@ impl Pipeline {
     }
 }
 
-fn missing(what: &str, method: &str) -> Error {
+pub(crate) fn missing(what: &str, method: &str) -> Error {
     Error::invalid(format!(
         "this stage needs {what}, and the pipeline has none (Pipeline::{method})"
     ))
