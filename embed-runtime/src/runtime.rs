@@ -18,8 +18,13 @@ use crate::int8::{Kernel, Quantization};
 /// never padding: `tokenizer.json` may carry its own padding/truncation, ours are decided here.
 pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
-    let mut tokenizer = Tokenizer::from_file(&path)
+    let tokenizer = Tokenizer::from_file(&path)
         .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    tokenizer_from(tokenizer, max_len)
+}
+
+/// `tokenizer` set up as [`tokenizer`] sets up a loaded one.
+pub(crate) fn tokenizer_from(mut tokenizer: Tokenizer, max_len: usize) -> Result<Tokenizer> {
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {

@@ -32,6 +32,7 @@
 //! ```
 
 mod adapter;
+pub mod cross;
 mod eval;
 mod fused;
 mod gelu;
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use adapter::AdapterTrainer;
+pub use cross::{CrossEncoderTrainer, CrossTrainConfig};
 pub use eval::{evaluate, evaluate_sets};
 pub use model::TrainableBert;
 use model::{Batch, Dropout, candle, margin_mse_loss, masked_mnrl_loss, mnrl_loss};

@@ -71,6 +71,8 @@ pub(crate) struct Batch {
     pub ids: Vec<u32>,
     /// 1 for a real token, 0 for padding (same shape).
     pub mask: Vec<f32>,
+    /// Token types (segments), 0 everywhere for single texts (same shape).
+    pub types: Vec<u32>,
     pub rows: usize,
     pub width: usize,
 }
@@ -78,16 +80,26 @@ pub(crate) struct Batch {
 impl Batch {
     /// Pads `seqs` (non-empty, each non-empty) to the longest.
     pub fn pad(seqs: &[&[u32]]) -> Self {
+        Self::pad_typed(seqs, None)
+    }
+
+    /// Pads `seqs` and their token types (`types[i]` as long as `seqs[i]`; `None`: type 0).
+    pub fn pad_typed(seqs: &[&[u32]], types: Option<&[&[u32]]>) -> Self {
         let width = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
         let mut ids = vec![0u32; seqs.len() * width];
         let mut mask = vec![0f32; seqs.len() * width];
+        let mut kinds = vec![0u32; seqs.len() * width];
         for (r, s) in seqs.iter().enumerate() {
             ids[r * width..r * width + s.len()].copy_from_slice(s);
             mask[r * width..r * width + s.len()].fill(1.0);
+            if let Some(t) = types {
+                kinds[r * width..r * width + s.len()].copy_from_slice(t[r]);
+            }
         }
         Self {
             ids,
             mask,
+            types: kinds,
             rows: seqs.len(),
             width,
         }
@@ -131,7 +143,7 @@ impl Dropout<'_> {
         Some(out)
     }
 
-    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.mask(x.elem_count()) {
             None => Ok(x.clone()),
             Some(mask) => x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?),
@@ -293,12 +305,48 @@ impl TrainableBert {
         out
     }
 
+    /// Takes the untrained tensor `name` (e.g. the pooler) out of the frozen set, to be
+    /// trained by the caller; it is no longer saved by [`tensors`](Self::tensors).
+    pub(crate) fn take_frozen(&mut self, name: &str) -> Option<Tensor> {
+        self.frozen.remove(name)
+    }
+
     /// Sentence embeddings (pooled, L2-normalised) of a padded batch: `rows × hidden`.
     pub(crate) fn embed(
         &self,
         batch: &Batch,
         dropout: &mut Dropout<'_>,
     ) -> candle_core::Result<Tensor> {
+        let (b, t, h) = (batch.rows, batch.width, self.config.hidden_size);
+        let states = self.hidden(batch, dropout)?.reshape((b, t, h))?;
+        let pooled = match self.pooling {
+            Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
+            _ => {
+                let mask = Tensor::from_slice(&batch.mask, (b, t), &Device::Cpu)?;
+                let m = mask.reshape((b, t, 1))?;
+                let summed = states.broadcast_mul(&m)?.sum(1)?;
+                let counts = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        l2_normalize(&pooled)
+    }
+
+    /// The `[CLS]` state of each row of a padded batch (token types applied): `rows × hidden`.
+    pub(crate) fn cls(
+        &self,
+        batch: &Batch,
+        dropout: &mut Dropout<'_>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, h) = (batch.rows, batch.width, self.config.hidden_size);
+        self.hidden(batch, dropout)?
+            .reshape((b, t, h))?
+            .narrow(1, 0, 1)?
+            .squeeze(1)
+    }
+
+    /// The last hidden states of a padded batch, `(rows · width) × hidden`.
+    fn hidden(&self, batch: &Batch, dropout: &mut Dropout<'_>) -> candle_core::Result<Tensor> {
         let dev = Device::Cpu;
         let (b, t, h) = (batch.rows, batch.width, self.config.hidden_size);
         let heads = self.config.num_attention_heads;
@@ -306,14 +354,22 @@ impl TrainableBert {
         let ids = Tensor::from_slice(&batch.ids, b * t, &dev)?;
         let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
         let positions = Tensor::from_vec(positions, b * t, &dev)?;
-        let mut x = self
+        let types = if batch.types.iter().all(|&k| k == 0) {
+            // One row broadcast (the bi-encoder's case; no gradient rows for type 1).
+            None
+        } else {
+            Some(Tensor::from_slice(&batch.types, b * t, &dev)?)
+        };
+        let x = self
             .word
             .as_tensor()
             .index_select(&ids, 0)?
-            .add(&self.position.as_tensor().index_select(&positions, 0)?)?
-            .broadcast_add(&self.token_type.as_tensor().narrow(0, 0, 1)?)?;
+            .add(&self.position.as_tensor().index_select(&positions, 0)?)?;
+        let mut x = match types {
+            None => x.broadcast_add(&self.token_type.as_tensor().narrow(0, 0, 1)?)?,
+            Some(types) => x.add(&self.token_type.as_tensor().index_select(&types, 0)?)?,
+        };
         x = dropout.apply(&self.embed_norm.forward(&x)?)?;
-        let mask = Tensor::from_slice(&batch.mask, (b, t), &dev)?;
         // 0 for real keys, -10⁴ for padding (what BERT uses; exp underflows to 0).
         let key_bias: Arc<Vec<f32>> =
             Arc::new(batch.mask.iter().map(|m| (m - 1.0) * 10_000.0).collect());
@@ -351,17 +407,7 @@ impl TrainableBert {
             let out = dropout.apply(&layer.ffn_out.forward(&inner)?)?;
             x = layer.ffn_norm.forward(&(out + &x)?)?;
         }
-        let states = x.reshape((b, t, h))?;
-        let pooled = match self.pooling {
-            Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
-            _ => {
-                let m = mask.reshape((b, t, 1))?;
-                let summed = states.broadcast_mul(&m)?.sum(1)?;
-                let counts = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
-                summed.broadcast_div(&counts)?
-            }
-        };
-        l2_normalize(&pooled)
+        Ok(x)
     }
 }
 
