@@ -2,18 +2,19 @@
 //! missing credential or a bad combination fails before stage 1, in one line naming the
 //! variable. The runner, `ingest`, `index`, `ask` and `qa-pairs` all start here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bailian_client::{
     BailianConfig, BailianDeployer, BailianFineTunes, ChatClient, EmbeddingClient,
-    EmbeddingOptions, ModelStudio, Region,
+    EmbeddingOptions, ModelStudio, Region, RerankClient,
 };
 use pai_client::{DlcDefaults, PaiBackend, PaiClient, PaiConfig};
 use rag_core::local::{
     ExtractiveChat, HashedEmbedding, HashedEmbeddingConfig, LocalDeployer, LocalProcessBackend,
 };
+use rag_core::rerank::Reranker;
 use rag_core::{
     AccessKey, ChatModel, EmbeddingModel, ModelDeployer, ObjectStore, Secret, StoreUri,
     TrainingBackend, VectorIndex,
@@ -21,7 +22,7 @@ use rag_core::{
 
 use crate::config::{
     DeployBackend, IndexBackend, JobsBackend, LlmBackend, LlmFineTuneBackend, LoopConfig,
-    ModelKind, StoreBackend,
+    ModelKind, RerankBackend, StoreBackend,
 };
 use crate::jobs::JobPlan;
 use crate::stores::StoreSpec;
@@ -81,6 +82,12 @@ impl Backends {
             access_key("store.backend = \"oss\"")?;
         }
         let store = store_spec.open()?;
+        if config.rerank.backend == RerankBackend::Bailian {
+            dashscope(
+                "rerank.backend = \"bailian\"",
+                config.rerank.region.as_deref(),
+            )?;
+        }
         let jobs: Arc<dyn TrainingBackend> = match config.jobs.backend {
             JobsBackend::Local => Arc::new(LocalProcessBackend::new(config.work_dir.join("jobs"))),
             JobsBackend::Pai => Arc::new(pai_backend(&config)?),
@@ -163,6 +170,36 @@ impl Backends {
                 }
                 let model = llm.model.clone().context("llm.model")?;
                 Arc::new(ChatClient::new(config, model)?)
+            }
+        })
+    }
+
+    /// The `[rerank]` reranker: `None` for `backend = "none"`, a local cross-encoder
+    /// directory, or DashScope's text-rerank.
+    pub fn reranker(&self) -> Result<Option<Arc<dyn Reranker>>> {
+        let r = &self.config.rerank;
+        Ok(match r.backend {
+            RerankBackend::None => None,
+            RerankBackend::Local => {
+                let dir = r.model.as_deref().context(
+                    "rerank.model: the cross-encoder directory (`ragloop train --reranker` writes one)",
+                )?;
+                let options = embed_runtime::CrossEncoderOptions {
+                    quantize: r.quantize,
+                    ..Default::default()
+                };
+                let model = embed_runtime::CrossEncoder::load_with(Path::new(dir), options)
+                    .with_context(|| format!("loading the reranker {dir}"))?;
+                Some(Arc::new(model))
+            }
+            RerankBackend::Bailian => {
+                let config = dashscope("rerank.backend = \"bailian\"", r.region.as_deref())?;
+                let model = r.model.clone().unwrap_or_else(|| "gte-rerank-v2".into());
+                Some(Arc::new(RerankClient::new(
+                    config,
+                    model,
+                    Default::default(),
+                )?))
             }
         })
     }

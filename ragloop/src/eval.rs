@@ -42,6 +42,13 @@ pub struct EvalArgs {
     /// Dimension of the hashed model (fitted on the documents); 0 leaves it out.
     #[arg(long, default_value_t = 768, value_parser = crate::bounded(0, rag_core::MAX_DIMS as u64))]
     pub dims: usize,
+    /// A cross-encoder directory (`ragloop train --reranker` writes one): each model's
+    /// hybrid row is also reported with its top `--rerank-candidates` reranked.
+    #[arg(long)]
+    pub reranker: Option<PathBuf>,
+    /// Fused candidates the reranker reorders.
+    #[arg(long, default_value_t = 50, value_parser = crate::bounded(1, 1000))]
+    pub rerank_candidates: usize,
     /// Where `eval-report.md` and `eval-report.png` go.
     #[arg(long, default_value = "target/eval")]
     pub out: PathBuf,
@@ -82,9 +89,17 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
             .with_options(PipelineOptions {
                 parsers: crate::parsers(),
                 index_name: name.into(),
+                rerank_candidates: args.rerank_candidates,
                 ..Default::default()
             })
             .with_progress(progress.clone())
+    };
+    let reranker: Option<Arc<dyn rag_core::rerank::Reranker>> = match &args.reranker {
+        None => None,
+        Some(dir) => Some(Arc::new(
+            embed_runtime::CrossEncoder::load(dir)
+                .with_context(|| format!("loading the reranker in {}", dir.display()))?,
+        )),
     };
     let first = pipeline_for("eval-bm25");
     let ingest = first.ingest(&args.data).await?;
@@ -155,6 +170,15 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         };
         for &mode in modes {
             rows.push(evaluation::row(&p, model.as_ref(), name, mode, &queries).await?);
+        }
+        if let Some(r) = &reranker {
+            let p = p.with_reranker(r.clone());
+            let mode = RetrievalMode::Hybrid;
+            if let Some(row) =
+                evaluation::reranked_row(&p, model.as_ref(), name, mode, &queries).await?
+            {
+                rows.push(row);
+            }
         }
     }
     let title = format!(

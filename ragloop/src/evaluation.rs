@@ -42,8 +42,35 @@ pub async fn row(
 ) -> Result<MetricsRow> {
     Ok(MetricsRow {
         retriever: label(mode, name, pipeline.options().fusion),
-        metrics: pipeline.evaluate(model, queries, mode, DEPTH).await?,
+        metrics: pipeline
+            .evaluate_with(model, queries, mode, DEPTH, false)
+            .await?,
     })
+}
+
+/// [`row`] with the pipeline's reranker reordering each query's top
+/// `rerank_candidates` (labelled `… → rerank <model>`); `None` without a reranker.
+pub async fn reranked_row(
+    pipeline: &Pipeline,
+    model: &dyn EmbeddingModel,
+    name: &str,
+    mode: RetrievalMode,
+    queries: &[EvalQuery],
+) -> Result<Option<MetricsRow>> {
+    let Some(reranker) = pipeline.reranker() else {
+        return Ok(None);
+    };
+    Ok(Some(MetricsRow {
+        retriever: format!(
+            "{} → rerank top {} with {}",
+            label(mode, name, pipeline.options().fusion),
+            pipeline.options().rerank_candidates,
+            reranker.model_id()
+        ),
+        metrics: pipeline
+            .evaluate_with(model, queries, mode, DEPTH, true)
+            .await?,
+    }))
 }
 
 /// A hybrid fusion and why it was chosen (saved as `fusion.json`: beside a trained model by

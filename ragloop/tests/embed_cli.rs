@@ -902,3 +902,56 @@ fn eval_writes_the_report_for_every_retriever() {
     let png = std::fs::read(out_dir.join("eval-report.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 }
+
+/// `ragloop eval --reranker DIR`: each model's hybrid row is also reported with its fused
+/// candidates reranked by the cross-encoder (here embed-runtime's random-init fixture).
+#[test]
+fn eval_reports_the_hybrid_row_reranked() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 8);
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        r#"{"id":"q1","text":"print entries from the name service databases","relevant":["getent.1"],"split":"test"}"#,
+    )
+    .unwrap();
+    let reranker = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../embed-runtime/tests/fixtures/tiny-cross-encoder");
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["eval", "--json", "--dims", "64", "--rerank-candidates", "7"])
+            .arg("--reranker")
+            .arg(&reranker)
+            .arg("--data")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--out")
+            .arg(dir.path().join("report")),
+    );
+    let rows = summary["rows"].as_array().unwrap();
+    let labels: Vec<&str> = rows
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(
+        labels[3].starts_with(labels[2])
+            && labels[3].contains("rerank top 7 with tiny-cross-encoder"),
+        "{labels:?}"
+    );
+    assert_eq!(rows[3]["metrics"]["queries"], 1);
+    // A directory that is not a cross-encoder is refused before anything runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
+        .args(["eval", "--dims", "64", "--reranker"])
+        .arg(&docs)
+        .arg("--data")
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&queries)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loading the reranker"), "{stderr}");
+}

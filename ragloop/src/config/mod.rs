@@ -96,6 +96,9 @@ pub struct LoopConfig {
     /// Serving the fine-tuned LLM (stage 4).
     #[serde(default)]
     pub deploy: DeploySection,
+    /// Reranking the retrieved candidates (stage 7 and the report).
+    #[serde(default)]
+    pub rerank: RerankSection,
     /// Evaluation and the question answered at the end.
     #[serde(default)]
     pub eval: EvalSection,
@@ -220,6 +223,19 @@ impl LoopConfig {
                 "embedding.train: a Bailian embedding model cannot be trained here; use train = \"none\""
             ),
             _ => {}
+        }
+        let r = &self.rerank;
+        if r.candidates == 0 {
+            bail!("rerank.candidates is 0: name how many fused candidates to rerank (50)");
+        }
+        if r.backend == RerankBackend::Local && r.model.is_none() {
+            bail!(
+                "rerank.backend = \"local\" needs rerank.model, a cross-encoder directory \
+                 (`ragloop train --reranker` writes one)"
+            );
+        }
+        if r.quantize != embed_runtime::Quantization::None && r.backend != RerankBackend::Local {
+            bail!("rerank.quantize is for the local cross-encoder (rerank.backend = \"local\")");
         }
         if self.embedding.workers > 0 && !matches!(kind, ModelKind::Sentence(_)) {
             bail!(

@@ -378,6 +378,49 @@ pub struct DeploySection {
     pub timeout_secs: Option<u64>,
 }
 
+/// Who reranks the retrieved candidates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RerankBackend {
+    /// No reranking: the fused candidates' order is the answer's.
+    #[default]
+    None,
+    /// A cross-encoder directory on this machine (`rerank.model`; `ragloop train --reranker`
+    /// writes one), run by embed-runtime.
+    Local,
+    /// DashScope's text-rerank (`gte-rerank-v2` by default) with `DASHSCOPE_API_KEY`.
+    Bailian,
+}
+
+/// `[rerank]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankSection {
+    /// The backend.
+    #[serde(default)]
+    pub backend: RerankBackend,
+    /// The model: a cross-encoder directory for `local`, a model name for `bailian`.
+    pub model: Option<String>,
+    /// Fused candidates reranked before the top k are taken.
+    #[serde(default = "default_candidates")]
+    pub candidates: usize,
+    /// DashScope region: `beijing` (default) or `singapore`.
+    pub region: Option<String>,
+    /// `local`: quantise the cross-encoder's linear layers to int8 (`"int8"`).
+    #[serde(default)]
+    pub quantize: embed_runtime::Quantization,
+}
+
+fn default_candidates() -> usize {
+    50
+}
+
+impl Default for RerankSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
 /// `[eval]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

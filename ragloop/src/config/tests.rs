@@ -183,6 +183,19 @@ fn mistakes_are_one_clear_line() {
             "[embedding]\nsynthetic = 2\n[llm]\nbackend = \"openai\"\nbase_url = \"http://h/v1\"",
             "needs llm.model",
         ),
+        (
+            "[rerank]\nbackend = \"local\"",
+            "needs rerank.model, a cross-encoder directory",
+        ),
+        ("[rerank]\nbackend = \"colbert\"", "unknown variant `colbert`"),
+        (
+            "[rerank]\nbackend = \"local\"\nmodel = \"m\"\ncandidates = 0",
+            "rerank.candidates is 0",
+        ),
+        (
+            "[rerank]\nbackend = \"bailian\"\nquantize = \"int8\"",
+            "rerank.quantize is for the local cross-encoder",
+        ),
     ];
     for (text, want) in cases {
         let err = format!("{:#}", LoopConfig::from_toml(text).unwrap_err());

@@ -22,12 +22,14 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, Answer)> {
         let t = Instant::now();
-        let answer = self
+        let mut pipeline = self
             .pipeline(&self.index_name(Which::Served), progress)
             .with_index(self.backends.index.clone())
-            .with_chat(self.backends.chat(deployed)?)
-            .answer(model, question)
-            .await?;
+            .with_chat(self.backends.chat(deployed)?);
+        if let Some(reranker) = self.reranker()? {
+            pipeline = pipeline.with_reranker(reranker);
+        }
+        let answer = pipeline.answer(model, question).await?;
         let tokens = u64::from(answer.usage.total_tokens);
         Ok((
             StageLine::new(
@@ -91,10 +93,29 @@ impl Runner {
                 (Which::Base, Some(b)) => (b, Which::Base),
                 _ => (served, Which::Served),
             };
-            let pipeline = self
+            let mut pipeline = self
                 .pipeline(&self.index_name(which), progress.clone())
                 .with_index(self.backends.index.clone());
             rows.push(evaluation::row(&pipeline, m.model.as_ref(), &m.name, mode, &queries).await?);
+            // The served hybrid retriever, the one that answers, is also reported reranked
+            // (each reranked row costs a cross-encoder pass over every query's candidates).
+            if r == Retriever::Hybrid(Which::Served)
+                && let Some(reranker) = self.reranker()?
+            {
+                pipeline = pipeline.with_reranker(reranker);
+                let t = Instant::now();
+                if let Some(row) =
+                    evaluation::reranked_row(&pipeline, m.model.as_ref(), &m.name, mode, &queries)
+                        .await?
+                {
+                    tracing::info!(
+                        queries = queries.len(),
+                        seconds = t.elapsed().as_secs_f64(),
+                        "reranked evaluation"
+                    );
+                    rows.push(row);
+                }
+            }
         }
         Ok(rows)
     }

@@ -172,6 +172,8 @@ pub struct Runner {
     fusion: std::sync::Mutex<fusion::Choices>,
     /// The work directory's writer lock, taken by the first stage that writes.
     work_lock: std::sync::Mutex<Option<rag_core::local::DirLock>>,
+    /// The `[rerank]` model, loaded by the first retrieval that uses it.
+    reranker: std::sync::Mutex<Option<Arc<dyn rag_core::rerank::Reranker>>>,
 }
 impl Runner {
     /// Connects every backend `config` names (see [`Backends::connect`]).
@@ -182,7 +184,20 @@ impl Runner {
             backends,
             fusion: std::sync::Mutex::new(fusion::Choices::new()),
             work_lock: std::sync::Mutex::new(None),
+            reranker: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The `[rerank]` reranker (`None` with `backend = "none"`), loaded once.
+    pub fn reranker(&self) -> Result<Option<Arc<dyn rag_core::rerank::Reranker>>> {
+        let mut slot = self
+            .reranker
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the reranker lock was poisoned by a panic"))?;
+        if slot.is_none() {
+            *slot = self.backends.reranker()?;
+        }
+        Ok(slot.clone())
     }
 
     /// Takes the work directory's writer lock, held until the runner is dropped (or the
@@ -215,6 +230,7 @@ impl Runner {
                 top_k: self.config().index.top_k,
                 fusion: self.fusion(index_name),
                 analyzer: self.config().index.analyzer,
+                rerank_candidates: self.config().rerank.candidates,
                 ..Default::default()
             })
             .with_progress(progress)
