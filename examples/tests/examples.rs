@@ -69,6 +69,8 @@ async fn eval_example_writes_the_report() {
         model: Vec::new(),
         quantize: vec![ragloop::embed_runtime::Quantization::None],
         dims: 128,
+        reranker: None,
+        rerank_candidates: 50,
         out: dir.path().join("report"),
         json: false,
     };
