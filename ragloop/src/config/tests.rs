@@ -187,7 +187,10 @@ fn mistakes_are_one_clear_line() {
             "[rerank]\nbackend = \"local\"",
             "needs rerank.model, a cross-encoder directory",
         ),
-        ("[rerank]\nbackend = \"colbert\"", "unknown variant `colbert`"),
+        (
+            "[rerank]\nbackend = \"colbert\"",
+            "unknown variant `colbert`",
+        ),
         (
             "[rerank]\nbackend = \"local\"\nmodel = \"m\"\ncandidates = 0",
             "rerank.candidates is 0",
