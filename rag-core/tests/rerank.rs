@@ -182,3 +182,18 @@ async fn reranking_without_a_reranker_is_an_error_not_a_silent_skip() {
         2
     );
 }
+
+#[test]
+fn the_reranker_reads_the_title_and_the_text() {
+    let mut metadata = Metadata::new();
+    metadata.insert("title".into(), serde_json::json!("dup"));
+    let mut hit = SearchHit {
+        id: "c".into(),
+        score: 1.0,
+        text: "duplicate a file descriptor".into(),
+        metadata,
+    };
+    assert_eq!(rerank_text(&hit), "dup\nduplicate a file descriptor");
+    hit.metadata.clear();
+    assert_eq!(rerank_text(&hit), "duplicate a file descriptor");
+}

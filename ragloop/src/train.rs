@@ -47,10 +47,12 @@ mod fusion;
 mod merge;
 mod negatives;
 mod passages;
+mod reranker;
 
 pub use merge::{Merge, MergeReport};
 pub use negatives::{NegativeReport, RoundTripReport};
 pub use passages::PassageReport;
+pub use reranker::RerankerSummary;
 
 /// What labelled queries train on as their positives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -99,6 +101,13 @@ pub struct TrainArgs {
     /// Model output prefix (`oss://bucket/models/emb-v1/`) or a local directory.
     #[arg(long, env = "RAGLOOP_OUTPUT")]
     pub output: String,
+    /// Train a cross-encoder reranker (for `[rerank] backend = "local"`) instead of the
+    /// embedding model, starting from `--base-model`'s encoder: each query's positive is its
+    /// document's best chunk and its `--negatives` (default 3) other documents' chunks, as the
+    /// base model ranks them; `--epochs`, `--batch-size` (queries per step, default 8),
+    /// `--learning-rate` (3e-5) and `--max-passage-tokens` (pair length, 256) apply.
+    #[arg(long)]
+    pub reranker: bool,
     /// A sentence-transformers model to fine-tune (local directory or store prefix). Without
     /// it the local hashed model is fitted instead.
     #[arg(long, env = "RAGLOOP_BASE_MODEL")]
@@ -287,6 +296,9 @@ pub struct TrainSummary {
 
 /// Runs the job; prints a human summary (or JSON) on stdout.
 pub async fn run(args: TrainArgs) -> Result<()> {
+    if args.reranker {
+        return reranker::run(&args).await;
+    }
     if args.base_model.is_none() {
         return train_hashed(&args).await;
     }
@@ -352,31 +364,8 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     }
 
     // Training pairs: mined, from queries, from the user; deduplicated; some documents held out.
+    let (all, missing_relevant, synthetic) = gather_pairs(args, &docs).await?;
     let mining = mining_options(&args.mine, args.seed)?;
-    let mut all = pairs::mine_pairs(&docs, &mining);
-    let mut missing_relevant = 0;
-    if let Some(q) = &args.queries {
-        let queries = read_queries(args, q, &args.queries_split, false).await?;
-        if queries.is_empty() {
-            bail!("{q} has no queries in split {:?}", args.queries_split);
-        }
-        let (from_queries, missing) =
-            pairs::pairs_from_queries(&queries, &docs, mining.max_passage_chars);
-        missing_relevant = missing;
-        all.extend(from_queries);
-    }
-    let synthetic = if args.synthetic > 0 {
-        let (made, report) = synthetic_questions(args, &docs).await?;
-        all.extend(made);
-        Some(report)
-    } else {
-        None
-    };
-    if let Some(p) = &args.pairs {
-        let text = crate::queries::decode_text(p, args.store.read(p).await?)?;
-        all.extend(pairs::read_pairs_jsonl(&text)?);
-    }
-    let all = pairs::dedup(all);
 
     // One evaluation set per split named in `--eval-split` (e.g. `train,test`: a validation
     // split beside the test split when nothing trains on the train split).
@@ -493,48 +482,9 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         objective: args.loss.into(),
         ..defaults
     };
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("train {bar:30} {pos}/{len} steps {msg} [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    // Off a terminal (a job's log, CI) a line every few seconds instead of the bar.
-    let lines = !args.json && !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Step time from the steps' own durations: what precedes the first step (the adapter's
-    // encoder pass, loading) has its own progress lines and would make the ETA absurd.
-    let mut step_seconds = 0.0;
-    let mut last_line: Option<Instant> = None;
-    let mut on_step = |s: &StepLog| {
-        bar.set_length(s.total as u64);
-        bar.set_position(s.step as u64);
-        bar.set_message(format!("loss {:.4}", s.loss));
-        step_seconds += s.seconds;
-        if lines && (s.step == s.total || last_line.is_none_or(|t| t.elapsed().as_secs() >= 5)) {
-            last_line = Some(Instant::now());
-            let per_step = step_seconds / s.step.max(1) as f64;
-            eprintln!(
-                "[{}] step {}/{} ({:.0} %), loss {:.4}, {per_step:.2} s/step, ETA {:.0}s",
-                rag_core::pipeline::Stage::TrainEmbeddings,
-                s.step,
-                s.total,
-                100.0 * s.step as f64 / s.total.max(1) as f64,
-                s.loss,
-                per_step * s.total.saturating_sub(s.step) as f64
-            );
-        }
-        tracing::info!(
-            step = s.step,
-            loss = s.loss,
-            lr = s.learning_rate,
-            grad_norm = s.grad_norm,
-            seconds = s.seconds,
-            "train step"
-        );
-    };
+    let mut steps_shown = StepProgress::new(args.json);
+    let bar = steps_shown.bar.clone();
+    let mut on_step = |s: &StepLog| steps_shown.step(s);
     let out_dir = tempfile::tempdir()?;
     let loading = || format!("loading {} for training", base_dir.display());
     let mut passage_report = None;
@@ -710,6 +660,103 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     .await?;
     dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
     Ok(summary)
+}
+
+/// Shows training steps: a bar on a terminal, a line every few seconds otherwise (a job's
+/// log, CI), nothing with `--json`; every step is also traced.
+struct StepProgress {
+    bar: ProgressBar,
+    lines: bool,
+    /// Step time from the steps' own durations: what precedes the first step (an encoder
+    /// pass, loading) has its own progress lines and would make the ETA absurd.
+    step_seconds: f64,
+    last_line: Option<Instant>,
+}
+
+impl StepProgress {
+    fn new(json: bool) -> Self {
+        let bar = if json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "train {bar:30} {pos}/{len} steps {msg} [{elapsed}<{eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            lines: !json && !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            step_seconds: 0.0,
+            last_line: None,
+        }
+    }
+
+    fn step(&mut self, s: &StepLog) {
+        self.bar.set_length(s.total as u64);
+        self.bar.set_position(s.step as u64);
+        self.bar.set_message(format!("loss {:.4}", s.loss));
+        self.step_seconds += s.seconds;
+        if self.lines
+            && (s.step == s.total || self.last_line.is_none_or(|t| t.elapsed().as_secs() >= 5))
+        {
+            self.last_line = Some(Instant::now());
+            let per_step = self.step_seconds / s.step.max(1) as f64;
+            eprintln!(
+                "[{}] step {}/{} ({:.0} %), loss {:.4}, {per_step:.2} s/step, ETA {:.0}s",
+                rag_core::pipeline::Stage::TrainEmbeddings,
+                s.step,
+                s.total,
+                100.0 * s.step as f64 / s.total.max(1) as f64,
+                s.loss,
+                per_step * s.total.saturating_sub(s.step) as f64
+            );
+        }
+        tracing::info!(
+            step = s.step,
+            loss = s.loss,
+            lr = s.learning_rate,
+            grad_norm = s.grad_norm,
+            seconds = s.seconds,
+            "train step"
+        );
+    }
+}
+
+/// Every training pair the arguments name: mined from `docs` (`--mine`), from `--queries`,
+/// `--synthetic` questions and `--pairs`, deduplicated; with the count of relevant ids of
+/// `--queries` not among the documents and the synthetic report.
+async fn gather_pairs(
+    args: &TrainArgs,
+    docs: &[Document],
+) -> Result<(Vec<Pair>, usize, Option<SyntheticReport>)> {
+    let mining = mining_options(&args.mine, args.seed)?;
+    let mut all = pairs::mine_pairs(docs, &mining);
+    let mut missing_relevant = 0;
+    if let Some(q) = &args.queries {
+        let queries = read_queries(args, q, &args.queries_split, false).await?;
+        if queries.is_empty() {
+            bail!("{q} has no queries in split {:?}", args.queries_split);
+        }
+        let (from_queries, missing) =
+            pairs::pairs_from_queries(&queries, docs, mining.max_passage_chars);
+        missing_relevant = missing;
+        all.extend(from_queries);
+    }
+    let synthetic = if args.synthetic > 0 {
+        let (made, report) = synthetic_questions(args, docs).await?;
+        all.extend(made);
+        Some(report)
+    } else {
+        None
+    };
+    if let Some(p) = &args.pairs {
+        let text = crate::queries::decode_text(p, args.store.read(p).await?)?;
+        all.extend(pairs::read_pairs_jsonl(&text)?);
+    }
+    Ok((pairs::dedup(all), missing_relevant, synthetic))
 }
 
 /// A bar on a terminal, periodic lines otherwise; nothing with `--json`.

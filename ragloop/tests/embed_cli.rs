@@ -955,3 +955,67 @@ fn eval_reports_the_hybrid_row_reranked() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loading the reranker"), "{stderr}");
 }
+
+/// `ragloop train --reranker`: a cross-encoder from the base model's encoder, trained on the
+/// queries' best chunks against hard-negative chunks, written with its report and `_SUCCESS`;
+/// the directory loads as a reranker.
+#[test]
+fn train_reranker_writes_a_cross_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = input(dir.path(), 12);
+    let corpus = std::fs::read_to_string(docs.join("pages.jsonl")).unwrap();
+    let mut queries = String::new();
+    for line in corpus.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        queries.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"id": format!("q-{}", v["id"]), "text": format!("manual page for {}", v["title"].as_str().unwrap()), "relevant": [v["id"]], "split": "train"})
+        ));
+    }
+    let qpath = dir.path().join("queries.jsonl");
+    std::fs::write(&qpath, queries).unwrap();
+    let output = dir.path().join("reranker");
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args(["train", "--reranker", "--json", "--max-steps", "2"])
+            .args([
+                "--batch-size",
+                "2",
+                "--negatives",
+                "2",
+                "--max-passage-tokens",
+                "48",
+            ])
+            .args(["--mine", "none", "--hold-out", "0"])
+            .arg("--base-model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&docs)
+            .arg("--output")
+            .arg(&output)
+            .arg("--queries")
+            .arg(&qpath),
+    );
+    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["train_pairs"], 12, "{summary}");
+    assert_eq!(summary["config"]["group_size"], 3);
+    assert!(
+        summary["mining"]["negatives"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(output.join("_SUCCESS").exists());
+    assert!(output.join("training-report.md").exists());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    let model = ragloop::embed_runtime::CrossEncoder::load(&output).unwrap();
+    assert_eq!(model.max_seq_length(), 48);
+    let scores = model
+        .predict(&[("manual page", "a page"), ("manual page", "")])
+        .unwrap();
+    assert!(
+        scores
+            .iter()
+            .all(|s| s.is_finite() && (0.0..=1.0).contains(s))
+    );
+}

@@ -215,6 +215,15 @@ impl Pipeline {
     }
 }
 
+/// What a reranker reads of a hit: its document's title (metadata `title`) and its text, as
+/// embedding models read chunks ([`crate::Chunk::embedding_text`]) and rerankers are trained.
+pub fn rerank_text(hit: &SearchHit) -> String {
+    match hit.metadata.get("title").and_then(|v| v.as_str()) {
+        Some(title) if !title.is_empty() => format!("{title}\n{}", hit.text),
+        _ => hit.text.clone(),
+    }
+}
+
 /// The first `candidates` of `hits` reordered by `reranker` (its scores become theirs), then
 /// the rest in their order.
 pub(crate) async fn rerank_hits(
@@ -224,7 +233,7 @@ pub(crate) async fn rerank_hits(
     candidates: usize,
 ) -> Result<Vec<SearchHit>> {
     let rest = hits.split_off(candidates.min(hits.len()));
-    let texts: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
+    let texts: Vec<String> = hits.iter().map(rerank_text).collect();
     let order = reranker.rerank(question, &texts, texts.len()).await?;
     let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(slots.len() + rest.len());

@@ -43,7 +43,7 @@ use crate::store::ObjectStore;
 use crate::training::TrainingBackend;
 
 pub use crate::stage::{LogProgress, Progress, Stage};
-pub use answer::{Answer, Citation, RetrievalMode};
+pub use answer::{Answer, Citation, RetrievalMode, rerank_text};
 pub use embed::EmbedReport;
 pub use index::{IndexManifest, IndexReport};
 pub use ingest::IngestReport;
