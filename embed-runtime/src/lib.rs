@@ -51,6 +51,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! **Reranking**: [`CrossEncoder`] is a sentence-transformers CrossEncoder directory as a
+//! [`rag_core::rerank::Reranker`] on the same packed engine (f32 or int8), and
+//! [`train::CrossEncoderTrainer`] fine-tunes one on the domain (`ragloop train --reranker`).
+//!
 //! The batch job (seed step 5) is `rag_core::embed_job::embed_to_shards` with this model:
 //! `ragloop embed --model DIR --input PATH|oss://…/raw-docs/ --output oss://…/vector-indexes/emb-v1/`
 //! writes resumable Parquet shards (`--workers N --worker I` splits them between processes).

@@ -647,19 +647,40 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         evaluations,
         seconds: started.elapsed().as_secs_f64(),
     };
-    upload_dir(dst.as_ref(), out_dir.path(), &output).await?;
-    dst.put(
-        &output.join("training-report.json")?,
-        Bytes::from(serde_json::to_vec_pretty(&summary)?),
+    publish(
+        dst.as_ref(),
+        out_dir.path(),
+        &output,
+        &summary,
+        render(&summary),
     )
     .await?;
-    dst.put(
-        &output.join("training-report.md")?,
-        Bytes::from(render(&summary)),
-    )
-    .await?;
-    dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
     Ok(summary)
+}
+
+/// Uploads a trained model directory to `output`, then its report (`training-report.json` and
+/// `.md`) and, last, `_SUCCESS`.
+async fn publish(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    output: &StoreUri,
+    summary: &impl Serialize,
+    markdown: String,
+) -> Result<()> {
+    upload_dir(store, dir, output).await?;
+    store
+        .put(
+            &output.join("training-report.json")?,
+            Bytes::from(serde_json::to_vec_pretty(summary)?),
+        )
+        .await?;
+    store
+        .put(&output.join("training-report.md")?, Bytes::from(markdown))
+        .await?;
+    store
+        .put(&output.join(SUCCESS_MARKER)?, Bytes::new())
+        .await?;
+    Ok(())
 }
 
 /// Shows training steps: a bar on a terminal, a line every few seconds otherwise (a job's

@@ -9,15 +9,13 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::hard::{HardOptions, MiningReport};
 use embed_runtime::train::pairs::{self, Negative, Pair};
 use embed_runtime::train::{CrossEncoderTrainer, CrossTrainConfig, TrainReport};
-use rag_core::training::SUCCESS_MARKER;
 use serde::Serialize;
 
-use super::{StepProgress, TrainArgs, gather_pairs, job_progress, upload_dir};
+use super::{StepProgress, TrainArgs, gather_pairs, job_progress, publish};
 
 /// What `ragloop train --reranker` did.
 #[derive(Debug, Clone, Serialize)]
@@ -164,18 +162,14 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
         report,
         seconds: started.elapsed().as_secs_f64(),
     };
-    upload_dir(dst.as_ref(), out_dir.path(), &output).await?;
-    dst.put(
-        &output.join("training-report.json")?,
-        Bytes::from(serde_json::to_vec_pretty(&summary)?),
+    publish(
+        dst.as_ref(),
+        out_dir.path(),
+        &output,
+        &summary,
+        render(&summary),
     )
     .await?;
-    dst.put(
-        &output.join("training-report.md")?,
-        Bytes::from(render(&summary)),
-    )
-    .await?;
-    dst.put(&output.join(SUCCESS_MARKER)?, Bytes::new()).await?;
     Ok(summary)
 }
 
