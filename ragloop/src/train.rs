@@ -346,22 +346,11 @@ async fn read_queries(
 
 async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let started = Instant::now();
-    let (src, data) = args.store.locate(&args.data)?;
     let (dst, output) = args.store.locate(&args.output)?;
     let output = output.as_prefix();
     let base_arg = args.base_model.clone().unwrap_or_default();
     let base_dir = crate::embed::fetch_model_dir(&base_arg, &args.model_cache, &args.store).await?;
-
-    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &data, &crate::parsers())
-        .await
-        .with_context(|| format!("reading documents from {data}"))?;
-    let docs = loaded.documents;
-    if docs.is_empty() {
-        bail!(
-            "no documents under {data} ({} inputs skipped)",
-            loaded.skipped.len()
-        );
-    }
+    let docs = read_documents(args).await?;
 
     // Training pairs: mined, from queries, from the user; deduplicated; some documents held out.
     let (all, missing_relevant, synthetic) = gather_pairs(args, &docs).await?;
@@ -744,6 +733,21 @@ impl StepProgress {
             "train step"
         );
     }
+}
+
+/// The documents of `--data`, parsed; none at all is an error.
+async fn read_documents(args: &TrainArgs) -> Result<Vec<Document>> {
+    let (src, data) = args.store.locate(&args.data)?;
+    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &data, &crate::parsers())
+        .await
+        .with_context(|| format!("reading documents from {data}"))?;
+    if loaded.documents.is_empty() {
+        bail!(
+            "no documents under {data} ({} inputs skipped)",
+            loaded.skipped.len()
+        );
+    }
+    Ok(loaded.documents)
 }
 
 /// Every training pair the arguments name: mined from `docs` (`--mine`), from `--queries`,

@@ -59,20 +59,10 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
         .base_model
         .clone()
         .context("--reranker needs --base-model: the encoder the cross-encoder starts from")?;
-    let (src, data) = args.store.locate(&args.data)?;
     let (dst, output) = args.store.locate(&args.output)?;
     let output = output.as_prefix();
     let base_dir = crate::embed::fetch_model_dir(&base_arg, &args.model_cache, &args.store).await?;
-    let loaded = rag_core::loader::load_documents_with(src.as_ref(), &data, &crate::parsers())
-        .await
-        .with_context(|| format!("reading documents from {data}"))?;
-    let docs = loaded.documents;
-    if docs.is_empty() {
-        bail!(
-            "no documents under {data} ({} inputs skipped)",
-            loaded.skipped.len()
-        );
-    }
+    let docs = super::read_documents(args).await?;
     let (all, _, _) = gather_pairs(args, &docs).await?;
     let (train, held) = pairs::hold_out(all, args.hold_out);
     if train.len() < 2 {
