@@ -71,6 +71,7 @@ async fn eval_example_writes_the_report() {
         dims: 128,
         reranker: None,
         rerank_candidates: 50,
+        rerank_weight: Vec::new(),
         out: dir.path().join("report"),
         json: false,
     };

@@ -86,10 +86,58 @@ pub fn ranked(scores: &[f32], top_n: usize) -> Vec<Scored> {
     out
 }
 
+/// Weighted reciprocal-rank fusion of a reranker's order (`reranked`, best first, indexes into
+/// the candidates) with the candidates' own order (index 0 first): each candidate scores
+/// `w/(60+r_rerank) + (1−w)/(60+r_search)` with 1-based ranks, best first, ties by the search's
+/// order. `k = 60` as in [`crate::index::rrf_fuse`].
+pub fn blend(reranked: &[Scored], reranker_weight: f32) -> Vec<Scored> {
+    const K: f32 = 60.0;
+    let w = reranker_weight.clamp(0.0, 1.0);
+    let mut fused: Vec<Scored> = reranked
+        .iter()
+        .enumerate()
+        .map(|(rank, s)| Scored {
+            index: s.index,
+            score: w / (K + rank as f32 + 1.0) + (1.0 - w) / (K + s.index as f32 + 1.0),
+        })
+        .collect();
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    fused
+}
+
 /// The check every backend makes first: an empty query is refused.
 pub fn check_query(query: &str) -> Result<()> {
     if query.trim().is_empty() {
         return Err(Error::invalid("the rerank query is empty"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blend_weighs_the_reranker_against_the_search_order() {
+        // The reranker puts the search's last candidate first.
+        let reranked = ranked(&[0.1, 0.2, 0.9], 3);
+        let order = |w: f32| {
+            blend(&reranked, w)
+                .iter()
+                .map(|s| s.index)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(1.0), vec![2, 1, 0]);
+        assert_eq!(order(0.0), vec![0, 1, 2]);
+        // Equal weights: 0 and 2 tie (first in one order, third in the other) and the search's
+        // order breaks the tie; 1, second in both, comes last (1/x is convex).
+        assert_eq!(order(0.5), vec![0, 2, 1]);
+        // Leaning on the reranker puts its first first.
+        assert_eq!(order(0.6), vec![2, 1, 0]);
+        assert!(
+            blend(&reranked, 0.5)
+                .iter()
+                .all(|s| s.score.is_finite() && s.score > 0.0)
+        );
+    }
 }

@@ -116,6 +116,30 @@ async fn the_top_candidates_are_reordered_and_deeper_hits_follow() {
     assert_eq!(ids(&top1), ["r2"]);
 }
 
+/// Below weight 1 the reranker's order is fused with the search's (weighted reciprocal rank):
+/// the search's order is a prior the reranker has to outweigh.
+#[tokio::test]
+async fn a_weight_below_one_fuses_the_reranker_with_the_search_order() {
+    async fn at(weight: f32) -> Vec<SearchHit> {
+        let (p, m) = pipeline(Some(Arc::new(Zebras::default())), 3).await;
+        p.with_rerank_weight(weight)
+            .retrieve(&m, "file", 4, RetrievalMode::Text)
+            .await
+            .unwrap()
+    }
+    // Weight 0: the search's order, scored by the fusion.
+    let kept = at(0.0).await;
+    assert_eq!(ids(&kept), ["r0", "r1", "r2", "r3"]);
+    // Equal weights: r0 (first, then last) and r2 (last, then first) tie on the fused score
+    // and the search's order breaks it; r1, second in both, follows.
+    let equal = at(0.5).await;
+    assert_eq!(ids(&equal), ["r0", "r2", "r1", "r3"]);
+    assert!((equal[0].score - (0.5 / 61.0 + 0.5 / 63.0)).abs() < 1e-6);
+    // Leaning on the reranker: its order.
+    let leaning = at(0.75).await;
+    assert_eq!(ids(&leaning), ["r2", "r1", "r0", "r3"]);
+}
+
 #[tokio::test]
 async fn candidates_set_the_depth_reranked() {
     // 4 candidates for k = 1: the reranker sees all four and r3 (4 zebras) wins.

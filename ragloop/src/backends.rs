@@ -2,7 +2,7 @@
 //! missing credential or a bad combination fails before stage 1, in one line naming the
 //! variable. The runner, `ingest`, `index`, `ask` and `qa-pairs` all start here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -176,32 +176,39 @@ impl Backends {
 
     /// The `[rerank]` reranker: `None` for `backend = "none"`, a local cross-encoder
     /// directory, or DashScope's text-rerank.
-    pub fn reranker(&self) -> Result<Option<Arc<dyn Reranker>>> {
+    pub async fn reranker(&self) -> Result<Option<LoadedReranker>> {
         let r = &self.config.rerank;
-        Ok(match r.backend {
-            RerankBackend::None => None,
+        let (model, chosen): (Arc<dyn Reranker>, Option<f32>) = match r.backend {
+            RerankBackend::None => return Ok(None),
             RerankBackend::Local => {
-                let dir = r.model.as_deref().context(
-                    "rerank.model: the cross-encoder directory (`ragloop train --reranker` writes one)",
-                )?;
+                let location = match (&r.model, self.config.reranker_output()) {
+                    (Some(m), _) => m.clone(),
+                    (None, Some(trained)) => trained.to_string(),
+                    (None, None) => anyhow::bail!(
+                        "rerank.model: the cross-encoder directory (`ragloop train --reranker` writes one)"
+                    ),
+                };
+                let dir = self.fetch_model(&location).await?;
                 let options = embed_runtime::CrossEncoderOptions {
                     quantize: r.quantize,
                     ..Default::default()
                 };
-                let model = embed_runtime::CrossEncoder::load_with(Path::new(dir), options)
-                    .with_context(|| format!("loading the reranker {dir}"))?;
-                Some(Arc::new(model))
+                let model = embed_runtime::CrossEncoder::load_with(&dir, options)
+                    .with_context(|| format!("loading the reranker {location}"))?;
+                let chosen = crate::evaluation::RerankChoice::read(&dir)?.map(|c| c.weight);
+                (Arc::new(model), chosen)
             }
             RerankBackend::Bailian => {
                 let config = dashscope("rerank.backend = \"bailian\"", r.region.as_deref())?;
                 let model = r.model.clone().unwrap_or_else(|| "gte-rerank-v2".into());
-                Some(Arc::new(RerankClient::new(
-                    config,
-                    model,
-                    Default::default(),
-                )?))
+                let client = RerankClient::new(config, model, Default::default())?;
+                (Arc::new(client), None)
             }
-        })
+        };
+        Ok(Some(LoadedReranker {
+            model,
+            weight: r.weight.or(chosen).unwrap_or(1.0),
+        }))
     }
 
     /// The embedding model at `location` (`hashed`, a model directory or store prefix, or
@@ -278,6 +285,25 @@ impl Backends {
             &self.config.work_dir.join("models"),
         )
         .await
+    }
+}
+
+/// A reranker and how much its order counts against the search's (`[rerank] weight`, else the
+/// weight its training job chose, else 1).
+#[derive(Clone)]
+pub struct LoadedReranker {
+    /// The model.
+    pub model: Arc<dyn Reranker>,
+    /// Its weight ([`rag_core::pipeline::PipelineOptions::rerank_weight`]).
+    pub weight: f32,
+}
+
+impl std::fmt::Debug for LoadedReranker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedReranker")
+            .field("model", &self.model.model_id())
+            .field("weight", &self.weight)
+            .finish()
     }
 }
 

@@ -49,6 +49,12 @@ pub struct EvalArgs {
     /// Fused candidates the reranker reorders.
     #[arg(long, default_value_t = 50, value_parser = crate::bounded(1, 1000))]
     pub rerank_candidates: usize,
+    /// How much the reranker's order counts against the search's (`[rerank] weight`): 1 takes
+    /// its order, below 1 fuses both orders by weighted reciprocal rank. Several (`1,0.5`) give
+    /// one reranked row each; the reranker scores each query's candidates once. Default: the
+    /// weight its training job chose (`rerank.json` in the directory), else 1.
+    #[arg(long, value_delimiter = ',', value_parser = crate::config::parse_rerank_weight)]
+    pub rerank_weight: Vec<f32>,
     /// Where `eval-report.md` and `eval-report.png` go.
     #[arg(long, default_value = "target/eval")]
     pub out: PathBuf,
@@ -83,23 +89,33 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         vector_store::local_options(None),
     ));
     let layout = Layout::new("mem://ragloop-eval/".parse()?);
-    let pipeline_for = |name: &str| {
+    let pipeline_weighted = |name: &str, rerank_weight: f32| {
         Pipeline::new(store.clone(), layout.clone())
             .with_index(index.clone())
             .with_options(PipelineOptions {
                 parsers: crate::parsers(),
                 index_name: name.into(),
                 rerank_candidates: args.rerank_candidates,
+                rerank_weight,
                 ..Default::default()
             })
             .with_progress(progress.clone())
     };
+    let pipeline_for = |name: &str| pipeline_weighted(name, 1.0);
+    let mut weights = args.rerank_weight.clone();
+    if weights.is_empty() {
+        let chosen = match &args.reranker {
+            Some(dir) => evaluation::RerankChoice::read(dir)?.map(|c| c.weight),
+            None => None,
+        };
+        weights.push(chosen.unwrap_or(1.0));
+    }
     let reranker: Option<Arc<dyn rag_core::rerank::Reranker>> = match &args.reranker {
         None => None,
-        Some(dir) => Some(Arc::new(
+        Some(dir) => Some(Arc::new(Memo::new(
             embed_runtime::CrossEncoder::load(dir)
                 .with_context(|| format!("loading the reranker in {}", dir.display()))?,
-        )),
+        ))),
     };
     let first = pipeline_for("eval-bm25");
     let ingest = first.ingest(&args.data).await?;
@@ -172,12 +188,14 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
             rows.push(evaluation::row(&p, model.as_ref(), name, mode, &queries).await?);
         }
         if let Some(r) = &reranker {
-            let p = p.with_reranker(r.clone());
-            let mode = RetrievalMode::Hybrid;
-            if let Some(row) =
-                evaluation::reranked_row(&p, model.as_ref(), name, mode, &queries).await?
-            {
-                rows.push(row);
+            for &weight in &weights {
+                let p = pipeline_weighted(&format!("eval-{i}"), weight).with_reranker(r.clone());
+                let mode = RetrievalMode::Hybrid;
+                if let Some(row) =
+                    evaluation::reranked_row(&p, model.as_ref(), name, mode, &queries).await?
+                {
+                    rows.push(row);
+                }
             }
         }
     }
@@ -192,4 +210,49 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
         report,
         chart,
     })
+}
+
+/// A reranker that remembers its scores by (query, passage), so the rows of several
+/// `--rerank-weight`s cost one cross-encoder pass (scores are independent of the other
+/// passages of a call: the [`Reranker`](rag_core::rerank::Reranker) contract).
+struct Memo<R> {
+    inner: R,
+    seen: std::sync::Mutex<std::collections::HashMap<(String, String), f32>>,
+}
+
+impl<R> Memo<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            seen: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: rag_core::rerank::Reranker> rag_core::rerank::Reranker for Memo<R> {
+    async fn score(&self, query: &str, documents: &[String]) -> rag_core::Result<Vec<f32>> {
+        let key = |d: &String| (query.to_string(), d.clone());
+        let missing: Vec<String> = {
+            let seen = self.seen.lock().expect("memo lock");
+            documents
+                .iter()
+                .filter(|d| !seen.contains_key(&key(d)))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let scores = self.inner.score(query, &missing).await?;
+            let mut seen = self.seen.lock().expect("memo lock");
+            for (d, s) in missing.iter().zip(scores) {
+                seen.insert(key(d), s);
+            }
+        }
+        let seen = self.seen.lock().expect("memo lock");
+        Ok(documents.iter().map(|d| seen[&key(d)]).collect())
+    }
+
+    fn model_id(&self) -> String {
+        self.inner.model_id()
+    }
 }

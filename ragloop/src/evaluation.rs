@@ -60,11 +60,16 @@ pub async fn reranked_row(
     let Some(reranker) = pipeline.reranker() else {
         return Ok(None);
     };
+    let options = pipeline.options();
+    let weight = match options.rerank_weight {
+        w if w >= 1.0 => String::new(),
+        w => format!(", weight {w}"),
+    };
     Ok(Some(MetricsRow {
         retriever: format!(
-            "{} → rerank top {} with {}",
-            label(mode, name, pipeline.options().fusion),
-            pipeline.options().rerank_candidates,
+            "{} → rerank top {} with {}{weight}",
+            label(mode, name, options.fusion),
+            options.rerank_candidates,
             reranker.model_id()
         ),
         metrics: pipeline
@@ -94,6 +99,34 @@ impl FusionChoice {
             fusion,
             reason: reason.into(),
             analyzer: None,
+        }
+    }
+}
+
+/// How much a trained reranker's order counts against the search's (`rag_core::rerank::blend`),
+/// chosen by its training job and saved as `rerank.json` beside it; `[rerank] weight` in the
+/// configuration overrides it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RerankChoice {
+    /// The reranker's weight in [0, 1].
+    pub weight: f32,
+    /// Why (the queries it was chosen on and the scores).
+    pub reason: String,
+}
+
+impl RerankChoice {
+    /// The file beside a cross-encoder directory.
+    pub const FILE: &'static str = "rerank.json";
+
+    /// The choice saved in `dir`, if there is one (an unreadable file is an error).
+    pub fn read(dir: &std::path::Path) -> Result<Option<Self>> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is not a rerank choice: {e}", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
         }
     }
 }

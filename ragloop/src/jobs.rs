@@ -169,6 +169,50 @@ impl JobPlan {
         }
     }
 
+    /// Stage 2's second job, with `[rerank] backend = "local"` and no `model`: a cross-encoder
+    /// trained from the embedding model's encoder (`ragloop train --reranker`) on the queries'
+    /// train split (else pairs mined from the documents), its hard negatives mined by the base
+    /// bi-encoder over the chunks stage 5 embeds (the same pooled-vector cache), written to
+    /// [`LoopConfig::reranker_output`].
+    pub fn reranker_training(&self) -> Option<JobSpec> {
+        let output = self.config.reranker_output()?;
+        let ModelKind::Sentence(base) = self.config.embedding.kind() else {
+            return None;
+        };
+        let mut args: Vec<String> = vec![
+            "train".into(),
+            "--reranker".into(),
+            "--data".into(),
+            self.layout.raw_docs().to_string(),
+            "--output".into(),
+            output.to_string(),
+        ];
+        if let Some(cache) = &self.local_cache {
+            args.extend(["--cache".into(), cache.display().to_string()]);
+        }
+        args.extend(["--analyzer".into(), self.config.index.analyzer.to_string()]);
+        self.quantize_args(&mut args);
+        if let Some(q) = self.training_queries() {
+            args.extend([
+                "--queries".into(),
+                Self::job_path(&q.display().to_string()),
+                "--queries-split".into(),
+                "train".into(),
+                "--mine".into(),
+                "none".into(),
+            ]);
+        }
+        Some(
+            self.spec(
+                format!("{}-reranker-train", self.config.embedding.name),
+                JobKind::EmbeddingFineTune,
+                args,
+                output,
+            )
+            .with_base_model(Self::job_path(&base)),
+        )
+    }
+
     /// The query set whose train split stage 2 trains on: when the evaluated split is another
     /// and the set is a local file a job on this machine reads.
     fn training_queries(&self) -> Option<&Path> {

@@ -6,7 +6,7 @@ use rag_core::Stage;
 use rag_core::pipeline::Layout;
 
 use crate::backends::{job_command, store_spec};
-use crate::config::{DeployBackend, JobsBackend, LoopConfig, StoreBackend};
+use crate::config::{DeployBackend, JobsBackend, LoopConfig, RerankBackend, StoreBackend};
 use crate::jobs::JobPlan;
 
 /// The plan as text, one line per stage. `local_command` is the program local jobs run.
@@ -72,6 +72,16 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         train_line.push_str(&format!(
             "\n  {:<20} synthetic questions from {}: {} per document, at most {} documents and {} tokens ([embedding] synthetic, synthetic_docs, synthetic_tokens)",
             "", s.model, s.questions, s.documents, s.tokens
+        ));
+    }
+    if let Some(spec) = jobs.reranker_training() {
+        train_line.push_str(&format!(
+            "\n  {:<20} job {} (cross-encoder on {}) → {}: {}",
+            "",
+            spec.name,
+            spec.base_model.as_deref().unwrap_or_default(),
+            spec.output,
+            spec.command.join(" ")
         ));
     }
     stage(Stage::TrainEmbeddings, train_line);
@@ -143,10 +153,29 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
             }
         ),
     );
+    let r = &config.rerank;
+    let rerank = match r.backend {
+        RerankBackend::None => String::new(),
+        backend => format!(
+            ", its top {} fused candidates reranked by {} ({}; weight {})",
+            r.candidates,
+            match (&r.model, config.reranker_output()) {
+                (Some(m), _) => m.clone(),
+                (None, Some(trained)) => format!("the cross-encoder stage 2 trains, {trained}"),
+                (None, None) => "gte-rerank-v2".into(),
+            },
+            match backend {
+                RerankBackend::Bailian => "Bailian",
+                _ => "local",
+            },
+            r.weight
+                .map_or_else(|| "as its training chose, else 1".into(), |w| w.to_string())
+        ),
+    };
     stage(
         Stage::Answer,
         format!(
-            "{:?} LLM{}, top {} chunks, hybrid retrieval",
+            "{:?} LLM{}, top {} chunks, hybrid retrieval{rerank}",
             config.llm.backend,
             config
                 .llm
@@ -158,7 +187,7 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
     );
     match config.queries() {
         Some(q) => out.push_str(&format!(
-            "  {:<20} {} on the {:?} split of {}\n",
+            "  {:<20} {}{} on the {:?} split of {}\n",
             "report",
             config
                 .retrievers()
@@ -166,6 +195,11 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
+            if r.backend == RerankBackend::None {
+                ""
+            } else {
+                " (hybrid also reranked)"
+            },
             config.eval.split,
             q.display()
         )),

@@ -645,6 +645,83 @@ fn the_neural_default_loop_runs_on_a_slice_of_the_bundled_corpus() {
     );
 }
 
+/// `[rerank] backend = "local"` without a model: stage 2 trains a cross-encoder from the
+/// embedding model's encoder as a second job, which chooses its weight against the search's
+/// order (the prior here: the slice holds out too few queries to choose on); the answer and
+/// the report's reranked row use it; a rerun trains nothing.
+#[test]
+fn a_reranker_trained_in_stage_2_reranks_the_answer_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, queries) = bundled_slice(dir.path(), 40);
+    let config = dir.path().join("ragloop.toml");
+    std::fs::write(
+        &config,
+        "[embedding]\ntrain = \"none\"\n[rerank]\nbackend = \"local\"\ncandidates = 20\n",
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    let run = || {
+        let out = ragloop()
+            .args(["run", "--json", "--question", "How do I print a file?"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "ragloop run failed: {stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let summary = run();
+    let stages = summary["stages"].as_array().unwrap();
+    let line = stages[2]["summary"].as_str().unwrap();
+    assert!(
+        line.contains("trained a cross-encoder reranker from all-MiniLM-L6-v2"),
+        "{line}"
+    );
+    let output = work.join("store/ragloop-demo/models/emb-v1-reranker");
+    assert!(output.join("_SUCCESS").is_file());
+    let choice: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("rerank.json")).unwrap()).unwrap();
+    assert_eq!(choice["weight"], 0.5, "{choice}");
+    assert!(
+        choice["reason"].as_str().unwrap().contains("the prior"),
+        "{choice}"
+    );
+    let rows: Vec<&str> = summary["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    let reranked = rows.last().unwrap();
+    assert!(
+        reranked.contains("→ rerank top 20 with") && reranked.ends_with("weight 0.5"),
+        "{rows:?}"
+    );
+    for r in summary["evaluation"].as_array().unwrap() {
+        let ndcg = r["metrics"]["ndcg_at_10"].as_f64().unwrap();
+        assert!(ndcg > 0.3 && ndcg <= 1.0, "{r}");
+    }
+    assert!(
+        !summary["answer"]["citations"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{summary}"
+    );
+
+    let again = run();
+    let line = again["stages"][2]["summary"].as_str().unwrap();
+    assert!(line.contains("already trained"), "{line}");
+    assert_eq!(again["evaluation"], summary["evaluation"]);
+}
+
 #[test]
 fn sizes_a_user_types_are_bounded_before_anything_runs() {
     // `--dims 4000000000` once trained a 4e9-dimension model, then embedding was OOM-killed.

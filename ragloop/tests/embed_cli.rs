@@ -920,6 +920,7 @@ fn eval_reports_the_hybrid_row_reranked() {
     let summary = json_of(
         Command::new(env!("CARGO_BIN_EXE_ragloop"))
             .args(["eval", "--json", "--dims", "64", "--rerank-candidates", "7"])
+            .args(["--rerank-weight", "1,0"])
             .arg("--reranker")
             .arg(&reranker)
             .arg("--data")
@@ -934,13 +935,17 @@ fn eval_reports_the_hybrid_row_reranked() {
         .iter()
         .map(|r| r["retriever"].as_str().unwrap())
         .collect();
-    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert_eq!(labels.len(), 5, "{labels:?}");
     assert!(
         labels[3].starts_with(labels[2])
-            && labels[3].contains("rerank top 7 with tiny-cross-encoder"),
+            && labels[3].contains("rerank top 7 with tiny-cross-encoder")
+            && !labels[3].contains("weight"),
         "{labels:?}"
     );
     assert_eq!(rows[3]["metrics"]["queries"], 1);
+    // Weight 0 keeps the search's order: the hybrid row's metrics again.
+    assert!(labels[4].ends_with("weight 0"), "{labels:?}");
+    assert_eq!(rows[4]["metrics"], rows[2]["metrics"]);
     // A directory that is not a cross-encoder is refused before anything runs.
     let out = Command::new(env!("CARGO_BIN_EXE_ragloop"))
         .args(["eval", "--dims", "64", "--reranker"])
@@ -1005,6 +1010,11 @@ fn train_reranker_writes_a_cross_encoder() {
     );
     assert!(output.join("_SUCCESS").exists());
     assert!(output.join("training-report.md").exists());
+    // No query held out: the reranker's weight against the search's order is the prior.
+    let choice: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("rerank.json")).unwrap()).unwrap();
+    assert_eq!(choice, summary["weight"]);
+    assert_eq!(choice["weight"], 0.5);
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(output.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");

@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Pipeline;
-use crate::chat::Usage;
+use futures::stream::BoxStream;
+
+use crate::chat::{ChatEvent, Usage};
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
 use crate::eval::{EvalQuery, MetricsAccumulator, RetrievalMetrics};
-use crate::index::{Query, SearchHit, SearchRequest};
+use crate::index::{Filter, Query, SearchHit, SearchRequest};
 use crate::prompt::{ContextChunk, cited_ids, rag_request};
-use crate::rerank::Reranker;
+use crate::rerank::{Reranker, blend};
 
 /// How chunks are retrieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,7 +28,7 @@ pub enum RetrievalMode {
 }
 
 /// A cited source of an answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Citation {
     /// The chunk's id as cited.
     pub chunk_id: String,
@@ -39,13 +41,13 @@ pub struct Citation {
     /// End offset.
     pub end: u64,
     /// The heading path of the chunk's section (`3 Installation > 3.2 Linux`), if known.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub section: String,
     /// The page the chunk begins on, for paged formats.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub page: Option<u32>,
     /// The page it ends on, when later than `page`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub page_end: Option<u32>,
 }
 
@@ -112,6 +114,21 @@ impl Pipeline {
         mode: RetrievalMode,
         rerank: bool,
     ) -> Result<Vec<SearchHit>> {
+        self.retrieve_filtered(model, question, k, mode, None, rerank)
+            .await
+    }
+
+    /// [`Pipeline::retrieve_with`] among the records whose metadata passes `filter` (the
+    /// search applies it before taking candidates, so the k hits all pass it).
+    pub async fn retrieve_filtered(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        k: usize,
+        mode: RetrievalMode,
+        filter: Option<Filter>,
+        rerank: bool,
+    ) -> Result<Vec<SearchHit>> {
         let reranker = match (rerank, &self.reranker) {
             (false, _) => None,
             (true, Some(r)) => Some(r),
@@ -129,16 +146,15 @@ impl Pipeline {
                 text: question.to_string(),
             },
         };
+        let mut request = SearchRequest::new(query, depth).with_fusion(self.options.fusion);
+        request.filter = filter;
         let mut hits = self
             .index_backend()?
-            .search(
-                &self.options.index_name,
-                &SearchRequest::new(query, depth).with_fusion(self.options.fusion),
-            )
+            .search(&self.options.index_name, &request)
             .await?;
         if let Some(reranker) = reranker {
-            let candidates = self.options.rerank_candidates;
-            hits = rerank_hits(reranker.as_ref(), question, hits, candidates).await?;
+            let (candidates, weight) = (self.options.rerank_candidates, self.options.rerank_weight);
+            hits = rerank_hits(reranker.as_ref(), question, hits, candidates, weight).await?;
         }
         hits.truncate(k);
         Ok(hits)
@@ -147,37 +163,76 @@ impl Pipeline {
     /// Stage 7: retrieves context with hybrid search, asks the chat model with the seed's
     /// `Context: …\nQuestion: …` prompt and resolves the chunk ids it cites.
     pub async fn answer(&self, model: &dyn EmbeddingModel, question: &str) -> Result<Answer> {
-        if question.trim().is_empty() {
-            return Err(Error::invalid("the question is empty"));
-        }
-        let t0 = Instant::now();
-        let context = self
-            .retrieve(model, question, self.options.top_k, RetrievalMode::Hybrid)
-            .await?;
-        let retrieval_time = t0.elapsed();
-        let chunks: Vec<ContextChunk> = context
-            .iter()
-            .map(|h| ContextChunk {
-                id: h.id.clone(),
-                text: h.text.clone(),
-            })
-            .collect();
+        self.answer_with(model, question, self.options.top_k, None)
+            .await
+    }
+
+    /// [`Pipeline::answer`] with `k` chunks of context, among the records passing `filter`.
+    pub async fn answer_with(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        k: usize,
+        filter: Option<Filter>,
+    ) -> Result<Answer> {
+        let (context, retrieval_time) = self.context(model, question, k, filter).await?;
         let t1 = Instant::now();
-        let resp = self.chat()?.chat(&rag_request(&chunks, question)).await?;
+        let resp = self
+            .chat()?
+            .chat(&rag_request(&context_chunks(&context), question))
+            .await?;
         let generation_time = t1.elapsed();
-        let citations = cited_ids(&resp.content, context.iter().map(|h| h.id.as_str()))
-            .into_iter()
-            .filter_map(|id| context.iter().find(|h| h.id == id).map(citation_of))
-            .collect();
         Ok(Answer {
             question: question.to_string(),
+            citations: cite(&resp.content, &context),
             text: resp.content,
-            citations,
             context,
             usage: resp.usage,
             retrieval_time,
             generation_time,
         })
+    }
+
+    /// [`Pipeline::answer_with`], the answer streamed: the context is retrieved first, then
+    /// the chat model's deltas arrive as it writes them ([`crate::ChatModel::chat_stream`],
+    /// ending with one [`ChatEvent::Done`]); [`AnswerStream::citations`] resolves the ones the
+    /// whole text cites.
+    pub async fn answer_stream(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        k: usize,
+        filter: Option<Filter>,
+    ) -> Result<AnswerStream> {
+        let (context, retrieval_time) = self.context(model, question, k, filter).await?;
+        let events = self
+            .chat()?
+            .chat_stream(&rag_request(&context_chunks(&context), question))
+            .await?;
+        Ok(AnswerStream {
+            context,
+            retrieval_time,
+            events,
+        })
+    }
+
+    /// The answer's context: the top `k` hybrid hits (reranked when the pipeline reranks).
+    async fn context(
+        &self,
+        model: &dyn EmbeddingModel,
+        question: &str,
+        k: usize,
+        filter: Option<Filter>,
+    ) -> Result<(Vec<SearchHit>, Duration)> {
+        if question.trim().is_empty() {
+            return Err(Error::invalid("the question is empty"));
+        }
+        let t0 = Instant::now();
+        let rerank = self.reranker.is_some();
+        let context = self
+            .retrieve_filtered(model, question, k, RetrievalMode::Hybrid, filter, rerank)
+            .await?;
+        Ok((context, t0.elapsed()))
     }
 
     /// Retrieval quality over `queries`: for each, the top `depth` chunks are mapped to their
@@ -224,17 +279,22 @@ pub fn rerank_text(hit: &SearchHit) -> String {
     }
 }
 
-/// The first `candidates` of `hits` reordered by `reranker` (its scores become theirs), then
-/// the rest in their order.
+/// The first `candidates` of `hits` reordered by `reranker`, then the rest in their order.
+/// With `weight` 1 the reranker's order is taken and its scores become the hits'; below 1 the
+/// order is [`blend`]'s.
 pub(crate) async fn rerank_hits(
     reranker: &dyn Reranker,
     question: &str,
     mut hits: Vec<SearchHit>,
     candidates: usize,
+    weight: f32,
 ) -> Result<Vec<SearchHit>> {
     let rest = hits.split_off(candidates.min(hits.len()));
     let texts: Vec<String> = hits.iter().map(rerank_text).collect();
-    let order = reranker.rerank(question, &texts, texts.len()).await?;
+    let mut order = reranker.rerank(question, &texts, texts.len()).await?;
+    if weight < 1.0 {
+        order = blend(&order, weight);
+    }
     let mut slots: Vec<Option<SearchHit>> = hits.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(slots.len() + rest.len());
     for s in order {
@@ -258,7 +318,53 @@ pub(crate) async fn rerank_hits(
     Ok(out)
 }
 
-fn citation_of(hit: &SearchHit) -> Citation {
+/// An answer being written: its context (retrieved before the first token) and the chat
+/// model's events.
+pub struct AnswerStream {
+    /// Chunks given as context.
+    pub context: Vec<SearchHit>,
+    /// Time to retrieve.
+    pub retrieval_time: Duration,
+    /// The chat model's deltas, then one [`ChatEvent::Done`].
+    pub events: BoxStream<'static, Result<ChatEvent>>,
+}
+
+impl AnswerStream {
+    /// The context chunks `text` (the whole answer) cites, as citations.
+    pub fn citations(&self, text: &str) -> Vec<Citation> {
+        cite(text, &self.context)
+    }
+}
+
+impl std::fmt::Debug for AnswerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerStream")
+            .field("context", &self.context.len())
+            .field("retrieval_time", &self.retrieval_time)
+            .finish_non_exhaustive()
+    }
+}
+
+fn context_chunks(context: &[SearchHit]) -> Vec<ContextChunk> {
+    context
+        .iter()
+        .map(|h| ContextChunk {
+            id: h.id.clone(),
+            text: h.text.clone(),
+        })
+        .collect()
+}
+
+/// The hits of `context` that `text` (an answer) cites, as citations in citing order.
+pub fn cite(text: &str, context: &[SearchHit]) -> Vec<Citation> {
+    cited_ids(text, context.iter().map(|h| h.id.as_str()))
+        .into_iter()
+        .filter_map(|id| context.iter().find(|h| h.id == id).map(citation_of))
+        .collect()
+}
+
+/// The citation of one hit (its chunk id and the metadata the index keeps).
+pub fn citation_of(hit: &SearchHit) -> Citation {
     let s = |k: &str| {
         hit.metadata
             .get(k)

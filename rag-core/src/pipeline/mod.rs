@@ -43,7 +43,7 @@ use crate::store::ObjectStore;
 use crate::training::TrainingBackend;
 
 pub use crate::stage::{LogProgress, Progress, Stage};
-pub use answer::{Answer, Citation, RetrievalMode, rerank_text};
+pub use answer::{Answer, AnswerStream, Citation, RetrievalMode, citation_of, cite, rerank_text};
 pub use embed::EmbedReport;
 pub use index::{IndexManifest, IndexReport};
 pub use ingest::IngestReport;
@@ -77,6 +77,12 @@ pub struct PipelineOptions {
     /// Fused candidates a reranker (if set, [`Pipeline::with_reranker`]) reorders before the
     /// top k are taken (default 50).
     pub rerank_candidates: usize,
+    /// How much the reranker's order counts against the search's (default 1: the reranker's
+    /// order alone, its scores the hits'). Below 1 the candidates are ranked by weighted
+    /// reciprocal-rank fusion of both orders (`w/(60+r_rerank) + (1−w)/(60+r_search)`), which
+    /// keeps the search's order as a prior a weak reranker cannot undo; 0 keeps the search's
+    /// order.
+    pub rerank_weight: f32,
 }
 
 impl Default for PipelineOptions {
@@ -93,6 +99,7 @@ impl Default for PipelineOptions {
             fusion: crate::index::Fusion::Rrf,
             analyzer: crate::Analyzer::English,
             rerank_candidates: 50,
+            rerank_weight: 1.0,
         }
     }
 }
@@ -187,6 +194,13 @@ impl Pipeline {
     /// reranker's scores and keeps the top k.
     pub fn with_reranker(mut self, reranker: Arc<dyn Reranker>) -> Self {
         self.reranker = Some(reranker);
+        self
+    }
+
+    /// Sets [`PipelineOptions::rerank_weight`]: how much the reranker's order counts against
+    /// the search's.
+    pub fn with_rerank_weight(mut self, weight: f32) -> Self {
+        self.options.rerank_weight = weight;
         self
     }
 

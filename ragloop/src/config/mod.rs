@@ -102,6 +102,9 @@ pub struct LoopConfig {
     /// Evaluation and the question answered at the end.
     #[serde(default)]
     pub eval: EvalSection,
+    /// `ragloop serve`: the HTTP API over stage 7.
+    #[serde(default)]
+    pub serve: ServeSection,
 }
 
 fn default_root() -> StoreUri {
@@ -224,14 +227,39 @@ impl LoopConfig {
             ),
             _ => {}
         }
+        let sv = &self.serve;
+        if sv.addr.parse::<std::net::SocketAddr>().is_err() {
+            bail!(
+                "serve.addr = {:?} is not an address (`127.0.0.1:8080`)",
+                sv.addr
+            );
+        }
+        for (name, value) in [
+            ("max_concurrent", sv.max_concurrent as u64),
+            ("timeout_secs", sv.timeout_secs),
+            ("max_body_bytes", sv.max_body_bytes as u64),
+            ("max_k", sv.max_k as u64),
+        ] {
+            if value == 0 {
+                bail!("serve.{name} is 0: it must be at least 1");
+            }
+        }
         let r = &self.rerank;
         if r.candidates == 0 {
             bail!("rerank.candidates is 0: name how many fused candidates to rerank (50)");
         }
-        if r.backend == RerankBackend::Local && r.model.is_none() {
+        if let Some(Err(why)) = r.weight.map(check_rerank_weight) {
+            bail!("rerank.weight: {why}");
+        }
+        if r.backend == RerankBackend::Local
+            && r.model.is_none()
+            && !matches!(kind, ModelKind::Sentence(_))
+        {
             bail!(
-                "rerank.backend = \"local\" needs rerank.model, a cross-encoder directory \
-                 (`ragloop train --reranker` writes one)"
+                "rerank.backend = \"local\" without rerank.model trains a cross-encoder from the \
+                 embedding model's encoder, and {} is not a sentence-transformers model: name a \
+                 cross-encoder directory in rerank.model (`ragloop train --reranker` writes one)",
+                self.embedding.model
             );
         }
         if r.quantize != embed_runtime::Quantization::None && r.backend != RerankBackend::Local {
@@ -400,6 +428,15 @@ impl LoopConfig {
         rag_core::pipeline::Layout::new(self.root.clone()).model(&self.embedding.name)
     }
 
+    /// Where stage 2 writes the cross-encoder it trains (`models/<embedding name>-reranker/`),
+    /// or `None` when it trains none (`[rerank] backend = "local"` without a `model`).
+    pub fn reranker_output(&self) -> Option<StoreUri> {
+        (self.rerank.backend == RerankBackend::Local && self.rerank.model.is_none()).then(|| {
+            rag_core::pipeline::Layout::new(self.root.clone())
+                .model(&format!("{}-reranker", self.embedding.name))
+        })
+    }
+
     /// Whether any stage talks to a cloud service (for `--dry-run`).
     pub fn uses_cloud(&self) -> bool {
         self.store.backend != StoreBackend::Local
@@ -413,4 +450,23 @@ impl LoopConfig {
             || self.llm_fine_tune.backend != LlmFineTuneBackend::None
             || self.deploy.backend == DeployBackend::Bailian
     }
+}
+
+fn check_rerank_weight(w: f32) -> std::result::Result<f32, String> {
+    if (0.0..=1.0).contains(&w) {
+        Ok(w)
+    } else {
+        Err(format!(
+            "{w} is not in [0, 1] (1: the reranker's order; 0.5: both orders fused equally)"
+        ))
+    }
+}
+
+/// Parses a `--rerank-weight` value (a number in [0, 1]).
+pub fn parse_rerank_weight(s: &str) -> std::result::Result<f32, String> {
+    let w: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    check_rerank_weight(w)
 }

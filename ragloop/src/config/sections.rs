@@ -399,11 +399,18 @@ pub struct RerankSection {
     /// The backend.
     #[serde(default)]
     pub backend: RerankBackend,
-    /// The model: a cross-encoder directory for `local`, a model name for `bailian`.
+    /// The model: for `local` a cross-encoder directory or store prefix (unset: stage 2
+    /// trains one from the embedding model's encoder, see `LoopConfig::reranker_output`), for
+    /// `bailian` a model name (`gte-rerank-v2`).
     pub model: Option<String>,
     /// Fused candidates reranked before the top k are taken.
     #[serde(default = "default_candidates")]
     pub candidates: usize,
+    /// How much the reranker's order counts against the search's, in [0, 1]: 1 takes the
+    /// reranker's order; below 1 both orders are fused by weighted reciprocal rank
+    /// (`rag_core::rerank::blend`), so a reranker weaker than the search on this corpus cannot
+    /// undo it. Unset: the weight a trained reranker's job chose (its `rerank.json`), else 1.
+    pub weight: Option<f32>,
     /// DashScope region: `beijing` (default) or `singapore`.
     pub region: Option<String>,
     /// `local`: quantise the cross-encoder's linear layers to int8 (`"int8"`).
@@ -416,6 +423,58 @@ fn default_candidates() -> usize {
 }
 
 impl Default for RerankSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// `[serve]`: `ragloop serve`'s address and limits. The bearer token is never in the file:
+/// it comes from `RAGLOOP_API_TOKEN` (unset: no authentication, for loopback use).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Where to listen (`127.0.0.1:8080`; `--addr` overrides it).
+    #[serde(default = "default_addr")]
+    pub addr: String,
+    /// Requests served at once; more are answered 503 with `Retry-After` (default 16).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Seconds a request may take before it is answered 504 (default 60).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Largest request body in bytes (default 64 KiB); larger ones are answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest `k` a request may ask for (default 50).
+    #[serde(default = "default_max_k")]
+    pub max_k: usize,
+    /// Origins allowed to call the API from a browser (CORS); empty (default) sends no CORS
+    /// headers, so only the bundled page (same origin) can.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+fn default_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_max_concurrent() -> usize {
+    16
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_max_k() -> usize {
+    50
+}
+
+impl Default for ServeSection {
     fn default() -> Self {
         toml::from_str("").expect("every field has a default")
     }

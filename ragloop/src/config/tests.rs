@@ -184,9 +184,15 @@ fn mistakes_are_one_clear_line() {
             "needs llm.model",
         ),
         (
-            "[rerank]\nbackend = \"local\"",
-            "needs rerank.model, a cross-encoder directory",
+            "[embedding]\nmodel = \"hashed\"\n[rerank]\nbackend = \"local\"",
+            "is not a sentence-transformers model: name a cross-encoder directory",
         ),
+        (
+            "[serve]\naddr = \"localhost\"",
+            "serve.addr = \"localhost\" is not an address",
+        ),
+        ("[serve]\nmax_k = 0", "serve.max_k is 0"),
+        ("[serve]\ntoken = \"x\"", "unknown field `token`"),
         (
             "[rerank]\nbackend = \"colbert\"",
             "unknown variant `colbert`",
@@ -194,6 +200,10 @@ fn mistakes_are_one_clear_line() {
         (
             "[rerank]\nbackend = \"local\"\nmodel = \"m\"\ncandidates = 0",
             "rerank.candidates is 0",
+        ),
+        (
+            "[rerank]\nbackend = \"local\"\nmodel = \"m\"\nweight = 1.5",
+            "rerank.weight: 1.5 is not in [0, 1]",
         ),
         (
             "[rerank]\nbackend = \"bailian\"\nquantize = \"int8\"",

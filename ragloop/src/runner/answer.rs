@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use rag_core::pipeline::{Answer, RetrievalMode};
+use rag_core::pipeline::{Answer, Pipeline, RetrievalMode};
 use rag_core::{EmbeddingModel, Progress, Stage};
 
 use super::{NamedModel, Runner, StageLine};
@@ -22,14 +22,11 @@ impl Runner {
         progress: Arc<dyn Progress>,
     ) -> Result<(StageLine, Answer)> {
         let t = Instant::now();
-        let mut pipeline = self
-            .pipeline(&self.index_name(Which::Served), progress)
-            .with_index(self.backends.index.clone())
-            .with_chat(self.backends.chat(deployed)?);
-        if let Some(reranker) = self.reranker()? {
-            pipeline = pipeline.with_reranker(reranker);
-        }
-        let answer = pipeline.answer(model, question).await?;
+        let answer = self
+            .query_pipeline(deployed, progress)
+            .await?
+            .answer(model, question)
+            .await?;
         let tokens = u64::from(answer.usage.total_tokens);
         Ok((
             StageLine::new(
@@ -47,6 +44,24 @@ impl Runner {
             ),
             answer,
         ))
+    }
+
+    /// The pipeline stage 7 answers with (and `ragloop serve` serves): the served index, the
+    /// chat model (`deployed`: the model stage 4 deployed, else `[llm]`'s), and the `[rerank]`
+    /// reranker with its weight.
+    pub async fn query_pipeline(
+        &self,
+        deployed: Option<&str>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Pipeline> {
+        let mut pipeline = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .with_index(self.backends.index.clone())
+            .with_chat(self.backends.chat(deployed)?);
+        if let Some(r) = self.reranker().await? {
+            pipeline = pipeline.with_reranker(r.model).with_rerank_weight(r.weight);
+        }
+        Ok(pipeline)
     }
 
     /// Whether the report evaluates the base model beside a trained one (which then needs its
@@ -100,9 +115,9 @@ impl Runner {
             // The served hybrid retriever, the one that answers, is also reported reranked
             // (each reranked row costs a cross-encoder pass over every query's candidates).
             if r == Retriever::Hybrid(Which::Served)
-                && let Some(reranker) = self.reranker()?
+                && let Some(r) = self.reranker().await?
             {
-                pipeline = pipeline.with_reranker(reranker);
+                pipeline = pipeline.with_reranker(r.model).with_rerank_weight(r.weight);
                 let t = Instant::now();
                 if let Some(row) =
                     evaluation::reranked_row(&pipeline, m.model.as_ref(), &m.name, mode, &queries)

@@ -172,8 +172,8 @@ pub struct Runner {
     fusion: std::sync::Mutex<fusion::Choices>,
     /// The work directory's writer lock, taken by the first stage that writes.
     work_lock: std::sync::Mutex<Option<rag_core::local::DirLock>>,
-    /// The `[rerank]` model, loaded by the first retrieval that uses it.
-    reranker: std::sync::Mutex<Option<Arc<dyn rag_core::rerank::Reranker>>>,
+    /// The `[rerank]` model and its weight, loaded by the first retrieval that uses it.
+    reranker: tokio::sync::OnceCell<Option<crate::backends::LoadedReranker>>,
 }
 impl Runner {
     /// Connects every backend `config` names (see [`Backends::connect`]).
@@ -184,20 +184,18 @@ impl Runner {
             backends,
             fusion: std::sync::Mutex::new(fusion::Choices::new()),
             work_lock: std::sync::Mutex::new(None),
-            reranker: std::sync::Mutex::new(None),
+            reranker: tokio::sync::OnceCell::new(),
         })
     }
 
-    /// The `[rerank]` reranker (`None` with `backend = "none"`), loaded once.
-    pub fn reranker(&self) -> Result<Option<Arc<dyn rag_core::rerank::Reranker>>> {
-        let mut slot = self
+    /// The `[rerank]` reranker and the weight of its order (`None` with `backend = "none"`),
+    /// loaded once.
+    pub async fn reranker(&self) -> Result<Option<crate::backends::LoadedReranker>> {
+        Ok(self
             .reranker
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the reranker lock was poisoned by a panic"))?;
-        if slot.is_none() {
-            *slot = self.backends.reranker()?;
-        }
-        Ok(slot.clone())
+            .get_or_try_init(|| self.backends.reranker())
+            .await?
+            .clone())
     }
 
     /// Takes the work directory's writer lock, held until the runner is dropped (or the
@@ -342,6 +340,34 @@ impl Runner {
         .with_details(damaged.into_iter().collect()))
     }
 
+    /// Stage 2's reranker job ([`crate::jobs::JobPlan::reranker_training`]), when the
+    /// configuration trains a reranker (skipped when its output is complete).
+    pub async fn train_reranker(&self, progress: Arc<dyn Progress>) -> Result<Option<StageLine>> {
+        let Some(spec) = self.backends.plan.reranker_training() else {
+            return Ok(None);
+        };
+        self.lock_work_dir()?;
+        let t = Instant::now();
+        let job = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .with_trainer(self.backends.jobs.clone())
+            .run_job(Stage::TrainEmbeddings, &spec, wait_options())
+            .await?;
+        let what = format!(
+            "a cross-encoder reranker from {}",
+            spec.base_model.as_deref().unwrap_or_default()
+        );
+        Ok(Some(StageLine::new(
+            Stage::TrainEmbeddings,
+            match &job.job_id {
+                Some(id) => format!("job {id} ({}) trained {what} → {}", spec.name, spec.output),
+                None => format!("{} already trained", spec.output),
+            },
+            t,
+            0,
+        )))
+    }
+
     /// When stage 2's output is complete but its model fails its integrity check (a damaged
     /// file: [`rag_core::Error::Corrupt`]), removes the output's `_SUCCESS` so that the job
     /// trains it again, and says so. Any other failure to load is left to the stage that
@@ -395,6 +421,7 @@ pub async fn run(r: &Runner, progress: Arc<dyn Progress>) -> Result<LoopSummary>
         r.ingest(None, progress.clone()).await?,
         r.train(progress.clone()).await?,
     ];
+    stages.extend(r.train_reranker(progress.clone()).await?);
     let (ft, tuned) = r.fine_tune_llm(progress.clone()).await?;
     stages.push(ft);
     let (dep, deployed) = r.deploy(tuned.as_ref(), progress.clone()).await?;

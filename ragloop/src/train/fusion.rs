@@ -128,13 +128,13 @@ pub(super) fn held_out(
 
 /// BM25 over the chunks' text, and how a query's two candidate lists are cut from it and
 /// from the dense scores.
-struct Lists<'a> {
+pub(super) struct Lists<'a> {
     bm25: Bm25,
     chunk_docs: &'a [u32],
 }
 
 impl<'a> Lists<'a> {
-    fn new(texts: &[String], chunk_docs: &'a [u32], analyzer: Analyzer) -> Self {
+    pub(super) fn new(texts: &[String], chunk_docs: &'a [u32], analyzer: Analyzer) -> Self {
         let mut bm25 = Bm25::new(analyzer);
         for (slot, text) in texts.iter().enumerate() {
             bm25.add(slot, text);
@@ -155,7 +155,7 @@ impl<'a> Lists<'a> {
 
     /// The top [`CANDIDATES`] chunks by dot product with `query` and by BM25 for `text`,
     /// with the relevant documents (`None` over no chunks).
-    fn candidates(
+    pub(super) fn candidates(
         &self,
         query: &[f32],
         chunks: &[Vec<f32>],

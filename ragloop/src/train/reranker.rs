@@ -5,6 +5,13 @@
 //! bi-encoder ranks high, without the likely false negatives ([`super::passages::prepare`]);
 //! the loss is listwise over (positive, negatives, in-batch fill-ins). Writes a cross-encoder
 //! directory that embed-runtime and sentence-transformers load, a report and `_SUCCESS`.
+//!
+//! It also chooses how much the reranker's order should count against the search's
+//! (`rag_core::rerank::blend`), on the held-out queries (never trained on): each is searched
+//! over every chunk as the loop's hybrid search does it with the base model (dense and BM25
+//! lists fused by RRF), its top [`CANDIDATES`] reranked, and the weight of [`WEIGHTS`] with
+//! the best document-level nDCG@10 is saved as `rerank.json` beside the model. With fewer than
+//! [`super::fusion::MIN_HELD_OUT`] held-out queries it is the prior, equal weights ([`PRIOR`]).
 
 use std::time::Instant;
 
@@ -15,7 +22,17 @@ use embed_runtime::train::pairs::{self, Negative, Pair};
 use embed_runtime::train::{CrossEncoderTrainer, CrossTrainConfig, TrainReport};
 use serde::Serialize;
 
+use super::passages::{self as passages, Prepared};
 use super::{StepProgress, TrainArgs, gather_pairs, job_progress, publish};
+use crate::evaluation::RerankChoice;
+
+/// The reranker weights the job compares.
+pub const WEIGHTS: [f32; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+/// The weight without enough held-out queries to choose on (and the winner of ties): both
+/// orders count equally, as reciprocal-rank fusion weighs its lists.
+pub const PRIOR: f32 = 0.5;
+/// Fused candidates reranked per held-out query (`[rerank] candidates`' default).
+pub const CANDIDATES: usize = 50;
 
 /// What `ragloop train --reranker` did.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +51,8 @@ pub struct RerankerSummary {
     pub chunks: usize,
     /// Positives and hard negatives mined by the base bi-encoder.
     pub mining: MiningReport,
+    /// How much the reranker's order counts against the search's (saved as `rerank.json`).
+    pub weight: RerankChoice,
     /// Hyper-parameters.
     pub config: CrossTrainConfig,
     /// Loss per step and timings.
@@ -87,9 +106,7 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
         max_ratio: args.negative_ratio,
         ..HardOptions::default()
     };
-    let prepared =
-        super::passages::prepare(&base, &docs, &train, &options, job_progress(args.json))?;
-    drop(base);
+    let prepared = passages::prepare(&base, &docs, &train, &options, job_progress(args.json))?;
     let doc_id = |chunk: usize| {
         docs.get(prepared.chunk_docs[chunk] as usize)
             .map_or(String::new(), |d| d.id.clone())
@@ -139,6 +156,16 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
     bar.finish_and_clear();
     let out_dir = tempfile::tempdir()?;
     trainer.save(out_dir.path(), config.max_tokens)?;
+    drop(trainer);
+    bar.set_message("choosing the reranker's weight on the held-out queries");
+    let model = embed_runtime::CrossEncoder::load(out_dir.path())
+        .context("loading the trained cross-encoder")?;
+    let weight = choose_weight(&model, &base, &prepared, &held, &docs, args.analyzer)?;
+    tracing::info!(weight = weight.weight, reason = %weight.reason, "reranker weight");
+    std::fs::write(
+        out_dir.path().join(RerankChoice::FILE),
+        serde_json::to_vec_pretty(&weight)?,
+    )?;
 
     let summary = RerankerSummary {
         base_model: base_arg,
@@ -148,6 +175,7 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
         held_out_pairs: held.len(),
         chunks: prepared.report.chunks,
         mining: prepared.report.mining.clone(),
+        weight,
         config,
         report,
         seconds: started.elapsed().as_secs_f64(),
@@ -163,6 +191,80 @@ async fn train(args: &TrainArgs) -> Result<RerankerSummary> {
     Ok(summary)
 }
 
+/// The reranker's weight against the search's order (see the module docs).
+fn choose_weight(
+    model: &embed_runtime::CrossEncoder,
+    base: &SentenceEmbedder,
+    prepared: &Prepared,
+    held: &[Pair],
+    docs: &[rag_core::Document],
+    analyzer: rag_core::Analyzer,
+) -> Result<RerankChoice> {
+    let (texts, relevant) = passages::queries_of(held, docs);
+    if texts.len() < super::fusion::MIN_HELD_OUT {
+        return Ok(RerankChoice {
+            weight: PRIOR,
+            reason: format!(
+                "the prior (equal weights): {} held-out queries, fewer than {} to choose on",
+                texts.len(),
+                super::fusion::MIN_HELD_OUT
+            ),
+        });
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let queries = passages::normalized(&base.embed_unnormalized(&refs, true)?);
+    let chunks = passages::normalized(&prepared.chunks);
+    let lists = super::fusion::Lists::new(&prepared.texts, &prepared.chunk_docs, analyzer);
+    let request = rag_core::SearchRequest::new(rag_core::Query::Text(String::new()), CANDIDATES);
+    let mut accs: Vec<rag_core::eval::MetricsAccumulator> =
+        WEIGHTS.iter().map(|_| Default::default()).collect();
+    for ((q, text), rel) in queries.iter().zip(&texts).zip(&relevant) {
+        let Some((dense, lexical, rel)) = lists.candidates(q, &chunks, text, rel) else {
+            continue;
+        };
+        let hits: Vec<usize> = rag_core::fuse(&request, dense, lexical)
+            .iter()
+            .filter_map(|h| h.id.parse().ok())
+            .collect();
+        let pairs: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|&c| (text.as_str(), prepared.texts[c].as_str()))
+            .collect();
+        let order = rag_core::rerank::ranked(&model.predict(&pairs)?, hits.len());
+        for (acc, &w) in accs.iter_mut().zip(&WEIGHTS) {
+            let ranked: Vec<String> = rag_core::rerank::blend(&order, w)
+                .iter()
+                .map(|s| prepared.chunk_docs[hits[s.index]].to_string())
+                .collect();
+            acc.add(&ranked, &rel);
+        }
+    }
+    let scores: Vec<f64> = accs.into_iter().map(|a| a.finish().ndcg_at_10).collect();
+    // The best weight; ties go to the one nearest the prior.
+    let best = (0..WEIGHTS.len())
+        .min_by(|&a, &b| {
+            scores[b].total_cmp(&scores[a]).then(
+                (WEIGHTS[a] - PRIOR)
+                    .abs()
+                    .total_cmp(&(WEIGHTS[b] - PRIOR).abs()),
+            )
+        })
+        .unwrap_or(0);
+    let table: Vec<String> = WEIGHTS
+        .iter()
+        .zip(&scores)
+        .map(|(w, s)| format!("{w}: {s:.3}"))
+        .collect();
+    Ok(RerankChoice {
+        weight: WEIGHTS[best],
+        reason: format!(
+            "chosen on {} held-out queries (hybrid RRF search with the base model, top {CANDIDATES} reranked), nDCG@10 by weight {}",
+            texts.len(),
+            table.join(", ")
+        ),
+    })
+}
+
 /// The human summary (also `training-report.md` beside the model).
 pub fn render(s: &RerankerSummary) -> String {
     let steps = &s.report.steps;
@@ -173,6 +275,7 @@ pub fn render(s: &RerankerSummary) -> String {
          - from {} on {} documents ({} chunks)\n\
          - {} training queries ({} held out), {} hard negatives kept, {} dropped as likely false negatives\n\
          - {} steps of {} groups × {} pairs, loss {first:.4} → {last:.4}, {:.1} s/step\n\
+         - reranker weight against the search's order: {} ({})\n\
          - written to {} in {:.0} s\n",
         s.base_model,
         s.documents,
@@ -185,6 +288,8 @@ pub fn render(s: &RerankerSummary) -> String {
         s.config.batch_size,
         s.config.group_size,
         s.report.mean_step_seconds(),
+        s.weight.weight,
+        s.weight.reason,
         s.output,
         s.seconds
     )
