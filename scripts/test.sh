@@ -4,20 +4,21 @@
 # puts it first on PATH. Pinned: moto 5.2 answers CompleteMultipartUpload with a root element
 # the AWS SDK rejects. Set RAGLOOP_S3_ENDPOINT to test against another S3-compatible server.
 # The embed-runtime tests run the real all-MiniLM-L6-v2, fetched by scripts/fetch-model.sh;
-# the venv also has pyarrow, which a test uses to read the Parquet shards `ragloop embed` writes.
+# the venv also has pyarrow, which a test uses to read the Parquet shards `ragloop embed` writes,
+# and the official OpenAI Python client, which a test points at `ragloop serve`.
 # doc-parsers' quality tests read the corpus scripts/doc-corpus.sh builds from Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 moto_version=5.1.22
 venv=target/moto-venv
-marker="$venv/moto-$moto_version-pyarrow"
+marker="$venv/moto-$moto_version-pyarrow-openai"
 if [ ! -f "$marker" ]; then
     echo "installing moto[server]==$moto_version into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" \
-        "pyarrow==26.0.1"
+        "pyarrow==26.0.1" "openai==3.63.0"
     touch "$marker"
 fi
 export PATH="$PWD/$venv/bin:$PATH"

@@ -55,6 +55,7 @@ pub mod queries;
 pub mod render;
 pub mod report;
 pub mod runner;
+pub mod serve;
 pub mod stores;
 pub mod train;
 

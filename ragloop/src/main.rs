@@ -58,6 +58,11 @@ enum Command {
     /// answer — each stage on the backend the configuration names (the local loop when there
     /// is none); the flags change single fields of it.
     Run(cmd::run::Args),
+    /// Serve stage 7 over HTTP on what `run` built: POST /v1/retrieve, /v1/answer (streamed
+    /// with "stream": true), /v1/chat/completions (OpenAI-compatible); GET / (a page to ask
+    /// from), /healthz, /readyz, /metrics, /openapi.json. RAGLOOP_API_TOKEN, when set, is the
+    /// bearer token clients must send.
+    Serve(cmd::serve::Args),
     /// The embedding training job (what `run` submits, and what a PAI-DLC job runs): with
     /// `--base-model` fine-tunes a sentence-transformers model on pairs mined from the
     /// documents under `--data` (plus `--queries`/`--pairs`), else fits the hashed model.
@@ -108,6 +113,7 @@ async fn async_main() -> ExitCode {
         Command::Pai(c) => cmd::pai::run(c).await,
         Command::QaPairs(args) => cmd::qa_pairs::run(args).await,
         Command::Run(args) => cmd::run::run(args).await,
+        Command::Serve(args) => cmd::serve::run(args).await,
         Command::Train(args) => ragloop::train::run(*args).await,
     };
     match result {

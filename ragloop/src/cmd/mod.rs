@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod pai;
 pub mod qa_pairs;
 pub mod run;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
