@@ -22,6 +22,18 @@ if [ ! -f "$marker" ]; then
     touch "$marker"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
+# The page `ragloop serve` bundles is tested in a real headless Chromium over WebDriver:
+# Debian's chromium and chromium-driver (installed with apt-get when missing and running as root).
+if ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium and chromium-driver" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver >/dev/null
+    else
+        echo "chromedriver not found: install chromium and chromium-driver (the page test needs them)" >&2
+    fi
+fi
 scripts/fetch-model.sh
 # The documents corpus (Debian manuals as HTML, PDF, Markdown, DOCX + reference texts) for
 # doc-parsers' parse-quality tests; it needs apt and pandoc/poppler/qpdf. Off CI, a machine

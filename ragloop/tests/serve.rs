@@ -723,3 +723,89 @@ print(r.choices[0].message.content)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("signal"));
 }
+
+/// Kills the child when dropped (a failed assertion must not leave chromedriver running).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bundled page in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+/// which scripts/test.sh installs), driven over WebDriver: ask a question, watch the answer
+/// stream in, open a citation and see its chunk with its source.
+#[tokio::test]
+async fn the_page_streams_an_answer_and_opens_a_citation_in_chromium() {
+    use fantoccini::Locator;
+    let base = default_server().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Reaped(
+        std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)"),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]}),
+    );
+    let mut client = None;
+    for _ in 0..100 {
+        match fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps.clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let c = client.expect("chromedriver did not start");
+    let run = async {
+        c.goto(&format!("{base}/")).await?;
+        assert_eq!(c.title().await?, "ragloop");
+        c.find(Locator::Id("question"))
+            .await?
+            .send_keys("How do I send a signal to a process?")
+            .await?;
+        c.find(Locator::Id("send")).await?.click().await?;
+        // The stream ends with the citations listed and the status line written.
+        let status = c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath(
+                "//div[@id='status'][contains(., 'citations')]",
+            ))
+            .await?;
+        assert!(status.text().await?.contains("tokens"));
+        let answer = c.find(Locator::Id("answer")).await?.text().await?;
+        assert!(answer.contains("signal"), "{answer}");
+        let first = c.find(Locator::Css("a.citation")).await?;
+        assert!(first.text().await?.contains("kill.2"));
+        first.click().await?;
+        let chunk = c.find(Locator::Id("chunk-text")).await?.text().await?;
+        assert!(chunk.contains("kill()"), "{chunk}");
+        let title = c.find(Locator::Id("chunk-title")).await?.text().await?;
+        assert!(title.contains("kill.2"), "{title}");
+        assert_eq!(c.find(Locator::Id("error")).await?.text().await?, "");
+        Ok::<_, fantoccini::error::CmdError>(())
+    };
+    let result = run.await;
+    c.close().await.unwrap();
+    result.unwrap();
+}
