@@ -186,7 +186,7 @@ impl SentenceEmbedder {
 
     /// Embeds `texts` as they are (no prefix), blocking the calling thread.
     pub fn embed_raw(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        self.inner.embed(texts, "", Output::Final)
+        self.inner.embed(texts, "", Output::Final, Cached::Yes)
     }
 
     /// Embeddings as the model's last `Dense` module (or pooling) leaves them, before
@@ -198,7 +198,9 @@ impl SentenceEmbedder {
         } else {
             &self.inner.document_prefix
         };
-        self.inner.embed(texts, prefix, Output::Unnormalized)
+        let cached = if query { Cached::No } else { Cached::Yes };
+        self.inner
+            .embed(texts, prefix, Output::Unnormalized, cached)
     }
 
     /// Pooled vectors in this model's cache ([`EmbedderOptions::cache_dir`]; 0 without one).
@@ -219,6 +221,16 @@ enum Output {
     Final,
     /// Before normalisation.
     Unnormalized,
+}
+
+/// Whether [`Inner::embed`] goes through the pooled-vector cache. Passages do (the corpus pass
+/// is the expensive one, and the adapter and stage 5 reread it); queries do not: they are
+/// cheap to encode, and a server's stream of distinct questions would grow the cache without
+/// bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    Yes,
+    No,
 }
 
 impl Inner {
@@ -245,12 +257,18 @@ impl Inner {
         Ok(encodings)
     }
 
-    fn embed(&self, texts: &[&str], prefix: &str, output: Output) -> Result<Vec<Embedding>> {
+    fn embed(
+        &self,
+        texts: &[&str],
+        prefix: &str,
+        output: Output,
+        cached: Cached,
+    ) -> Result<Vec<Embedding>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings = self.encode(texts, prefix)?;
-        let mut out = self.pooled(&encodings)?;
+        let mut out = self.pooled(&encodings, cached)?;
         for v in &mut out {
             for head in &self.heads {
                 *v = head.apply(v);
@@ -263,12 +281,14 @@ impl Inner {
     }
 
     /// The pooled vector of each sequence: from the cache when it has it, else encoded (the
-    /// misses sorted by length and packed into batches of `max_batch_tokens`) and cached.
-    fn pooled(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
+    /// misses sorted by length and packed into batches of `max_batch_tokens`) and cached
+    /// (`Cached::No`: encoded, the cache neither read nor written).
+    fn pooled(&self, encodings: &[Encoding], cached: Cached) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); encodings.len()];
         let mut misses: Vec<(usize, Option<cache::Key>)> = Vec::new();
+        let cache = self.cache.as_ref().filter(|_| cached == Cached::Yes);
         for (i, enc) in encodings.iter().enumerate() {
-            match &self.cache {
+            match cache {
                 Some(c) => {
                     let k = cache::key(enc.get_ids());
                     match c.get(&k) {
@@ -307,7 +327,7 @@ impl Inner {
                 row += seq.len();
             }
         }
-        if let Some(c) = &self.cache {
+        if let Some(c) = cache {
             let items: Vec<(cache::Key, &[f32])> = misses
                 .iter()
                 .filter_map(|(i, k)| k.map(|k| (k, out[*i].as_slice())))
@@ -368,7 +388,7 @@ impl EmbeddingModel for SentenceEmbedder {
         let texts = texts.to_vec();
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            inner.embed(&refs, &inner.document_prefix, Output::Final)
+            inner.embed(&refs, &inner.document_prefix, Output::Final, Cached::Yes)
         })
         .await
         .map_err(|e| Error::backend("embed-runtime", "embedding task failed", e))?
@@ -378,7 +398,7 @@ impl EmbeddingModel for SentenceEmbedder {
         let inner = Arc::clone(&self.inner);
         let text = text.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut v = inner.embed(&[&text], &inner.query_prefix, Output::Final)?;
+            let mut v = inner.embed(&[&text], &inner.query_prefix, Output::Final, Cached::No)?;
             v.pop()
                 .ok_or_else(|| Error::backend_msg("embed-runtime", "no vector returned"))
         })

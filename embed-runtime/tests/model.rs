@@ -241,6 +241,16 @@ fn the_pooled_vector_cache_is_read_instead_of_encoding() {
     assert_eq!(got[1], unit, "the planted pooled vector, normalised");
     assert_eq!(got[0], plain[0], "a miss is encoded as before");
     assert_eq!(again.cached_vectors(), 2);
+    // Queries neither read nor grow the cache (a server's questions would grow it without
+    // bound): the planted vector is not returned for the same text as a query.
+    let query = again
+        .embed_unnormalized(&[texts[1], "a new question"], true)
+        .unwrap();
+    assert_ne!(
+        query[0][7], 3.0,
+        "queries are encoded, not read from the cache"
+    );
+    assert_eq!(again.cached_vectors(), 2);
 }
 
 /// The int8 encoder against f32 on the fixture's texts (empty, CJK, emoji, 256-token ones):

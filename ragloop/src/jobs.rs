@@ -92,6 +92,28 @@ impl JobPlan {
         }
     }
 
+    /// What both trainers of stage 2 are told alike: the pooled-vector cache a job on this
+    /// machine shares with stage 5 (the chunks it embeds to train are the ones stage 5
+    /// embeds), the index's analyzer, the encoder's quantisation, and the queries' train split
+    /// when there is one (then nothing is mined).
+    fn trainer_args(&self, args: &mut Vec<String>, queries: Option<&Path>) {
+        if let Some(cache) = &self.local_cache {
+            args.extend(["--cache".into(), cache.display().to_string()]);
+        }
+        args.extend(["--analyzer".into(), self.config.index.analyzer.to_string()]);
+        self.quantize_args(args);
+        if let Some(q) = queries {
+            args.extend([
+                "--queries".into(),
+                Self::job_path(&q.display().to_string()),
+                "--queries-split".into(),
+                "train".into(),
+                "--mine".into(),
+                "none".into(),
+            ]);
+        }
+    }
+
     /// Stage 2's job, if the configuration trains.
     pub fn training(&self) -> Option<JobSpec> {
         let e = &self.config.embedding;
@@ -119,24 +141,8 @@ impl JobPlan {
                     "adapter"
                 };
                 let queries = self.training_queries();
-                // A job on this machine shares the loop's pooled-vector cache: the chunks it
-                // embeds to train are the ones stage 5 embeds.
-                if let Some(cache) = &self.local_cache {
-                    args.extend(["--cache".into(), cache.display().to_string()]);
-                }
-                args.extend(["--analyzer".into(), self.config.index.analyzer.to_string()]);
-                self.quantize_args(&mut args);
+                self.trainer_args(&mut args, queries);
                 let from_raw_documents = queries.is_none();
-                if let Some(q) = queries {
-                    args.extend([
-                        "--queries".into(),
-                        Self::job_path(&q.display().to_string()),
-                        "--queries-split".into(),
-                        "train".into(),
-                        "--mine".into(),
-                        "none".into(),
-                    ]);
-                }
                 let synthetic = self.synthetic(from_raw_documents);
                 if let Some(s) = &synthetic {
                     args.extend([
@@ -187,21 +193,7 @@ impl JobPlan {
             "--output".into(),
             output.to_string(),
         ];
-        if let Some(cache) = &self.local_cache {
-            args.extend(["--cache".into(), cache.display().to_string()]);
-        }
-        args.extend(["--analyzer".into(), self.config.index.analyzer.to_string()]);
-        self.quantize_args(&mut args);
-        if let Some(q) = self.training_queries() {
-            args.extend([
-                "--queries".into(),
-                Self::job_path(&q.display().to_string()),
-                "--queries-split".into(),
-                "train".into(),
-                "--mine".into(),
-                "none".into(),
-            ]);
-        }
+        self.trainer_args(&mut args, self.training_queries());
         Some(
             self.spec(
                 format!("{}-reranker-train", self.config.embedding.name),

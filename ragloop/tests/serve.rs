@@ -96,6 +96,10 @@ async fn default_server() -> String {
     base
 }
 
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
@@ -480,12 +484,7 @@ async fn shutdown_lets_the_requests_in_flight_finish() {
 #[tokio::test]
 async fn readiness_and_metrics_report_the_server_state() {
     let base = default_server().await;
-    let ready: Value = reqwest::get(format!("{base}/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(format!("{base}/readyz")).await;
     assert_eq!(ready["status"], "ready");
     assert!(ready["records"].as_u64().unwrap() >= 2, "{ready}");
     post(
@@ -526,12 +525,7 @@ async fn readiness_and_metrics_report_the_server_state() {
 #[tokio::test]
 async fn the_openapi_description_matches_the_routes() {
     let base = default_server().await;
-    let spec: Value = reqwest::get(format!("{base}/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = get_json(format!("{base}/openapi.json")).await;
     assert_eq!(
         spec,
         serde_json::from_str::<Value>(ragloop::serve::OPENAPI).unwrap()
@@ -648,12 +642,7 @@ fn the_serve_command_serves_what_run_built_and_stops_on_sigterm() {
     assert!(line.contains("bearer token required"), "{line}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ready: Value = reqwest::get(format!("{base}/readyz"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = get_json(format!("{base}/readyz")).await;
         assert_eq!(ready["status"], "ready", "{ready}");
         let a: Value = reqwest::Client::new()
             .post(format!("{base}/v1/answer"))
@@ -808,4 +797,49 @@ async fn the_page_streams_an_answer_and_opens_a_citation_in_chromium() {
     let result = run.await;
     c.close().await.unwrap();
     result.unwrap();
+}
+
+/// CORS is off unless `[serve] cors_origins` names origins; then only those get the headers
+/// (preflight included).
+#[tokio::test]
+async fn cors_headers_go_only_to_the_configured_origins() {
+    let client = reqwest::Client::new();
+    let preflight = |base: String, origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/v1/retrieve"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let base = default_server().await;
+    let r = preflight(base.clone(), "http://elsewhere.test")
+        .await
+        .unwrap();
+    assert_eq!(allowed(&r), None, "no CORS by default");
+    let limits = ServeSection {
+        cors_origins: vec!["http://app.test".into()],
+        ..Default::default()
+    };
+    let (base, _tx, _) = start(app(Arc::new(ExtractiveChat::new(3)), limits, None).await).await;
+    let r = preflight(base.clone(), "http://app.test").await.unwrap();
+    assert_eq!(allowed(&r).as_deref(), Some("http://app.test"));
+    let r = preflight(base.clone(), "http://elsewhere.test")
+        .await
+        .unwrap();
+    assert_eq!(allowed(&r), None);
+    let r = client
+        .post(format!("{base}/v1/retrieve"))
+        .header("origin", "http://app.test")
+        .json(&json!({"query": "signal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(allowed(&r).as_deref(), Some("http://app.test"));
 }

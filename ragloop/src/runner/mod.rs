@@ -312,11 +312,6 @@ impl Runner {
             return Ok(StageLine::new(Stage::TrainEmbeddings, why, t, 0));
         };
         let damaged = self.remove_damaged_model(&spec.output).await?;
-        let job = self
-            .pipeline(&self.index_name(Which::Served), progress)
-            .with_trainer(self.backends.jobs.clone())
-            .run_job(Stage::TrainEmbeddings, &spec, wait_options())
-            .await?;
         let what = match spec.hyper_parameters.get("mode") {
             None => "the hashed model's IDF".to_string(),
             Some(mode) => {
@@ -328,16 +323,35 @@ impl Runner {
                 format!("{} ({mode}) on {pairs}", self.config().embedding.model)
             }
         };
+        Ok(self
+            .training_job(&spec, &what, t, progress)
+            .await?
+            .with_details(damaged.into_iter().collect()))
+    }
+
+    /// Runs one of stage 2's jobs (skipped when its output is complete) as a stage line
+    /// saying it trained `what`.
+    async fn training_job(
+        &self,
+        spec: &rag_core::JobSpec,
+        what: &str,
+        started: Instant,
+        progress: Arc<dyn Progress>,
+    ) -> Result<StageLine> {
+        let job = self
+            .pipeline(&self.index_name(Which::Served), progress)
+            .with_trainer(self.backends.jobs.clone())
+            .run_job(Stage::TrainEmbeddings, spec, wait_options())
+            .await?;
         Ok(StageLine::new(
             Stage::TrainEmbeddings,
             match &job.job_id {
                 Some(id) => format!("job {id} ({}) trained {what} → {}", spec.name, spec.output),
                 None => format!("{} already trained", spec.output),
             },
-            t,
+            started,
             0,
-        )
-        .with_details(damaged.into_iter().collect()))
+        ))
     }
 
     /// Stage 2's reranker job ([`crate::jobs::JobPlan::reranker_training`]), when the
@@ -347,25 +361,14 @@ impl Runner {
             return Ok(None);
         };
         self.lock_work_dir()?;
-        let t = Instant::now();
-        let job = self
-            .pipeline(&self.index_name(Which::Served), progress)
-            .with_trainer(self.backends.jobs.clone())
-            .run_job(Stage::TrainEmbeddings, &spec, wait_options())
-            .await?;
         let what = format!(
             "a cross-encoder reranker from {}",
             spec.base_model.as_deref().unwrap_or_default()
         );
-        Ok(Some(StageLine::new(
-            Stage::TrainEmbeddings,
-            match &job.job_id {
-                Some(id) => format!("job {id} ({}) trained {what} → {}", spec.name, spec.output),
-                None => format!("{} already trained", spec.output),
-            },
-            t,
-            0,
-        )))
+        Ok(Some(
+            self.training_job(&spec, &what, Instant::now(), progress)
+                .await?,
+        ))
     }
 
     /// When stage 2's output is complete but its model fails its integrity check (a damaged
