@@ -144,6 +144,36 @@ impl SizeMeasure for Chars {
     }
 }
 
+/// How many characters of Latin-script text one CJK character ([`crate::text::is_cjk`]) is
+/// worth in [`ScriptChars`]: the ratio of model tokens per character of the two, rounded.
+/// Measured with all-MiniLM-L6-v2's WordPiece tokenizer on the bundled man pages: 0.99 tokens
+/// per character on Chinese lines, 0.29 (English pages) to 0.37 (the Latin lines of the
+/// Chinese pages) on Latin ones — a ratio of 2.6 to 3.4 (BENCHMARKS.md, "Chinese text").
+pub const CJK_CHAR_WEIGHT: usize = 3;
+
+/// Sizes in characters weighted per script, so that a size means about as many model tokens in
+/// any language: a CJK character (or CJK punctuation, or a full-width form), which tokenizers
+/// cut into about one token each, counts as [`CJK_CHAR_WEIGHT`]; every other character as one (so text without CJK measures exactly as
+/// [`Chars`] does). Without it a Chinese chunk of 1,200 characters is three to four times
+/// longer in tokens than an English one and is truncated by the model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScriptChars;
+
+impl SizeMeasure for ScriptChars {
+    fn size(&self, text: &str) -> usize {
+        text.chars()
+            .map(|c| {
+                // CJK punctuation and full-width forms are a token each too.
+                if crate::text::is_cjk(c) || matches!(c as u32, 0x3000..=0x303F | 0xFF00..=0xFFEF) {
+                    CJK_CHAR_WEIGHT
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+}
+
 /// Sizes in whitespace-separated words, a cheap stand-in for model tokens (a model's own
 /// tokenizer can implement [`SizeMeasure`] instead).
 #[derive(Debug, Clone, Copy, Default)]
@@ -206,14 +236,20 @@ impl Chunker {
         }
     }
 
-    /// Checks a configuration read from outside.
+    /// A chunker with sizes in [`ScriptChars`]: characters, a CJK one counting as
+    /// [`CJK_CHAR_WEIGHT`]. What the pipeline and the CLI use.
+    pub fn script_chars(max_size: usize, overlap: usize) -> Self {
+        Self::with_measure(max_size, overlap, Box::new(ScriptChars))
+    }
+
+    /// Checks a configuration read from outside; sizes in [`ScriptChars`].
     pub fn try_new(max_size: usize, overlap: usize) -> Result<Self> {
         if max_size == 0 || overlap >= max_size {
             return Err(Error::invalid(format!(
                 "chunk size {max_size} must be positive and larger than overlap {overlap}"
             )));
         }
-        Ok(Self::chars(max_size, overlap))
+        Ok(Self::script_chars(max_size, overlap))
     }
 
     /// Chunks every document, in order, dropping repeated chunk ids (the same text in the same
@@ -326,7 +362,8 @@ impl Chunker {
         self.split_at_level(text, start, end, 0)
     }
 
-    /// `level` 0 splits at lines, 1 at words, 2 at characters.
+    /// `level` 0 splits at lines, 1 at sentence ends (what CJK text, which has no spaces,
+    /// splits at before characters), 2 at words, 3 at characters.
     fn split_at_level(
         &self,
         text: &str,
@@ -337,13 +374,14 @@ impl Chunker {
         let piece = &text[start..end];
         let atoms: Vec<(usize, usize)> = match level {
             0 => split_keep(piece, '\n'),
-            1 => split_words(piece),
+            1 => split_sentences(piece),
+            2 => split_words(piece),
             _ => piece
                 .char_indices()
                 .map(|(i, c)| (i, i + c.len_utf8()))
                 .collect(),
         };
-        if atoms.len() <= 1 && level < 2 {
+        if atoms.len() <= 1 && level < 3 {
             return self.split_at_level(text, start, end, level + 1);
         }
         let mut out = Vec::new();
@@ -380,9 +418,10 @@ impl Chunker {
 }
 
 impl Default for Chunker {
-    /// 1,200 characters with 150 characters of overlap.
+    /// 1,200 characters with 150 characters of overlap, in [`ScriptChars`] (400 Chinese
+    /// characters).
     fn default() -> Self {
-        Self::chars(1200, 150)
+        Self::script_chars(1200, 150)
     }
 }
 
@@ -480,6 +519,23 @@ fn split_keep(s: &str, sep: char) -> Vec<(usize, usize)> {
     for part in s.split_inclusive(sep) {
         out.push((pos, pos + part.len()));
         pos += part.len();
+    }
+    out
+}
+
+/// Contiguous spans of `s` cut after each sentence's end ([`crate::text::sentence_spans`]).
+fn split_sentences(s: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (_, end) in crate::text::sentence_spans(s) {
+        if end > start {
+            out.push((start, end));
+            start = end;
+        }
+    }
+    match out.last_mut() {
+        Some(last) => last.1 = s.len(),
+        None => out.push((0, s.len())),
     }
     out
 }
@@ -599,6 +655,26 @@ mod tests {
                 "bbbb bbbb\n\ncccc cccc",
                 "cccc cccc\n\ndddd dddd"
             ]
+        );
+    }
+
+    #[test]
+    fn cjk_text_is_measured_in_latin_equivalents_and_split_at_sentence_ends() {
+        let sentence = "复制一个文件描述符并返回新的描述符。";
+        let para = sentence.repeat(40);
+        let c = Chunker::default().chunk(&doc(&para));
+        assert!(c.len() > 1);
+        for chunk in &c {
+            assert!(ScriptChars.size(&chunk.text) <= 1200);
+            assert!(chunk.text.chars().count() <= 1200 / CJK_CHAR_WEIGHT);
+            assert!(chunk.text.ends_with('。'), "{}", chunk.text);
+        }
+        // Latin text measures as plain characters, so its chunks are what they were.
+        let latin = "Some words here. ".repeat(200);
+        assert_eq!(ScriptChars.size(&latin), Chars.size(&latin));
+        assert_eq!(
+            Chunker::default().chunk(&doc(&latin)),
+            Chunker::chars(1200, 150).chunk(&doc(&latin))
         );
     }
 

@@ -192,4 +192,23 @@ mod tests {
         assert!(plain.scores("convert encoding").is_empty());
         assert_eq!(english.ranked("convert encoding", 1)[0].0, 0);
     }
+
+    #[test]
+    fn a_chinese_query_finds_its_words_inside_longer_runs() {
+        // Real NAME lines of manpages-zh: the query shares words, never a whole run.
+        let docs = [
+            "复制文件并设置属性",
+            "列出目录内容",
+            "用八进制或其它格式表示文件",
+        ];
+        for analyzer in [Analyzer::Standard, Analyzer::English] {
+            let mut bm = Bm25::new(analyzer);
+            for (i, d) in docs.iter().enumerate() {
+                bm.add(i, d);
+            }
+            assert_eq!(bm.ranked("如何复制文件？", 1)[0].0, 0);
+            assert_eq!(bm.ranked("目录的内容", 1)[0].0, 1);
+            assert_eq!(bm.ranked("以八进制显示 file", 1)[0].0, 2);
+        }
+    }
 }

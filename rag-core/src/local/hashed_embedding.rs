@@ -187,6 +187,9 @@ impl HashedEmbedding {
     /// vectors of different models never share an id (and a stale Parquet shard is noticed).
     fn compute_id(&self) -> String {
         let mut h = Sha256::new();
+        // The tokeniser's version: CJK runs became bigrams (`text::words`), which changed the
+        // vectors of CJK text.
+        h.update(b"words-v2");
         h.update(serde_json::to_vec(&self.config).unwrap_or_default());
         if let Some(idf) = &self.idf {
             idf.iter().for_each(|x| h.update(x.to_le_bytes()));
