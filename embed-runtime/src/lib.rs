@@ -65,6 +65,7 @@
 mod bert;
 pub mod cache;
 mod cross;
+mod denormals;
 mod embedder;
 mod head;
 pub mod int8;

@@ -476,6 +476,9 @@ fn optimise(
     on_step: &mut dyn FnMut(&StepLog),
     loss: &mut dyn FnMut(&[usize], &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
 ) -> Result<Vec<StepLog>> {
+    // Gradients of pairs the model already ranks well are small enough to be subnormal, which
+    // Intel cores multiply ~60× slower: flushed to zero for the whole run (`denormals.rs`).
+    let _flush = crate::denormals::FlushDenormals::new();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let epochs: Vec<Vec<Vec<usize>>> = (0..config.epochs)
         .map(|_| {
