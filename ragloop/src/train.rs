@@ -501,8 +501,16 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
                 quantize: args.quantize,
                 ..Default::default()
             };
-            merge_report =
-                merge::save(&trainer, args.merge, &docs, &held, &options, out_dir.path()).await?;
+            merge_report = merge::save(
+                &trainer,
+                args.merge,
+                &docs,
+                &held,
+                chunked.as_ref().map(|c| (c, args.analyzer)),
+                &options,
+                out_dir.path(),
+            )
+            .await?;
             full_chunks = chunked;
             report
         }

@@ -1,8 +1,10 @@
 //! Weight merging against forgetting (`--merge`, full fine-tuning): the saved model is
 //! `base + α·(trained − base)`, as LM-Cocktail merges a fine-tuned model back towards its base.
-//! With `auto`, α is chosen on held-out data — the held-out queries when some pairs came from
-//! queries, else the held-out (mined or synthetic) pairs as pseudo-queries — ranked over every
-//! document, never on the evaluation queries.
+//! With `auto`, α is chosen on held-out data, never on the evaluation queries: the held-out
+//! labelled queries over a pool of the corpus's chunks when the job has them (the unit the
+//! loop retrieves: a model trained on chunks can rank whole pages worse and chunks better),
+//! else the held-out queries — or the held-out mined or synthetic pairs as pseudo-queries —
+//! over every document.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,6 +16,8 @@ use embed_runtime::train::{EmbeddingTrainer, evaluate};
 use rag_core::Document;
 use rag_core::eval::EvalQuery;
 use serde::Serialize;
+
+use super::passages::ChunkPositives;
 
 /// The weights `auto` tries (0 is the base model, 1 the trained one).
 pub const CANDIDATES: [f64; 4] = [0.0, 0.5, 0.75, 1.0];
@@ -83,11 +87,14 @@ pub(super) fn held_queries(held: &[Pair], docs: &[Document], real_only: bool) ->
 
 /// Saves the trained model into `out` merged as `merge` says; `options` are those of the
 /// encoder the loop will serve (e.g. int8), so α is chosen on the vectors users get.
+/// `chunks` (with the analyzer of the BM25 list that helps pick the pool) judges α over the
+/// chunks when it holds held-out queries.
 pub(super) async fn save(
     trainer: &EmbeddingTrainer,
     merge: Merge,
     docs: &[Document],
     held: &[Pair],
+    chunks: Option<(&ChunkPositives, rag_core::Analyzer)>,
     options: &embed_runtime::EmbedderOptions,
     out: &Path,
 ) -> Result<Option<MergeReport>> {
@@ -105,6 +112,34 @@ pub(super) async fn save(
             }));
         }
         Merge::Auto => {}
+    }
+    if let Some((c, analyzer)) = chunks.filter(|(c, _)| c.held_queries() > 0) {
+        let pool = c.pool(analyzer);
+        let scratch = tempfile::tempdir()?;
+        let mut tried = Vec::with_capacity(CANDIDATES.len());
+        for &a in &CANDIDATES {
+            let m = if a == 0.0 {
+                c.judge(&pool, None)?
+            } else {
+                let dir = scratch.path().join(format!("alpha-{a}"));
+                trainer.save_merged(&dir, a)?;
+                let model = SentenceEmbedder::load_with(&dir, options.clone())?;
+                c.judge(&pool, Some(&model))?
+            };
+            tracing::info!(alpha = a, ndcg_at_10 = m.ndcg_at_10, "merge candidate");
+            tried.push((a, m.ndcg_at_10));
+        }
+        let best = best_of(&tried)?;
+        trainer.save_merged(out, best)?;
+        return Ok(Some(MergeReport {
+            alpha: best,
+            selected_on: format!(
+                "{} held-out queries over {} chunks (each query's best by the base model and by BM25)",
+                c.held_queries(),
+                pool.len()
+            ),
+            tried,
+        }));
     }
     let mut queries = held_queries(held, docs, true);
     let mut what = "held-out queries";
@@ -127,16 +162,22 @@ pub(super) async fn save(
         tracing::info!(alpha = a, ndcg_at_10 = m.ndcg_at_10, "merge candidate");
         tried.push((a, m.ndcg_at_10));
     }
-    let Some(&(best, _)) = tried
-        .iter()
-        .max_by(|x, y| x.1.total_cmp(&y.1).then(x.0.total_cmp(&y.0)))
-    else {
-        bail!("no merge weight was evaluated");
-    };
+    let best = best_of(&tried)?;
     trainer.save_merged(out, best)?;
     Ok(Some(MergeReport {
         alpha: best,
         selected_on: format!("{} {what} over {} documents", queries.len(), docs.len()),
         tried,
     }))
+}
+
+/// The α with the best score (ties: the larger α).
+fn best_of(tried: &[(f64, f64)]) -> Result<f64> {
+    match tried
+        .iter()
+        .max_by(|x, y| x.1.total_cmp(&y.1).then(x.0.total_cmp(&y.0)))
+    {
+        Some(&(best, _)) => Ok(best),
+        None => bail!("no merge weight was evaluated"),
+    }
 }

@@ -20,6 +20,9 @@ use serde::Serialize;
 
 /// Texts per encoder call (the progress moves per call).
 const BATCH: usize = 256;
+/// Chunks each held-out query adds to the pool merge weights are judged on, from the base
+/// model's list and from BM25's ([`ChunkPositives::pool`]).
+const POOL_PER_LIST: usize = 30;
 
 /// What the passage-level preparation did.
 #[derive(Debug, Clone, Serialize)]
@@ -251,7 +254,91 @@ pub(super) fn chunk_positives(
     }))
 }
 
+/// A sample of the corpus's chunks to judge models on without encoding every chunk: the
+/// held-out queries' top chunks by the base model and by BM25, shared by all the queries.
+pub(super) struct Pool {
+    /// Rows of the corpus's chunks, ascending.
+    rows: Vec<usize>,
+}
+
+impl Pool {
+    /// Chunks in the pool.
+    pub(super) fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
 impl ChunkPositives {
+    /// Held-out labelled queries (the merge is judged on them when there are any).
+    pub(super) fn held_queries(&self) -> usize {
+        self.held.0.len()
+    }
+
+    /// The pool of chunks merge weights are judged on: for each held-out query, its
+    /// [`POOL_PER_LIST`] best chunks by the base model and by BM25 (`analyzer`) over the
+    /// chunks' text — the candidates a hybrid search would take — all queries ranking the
+    /// union. Every model is then compared on the same chunks, at a few percent of an
+    /// encoder pass over the corpus; the chunks a better model would bring up from further
+    /// down are the ones it misses, alike for every weight.
+    pub(super) fn pool(&self, analyzer: rag_core::Analyzer) -> Pool {
+        let p = &self.prepared;
+        let mut bm25 = rag_core::local::Bm25::new(analyzer);
+        for (slot, text) in p.texts.iter().enumerate() {
+            bm25.add(slot, text);
+        }
+        let chunks = normalized(&p.chunks);
+        let mut rows = std::collections::BTreeSet::new();
+        for (q, text) in normalized(&self.held_base).iter().zip(&self.held.0) {
+            let mut dense: Vec<(usize, f32)> = chunks
+                .iter()
+                .enumerate()
+                .map(|(c, v)| (c, q.iter().zip(v).map(|(a, b)| a * b).sum()))
+                .collect();
+            let n = POOL_PER_LIST.min(dense.len());
+            if n > 0 {
+                dense.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+                rows.extend(dense[..n].iter().map(|&(c, _)| c));
+            }
+            rows.extend(bm25.ranked(text, POOL_PER_LIST).into_iter().map(|(c, _)| c));
+        }
+        Pool {
+            rows: rows.into_iter().collect(),
+        }
+    }
+
+    /// The held-out queries ranked over `pool` by `model` (`None`: the base model, from the
+    /// vectors already here), at document level as [`chunk_metrics`] ranks.
+    pub(super) fn judge(
+        &self,
+        pool: &Pool,
+        model: Option<&SentenceEmbedder>,
+    ) -> Result<RetrievalMetrics> {
+        let p = &self.prepared;
+        let (texts, relevant) = &self.held;
+        let docs: Vec<u32> = pool.rows.iter().map(|&r| p.chunk_docs[r]).collect();
+        let (queries, chunks) = match model {
+            None => (
+                normalized(&self.held_base),
+                pool.rows.iter().map(|&r| p.chunks[r].clone()).collect(),
+            ),
+            Some(m) => {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let queries = m.embed_unnormalized(&refs, true)?;
+                let mut chunks = Vec::with_capacity(pool.rows.len());
+                for batch in pool.rows.chunks(BATCH) {
+                    let refs: Vec<&str> = batch.iter().map(|&r| p.texts[r].as_str()).collect();
+                    chunks.extend(m.embed_unnormalized(&refs, false)?);
+                }
+                (normalized(&queries), chunks)
+            }
+        };
+        Ok(chunk_metrics(
+            &queries,
+            relevant,
+            &normalized(&chunks),
+            &docs,
+        ))
+    }
     /// `train` with each labelled query's pair replaced by (query, its document's best chunk),
     /// one per relevant document; other pairs as they are.
     pub(super) fn pairs(&self, train: &[Pair], docs: &[Document]) -> Vec<Pair> {
