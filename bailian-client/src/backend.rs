@@ -19,7 +19,9 @@ use rag_core::training::{JobId, JobKind, JobSpec, JobStatus, TrainingBackend};
 use rag_core::{Error, ObjectStore, Result, StoreUri};
 use serde_json::{Value, json};
 
-use crate::studio::{CreateFineTune, DeploymentInfo, FineTuneJob, ModelStudio};
+use crate::studio::{
+    CreateDeployment, CreateFineTune, DeployPlan, DeploymentInfo, FineTuneJob, ModelStudio,
+};
 
 /// The file a succeeded fine-tune leaves in its output prefix, naming the fine-tuned model.
 pub const MODEL_RECORD: &str = "bailian-model.json";
@@ -105,10 +107,30 @@ impl BailianFineTunes {
     }
 }
 
-/// A hyper-parameter value as the API wants it: integers as numbers, anything else as given
-/// (the API takes `learning_rate` as a string, `"1.6e-5"`).
+/// Hyper-parameters the backend reads itself rather than passing on.
+const OWN_KEYS: [&str; 2] = ["training_type", SUFFIX_KEY];
+/// The hyper-parameter that becomes the create body's `finetuned_output_suffix`.
+pub const SUFFIX_KEY: &str = "finetuned_output_suffix";
+
+/// A hyper-parameter value (a [`JobSpec`] holds strings) typed as the fine-tune reference
+/// types it: integers (`n_epochs`, `batch_size`) and other numbers (`learning_rate`
+/// `1.6e-5`, `split` `0.8`) as JSON numbers, `true`/`false` as booleans (`freeze_vit`,
+/// `data_augmentation`), anything else (`lr_scheduler_type`, `augmentation_ratio`
+/// `"0.1,0.05"`) as a string.
 fn hp_value(v: &str) -> Value {
-    v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n))
+    let t = v.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return json!(n);
+    }
+    match t {
+        "true" => return json!(true),
+        "false" => return json!(false),
+        _ => {}
+    }
+    match t.parse::<f64>() {
+        Ok(x) if x.is_finite() => json!(x),
+        _ => json!(v),
+    }
 }
 
 fn map_status(job: &FineTuneJob) -> JobStatus {
@@ -159,7 +181,7 @@ impl TrainingBackend for BailianFineTunes {
         let mut hyper_parameters: BTreeMap<String, Value> = spec
             .hyper_parameters
             .iter()
-            .filter(|(k, _)| k.as_str() != "training_type")
+            .filter(|(k, _)| !OWN_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), hp_value(v)))
             .collect();
         hyper_parameters.retain(|_, v| !v.is_null());
@@ -176,6 +198,11 @@ impl TrainingBackend for BailianFineTunes {
                     .cloned()
                     .unwrap_or_else(|| "sft".into()),
                 job_name: Some(spec.name.clone()),
+                finetuned_output_suffix: spec
+                    .hyper_parameters
+                    .get(SUFFIX_KEY)
+                    .filter(|s| !s.trim().is_empty())
+                    .cloned(),
             })
             .await?;
         self.outputs
@@ -217,10 +244,18 @@ impl TrainingBackend for BailianFineTunes {
 }
 
 /// Model Studio deployments as a [`ModelDeployer`].
+///
+/// `DeploySpec::capacity` counts instances of the model: the deployment asks for that many
+/// times the model's base capacity in resource units (read from `GET /deployments/models`,
+/// which also tells a model that cannot be deployed — `NotFound` — before anything is
+/// created). `DeploySpec::model_name` is the deployment's display `name`; the deployed
+/// model's id is the service's (with [`BailianDeployer::with_suffix`]'s suffix when set).
 #[derive(Clone)]
 pub struct BailianDeployer {
     api: ModelStudio,
     store: Option<Arc<dyn ObjectStore>>,
+    plan: DeployPlan,
+    suffix: Option<String>,
 }
 
 impl std::fmt::Debug for BailianDeployer {
@@ -250,8 +285,60 @@ fn map_deployment(d: DeploymentInfo) -> Deployment {
 impl BailianDeployer {
     /// Deploys through `api`; with a `store`, a `DeploySpec::model_path` that is a store prefix
     /// is resolved through its [`MODEL_RECORD`].
+    /// Billed by compute units ([`DeployPlan::Compute`]), no suffix.
     pub fn new(api: ModelStudio, store: Option<Arc<dyn ObjectStore>>) -> Self {
-        Self { api, store }
+        Self {
+            api,
+            store,
+            plan: DeployPlan::default(),
+            suffix: None,
+        }
+    }
+
+    /// Deploys with this billing plan.
+    pub fn with_plan(mut self, plan: DeployPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// Gives deployed model ids this suffix (at most 8 characters; needed to deploy one model
+    /// a second time).
+    pub fn with_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.suffix = Some(suffix.into());
+        self
+    }
+
+    /// The create request for `model` (a resolved model id) and `spec`: the model's base
+    /// capacity is read from the deployable models (`NotFound` when it is not there), and the
+    /// capacity is `spec.capacity` instances of it.
+    pub async fn request(&self, model: &str, spec: &DeploySpec) -> Result<CreateDeployment> {
+        let deployable = self.api.deployable_models().await?;
+        let base = deployable
+            .iter()
+            .find(|m| m.model_name == model)
+            .map(|m| m.base_capacity.max(1))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "model {model} is not deployable here: GET /deployments/models does not list it (a fine-tune's output appears there once it has succeeded, in the workspace and region that ran it)"
+                ))
+            })?;
+        let instances = spec.capacity.max(1);
+        let capacity = instances.checked_mul(base).ok_or_else(|| {
+            Error::invalid(format!(
+                "{instances} instances × base capacity {base} overflows"
+            ))
+        })?;
+        Ok(CreateDeployment {
+            model_name: model.to_string(),
+            name: Some(spec.model_name.clone()),
+            suffix: self.suffix.clone(),
+            plan: self.plan.clone(),
+            capacity: if self.plan.sized_in_units() {
+                capacity
+            } else {
+                base
+            },
+        })
     }
 
     /// The Model Studio model a spec names: the id itself, or the one recorded under a prefix.
@@ -304,10 +391,8 @@ impl ModelDeployer for BailianDeployer {
                 ..map_deployment(existing)
             });
         }
-        let created = self
-            .api
-            .create_deployment(&model, spec.capacity.max(1), Some(&spec.model_name))
-            .await?;
+        let request = self.request(&model, spec).await?;
+        let created = self.api.create_deployment(&request).await?;
         Ok(Deployment {
             model_name: spec.model_name.clone(),
             ..map_deployment(created)
@@ -320,5 +405,23 @@ impl ModelDeployer for BailianDeployer {
 
     async fn undeploy(&self, id: &str) -> Result<()> {
         self.api.delete_deployment(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_parameters_are_typed_as_the_reference_types_them() {
+        assert_eq!(hp_value("3"), json!(3));
+        assert_eq!(hp_value("1.6e-5"), json!(1.6e-5));
+        assert_eq!(hp_value("0.8"), json!(0.8));
+        assert_eq!(hp_value("true"), json!(true));
+        assert_eq!(hp_value("false"), json!(false));
+        assert_eq!(hp_value("linear"), json!("linear"));
+        assert_eq!(hp_value("0.1,0.05"), json!("0.1,0.05"));
+        assert_eq!(hp_value("nan"), json!("nan"));
+        assert_eq!(hp_value("inf"), json!("inf"));
     }
 }

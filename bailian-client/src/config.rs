@@ -44,6 +44,7 @@ pub struct BailianConfig {
     api_base: Option<String>,
     native_base: Option<String>,
     api_key: Option<Secret>,
+    workspace: Option<String>,
     /// Time limit of one HTTP request (for a stream: of the wait between two chunks).
     pub timeout: Duration,
     /// Time limit of establishing a connection.
@@ -63,6 +64,9 @@ impl BailianConfig {
     pub const ENV_API_BASE: &'static str = "DASHSCOPE_BASE_URL";
     /// Environment variable overriding the native API base URL (fine-tunes, deployments).
     pub const ENV_NATIVE_BASE: &'static str = "DASHSCOPE_NATIVE_BASE_URL";
+    /// Environment variable of the workspace id (`llm-…`) for keys of a workspace other than
+    /// the account's default one.
+    pub const ENV_WORKSPACE: &'static str = "DASHSCOPE_WORKSPACE_ID";
 
     /// Defaults for `region`: 60 s timeout, 10 s to connect, 3 retries from 500 ms backoff
     /// (at most 20 s), 4 embedding requests in flight, no key.
@@ -72,6 +76,7 @@ impl BailianConfig {
             api_base: None,
             native_base: None,
             api_key: None,
+            workspace: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::new(3, Duration::from_millis(500), Duration::from_secs(20)),
@@ -89,8 +94,8 @@ impl BailianConfig {
         }
     }
 
-    /// Reads `DASHSCOPE_API_KEY` (required), `DASHSCOPE_BASE_URL` and
-    /// `DASHSCOPE_NATIVE_BASE_URL` (optional).
+    /// Reads `DASHSCOPE_API_KEY` (required), `DASHSCOPE_BASE_URL`,
+    /// `DASHSCOPE_NATIVE_BASE_URL` and `DASHSCOPE_WORKSPACE_ID` (optional).
     pub fn from_env(region: Region) -> Result<Self> {
         let key = Secret::from_env(Self::ENV_API_KEY).ok_or_else(|| Error::Auth {
             message: format!("{} is not set", Self::ENV_API_KEY),
@@ -101,6 +106,12 @@ impl BailianConfig {
         }
         if let Ok(base) = std::env::var(Self::ENV_NATIVE_BASE) {
             config = config.with_native_base(base);
+        }
+        if let Some(ws) = std::env::var(Self::ENV_WORKSPACE)
+            .ok()
+            .filter(|w| !w.trim().is_empty())
+        {
+            config = config.with_workspace(ws);
         }
         Ok(config)
     }
@@ -115,6 +126,19 @@ impl BailianConfig {
     pub fn with_api_key(mut self, key: Secret) -> Self {
         self.api_key = Some(key);
         self
+    }
+
+    /// Sends every request in this workspace: the `X-DashScope-WorkSpace` header, which a key
+    /// of a workspace other than the account's default one needs (without it the service
+    /// answers as if the workspace did not exist).
+    pub fn with_workspace(mut self, workspace: impl Into<String>) -> Self {
+        self.workspace = Some(workspace.into().trim().to_string());
+        self
+    }
+
+    /// The workspace id, if set.
+    pub fn workspace(&self) -> Option<&str> {
+        self.workspace.as_deref()
     }
 
     /// The API key, if set.
@@ -145,6 +169,12 @@ impl BailianConfig {
     /// The region.
     pub fn region(&self) -> Region {
         self.region
+    }
+
+    /// Whether the native API is the one Model Studio's fine-tune and deployment references
+    /// document: Beijing's (or a base set explicitly, which is the caller's choice).
+    pub(crate) fn native_is_documented(&self) -> bool {
+        self.region == Region::Beijing || self.native_base.is_some()
     }
 }
 

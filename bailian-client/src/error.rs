@@ -75,7 +75,40 @@ impl ApiError {
         if let Some(r) = &self.request_id {
             s.push_str(&format!(" (request id {r})"));
         }
+        if let Some(h) = self.hint() {
+            s.push_str(" — ");
+            s.push_str(h);
+        }
         s
+    }
+
+    /// What to do about an error a user can fix, by the codes of DashScope's error reference
+    /// (<https://help.aliyun.com/zh/model-studio/error-code>): a bad key, an account in
+    /// arrears, a key without access to the model or workspace.
+    pub fn hint(&self) -> Option<&'static str> {
+        let code = self
+            .code
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let message = self
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        Some(if code == "invalidapikey" || code == "invalid_api_key" {
+            "DASHSCOPE_API_KEY is not a key of this region: Beijing and Singapore (DASHSCOPE_REGION) have their own keys"
+        } else if code == "arrearage" {
+            "the Alibaba Cloud account is in arrears: top it up in the billing console"
+        } else if code.contains("workspace") || message.contains("workspace") {
+            "the key is not allowed in this workspace: a key of a non-default workspace needs DASHSCOPE_WORKSPACE_ID set to that workspace's id"
+        } else if code.contains("accessdenied") || code == "access_denied" || self.status == 403 {
+            "the key may not use this model or API: grant the RAM user Model Studio permissions or enable the model for the workspace; a key of a non-default workspace also needs DASHSCOPE_WORKSPACE_ID"
+        } else if code.contains("quota") && !code.starts_with("throttling") {
+            "a Model Studio quota is used up (free quota, files or fine-tune slots)"
+        } else {
+            return None;
+        })
     }
 
     /// The typed error for this answer.
@@ -109,6 +142,30 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DashScope's documented error bodies for a bad key, arrears and refused access each end
+    /// in what to do, after the request id.
+    #[test]
+    fn errors_a_user_can_fix_say_what_to_do() {
+        let cases: [(u16, &[u8], &str); 4] = [
+            (401, br#"{"code":"InvalidApiKey","message":"Invalid API-key provided.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}"#, "DASHSCOPE_REGION"),
+            (400, br#"{"code":"Arrearage","message":"Access denied, please make sure your account is in good standing.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}"#, "arrears"),
+            (403, br#"{"code":"AccessDenied","message":"Access denied.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}"#, "Model Studio permissions"),
+            (403, br#"{"code":"Workspace.AccessDenied","message":"Workspace access denied.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}"#, "DASHSCOPE_WORKSPACE_ID"),
+        ];
+        for (status, body, remedy) in cases {
+            let text = ApiError::parse(status, body)
+                .into_error("create fine-tune", None)
+                .to_string();
+            assert!(text.contains(remedy), "{text}");
+            assert!(
+                text.contains("fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"),
+                "{text}"
+            );
+        }
+        let ok = ApiError::parse(500, br#"{"code":"InternalError","message":"x"}"#);
+        assert_eq!(ok.hint(), None);
+    }
 
     #[test]
     fn compatible_mode_body() {

@@ -11,6 +11,10 @@ use serde::de::DeserializeOwned;
 use crate::config::BailianConfig;
 use crate::error::{ApiError, retry_after};
 
+/// The header naming the workspace a request acts in (`llm-…`), as the DashScope SDKs send
+/// it when given a workspace; without it a key's default workspace is used.
+pub(crate) const WORKSPACE_HEADER: &str = "X-DashScope-WorkSpace";
+
 /// A request body. Forms are built afresh for each attempt (they are consumed when sent).
 #[derive(Clone, Copy)]
 pub(crate) enum Payload<'a> {
@@ -99,6 +103,9 @@ impl Http {
         }
         if let Some(key) = self.config.api_key() {
             req = req.bearer_auth(key.expose());
+        }
+        if let Some(ws) = self.config.workspace() {
+            req = req.header(WORKSPACE_HEADER, ws);
         }
         match body {
             Payload::Empty => {}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bailian_client::{
-    BailianConfig, BailianDeployer, BailianFineTunes, MODEL_RECORD, ModelStudio, Region,
+    BailianConfig, BailianDeployer, BailianFineTunes, DeployPlan, MODEL_RECORD, ModelStudio, Region,
 };
 use rag_core::conformance::training::TrainingFixtures;
 use rag_core::deploy::{DeploySpec, DeploymentStatus, ModelDeployer};
@@ -100,6 +100,11 @@ impl Respond for FakeStudio {
                     text.contains("name=\"files\"") && text.contains("name=\"descriptions\""),
                     "{text}"
                 );
+                // The file management reference marks `purpose` required.
+                assert!(
+                    text.contains("name=\"purpose\"\r\n\r\nfine-tune\r\n"),
+                    "{text}"
+                );
                 st.next += 1;
                 let id = format!("976bd01a-f30b-4414-86fd-{:012}", st.next);
                 st.files.insert(id.clone(), text);
@@ -144,6 +149,15 @@ impl Respond for FakeStudio {
                 }
                 None => not_found(&format!("Job: {id}")),
             },
+            ("GET", ["deployments", "models"]) => {
+                // Every fine-tuned model, base capacity 2 (the reference's `base_capacity`).
+                let models: Vec<Value> = st
+                    .jobs
+                    .iter()
+                    .map(|(id, j)| json!({"model_name": format!("{}-ft-{id}", j.model), "base_capacity": 2}))
+                    .collect();
+                ok(json!({"models": models, "page_no": 1, "page_size": 100, "total": models.len()}))
+            }
             ("POST", ["deployments"]) => {
                 let model = body["model_name"].as_str().unwrap().to_string();
                 let known = st
@@ -153,10 +167,22 @@ impl Respond for FakeStudio {
                 if !known {
                     return not_found(&format!("Model: {model}"));
                 }
-                let id = format!("{model}-{}", body["suffix"].as_str().unwrap_or("x"));
+                if body["plan"].is_null() && !body["capacity"].as_u64().unwrap().is_multiple_of(2) {
+                    return ResponseTemplate::new(400).set_body_json(json!({"request_id": "r", "code": "InvalidParameter", "message": "capacity must be a multiple of base_capacity"}));
+                }
+                st.next += 1;
+                let suffix = body["suffix"]
+                    .as_str()
+                    .map_or_else(|| format!("{:08x}", st.next), str::to_string);
+                let id = format!("{model}-{suffix}");
                 st.deployments.insert(
                     id.clone(),
-                    (model.clone(), body["capacity"].as_u64().unwrap() as u32, 0),
+                    // PTU deployments are sized in tokens per minute, not units.
+                    (
+                        model.clone(),
+                        body["capacity"].as_u64().unwrap_or(0) as u32,
+                        0,
+                    ),
                 );
                 ok(
                     json!({"deployed_model": id, "status": "PENDING", "model_name": model, "capacity": body["capacity"], "ready_capacity": 0, "charge_type": "post_paid"}),
@@ -269,23 +295,30 @@ async fn training_backend_conformance() {
 async fn the_create_request_is_the_documented_body() {
     let (_server, fake, api, store) = setup().await;
     let backend = BailianFineTunes::new(api, store);
-    backend.submit(&spec("llm-ft")).await.unwrap();
+    let s = spec("llm-ft")
+        .with_hyper_parameter("split", 0.9)
+        .with_hyper_parameter("lr_scheduler_type", "linear")
+        .with_hyper_parameter("training_type", "efficient_sft")
+        .with_hyper_parameter(bailian_client::SUFFIX_KEY, "rag");
+    backend.submit(&s).await.unwrap();
     let bodies = fake.0.lock().unwrap().bodies.clone();
     let (_, _, create) = bodies
         .iter()
         .find(|(m, p, _)| m == "POST" && p == "fine-tunes")
         .unwrap();
     let file = create["training_file_ids"][0].as_str().unwrap();
+    // Numbers as numbers (`learning_rate` is a Float in the reference), the suffix in its
+    // documented field.
     assert_eq!(
         create,
-        &json!({"model": "qwen3-14b", "training_file_ids": [file], "hyper_parameters": {"learning_rate": "1.6e-5", "n_epochs": 3},
-                "training_type": "sft", "job_name": "llm-ft"})
+        &json!({"model": "qwen3-14b", "training_file_ids": [file], "hyper_parameters": {"learning_rate": 1.6e-5, "n_epochs": 3, "split": 0.9, "lr_scheduler_type": "linear"},
+                "training_type": "efficient_sft", "job_name": "llm-ft", "finetuned_output_suffix": "rag"})
     );
 }
 
 #[tokio::test]
 async fn a_finished_fine_tune_hands_its_model_to_the_deployment() {
-    let (_server, _fake, api, store) = setup().await;
+    let (_server, fake, api, store) = setup().await;
     let trainer = BailianFineTunes::new(api.clone(), store.clone());
     let s = spec("llm-ft");
     let id = trainer.submit(&s).await.unwrap();
@@ -317,7 +350,25 @@ async fn a_finished_fine_tune_hands_its_model_to_the_deployment() {
         })
         .await
         .unwrap();
-    assert_eq!(dep.id, format!("qwen3-14b-ft-{}-custom-llm-v1", id.0));
+    let model = format!("qwen3-14b-ft-{}", id.0);
+    assert!(dep.id.starts_with(&model), "{}", dep.id);
+    assert_eq!(dep.model_name, "custom-llm-v1");
+    // 2 instances of the model's base capacity (2), the spec's name as the display name.
+    let create = fake
+        .0
+        .lock()
+        .unwrap()
+        .bodies
+        .iter()
+        .rev()
+        .find(|(m, p, _)| m == "POST" && p == "deployments")
+        .unwrap()
+        .2
+        .clone();
+    assert_eq!(
+        create,
+        json!({"model_name": model, "name": "custom-llm-v1", "capacity": 4})
+    );
     let mut status = deployer.status(&dep.id).await.unwrap().status;
     while status == DeploymentStatus::Pending {
         status = deployer.status(&dep.id).await.unwrap().status;
@@ -384,4 +435,107 @@ async fn missing_inputs_and_keys_are_clear_errors() {
     assert!(backend.submit(&s).await.unwrap_err().is_not_found());
     let err = ModelStudio::new(BailianConfig::new(Region::Beijing)).unwrap_err();
     assert!(err.to_string().contains("DASHSCOPE_API_KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn plans_size_the_deployment_and_an_undeployable_model_fails_before_creating() {
+    let (_server, fake, api, store) = setup().await;
+    let trainer = BailianFineTunes::new(api.clone(), store.clone());
+    let s = spec("ok");
+    let id = trainer.submit(&s).await.unwrap();
+    trainer.wait(&id, fast()).await.unwrap();
+    let model = format!("qwen3-14b-ft-{}", id.0);
+    let spec = |capacity| DeploySpec {
+        model_name: "rag-llm".into(),
+        model_path: model.clone(),
+        capacity,
+    };
+    let last_create = || {
+        fake.0
+            .lock()
+            .unwrap()
+            .bodies
+            .iter()
+            .rev()
+            .find(|(m, p, _)| m == "POST" && p == "deployments")
+            .map(|(_, _, b)| b.clone())
+    };
+
+    let mu = BailianDeployer::new(api.clone(), None)
+        .with_plan("mu:MU1".parse().unwrap())
+        .with_suffix("mu1");
+    let d = mu.deploy(&spec(3)).await.unwrap();
+    assert_eq!(d.id, format!("{model}-mu1"));
+    assert_eq!(
+        last_create().unwrap(),
+        json!({"model_name": model, "name": "rag-llm", "plan": "mu", "deploy_spec": "MU1", "capacity": 6, "suffix": "mu1"})
+    );
+    mu.undeploy(&d.id).await.unwrap();
+
+    let ptu = BailianDeployer::new(api.clone(), None).with_plan(DeployPlan::Ptu {
+        input_tpm: 10_000,
+        output_tpm: 1_000,
+    });
+    let d = ptu.deploy(&spec(1)).await.unwrap();
+    assert_eq!(
+        last_create().unwrap(),
+        json!({"model_name": model, "name": "rag-llm", "plan": "ptu", "ptu_capacity": {"input_tpm": 10_000, "output_tpm": 1_000}})
+    );
+    ptu.undeploy(&d.id).await.unwrap();
+
+    // A suffix the service would refuse is refused here, before any request creates anything.
+    let long = BailianDeployer::new(api.clone(), None).with_suffix("custom-llm-v1");
+    let err = long.deploy(&spec(1)).await.unwrap_err();
+    assert!(matches!(err, rag_core::Error::InvalidInput { .. }), "{err}");
+
+    let creates = |f: &FakeStudio| {
+        f.0.lock()
+            .unwrap()
+            .bodies
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p == "deployments")
+            .count()
+    };
+    let before = creates(&fake);
+    let err = BailianDeployer::new(api, None)
+        .deploy(&DeploySpec {
+            model_path: "qwen3-14b-ft-never".into(),
+            ..spec(1)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("/deployments/models"), "{err}");
+    assert_eq!(creates(&fake), before, "nothing was created");
+}
+
+#[tokio::test]
+async fn the_workspace_header_goes_with_every_call() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::header(
+        "X-DashScope-WorkSpace",
+        "llm-v71tlv3d",
+    ))
+    .and(path_regex("^/api/v1/fine-tunes/ft-1$"))
+    .respond_with(ok(json!({"job_id": "ft-1", "status": "RUNNING"})))
+    .mount(&server)
+    .await;
+    let config = BailianConfig::new(Region::Beijing)
+        .with_api_key(Secret::new("sk-studio"))
+        .with_native_base(format!("{}/api/v1", server.uri()))
+        .with_workspace("llm-v71tlv3d");
+    let api = ModelStudio::new(config).unwrap();
+    assert_eq!(api.fine_tune("ft-1").await.unwrap().status, "RUNNING");
+    // Without it the same call is not the workspace's (the fake answers 404 as the
+    // service does for a job of another workspace).
+    let config = BailianConfig::new(Region::Beijing)
+        .with_api_key(Secret::new("sk-studio"))
+        .with_native_base(format!("{}/api/v1", server.uri()));
+    assert!(
+        ModelStudio::new(config)
+            .unwrap()
+            .fine_tune("ft-1")
+            .await
+            .is_err()
+    );
 }

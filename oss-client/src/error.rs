@@ -33,6 +33,16 @@ where
                 // No parsed message: keep what the SDK says (e.g. an unparseable body).
                 None => format!("{e}: {:?}", std::error::Error::source(e)),
             };
+            // OSS puts its request id in `x-oss-request-id` (S3 servers in `x-amz-request-id`):
+            // what its support asks for.
+            let request_id = ["x-oss-request-id", "x-amz-request-id"]
+                .iter()
+                .find_map(|h| service.raw().headers().get(*h))
+                .map(str::to_string);
+            let message = match request_id {
+                Some(id) => format!("{message} (request id {id})"),
+                None => message,
+            };
             classify(status, &code, &message, retry_after, what)
         }
         SdkError::TimeoutError(_) => Error::Timeout {
@@ -60,11 +70,15 @@ pub(crate) fn classify(
     retry_after: Option<Duration>,
     what: &str,
 ) -> Error {
-    let detail = if message.is_empty() {
+    let mut detail = if message.is_empty() {
         format!("{what}: {code} (HTTP {status})")
     } else {
         format!("{what}: {code}: {message} (HTTP {status})")
     };
+    if let Some(h) = hint(status, code, message) {
+        detail.push_str(" — ");
+        detail.push_str(h);
+    }
     match (code, status) {
         ("NoSuchBucket", _) => Error::not_found(format!("bucket of {what}")),
         ("NoSuchKey" | "NotFound" | "NoSuchUpload", _) | (_, 404) => Error::not_found(what),
@@ -95,9 +109,97 @@ pub(crate) fn classify(
     }
 }
 
+/// What to do about an error a user can fix, by the codes of OSS's error reference
+/// (<https://www.alibabacloud.com/help/en/oss/user-guide/error-codes>; 0003-00000001 ff.).
+pub(crate) fn hint(status: u16, code: &str, message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    Some(match code {
+        "InvalidAccessKeyId" => {
+            "OSS does not know this AccessKey: check ALIBABA_CLOUD_ACCESS_KEY_ID (a deleted or disabled key, or a key of another account)"
+        }
+        "SignatureDoesNotMatch" => {
+            "the request's signature does not match: check ALIBABA_CLOUD_ACCESS_KEY_SECRET for ALIBABA_CLOUD_ACCESS_KEY_ID"
+        }
+        "SecurityTokenExpired" | "ExpiredToken" => {
+            "the STS token has expired: get a new one (ALIBABA_CLOUD_SECURITY_TOKEN with its AccessKey pair)"
+        }
+        "InvalidSecurityToken" => {
+            "the STS token is not valid for this AccessKey: set ALIBABA_CLOUD_SECURITY_TOKEN from the same AssumeRole answer as the key pair"
+        }
+        // The bucket lives in another region than the endpoint asked.
+        "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException" => {
+            "the bucket is in another region: set OSS_REGION (store.region) to the bucket's region"
+        }
+        "AccessDenied" if m.contains("endpoint") => {
+            "the bucket is in another region: set OSS_REGION (store.region) to the bucket's region (the answer names its endpoint)"
+        }
+        "AccessDenied" | "AccessForbidden" => {
+            "the AccessKey's RAM user may not do this: grant it oss:GetObject, oss:PutObject, oss:ListObjects and oss:DeleteObject on the bucket (a RAM policy), or check the bucket policy"
+        }
+        "QuotaExceeded" | "TooManyBuckets" => "an OSS quota of the account is used up",
+        _ if status == 403 => {
+            "refused: check the AccessKey (ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET) and its RAM permissions on the bucket"
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The codes and messages of OSS's error reference, each with its remedy.
+    #[test]
+    fn errors_a_user_can_fix_say_what_to_do() {
+        let cases = [
+            (
+                403,
+                "InvalidAccessKeyId",
+                "The OSS Access Key Id you provided does not exist in our records.",
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            ),
+            (
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            ),
+            (
+                403,
+                "SecurityTokenExpired",
+                "The security token you provided has expired.",
+                "STS token has expired",
+            ),
+            (
+                403,
+                "AccessDenied",
+                "The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.",
+                "OSS_REGION",
+            ),
+            (
+                403,
+                "AccessDenied",
+                "You have no right to access this object because of bucket acl.",
+                "RAM policy",
+            ),
+        ];
+        for (status, code, message, remedy) in cases {
+            let err = classify(
+                status,
+                code,
+                &format!("{message} (request id 5C3D9175B6FC201293AD****)"),
+                None,
+                "oss://b/k",
+            );
+            assert!(matches!(err, Error::Auth { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(remedy), "{code}: {text}");
+            assert!(text.contains("5C3D9175B6FC201293AD****"), "{text}");
+        }
+        assert_eq!(hint(404, "NoSuchKey", ""), None);
+    }
 
     #[test]
     fn codes_map_to_variants_callers_can_match() {

@@ -12,7 +12,25 @@ use rag_core::{Error, Result};
 use crate::config::{MIN_PART_SIZE, OssConfig};
 use crate::error::map_sdk_error;
 
-/// Uploads `data` to `bucket/key`, holding at most `part_size × (part_concurrency + 1)` bytes.
+/// Most parts one multipart upload may have (S3 and OSS alike).
+pub const MAX_PARTS: i32 = 10_000;
+/// Largest part S3 and OSS accept.
+pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+/// Parts uploaded at each size before the size doubles ([`part_size`]).
+const PARTS_PER_SIZE: i32 = 1_000;
+
+/// The size of part `number` (from 1) of an upload whose length is unknown: `base` for the
+/// first 1,000 parts, then doubling every 1,000 parts up to 5 GiB, so a stream of any size
+/// a bucket can hold fits in the 10,000 parts a multipart upload may have (16 MiB parts
+/// reach 16 GB at part 1,000 and over 5 TB by part 10,000) while ordinary objects keep
+/// the configured size (and memory).
+pub fn part_size(base: usize, number: i32) -> usize {
+    let doublings = ((number.max(1) - 1) / PARTS_PER_SIZE).min(20) as u32;
+    base.saturating_mul(1 << doublings).min(MAX_PART_SIZE)
+}
+
+/// Uploads `data` to `bucket/key`, holding at most `part_size × (part_concurrency + 1)` bytes
+/// (the part size grows past the 1,000th part: [`part_size`]).
 pub(crate) async fn upload_stream(
     client: &Client,
     config: &OssConfig,
@@ -120,7 +138,7 @@ impl Parts<'_> {
         mut buf: BytesMut,
         mut ended: bool,
         mut data: ByteStream,
-        part_size: usize,
+        base: usize,
         concurrency: usize,
     ) -> Result<(Vec<CompletedPart>, u64)> {
         let mut in_flight = FuturesUnordered::new();
@@ -128,6 +146,7 @@ impl Parts<'_> {
         let mut number = 0i32;
         let mut size = 0u64;
         loop {
+            let part_size = part_size(base, number + 1);
             while !ended && buf.len() < part_size {
                 match data.try_next().await? {
                     Some(chunk) => buf.extend_from_slice(&chunk),
@@ -138,6 +157,12 @@ impl Parts<'_> {
                 break;
             }
             let take = buf.len().min(part_size);
+            if number == MAX_PARTS {
+                return Err(Error::invalid(format!(
+                    "{}: more than {MAX_PARTS} parts of up to {} bytes: larger than one object can be",
+                    self.what, MAX_PART_SIZE
+                )));
+            }
             let part = buf.split_to(take).freeze();
             number += 1;
             size += part.len() as u64;
@@ -200,4 +225,26 @@ impl Parts<'_> {
 /// An ETag without the quotes S3 puts around it.
 pub(crate) fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_any_object_fits_in_ten_thousand() {
+        let base = 16 * 1024 * 1024;
+        assert_eq!(part_size(base, 1), base);
+        assert_eq!(part_size(base, 1_000), base);
+        assert_eq!(part_size(base, 1_001), 2 * base);
+        assert_eq!(part_size(base, 10_000), MAX_PART_SIZE);
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n) as u64).sum();
+        assert!(total > 5 * 1024u64.pow(4), "{total} bytes");
+        // Even at the 5 MiB minimum, far beyond the 48.8 GB that fixed parts would allow.
+        let total: u64 = (1..=MAX_PARTS)
+            .map(|n| part_size(MIN_PART_SIZE, n) as u64)
+            .sum();
+        assert!(total > 1024u64.pow(4), "{total} bytes");
+        assert!((1..=MAX_PARTS).all(|n| part_size(usize::MAX / 2, n) <= MAX_PART_SIZE));
+    }
 }

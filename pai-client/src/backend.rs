@@ -20,6 +20,10 @@ pub struct DlcDefaults {
     pub ecs_spec: String,
     /// OSS region, to mount `oss://bucket/path` inputs over the internal endpoint.
     pub oss_region: String,
+    /// Store prefixes every job mounts, and where (`DataSources` with `Uri` and `MountPath`,
+    /// beside the job's inputs): e.g. the folder holding the `ragloop` binary an image-free
+    /// job runs.
+    pub mounts: Vec<(StoreUri, String)>,
 }
 
 /// A [`TrainingBackend`] that runs jobs on PAI-DLC.
@@ -71,6 +75,16 @@ impl PaiBackend {
             (None, None) => (Some(self.defaults.ecs_spec.clone()), None),
         };
         let mut data_sources = Vec::new();
+        for (uri, path) in &self.defaults.mounts {
+            let oss = self.mountable(uri).ok_or_else(|| {
+                Error::invalid(format!("{uri}: DLC mounts OSS prefixes only (oss://…)"))
+            })?;
+            data_sources.push(DataSource {
+                data_source_id: None,
+                uri: Some(oss),
+                mount_path: path.clone(),
+            });
+        }
         for (name, uri) in &spec.inputs {
             if let Some(oss) = self.mountable(uri) {
                 data_sources.push(DataSource {

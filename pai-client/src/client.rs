@@ -294,6 +294,37 @@ impl PaiClient {
     }
 }
 
+/// What to do about an error a user can fix, by the codes of Alibaba Cloud's OpenAPI common
+/// error reference and PAI-DLC's (`InvalidAccessKeyId.NotFound`, `SignatureDoesNotMatch`,
+/// `InvalidSecurityToken.Expired`, `Forbidden.RAM`, quota and workspace errors).
+fn hint(code: &str, message: &str) -> Option<&'static str> {
+    let c = code.to_ascii_lowercase();
+    let m = message.to_ascii_lowercase();
+    Some(if c.starts_with("invalidaccesskeyid") {
+        "PAI does not know this AccessKey or it is disabled: check ALIBABA_CLOUD_ACCESS_KEY_ID"
+    } else if c.contains("signaturedoesnotmatch") {
+        "the signature does not match: check ALIBABA_CLOUD_ACCESS_KEY_SECRET for ALIBABA_CLOUD_ACCESS_KEY_ID"
+    } else if c.starts_with("invalidsecuritytoken.expired") {
+        "the STS token has expired: get a new one (ALIBABA_CLOUD_SECURITY_TOKEN)"
+    } else if c.starts_with("invalidsecuritytoken") {
+        "the STS token does not belong to this AccessKey: set ALIBABA_CLOUD_SECURITY_TOKEN from the same AssumeRole answer"
+    } else if c.contains("workspace")
+        || (m.contains("workspace")
+            && (c.contains("notfound") || m.contains("not exist") || m.contains("not found")))
+    {
+        "no such workspace in this region: check jobs.workspace_id (PAI_WORKSPACE_ID) and jobs.region (PAI_REGION)"
+    } else if c.contains("quota") || m.contains("quota") || c.contains("insufficient") {
+        "a resource quota is used up: pick a smaller jobs.ecs_spec, another jobs.resource_id, or raise the quota in the PAI console"
+    } else if c.starts_with("forbidden") || c.contains("nopermission") || c.contains("accessdenied")
+    {
+        "the AccessKey's RAM user may not call PAI-DLC here: grant it AliyunPAIDLCFullAccess (or a policy with the pai:*Job actions) and membership of the workspace"
+    } else if c.contains("regionid") || c.contains("region") {
+        "PAI-DLC is not offered in that region or the endpoint is another region's: check jobs.region (PAI_REGION) and jobs.endpoint"
+    } else {
+        return None;
+    })
+}
+
 fn classify(
     action: &str,
     status: u16,
@@ -303,7 +334,12 @@ fn classify(
     let (code, message, request_id) = api
         .map(|a| (a.code, a.message, a.request_id))
         .unwrap_or_default();
-    let detail = format!("PAI {action}: {code}: {message} (HTTP {status}, request {request_id})");
+    let mut detail =
+        format!("PAI {action}: {code}: {message} (HTTP {status}, request {request_id})");
+    if let Some(h) = hint(&code, &message) {
+        detail.push_str(" — ");
+        detail.push_str(h);
+    }
     if code.starts_with("Throttling") || status == 429 {
         return Error::RateLimited { retry_after };
     }
@@ -332,6 +368,76 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Error bodies as the OpenAPI common error reference and DLC document them, each with
+    /// its remedy and the request id.
+    #[test]
+    fn errors_a_user_can_fix_say_what_to_do() {
+        let cases = [
+            (
+                404,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                true,
+            ),
+            (
+                400,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                true,
+            ),
+            (
+                400,
+                "InvalidSecurityToken.Expired",
+                "Specified SecurityToken is expired.",
+                "STS token has expired",
+                true,
+            ),
+            (
+                403,
+                "Forbidden.RAM",
+                "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+                "AliyunPAIDLCFullAccess",
+                true,
+            ),
+            (
+                400,
+                "QuotaExceeded",
+                "The quota of resource group is not enough.",
+                "jobs.resource_id",
+                false,
+            ),
+            (
+                404,
+                "WorkspaceNotFound",
+                "The workspace ws-1 does not exist.",
+                "jobs.workspace_id",
+                false,
+            ),
+        ];
+        for (status, code, message, remedy, auth) in cases {
+            let err = classify(
+                "CreateJob",
+                status,
+                Some(ApiError {
+                    code: code.into(),
+                    message: message.into(),
+                    request_id: "473469C7-AA6F-4DC5-B3DB-A3DC0DE3C83E".into(),
+                }),
+                None,
+            );
+            let text = err.to_string();
+            assert!(text.contains(remedy), "{code}: {text}");
+            assert!(
+                text.contains("473469C7-AA6F-4DC5-B3DB-A3DC0DE3C83E"),
+                "{text}"
+            );
+            assert_eq!(matches!(err, Error::Auth { .. }), auth, "{code}: {err:?}");
+        }
+        assert_eq!(hint("InternalError", "boom"), None);
+    }
 
     fn api(code: &str) -> Option<ApiError> {
         Some(ApiError {

@@ -23,6 +23,7 @@
 //!     resource_id: None,
 //!     ecs_spec: "ecs.gn7i-c8g1.2xlarge".into(),
 //!     oss_region: "cn-hangzhou".into(),
+//!     mounts: Vec::new(),
 //! });
 //! let spec = JobSpec::new(
 //!     "emb-train",

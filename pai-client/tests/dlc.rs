@@ -247,6 +247,7 @@ fn backend_at(config: PaiConfig) -> PaiBackend {
             resource_id: None,
             ecs_spec: "ecs.gn7i-c8g1.2xlarge".into(),
             oss_region: "cn-hangzhou".into(),
+            mounts: Vec::new(),
         },
     )
 }
@@ -523,4 +524,43 @@ async fn a_service_that_stalls_mid_answer_does_not_hang() {
     assert!(err.is_retryable(), "{err:?}");
     assert_eq!(server.requests().len(), 3, "each attempt timed out");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn mounts_every_job_carries_come_before_its_inputs() {
+    let config = config_at("http://127.0.0.1:9".into(), SECRET);
+    let backend = PaiBackend::new(
+        PaiClient::new(config).unwrap(),
+        DlcDefaults {
+            image: "dsw-registry-vpc.cn-hangzhou.cr.aliyuncs.com/pai/pytorch:2.8.0".into(),
+            resource_id: None,
+            ecs_spec: "ecs.g7.xlarge".into(),
+            oss_region: "cn-hangzhou".into(),
+            mounts: vec![(
+                "oss://bucket/rag/bin/".parse().unwrap(),
+                "/mnt/data/ragloop-bin/".into(),
+            )],
+        },
+    );
+    let req = backend.create_request(&spec("emb-train")).unwrap();
+    let body = serde_json::to_value(&req).unwrap();
+    assert_eq!(
+        body["DataSources"],
+        json!([
+            {"Uri": "oss://bucket.oss-cn-hangzhou-internal.aliyuncs.com/rag/bin/", "MountPath": "/mnt/data/ragloop-bin/"},
+            {"Uri": "oss://bucket.oss-cn-hangzhou-internal.aliyuncs.com/raw-docs/", "MountPath": "/mnt/data/data/"}
+        ])
+    );
+    // Only OSS can be mounted.
+    let local = PaiBackend::new(
+        backend.client().clone(),
+        DlcDefaults {
+            image: "x".into(),
+            resource_id: None,
+            ecs_spec: "ecs.g7.xlarge".into(),
+            oss_region: "cn-hangzhou".into(),
+            mounts: vec![("file:///tmp/bin/".parse().unwrap(), "/mnt/x/".into())],
+        },
+    );
+    assert!(local.create_request(&spec("emb-train")).is_err());
 }

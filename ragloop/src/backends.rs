@@ -5,12 +5,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bailian_client::{
     BailianConfig, BailianDeployer, BailianFineTunes, ChatClient, EmbeddingClient,
     EmbeddingOptions, ModelStudio, Region, RerankClient,
 };
 use pai_client::{DlcDefaults, PaiBackend, PaiClient, PaiConfig};
+
+use crate::program::Program;
 use rag_core::local::{
     ExtractiveChat, HashedEmbedding, HashedEmbeddingConfig, LocalDeployer, LocalProcessBackend,
 };
@@ -60,7 +62,8 @@ pub fn store_spec(config: &LoopConfig) -> Result<StoreSpec> {
 }
 
 /// The `ragloop` program jobs on `[jobs]` run: `jobs.command`, else `local` (this binary)
-/// for local jobs and `ragloop` on the image's `PATH` for PAI.
+/// for local jobs and `ragloop` on the image's `PATH` for PAI (image-free PAI jobs run
+/// [`Program::command`] instead: [`image_free`]).
 pub fn job_command(config: &LoopConfig, local: Vec<String>) -> Vec<String> {
     config
         .jobs
@@ -88,13 +91,27 @@ impl Backends {
                 config.rerank.region.as_deref(),
             )?;
         }
+        // Image-free PAI jobs: this binary, uploaded once, mounted into a stock image.
+        let program = match image_free(&config, &local_command)? {
+            Some(p) => {
+                let uploaded = p.publish(store.as_ref()).await?;
+                tracing::info!(
+                    binary = %p.path.display(),
+                    object = %p.uri,
+                    uploaded,
+                    "image-free PAI jobs run this binary from the bucket"
+                );
+                Some(p)
+            }
+            None => None,
+        };
         let jobs: Arc<dyn TrainingBackend> = match config.jobs.backend {
             JobsBackend::Local => Arc::new(LocalProcessBackend::new(config.work_dir.join("jobs"))),
-            JobsBackend::Pai => Arc::new(pai_backend(&config)?),
+            JobsBackend::Pai => Arc::new(pai_backend(&config, program.as_ref())?),
         };
         let llm_trainer: Option<Arc<dyn TrainingBackend>> = match config.llm_fine_tune.backend {
             LlmFineTuneBackend::None => None,
-            LlmFineTuneBackend::Pai => Some(Arc::new(pai_backend(&config)?)),
+            LlmFineTuneBackend::Pai => Some(Arc::new(pai_backend(&config, program.as_ref())?)),
             LlmFineTuneBackend::Local => Some(Arc::new(LocalProcessBackend::new(
                 config.work_dir.join("llm-jobs"),
             ))),
@@ -117,7 +134,14 @@ impl Backends {
                     "deploy.backend = \"bailian\"",
                     config.llm.region.as_deref(),
                 )?)?;
-                Some(Arc::new(BailianDeployer::new(api, Some(store.clone()))))
+                let mut deployer = BailianDeployer::new(api, Some(store.clone()));
+                if let Some(plan) = &config.deploy.plan {
+                    deployer = deployer.with_plan(plan.parse().context("deploy.plan")?);
+                }
+                if let Some(suffix) = &config.deploy.suffix {
+                    deployer = deployer.with_suffix(suffix.clone());
+                }
+                Some(Arc::new(deployer))
             }
         };
         // Credentials of the answering and embedding APIs are checked now, not at stage 7.
@@ -131,11 +155,11 @@ impl Backends {
             )?;
         }
         let index = open_index(&config).await?;
-        let plan = JobPlan::new(
-            &config,
-            job_command(&config, local_command),
-            store_spec.clone(),
-        );
+        let command = match (&program, &config.jobs.command) {
+            (Some(p), None) => p.command(),
+            _ => job_command(&config, local_command),
+        };
+        let plan = JobPlan::new(&config, command, store_spec.clone());
         Ok(Self {
             store_spec,
             store,
@@ -338,13 +362,53 @@ fn dashscope(what: &str, region: Option<&str>) -> Result<BailianConfig> {
     })
 }
 
-fn pai_backend(config: &LoopConfig) -> Result<PaiBackend> {
+/// PAI's region for `config`'s jobs.
+fn pai_region(config: &LoopConfig) -> String {
+    env_or(&config.jobs.region, "PAI_REGION").unwrap_or_else(|| "cn-hangzhou".into())
+}
+
+/// The binary image-free PAI jobs run, when some job runs on PAI with no `jobs.image` (nor
+/// `PAI_IMAGE`): `jobs.binary`, else the running `ragloop` (`local_command[0]`), named under
+/// `<root>bin/` (nothing is uploaded here). A binary that needs a newer glibc than the
+/// default stock image has is refused with what to do.
+pub fn image_free(config: &LoopConfig, local_command: &[String]) -> Result<Option<Program>> {
+    let on_pai = config.jobs.backend == JobsBackend::Pai
+        || config.llm_fine_tune.backend == LlmFineTuneBackend::Pai;
+    if !on_pai || env_or(&config.jobs.image, "PAI_IMAGE").is_some() {
+        return Ok(None);
+    }
+    let binary = match (&config.jobs.binary, local_command.first()) {
+        (Some(b), _) => b.clone(),
+        (None, Some(exe)) => std::path::PathBuf::from(exe),
+        (None, None) => bail!("image-free PAI jobs need jobs.binary (the ragloop to upload)"),
+    };
+    let stock = config
+        .jobs
+        .base_image
+        .is_none()
+        .then_some(crate::program::STOCK_GLIBC);
+    Ok(Some(Program::describe(&config.root, &binary, stock)?))
+}
+
+fn pai_backend(config: &LoopConfig, program: Option<&Program>) -> Result<PaiBackend> {
     let j = &config.jobs;
-    let region = env_or(&j.region, "PAI_REGION").unwrap_or_else(|| "cn-hangzhou".into());
+    let region = pai_region(config);
     let workspace = env_or(&j.workspace_id, "PAI_WORKSPACE_ID")
         .context("PAI needs jobs.workspace_id (or PAI_WORKSPACE_ID)")?;
-    let image = env_or(&j.image, "PAI_IMAGE")
-        .context("PAI needs jobs.image (or PAI_IMAGE): an image with ragloop on its PATH")?;
+    let (image, mounts) = match program {
+        Some(p) => (
+            j.base_image
+                .clone()
+                .unwrap_or_else(|| crate::program::stock_image(&region)),
+            vec![(p.prefix(), crate::program::MOUNT.to_string())],
+        ),
+        None => (
+            env_or(&j.image, "PAI_IMAGE").context(
+                "PAI needs jobs.image (or PAI_IMAGE): an image with ragloop on its PATH",
+            )?,
+            Vec::new(),
+        ),
+    };
     let mut pai = PaiConfig::new(&region, &workspace)?.with_credentials(access_key("PAI")?);
     if let Some(e) = env_or(&j.endpoint, "PAI_DLC_ENDPOINT") {
         pai = pai.with_endpoint(e);
@@ -360,6 +424,7 @@ fn pai_backend(config: &LoopConfig) -> Result<PaiBackend> {
                 .clone()
                 .unwrap_or_else(|| "ecs.gn7i-c8g1.2xlarge".into()),
             oss_region,
+            mounts,
         },
     ))
 }

@@ -50,6 +50,7 @@ pub mod jobs;
 pub mod llm_env;
 pub mod logging;
 pub mod plan;
+pub mod program;
 pub mod progress;
 pub mod queries;
 pub mod render;

@@ -13,11 +13,12 @@ use crate::jobs::JobPlan;
 pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
     config.validate()?;
     let layout = Layout::new(config.root.clone());
-    let jobs = JobPlan::new(
-        config,
-        job_command(config, local_command),
-        store_spec(config)?,
-    );
+    let program = crate::backends::image_free(config, &local_command)?;
+    let command = match (&program, &config.jobs.command) {
+        (Some(p), None) => p.command(),
+        _ => job_command(config, local_command),
+    };
+    let jobs = JobPlan::new(config, command, store_spec(config)?);
     let store = match config.store.backend {
         StoreBackend::Local => format!(
             "local files under {}",
@@ -48,6 +49,28 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         "Plan for {} (store: {store}; jobs: {runs_jobs})\n",
         layout.root()
     );
+    if let Some(p) = &program {
+        let region = config
+            .jobs
+            .region
+            .clone()
+            .unwrap_or_else(|| "cn-hangzhou".into());
+        out.push_str(&format!(
+            "  image-free jobs: {} ({} bytes{}) → {} (uploaded once), mounted at {} in {}\n",
+            p.path.display(),
+            p.size,
+            p.glibc
+                .map(|(a, b)| format!(", needs glibc {a}.{b}"))
+                .unwrap_or_default(),
+            p.uri,
+            crate::program::MOUNT,
+            config
+                .jobs
+                .base_image
+                .clone()
+                .unwrap_or_else(|| crate::program::stock_image(&region))
+        ));
+    }
     let mut stage =
         |s: Stage, what: String| out.push_str(&format!("  {:<20} {what}\n", s.to_string()));
     stage(
@@ -102,6 +125,11 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         Stage::Deploy,
         match config.deploy.backend {
             DeployBackend::None => "skipped".into(),
+            DeployBackend::Bailian => format!(
+                "Bailian deployment, plan {}, {} instance(s) × the model's base capacity (GET /deployments/models), waits until it serves",
+                config.deploy.plan.as_deref().unwrap_or("compute"),
+                config.deploy.capacity.unwrap_or(1)
+            ),
             b => format!("{b:?} deployment, waits until it serves"),
         },
     );

@@ -29,10 +29,16 @@ impl Respond for Deployments {
             ("GET", "/api/v1/deployments") => {
                 envelope(json!({"deployments": [], "page_no": 1, "page_size": 100, "total": 0}))
             }
+            ("GET", "/api/v1/deployments/models") => envelope(json!({
+                "models": [{"model_name": "qwen2.5-7b-instruct-ft-202611", "base_capacity": 4}],
+                "page_no": 1, "page_size": 100, "total": 1})),
             ("POST", "/api/v1/deployments") => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap();
-                assert_eq!(body["model_name"], "qwen2.5-7b-instruct-ft-202611");
-                assert_eq!(body["capacity"], 2);
+                // 2 instances of the model's base capacity 4; no plan: billed by compute.
+                assert_eq!(
+                    body,
+                    json!({"model_name": "qwen2.5-7b-instruct-ft-202611", "name": "llm-ft", "capacity": 8})
+                );
                 envelope(
                     json!({"deployed_model": "qwen2.5-7b-instruct-ft-202611-llm-ft",
                                 "status": "PENDING", "model_name": body["model_name"],
@@ -78,6 +84,7 @@ async fn bailian_deploy_waits_until_serving_and_status_reports_it() {
         text.starts_with(&format!("POST {native}/deployments")),
         "{text}"
     );
+    assert!(text.contains("2 × base_capacity"), "{text}");
     assert!(server.received_requests().await.unwrap().is_empty());
 
     let deployed = json_of(
@@ -135,11 +142,74 @@ struct ContainerDlc {
     jobs: std::sync::Arc<std::sync::Mutex<Vec<(std::process::Child, PathBuf, Value)>>>,
     container_env: Vec<(String, String)>,
     dir: PathBuf,
+    /// The S3 server standing in for OSS: `DataSources` the command names are mounted from
+    /// it (copied into the container's directory at their `MountPath`).
+    s3: Option<oss_client::OssConfig>,
 }
 
 impl ContainerDlc {
     /// A fake DLC on a new wiremock server whose containers run in `dir` with test
     /// credentials.
+    /// The same, mounting `DataSources` from the S3 server `s3` configures.
+    async fn serve_with_mounts(dir: &Path, s3: oss_client::OssConfig) -> (Self, MockServer) {
+        let (mut dlc, _) = Self::serve(dir).await;
+        dlc.s3 = Some(s3);
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(dlc.clone())
+            .mount(&server)
+            .await;
+        (dlc, server)
+    }
+
+    /// `command` with each mounted `DataSources` prefix copied to a local folder and its
+    /// `MountPath` replaced by that folder, as the container would see it.
+    fn mount(&self, body: &Value, mut command: String) -> String {
+        let Some(config) = self.s3.clone() else {
+            return command;
+        };
+        for ds in body["DataSources"].as_array().into_iter().flatten() {
+            let mount = ds["MountPath"].as_str().unwrap().to_string();
+            if !command.contains(&mount) {
+                continue;
+            }
+            // oss://<bucket>.oss-<region>-internal.aliyuncs.com/<key>
+            let uri = ds["Uri"].as_str().unwrap().trim_start_matches("oss://");
+            let (host, key) = uri.split_once('/').unwrap();
+            let bucket = host.split('.').next().unwrap().to_string();
+            let prefix: rag_core::StoreUri = format!("oss://{bucket}/{key}").parse().unwrap();
+            let local = self
+                .dir
+                .join("mnt")
+                .join(mount.trim_matches('/').replace('/', "_"));
+            std::fs::create_dir_all(&local).unwrap();
+            let target = local.clone();
+            let config = config.clone();
+            // The fake answers inside the server's runtime: the copy runs on its own.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async {
+                    use futures::TryStreamExt;
+                    let store = oss_client::OssStore::new(config).unwrap();
+                    let objects: Vec<_> = rag_core::ObjectStore::list(&store, &prefix)
+                        .try_collect()
+                        .await
+                        .unwrap();
+                    for m in objects {
+                        let bytes = rag_core::ObjectStore::get_bytes(&store, &m.uri)
+                            .await
+                            .unwrap();
+                        std::fs::write(target.join(m.uri.file_name()), &bytes).unwrap();
+                    }
+                });
+            })
+            .join()
+            .unwrap();
+            command = command.replace(&mount, &format!("{}/", local.display()));
+        }
+        command
+    }
+
     async fn serve(dir: &Path) -> (Self, MockServer) {
         let dlc = ContainerDlc {
             jobs: Default::default(),
@@ -148,6 +218,7 @@ impl ContainerDlc {
                 ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
             ],
             dir: dir.to_path_buf(),
+            s3: None,
         };
         let server = MockServer::start().await;
         Mock::given(wiremock::matchers::any())
@@ -169,9 +240,10 @@ impl Respond for ContainerDlc {
                 let log_path = self.dir.join(format!("{id}.log"));
                 let log = std::fs::File::create(&log_path).unwrap();
                 let envs = body["Envs"].as_object().unwrap();
+                let command = self.mount(&body, body["UserCommand"].as_str().unwrap().into());
                 let child = std::process::Command::new("sh")
                     .arg("-c")
-                    .arg(body["UserCommand"].as_str().unwrap())
+                    .arg(command)
                     .current_dir(&self.dir)
                     .envs(
                         envs.iter()
@@ -385,7 +457,9 @@ async fn bailian_fine_tune_hands_its_model_to_the_deployment_that_answers() {
     assert_eq!(manifest["generator"], "qwen-plus");
     assert!(manifest["train"].as_u64().unwrap() >= 1, "{manifest}");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let deployed = "qwen2.5-7b-instruct-ft-ft-202611261000-0001-llm-ft";
+    // No suffix configured: the fake names the deployment `<model>-x`, as the service adds its
+    // own tag to the model id.
+    let deployed = "qwen2.5-7b-instruct-ft-ft-202611261000-0001-x";
     assert_hand_off(
         &summary,
         "job ft-202611261000-0001 fine-tuned qwen2.5-7b-instruct",
@@ -535,4 +609,97 @@ async fn pai_llm_fine_tune_writes_the_model_that_stage_4_deploys() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CUDA out of memory at step 3"), "{err}");
     assert!(err.contains("JobFailed"), "{err}");
+}
+
+/// `[jobs]` on PAI with no image: the loop uploads its own binary to `<root>bin/` once, and
+/// each DLC job runs it from that prefix mounted into the stock image — here the fake DLC
+/// mounts it from the S3 server and runs the command as the container would.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_free_pai_jobs_run_the_uploaded_binary_from_the_mount() {
+    let s3 = oss_client::testing::S3TestServer::start();
+    let store = s3.store("free-bucket").await.unwrap();
+    let containers = tempfile::tempdir().unwrap();
+    let (dlc, pai) = ContainerDlc::serve_with_mounts(containers.path(), s3.config()).await;
+    let (dir, config) = project("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "root = \"oss://free-bucket/rag/\"\n{text}\
+             [store]\nbackend = \"oss\"\nendpoint = \"{}\"\n\
+             [jobs]\nbackend = \"pai\"\nworkspace_id = \"ws-1\"\nbase_image = \"stock:test\"\n\
+             endpoint = \"{}\"\n",
+            s3.endpoint(),
+            pai.uri(),
+        ),
+    )
+    .unwrap();
+    let env = |c: &mut tokio::process::Command| {
+        c.env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testing")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testing")
+            .env_remove("PAI_IMAGE");
+    };
+    let mut dry = ragloop(dir.path());
+    dry.args(["run", "--dry-run", "--config"]).arg(&config);
+    env(&mut dry);
+    let out = dry.output().await.unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{plan}");
+    assert!(
+        plan.contains("image-free jobs:") && plan.contains("oss://free-bucket/rag/bin/ragloop-"),
+        "{plan}"
+    );
+
+    let mut run = ragloop(dir.path());
+    run.args(["run", "--json", "--config"]).arg(&config);
+    env(&mut run);
+    let summary = json_of(&mut run).await;
+    let train = summary["stages"][1]["summary"].as_str().unwrap();
+    assert!(train.starts_with("job dlc00000001"), "{train}");
+
+    // The binary is in the bucket under its content's name, byte for byte.
+    let bin: rag_core::StoreUri = "oss://free-bucket/rag/bin/".parse().unwrap();
+    let objects: Vec<_> =
+        futures::TryStreamExt::try_collect(rag_core::ObjectStore::list(&store, &bin))
+            .await
+            .unwrap();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let uploaded = rag_core::ObjectStore::get_bytes(&store, &objects[0].uri)
+        .await
+        .unwrap();
+    assert_eq!(
+        uploaded.as_ref(),
+        std::fs::read(env!("CARGO_BIN_EXE_ragloop"))
+            .unwrap()
+            .as_slice()
+    );
+    let name = objects[0].uri.file_name().to_string();
+    let stamp = objects[0].last_modified;
+    {
+        let jobs = dlc.jobs.lock().unwrap();
+        let body = &jobs[0].2;
+        assert_eq!(body["JobSpecs"][0]["Image"], "stock:test");
+        assert_eq!(
+            body["DataSources"][0],
+            json!({"Uri": "oss://free-bucket.oss-cn-hangzhou-internal.aliyuncs.com/rag/bin/", "MountPath": "/mnt/data/ragloop-bin/"})
+        );
+        let cmd = body["UserCommand"].as_str().unwrap();
+        assert!(
+            cmd.starts_with("sh -c ") && cmd.contains(&format!("/mnt/data/ragloop-bin/{name}")),
+            "{cmd}"
+        );
+        assert!(cmd.contains(" ragloop train "), "{cmd}");
+    }
+
+    // A second run finds the binary there and uploads nothing.
+    let mut again = ragloop(dir.path());
+    again.args(["run", "--json", "--config"]).arg(&config);
+    env(&mut again);
+    json_of(&mut again).await;
+    let objects: Vec<_> =
+        futures::TryStreamExt::try_collect(rag_core::ObjectStore::list(&store, &bin))
+            .await
+            .unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].last_modified, stamp, "not uploaded again");
 }

@@ -58,6 +58,11 @@ pub fn text_search(text: &str, k: usize, filter: Option<&Filter>) -> Value {
     json!({ "size": k, "query": text_query(text, filter), "_source": source() })
 }
 
+/// The most candidates an Elasticsearch kNN search takes per shard (`num_candidates` above
+/// it is refused with a 400; the kNN search reference: "cannot exceed 10,000"); `k` must
+/// not exceed `num_candidates` either.
+pub const ES_MAX_NUM_CANDIDATES: usize = 10_000;
+
 /// The kNN clause: ES top-level `knn` object, OpenSearch `knn` query.
 fn knn_clause(
     engine: Engine,
@@ -68,11 +73,12 @@ fn knn_clause(
 ) -> Value {
     match engine {
         Engine::Elasticsearch8 => {
+            let candidates = candidates.max(k).min(ES_MAX_NUM_CANDIDATES);
             let mut knn = json!({
                 "field": EMBEDDING_FIELD,
                 "query_vector": vector,
-                "k": k,
-                "num_candidates": candidates.max(k),
+                "k": k.min(candidates),
+                "num_candidates": candidates,
             });
             if let Some(f) = filter {
                 knn["filter"] = filter_clause(f);
@@ -216,6 +222,20 @@ pub fn hits(body: &Value, score: impl Fn(f64) -> f32) -> rag_core::Result<Vec<Se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn es_num_candidates_stays_within_the_engines_limit() {
+        let v = [0.5_f32, 0.5];
+        let body = knn_search(Engine::Elasticsearch8, &v, 10, 50_000, None);
+        assert_eq!(body["knn"]["num_candidates"], 10_000);
+        assert_eq!(body["knn"]["k"], 10);
+        let body = knn_search(Engine::Elasticsearch8, &v, 10, 100, None);
+        assert_eq!(body["knn"]["num_candidates"], 100);
+        // k is never above num_candidates (and the request's k is at most 10,000).
+        let body = knn_search(Engine::Elasticsearch8, &v, 10_000, 20_000, None);
+        assert_eq!(body["knn"]["num_candidates"], 10_000);
+        assert_eq!(body["knn"]["k"], 10_000);
+    }
 
     #[test]
     fn filters_become_bool_clauses() {

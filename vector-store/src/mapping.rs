@@ -16,9 +16,10 @@ pub const TEXT_FIELD: &str = "text";
 /// Which engine a mapping is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// Elasticsearch 8.x (Alibaba Cloud Elasticsearch).
+    /// Elasticsearch 8.x (as Alibaba Cloud Elasticsearch runs it).
     Elasticsearch8,
-    /// OpenSearch 2.x (Alibaba Cloud OpenSearch).
+    /// OpenSearch 2.x, the open-source engine (self-hosted, or Amazon OpenSearch Service).
+    /// Not "Alibaba Cloud OpenSearch", which is a different product with its own API.
     OpenSearch2,
 }
 

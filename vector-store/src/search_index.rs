@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use opensearch::http::Method;
 use rag_core::{
-    Error, FieldKind, Fusion, IndexRecord, IndexSchema, ItemError, Query, Result, SearchHit,
-    SearchRequest, UpsertReport, VectorIndex,
+    Error, FieldKind, Fusion, IndexRecord, IndexSchema, ItemError, Metric, Query, Result,
+    SearchHit, SearchRequest, UpsertReport, VectorIndex,
 };
 use serde_json::{Map, Value, json};
 
@@ -159,6 +159,42 @@ impl SearchIndex {
             cache.insert(index.to_string(), schema.clone());
         }
         Ok(schema)
+    }
+
+    /// The cluster's version (`GET /`: `version.number`) as (major, minor).
+    pub async fn cluster_version(&self) -> Result<(u32, u32)> {
+        let body = self
+            .http
+            .call(Method::Get, "/", &[], Body::Empty, "cluster info")
+            .await?
+            .into_result("cluster info")?;
+        let number = body["version"]["number"].as_str().unwrap_or_default();
+        parse_version(number).ok_or_else(|| {
+            Error::backend_msg(
+                "search",
+                format!("cluster info: no version number in {body}"),
+            )
+        })
+    }
+
+    /// OpenSearch's lucene engine takes `innerproduct` from 2.13 on: an older cluster is
+    /// told before the create, not with a mapping error after it. A cluster that will not
+    /// say its version (a proxy without `GET /`) is left to answer the create itself.
+    async fn check_engine_supports(&self, schema: &IndexSchema) -> Result<()> {
+        if self.engine() != Engine::OpenSearch2 || schema.metric != Metric::Dot {
+            return Ok(());
+        }
+        match self.cluster_version().await {
+            Ok(v) if v < LUCENE_INNERPRODUCT_SINCE => Err(Error::invalid(format!(
+                "OpenSearch {}.{} cannot create index {:?}: the lucene engine takes space_type innerproduct (metric dot) from {}.{} on; upgrade the cluster or use metric cosine (unit-length vectors rank the same)",
+                v.0, v.1, schema.name, LUCENE_INNERPRODUCT_SINCE.0, LUCENE_INNERPRODUCT_SINCE.1
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the cluster's version; creating the index as asked");
+                Ok(())
+            }
+        }
     }
 
     async fn cached_schema(&self, index: &str) -> Result<IndexSchema> {
@@ -400,6 +436,7 @@ impl VectorIndex for SearchIndex {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        self.check_engine_supports(schema).await?;
         let body = mapping_with(schema, self.engine(), self.http.config.hnsw);
         let path = format!("/{}", enc(&schema.name));
         let reply = self
@@ -589,5 +626,33 @@ impl VectorIndex for SearchIndex {
             .await?
             .into_result(&format!("index {index:?}"))?;
         Ok(())
+    }
+}
+
+/// The first OpenSearch version whose lucene engine takes `innerproduct`.
+pub const LUCENE_INNERPRODUCT_SINCE: (u32, u32) = (2, 13);
+
+/// `"2.11.1"` → (2, 11).
+fn parse_version(number: &str) -> Option<(u32, u32)> {
+    let mut parts = number.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_parse_as_major_minor() {
+        assert_eq!(parse_version("2.11.1"), Some((2, 11)));
+        assert_eq!(parse_version("2.13.0"), Some((2, 13)));
+        assert_eq!(parse_version("8.15.0-SNAPSHOT"), Some((8, 15)));
+        assert_eq!(parse_version("3"), Some((3, 0)));
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("x.y"), None);
+        assert!(parse_version("2.11.1").unwrap() < super::LUCENE_INNERPRODUCT_SINCE);
+        assert!(parse_version("3.0.0").unwrap() > super::LUCENE_INNERPRODUCT_SINCE);
     }
 }

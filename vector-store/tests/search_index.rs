@@ -671,3 +671,27 @@ async fn a_cluster_that_stalls_mid_answer_does_not_hang() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn an_opensearch_too_old_for_innerproduct_is_told_before_the_create() {
+    let cluster = Running::start(Engine::OpenSearch2).await;
+    cluster.set_version("2.11.1");
+    let index = client(&cluster, Engine::OpenSearch2);
+    let dot = IndexSchema::new("rag-dot", 4, Metric::Dot);
+    let err = index.create_index(&dot).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("2.13"), "{err}");
+    let reqs = cluster.requests().await;
+    assert!(
+        !reqs.iter().any(|(m, p, _)| m == "PUT" && p == "/rag-dot"),
+        "no create was sent: {reqs:?}"
+    );
+    // Cosine needs no check; a 2.13 cluster takes innerproduct.
+    index
+        .create_index(&IndexSchema::new("rag-cos", 4, Metric::Cosine))
+        .await
+        .unwrap();
+    cluster.set_version("2.13.0");
+    index.create_index(&dot).await.unwrap();
+    assert_eq!(index.schema("rag-dot").await.unwrap().metric, Metric::Dot);
+}

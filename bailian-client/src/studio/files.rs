@@ -1,4 +1,11 @@
 //! File upload (`POST /files`, multipart), for fine-tune training and validation data.
+//!
+//! Wire format: Model Studio's file management reference
+//! (<https://help.aliyun.com/zh/model-studio/model-customization-file-management-service>):
+//! form fields `files` (the file), `purpose` (`fine-tune` for training data: the reference
+//! marks it required, and a file uploaded without it is not offered to fine-tunes) and
+//! `descriptions`; the answer is `{"data": {"uploaded_files": [{"file_id", "name"}],
+//! "failed_uploads": […]}}`.
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -7,6 +14,9 @@ use serde_json::Value;
 use super::ModelStudio;
 use crate::http::Payload;
 use rag_core::{Error, Result};
+
+/// The `purpose` of files fine-tunes read.
+pub const FINE_TUNE_PURPOSE: &str = "fine-tune";
 
 #[derive(Deserialize)]
 struct Uploaded {
@@ -27,7 +37,8 @@ struct UploadedFile {
 }
 
 impl ModelStudio {
-    /// Uploads a training file (`POST /files`); returns its file id.
+    /// Uploads a fine-tune training or validation file (`POST /files`, `purpose=fine-tune`);
+    /// returns its file id.
     pub async fn upload_file(
         &self,
         name: &str,
@@ -39,6 +50,7 @@ impl ModelStudio {
             let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
             reqwest::multipart::Form::new()
                 .part("files", part)
+                .text("purpose", FINE_TUNE_PURPOSE)
                 .text("descriptions", description.clone())
         };
         let up: Uploaded = self
@@ -47,7 +59,7 @@ impl ModelStudio {
                 Method::POST,
                 &self.url("files"),
                 Payload::Form(&form),
-                "upload file",
+                &self.what("upload file"),
             )
             .await?;
         if let Some(failed) = up.data.failed_uploads.first() {

@@ -1,4 +1,12 @@
 //! Fine-tune jobs: create, get, logs (paged), cancel.
+//!
+//! Wire format: Model Studio's fine-tune API reference
+//! (<https://help.aliyun.com/zh/model-studio/model-training-api-reference>, Beijing region
+//! only): `POST /fine-tunes` with `model`, `training_file_ids`, `validation_file_ids`,
+//! `hyper_parameters` (typed: `n_epochs`, `batch_size` integers, `learning_rate`, `split`,
+//! `warmup_ratio` numbers, `lr_scheduler_type` a string …), `training_type` (`sft`,
+//! `efficient_sft`, `cpt`, `dpo_full`, `dpo_lora`), `job_name`, `model_name` and
+//! `finetuned_output_suffix`; the job comes back in `output`.
 
 use std::collections::BTreeMap;
 
@@ -48,9 +56,13 @@ pub struct CreateFineTune {
     pub hyper_parameters: BTreeMap<String, Value>,
     /// `sft`, `efficient_sft`, `dpo` …
     pub training_type: String,
-    /// The job's name.
+    /// The job's name (the service makes one up when left out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// A suffix the service puts in the fine-tuned model's id
+    /// (`qwen3-14b-<suffix>-ft-202410291653-1c7f`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetuned_output_suffix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +84,7 @@ impl ModelStudio {
                 Method::POST,
                 &self.url("fine-tunes"),
                 Some(&body),
-                "create fine-tune",
+                &self.what("create fine-tune"),
             )
             .await?;
         Ok(e.output)
@@ -83,7 +95,7 @@ impl ModelStudio {
         let url = self.url(&format!("fine-tunes/{}", path_segment(id)?));
         let e: Envelope<FineTuneJob> = self
             .http
-            .json(Method::GET, &url, None, "get fine-tune")
+            .json(Method::GET, &url, None, &self.what("get fine-tune"))
             .await?;
         Ok(e.output)
     }
@@ -101,7 +113,7 @@ impl ModelStudio {
         ));
         let e: Envelope<LogPage> = self
             .http
-            .json(Method::GET, &url, None, "fine-tune logs")
+            .json(Method::GET, &url, None, &self.what("fine-tune logs"))
             .await?;
         Ok((e.output.total, e.output.logs))
     }
@@ -111,7 +123,7 @@ impl ModelStudio {
         let url = self.url(&format!("fine-tunes/{}/cancel", path_segment(id)?));
         let _: Value = self
             .http
-            .json(Method::POST, &url, None, "cancel fine-tune")
+            .json(Method::POST, &url, None, &self.what("cancel fine-tune"))
             .await?;
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! `ragloop bailian deploy|status`: seed step 4 from the command line — serve a fine-tuned
 //! model on Bailian (Model Studio) and see where its deployments are.
 //!
-//! Reads `DASHSCOPE_API_KEY`, `DASHSCOPE_REGION` (`beijing` or `singapore`) and, for other
-//! endpoints, `DASHSCOPE_NATIVE_BASE_URL`. A model given as a store prefix (a fine-tune's
+//! Reads `DASHSCOPE_API_KEY`, `DASHSCOPE_REGION` (`beijing` or `singapore`; Model Studio
+//! documents deployments for Beijing only), `DASHSCOPE_WORKSPACE_ID` (a key of a non-default
+//! workspace) and, for other endpoints, `DASHSCOPE_NATIVE_BASE_URL`. A model given as a store prefix (a fine-tune's
 //! output, `oss://bucket/models/llm-ft/`) is resolved through the record the fine-tune wrote
 //! there (`bailian-model.json`), which needs the OSS variables of `ragloop cp`.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bailian_client::{BailianConfig, BailianDeployer, ModelStudio, Region};
+use bailian_client::{BailianConfig, BailianDeployer, DeployPlan, ModelStudio, Region};
 use clap::{Args, Subcommand};
 use rag_core::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer, StoreUri, WaitOptions};
 use serde_json::json;
@@ -38,12 +39,20 @@ pub struct DeployArgs {
     /// The fine-tuned model id, or the store prefix a fine-tune wrote its record to.
     #[arg(long)]
     pub model: String,
-    /// The name (suffix) of the deployment.
+    /// The deployment's display name.
     #[arg(long, default_value = "llm-ft")]
     pub name: String,
-    /// Instances.
+    /// Instances of the model: each is its base capacity in resource units (read from
+    /// `GET /deployments/models`).
     #[arg(long, default_value_t = 1)]
     pub capacity: u32,
+    /// Billing plan: `compute`, `lora`, `mu:<spec>` (`mu:MU1`) or
+    /// `ptu:<input tpm>,<output tpm>`.
+    #[arg(long, default_value = "compute")]
+    pub plan: DeployPlan,
+    /// The deployed model id's suffix (at most 8 characters; needed to deploy one model twice).
+    #[arg(long)]
+    pub suffix: Option<String>,
     /// Wait until the deployment serves (or fails).
     #[arg(long)]
     pub wait: bool,
@@ -161,20 +170,33 @@ async fn deploy(args: DeployArgs) -> Result<()> {
             ),
             None => args.model.clone(),
         };
+        let request = bailian_client::CreateDeployment {
+            model_name: model,
+            name: Some(spec.model_name.clone()),
+            suffix: args.suffix.clone(),
+            plan: args.plan.clone(),
+            capacity: spec.capacity,
+        };
+        let mut body = request.body()?;
+        if args.plan.sized_in_units() || args.plan == DeployPlan::Lora {
+            body["capacity"] = json!(format!(
+                "<{} × base_capacity of the model, from GET {native}/deployments/models>",
+                spec.capacity
+            ));
+        }
         println!("POST {native}/deployments");
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"model_name": model, "capacity": spec.capacity, "suffix": spec.model_name})
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
     let store = match &prefix {
         Some(uri) => Some(args.store.open(uri)?),
         None => None,
     };
-    let deployer = Arc::new(BailianDeployer::new(studio()?, store));
+    let mut deployer = BailianDeployer::new(studio()?, store).with_plan(args.plan.clone());
+    if let Some(suffix) = &args.suffix {
+        deployer = deployer.with_suffix(suffix.clone());
+    }
+    let deployer = Arc::new(deployer);
     let mut d = deployer.deploy(&spec).await?;
     if args.wait {
         let wait = WaitOptions {

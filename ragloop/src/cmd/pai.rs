@@ -122,6 +122,7 @@ fn env_backend() -> Result<PaiBackend> {
             resource_id: None,
             ecs_spec: String::new(),
             oss_region: String::new(),
+            mounts: Vec::new(),
         },
     )
 }
@@ -200,6 +201,7 @@ async fn submit(args: SubmitArgs) -> Result<()> {
         resource_id: args.resource_id.clone(),
         ecs_spec: args.ecs_spec.clone(),
         oss_region: args.region.clone(),
+        mounts: Vec::new(),
     };
     let b = backend(
         &args.region,

@@ -39,6 +39,7 @@
 //!
 //! [deploy]                          # none | bailian | local (stage 4)
 //! backend = "bailian"
+//! plan = "compute"                  # Bailian: compute | lora | mu:MU1 | ptu:<in>,<out>
 //!
 //! [eval]                            # rows: bm25 | dense | hybrid | dense:base | hybrid:base
 //! queries = "data/manpages/queries.jsonl.gz"
@@ -332,6 +333,18 @@ impl LoopConfig {
             && self.deploy.model_path.is_none()
         {
             bail!("deploy needs a model: enable [llm_fine_tune] or set deploy.model_path");
+        }
+        if let Some(plan) = &self.deploy.plan {
+            plan.parse::<bailian_client::DeployPlan>()
+                .context("deploy.plan")?;
+        }
+        if let Some(suffix) = &self.deploy.suffix
+            && suffix.chars().count() > bailian_client::MAX_SUFFIX_CHARS
+        {
+            bail!(
+                "deploy.suffix {suffix:?}: Model Studio takes at most {} characters",
+                bailian_client::MAX_SUFFIX_CHARS
+            );
         }
         if self.llm.backend == LlmBackend::Openai {
             if self.llm.base_url.is_none() {

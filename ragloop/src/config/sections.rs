@@ -54,8 +54,16 @@ pub struct JobsSection {
     pub region: Option<String>,
     /// PAI workspace id (or `PAI_WORKSPACE_ID`).
     pub workspace_id: Option<String>,
-    /// The job image (or `PAI_IMAGE`).
+    /// The job image with `ragloop` on its `PATH` (or `PAI_IMAGE`; the project's
+    /// `Dockerfile` builds one). Unset: image-free jobs — the `ragloop` binary is uploaded to
+    /// `<root>bin/` and mounted into `base_image` (`ragloop::program`).
     pub image: Option<String>,
+    /// Image-free jobs: the stock image they run in (default PAI's public PyTorch image,
+    /// Ubuntu 22.04, in the region's registry).
+    pub base_image: Option<String>,
+    /// Image-free jobs: the `ragloop` binary to upload (default the running one; it must run
+    /// on the stock image's glibc: `scripts/build-portable.sh` builds one for glibc 2.17).
+    pub binary: Option<PathBuf>,
     /// ECS instance type of each worker.
     pub ecs_spec: Option<String>,
     /// A resource quota instead of public resources.
@@ -371,8 +379,15 @@ pub struct DeploySection {
     pub model_name: Option<String>,
     /// What to deploy when stage 3 did not run: a model id or an output prefix.
     pub model_path: Option<String>,
-    /// Instances.
+    /// Instances of the model (Bailian: each is the model's base capacity in resource units,
+    /// read from `GET /deployments/models`).
     pub capacity: Option<u32>,
+    /// Bailian billing plan: `compute` (default), `lora`, `mu:<spec>` (`mu:MU1`) or
+    /// `ptu:<input tpm>,<output tpm>`.
+    pub plan: Option<String>,
+    /// Bailian: the deployed model id's suffix (at most 8 characters; needed to deploy one
+    /// model twice).
+    pub suffix: Option<String>,
     /// How long to wait for the deployment to serve (default 3600 s); one that does not is
     /// undeployed and the stage fails.
     pub timeout_secs: Option<u64>,

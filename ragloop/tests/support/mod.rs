@@ -155,6 +155,8 @@ impl Respond for FakeDashScope {
                 }))
             }
             ("POST", ["api", "v1", "files"]) => {
+                let form = String::from_utf8_lossy(&req.body);
+                assert!(form.contains("name=\"purpose\"\r\n\r\nfine-tune"), "{form}");
                 let id = format!("file-{}", st.files.len() + 1);
                 st.files
                     .insert(id.clone(), String::from_utf8_lossy(&req.body).to_string());
@@ -195,6 +197,14 @@ impl Respond for FakeDashScope {
             }
             ("GET", ["api", "v1", "deployments"]) => {
                 ok(json!({"deployments": [], "page_no": 1, "page_size": 100, "total": 0}))
+            }
+            ("GET", ["api", "v1", "deployments", "models"]) => {
+                let models: Vec<Value> = st
+                    .jobs
+                    .iter()
+                    .map(|(id, (create, _))| json!({"model_name": format!("{}-ft-{id}", create["model"].as_str().unwrap()), "base_capacity": 1}))
+                    .collect();
+                ok(json!({"models": models, "page_no": 1, "page_size": 100, "total": models.len()}))
             }
             ("POST", ["api", "v1", "deployments"]) => {
                 let model = body["model_name"].as_str().unwrap().to_string();

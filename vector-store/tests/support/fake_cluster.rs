@@ -42,6 +42,8 @@ struct State {
     request_faults: VecDeque<(u16, Value, Option<u64>)>,
     /// Refuse `retriever` / `hybrid` like an engine without native hybrid search.
     refuse_native_hybrid: bool,
+    /// The version `GET /` reports (the engine's default when unset).
+    version: Option<String>,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,11 @@ impl Running {
             .unwrap()
             .request_faults
             .push_back((status, body, retry_after));
+    }
+
+    /// Reports this version in `GET /`.
+    pub fn set_version(&self, version: &str) {
+        self.fake.state.lock().unwrap().version = Some(version.into());
     }
 
     pub fn refuse_native_hybrid(&self) {
@@ -177,6 +184,21 @@ impl FakeCluster {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let json_body = || serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
         match (method, parts.as_slice()) {
+            ("GET", [""]) => {
+                // The root endpoint: cluster name and version, as both engines answer it.
+                let st = self.state.lock().unwrap();
+                let (default, distribution) = match self.engine {
+                    Engine::Elasticsearch8 => ("8.15.0", "elasticsearch"),
+                    Engine::OpenSearch2 => ("2.19.0", "opensearch"),
+                };
+                let number = st.version.clone().unwrap_or_else(|| default.into());
+                (
+                    200,
+                    json!({"name": "node-1", "cluster_name": "fake",
+                           "version": {"distribution": distribution, "number": number},
+                           "tagline": "The OpenSearch Project: https://opensearch.org/"}),
+                )
+            }
             ("POST", ["_bulk"]) => self.bulk(body),
             ("POST", ["_aliases"]) => self.aliases(json_body()),
             ("GET", ["_alias", alias]) => {
