@@ -142,6 +142,11 @@ impl<'a> Lists<'a> {
         Self { bm25, chunk_docs }
     }
 
+    /// The `n` best chunks for `text` by BM25, best first.
+    pub(super) fn lexical(&self, text: &str, n: usize) -> Vec<(usize, f32)> {
+        self.bm25.ranked(text, n)
+    }
+
     fn hit(&self, chunk: usize, score: f32) -> SearchHit {
         let mut metadata = Metadata::new();
         metadata.insert("doc_id".into(), self.chunk_docs[chunk].to_string().into());
@@ -162,23 +167,32 @@ impl<'a> Lists<'a> {
         text: &str,
         relevant: &[u32],
     ) -> Option<Candidates> {
-        let mut dense: Vec<(usize, f32)> = chunks
-            .iter()
-            .enumerate()
-            .map(|(c, v)| (c, query.iter().zip(v).map(|(a, b)| a * b).sum()))
-            .collect();
-        let n = CANDIDATES.min(dense.len());
-        if n == 0 {
+        let dense = top_dense(query, chunks, CANDIDATES);
+        if dense.is_empty() {
             return None;
         }
-        dense.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
-        dense.truncate(n);
-        dense.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let lexical = self.bm25.ranked(text, CANDIDATES);
+        let lexical = self.lexical(text, CANDIDATES);
         Some((
             dense.into_iter().map(|(c, s)| self.hit(c, s)).collect(),
             lexical.into_iter().map(|(c, s)| self.hit(c, s)).collect(),
             relevant.iter().map(u32::to_string).collect(),
         ))
     }
+}
+
+/// The `n` chunks with the largest dot product with `query`, best first (ties by index).
+pub(super) fn top_dense(query: &[f32], chunks: &[Vec<f32>], n: usize) -> Vec<(usize, f32)> {
+    let mut dense: Vec<(usize, f32)> = chunks
+        .iter()
+        .enumerate()
+        .map(|(c, v)| (c, query.iter().zip(v).map(|(a, b)| a * b).sum()))
+        .collect();
+    let n = n.min(dense.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    dense.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+    dense.truncate(n);
+    dense.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    dense
 }

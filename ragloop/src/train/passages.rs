@@ -282,24 +282,18 @@ impl ChunkPositives {
     /// down are the ones it misses, alike for every weight.
     pub(super) fn pool(&self, analyzer: rag_core::Analyzer) -> Pool {
         let p = &self.prepared;
-        let mut bm25 = rag_core::local::Bm25::new(analyzer);
-        for (slot, text) in p.texts.iter().enumerate() {
-            bm25.add(slot, text);
-        }
+        let lists = super::fusion::Lists::new(&p.texts, &p.chunk_docs, analyzer);
         let chunks = normalized(&p.chunks);
         let mut rows = std::collections::BTreeSet::new();
         for (q, text) in normalized(&self.held_base).iter().zip(&self.held.0) {
-            let mut dense: Vec<(usize, f32)> = chunks
-                .iter()
-                .enumerate()
-                .map(|(c, v)| (c, q.iter().zip(v).map(|(a, b)| a * b).sum()))
-                .collect();
-            let n = POOL_PER_LIST.min(dense.len());
-            if n > 0 {
-                dense.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
-                rows.extend(dense[..n].iter().map(|&(c, _)| c));
-            }
-            rows.extend(bm25.ranked(text, POOL_PER_LIST).into_iter().map(|(c, _)| c));
+            let dense = super::fusion::top_dense(q, &chunks, POOL_PER_LIST);
+            rows.extend(dense.into_iter().map(|(c, _)| c));
+            rows.extend(
+                lists
+                    .lexical(text, POOL_PER_LIST)
+                    .into_iter()
+                    .map(|(c, _)| c),
+            );
         }
         Pool {
             rows: rows.into_iter().collect(),
