@@ -15,7 +15,7 @@ use bailian_client::{
 use rag_core::conformance::training::TrainingFixtures;
 use rag_core::deploy::{DeploySpec, DeploymentStatus, ModelDeployer};
 use rag_core::local::InMemoryStore;
-use rag_core::training::{JobKind, JobSpec, JobStatus, TrainingBackend, WaitOptions};
+use rag_core::training::{JobId, JobKind, JobSpec, JobStatus, TrainingBackend, WaitOptions};
 use rag_core::{ObjectStore, Secret, StoreUri};
 use serde_json::{Value, json};
 use wiremock::matchers::path_regex;
@@ -276,6 +276,15 @@ fn fast() -> WaitOptions {
     }
 }
 
+/// A fine-tune of spec "ok" run to success: its spec and job id.
+async fn fine_tuned(api: &ModelStudio, store: &Arc<InMemoryStore>) -> (JobSpec, JobId) {
+    let trainer = BailianFineTunes::new(api.clone(), store.clone());
+    let s = spec("ok");
+    let id = trainer.submit(&s).await.unwrap();
+    trainer.wait(&id, fast()).await.unwrap();
+    (s, id)
+}
+
 #[tokio::test]
 async fn training_backend_conformance() {
     let (_server, _fake, api, store) = setup().await;
@@ -385,10 +394,7 @@ async fn a_finished_fine_tune_hands_its_model_to_the_deployment() {
 #[tokio::test]
 async fn model_deployer_conformance() {
     let (_server, _fake, api, store) = setup().await;
-    let trainer = BailianFineTunes::new(api.clone(), store.clone());
-    let s = spec("ok");
-    let id = trainer.submit(&s).await.unwrap();
-    trainer.wait(&id, fast()).await.unwrap();
+    let (s, _) = fine_tuned(&api, &store).await;
     let deployer = BailianDeployer::new(api, Some(store as Arc<dyn ObjectStore>));
     rag_core::conformance::deploy::run_all(
         &deployer,
@@ -440,10 +446,7 @@ async fn missing_inputs_and_keys_are_clear_errors() {
 #[tokio::test]
 async fn plans_size_the_deployment_and_an_undeployable_model_fails_before_creating() {
     let (_server, fake, api, store) = setup().await;
-    let trainer = BailianFineTunes::new(api.clone(), store.clone());
-    let s = spec("ok");
-    let id = trainer.submit(&s).await.unwrap();
-    trainer.wait(&id, fast()).await.unwrap();
+    let (_, id) = fine_tuned(&api, &store).await;
     let model = format!("qwen3-14b-ft-{}", id.0);
     let spec = |capacity| DeploySpec {
         model_name: "rag-llm".into(),

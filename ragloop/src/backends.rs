@@ -363,7 +363,7 @@ fn dashscope(what: &str, region: Option<&str>) -> Result<BailianConfig> {
 }
 
 /// PAI's region for `config`'s jobs.
-fn pai_region(config: &LoopConfig) -> String {
+pub(crate) fn pai_region(config: &LoopConfig) -> String {
     env_or(&config.jobs.region, "PAI_REGION").unwrap_or_else(|| "cn-hangzhou".into())
 }
 

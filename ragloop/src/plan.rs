@@ -50,11 +50,7 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
         layout.root()
     );
     if let Some(p) = &program {
-        let region = config
-            .jobs
-            .region
-            .clone()
-            .unwrap_or_else(|| "cn-hangzhou".into());
+        let region = crate::backends::pai_region(config);
         out.push_str(&format!(
             "  image-free jobs: {} ({} bytes{}) → {} (uploaded once), mounted at {} in {}\n",
             p.path.display(),

@@ -150,16 +150,13 @@ struct ContainerDlc {
 impl ContainerDlc {
     /// A fake DLC on a new wiremock server whose containers run in `dir` with test
     /// credentials.
+    async fn serve(dir: &Path) -> (Self, MockServer) {
+        Self::serve_with(dir, None).await
+    }
+
     /// The same, mounting `DataSources` from the S3 server `s3` configures.
     async fn serve_with_mounts(dir: &Path, s3: oss_client::OssConfig) -> (Self, MockServer) {
-        let (mut dlc, _) = Self::serve(dir).await;
-        dlc.s3 = Some(s3);
-        let server = MockServer::start().await;
-        Mock::given(wiremock::matchers::any())
-            .respond_with(dlc.clone())
-            .mount(&server)
-            .await;
-        (dlc, server)
+        Self::serve_with(dir, Some(s3)).await
     }
 
     /// `command` with each mounted `DataSources` prefix copied to a local folder and its
@@ -210,7 +207,8 @@ impl ContainerDlc {
         command
     }
 
-    async fn serve(dir: &Path) -> (Self, MockServer) {
+    /// The fake DLC, mounting `DataSources` from `s3` when given.
+    async fn serve_with(dir: &Path, s3: Option<oss_client::OssConfig>) -> (Self, MockServer) {
         let dlc = ContainerDlc {
             jobs: Default::default(),
             container_env: vec![
@@ -218,7 +216,7 @@ impl ContainerDlc {
                 ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".into(), "testing".into()),
             ],
             dir: dir.to_path_buf(),
-            s3: None,
+            s3,
         };
         let server = MockServer::start().await;
         Mock::given(wiremock::matchers::any())

@@ -189,18 +189,11 @@ impl CreateDeployment {
     }
 }
 
+/// One page of a listing: its items (under `models` or `deployments`) and the total.
 #[derive(Deserialize)]
-struct DeploymentPage {
-    #[serde(default)]
-    deployments: Vec<DeploymentInfo>,
-    #[serde(default)]
-    total: usize,
-}
-
-#[derive(Deserialize)]
-struct ModelPage {
-    #[serde(default)]
-    models: Vec<DeployableModel>,
+struct Page<T> {
+    #[serde(default = "Vec::new", alias = "models", alias = "deployments")]
+    items: Vec<T>,
     #[serde(default)]
     total: usize,
 }
@@ -209,20 +202,25 @@ impl ModelStudio {
     /// Every model this workspace can deploy, with its base capacity
     /// (`GET /deployments/models`, all pages).
     pub async fn deployable_models(&self) -> Result<Vec<DeployableModel>> {
+        self.all_pages("deployments/models", "list deployable models")
+            .await
+    }
+
+    /// Every item of a paged listing at `path` (100 a page, until `total` or an empty page).
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<Vec<T>> {
         let mut all = Vec::new();
         for page in 1.. {
-            let url = self.url(&format!("deployments/models?page_no={page}&page_size=100"));
-            let e: Envelope<ModelPage> = self
+            let url = self.url(&format!("{path}?page_no={page}&page_size=100"));
+            let e: Envelope<Page<T>> = self
                 .http
-                .json(
-                    Method::GET,
-                    &url,
-                    None,
-                    &self.what("list deployable models"),
-                )
+                .json(Method::GET, &url, None, &self.what(what))
                 .await?;
-            let n = e.output.models.len();
-            all.extend(e.output.models);
+            let n = e.output.items.len();
+            all.extend(e.output.items);
             if n == 0 || all.len() >= e.output.total {
                 break;
             }
@@ -257,20 +255,7 @@ impl ModelStudio {
 
     /// Every deployment (`GET /deployments`, all pages).
     pub async fn deployments(&self) -> Result<Vec<DeploymentInfo>> {
-        let mut all = Vec::new();
-        for page in 1.. {
-            let url = self.url(&format!("deployments?page_no={page}&page_size=100"));
-            let e: Envelope<DeploymentPage> = self
-                .http
-                .json(Method::GET, &url, None, &self.what("list deployments"))
-                .await?;
-            let n = e.output.deployments.len();
-            all.extend(e.output.deployments);
-            if n == 0 || all.len() >= e.output.total {
-                break;
-            }
-        }
-        Ok(all)
+        self.all_pages("deployments", "list deployments").await
     }
 
     /// Changes a deployment's capacity in resource units
