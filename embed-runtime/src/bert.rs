@@ -1,4 +1,5 @@
-//! A BERT-family encoder for inference: weights loaded with candle from `model.safetensors`,
+//! A BERT-family encoder for inference (BERT, and RoBERTa / XLM-RoBERTa, which differ only in
+//! their position ids and names): weights loaded with candle from `model.safetensors`,
 //! forward pass over *packed* sequences (no padding: every token row belongs to a real
 //! sequence, attention runs per sequence), with the bias, residual, GELU and layer norm fused
 //! around the matrix multiplies and every buffer reused across batches ([`Workspace`]).
@@ -18,9 +19,13 @@ use crate::kernels::{self, MatMut, MatRef, Par};
 /// The transformer's `config.json` (the fields a BERT encoder needs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct BertConfig {
-    /// `bert` (other model types are refused with a clear error).
+    /// `bert`, or `roberta` / `xlm-roberta` / `camembert` ([`Family::Roberta`]); other model
+    /// types are refused with a clear error.
     #[serde(default = "default_model_type")]
     pub model_type: String,
+    /// The padding token; RoBERTa models count positions from it (default 0, RoBERTa's 1).
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Width of every token state.
@@ -63,7 +68,108 @@ fn default_act() -> String {
     "gelu".into()
 }
 
+/// The two layouts of a BERT-shaped encoder this crate runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT: positions count from 0; token types (segments) are used.
+    Bert,
+    /// RoBERTa and XLM-RoBERTa (multilingual-e5, bge-m3's encoder, bge-reranker): positions
+    /// count from `pad_token_id + 1`, as Hugging Face's `create_position_ids_from_input_ids`
+    /// does, so `max_position_embeddings − pad − 1` tokens fit; one token type only (the
+    /// tokenizers give a pair no segment ids).
+    Roberta,
+}
+
+impl Family {
+    /// The prefix of the encoder's tensors in a sequence classifier of this family.
+    pub(crate) fn classifier_prefix(self) -> &'static str {
+        match self {
+            Self::Bert => "bert.",
+            Self::Roberta => "roberta.",
+        }
+    }
+
+    /// A sequence classifier's head: the dense layer (then tanh) on the first token's state,
+    /// and the output layer (names without `.weight` / `.bias`).
+    pub(crate) fn classifier_head(self) -> [&'static str; 2] {
+        match self {
+            Self::Bert => ["bert.pooler.dense", "classifier"],
+            Self::Roberta => ["classifier.dense", "classifier.out_proj"],
+        }
+    }
+}
+
 impl BertConfig {
+    /// transformers' sequence-classification class for this model type.
+    pub(crate) fn classifier_architecture(&self) -> &'static str {
+        match self.model_type.as_str() {
+            "xlm-roberta" => "XLMRobertaForSequenceClassification",
+            "roberta" => "RobertaForSequenceClassification",
+            "camembert" => "CamembertForSequenceClassification",
+            _ => "BertForSequenceClassification",
+        }
+    }
+
+    /// The layout `model_type` names.
+    pub fn family(&self) -> Result<Family> {
+        match self.model_type.as_str() {
+            "bert" => Ok(Family::Bert),
+            "roberta" | "xlm-roberta" | "camembert" => Ok(Family::Roberta),
+            other => Err(Error::invalid(format!(
+                "model_type {other:?} is not supported (BERT, RoBERTa and XLM-RoBERTa encoders)"
+            ))),
+        }
+    }
+
+    /// The padding token id (`pad_token_id`, else 0 for BERT and 1 for RoBERTa).
+    pub fn pad_id(&self) -> u32 {
+        match (self.pad_token_id, self.family()) {
+            (Some(id), _) => id,
+            (None, Ok(Family::Roberta)) => 1,
+            (None, _) => 0,
+        }
+    }
+
+    /// The longest sequence, in tokens, the position embeddings cover.
+    pub fn max_tokens(&self) -> usize {
+        match self.family() {
+            Ok(Family::Roberta) => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_id() as usize + 1),
+            _ => self.max_position_embeddings,
+        }
+    }
+
+    /// The position id of every token of `seq` into `out` (cleared first): BERT's `0..len`;
+    /// RoBERTa's `pad + 1 + (real tokens before it)` for a real token and `pad` for a
+    /// padding token.
+    pub fn position_ids(&self, seq: &[u32], out: &mut Vec<u32>) {
+        out.clear();
+        match self.family() {
+            Ok(Family::Roberta) => {
+                let pad = self.pad_id();
+                let mut seen = 0;
+                out.extend(seq.iter().map(|&id| {
+                    if id == pad {
+                        pad
+                    } else {
+                        seen += 1;
+                        pad + seen
+                    }
+                }));
+            }
+            _ => out.extend(0..seq.len() as u32),
+        }
+    }
+
+    /// The prefix of the encoder's tensor names in `names` (`bert.`, `roberta.` or none).
+    pub(crate) fn weight_prefix(&self, mut has: impl FnMut(&str) -> bool) -> &'static str {
+        ["bert.", "roberta.", "xlm_roberta."]
+            .into_iter()
+            .find(|p| has(&format!("{p}embeddings.word_embeddings.weight")))
+            .unwrap_or("")
+    }
+
     /// Reads and validates `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let config: Self = crate::layout::read_json(&dir.join("config.json"))?;
@@ -72,10 +178,12 @@ impl BertConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.model_type != "bert" {
+        let family = self.family()?;
+        if family == Family::Roberta && self.max_tokens() < 2 {
             return Err(Error::invalid(format!(
-                "model_type {:?} is not supported (BERT encoders only)",
-                self.model_type
+                "max_position_embeddings {} leaves no room after padding id {}",
+                self.max_position_embeddings,
+                self.pad_id()
             )));
         }
         if self.hidden_act != "gelu" {
@@ -276,15 +384,11 @@ impl BertEncoder {
         Self::from_tensors(config, map)
     }
 
-    /// Builds the encoder from named tensors (HF BERT names, with or without a `bert.` prefix),
-    /// e.g. the weights a trainer holds in memory.
+    /// Builds the encoder from named tensors (Hugging Face BERT / RoBERTa names, with or
+    /// without a `bert.` / `roberta.` prefix), e.g. the weights a trainer holds in memory.
     pub fn from_tensors(config: BertConfig, map: HashMap<String, Tensor>) -> Result<Self> {
         config.validate()?;
-        let prefix = if map.contains_key("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = config.weight_prefix(|k| map.contains_key(k));
         let t = Tensors { map, prefix };
         let h = config.hidden_size;
         let ff = config.intermediate_size;
@@ -353,7 +457,7 @@ impl BertEncoder {
         &self.config
     }
 
-    /// Runs the encoder over `seqs` (token ids, each at most `max_position_embeddings` long)
+    /// Runs the encoder over `seqs` (token ids, each at most [`BertConfig::max_tokens`] long)
     /// and returns the last hidden states, the rows of all sequences one after another
     /// (`Σ len × hidden_size`). Uses up to `threads` threads of the current rayon pool.
     pub fn forward<'w>(
@@ -367,7 +471,8 @@ impl BertEncoder {
 
     /// [`forward`](Self::forward) with token type (segment) ids, one per token of each
     /// sequence: a cross-encoder's pair is `[CLS] query [SEP]` of type 0 and `passage [SEP]`
-    /// of type 1. `None` is type 0 everywhere.
+    /// of type 1. `None` is type 0 everywhere; a model with one token type (RoBERTa) reads
+    /// every token as type 0, as its tokenizer gives a pair no segments.
     pub fn forward_typed<'w>(
         &self,
         seqs: &[&[u32]],
@@ -377,6 +482,7 @@ impl BertEncoder {
     ) -> Result<&'w [f32]> {
         let h = self.config.hidden_size;
         let tokens: usize = seqs.iter().map(|s| s.len()).sum();
+        let types = types.filter(|_| self.config.type_vocab_size > 1);
         if let Some(types) = types {
             let fits = types.len() == seqs.len()
                 && types.iter().zip(seqs).all(|(t, s)| t.len() == s.len());
@@ -395,11 +501,11 @@ impl BertEncoder {
             }
         }
         for s in seqs {
-            if s.len() > self.config.max_position_embeddings {
+            if s.len() > self.config.max_tokens() {
                 return Err(Error::invalid(format!(
-                    "sequence of {} tokens exceeds max_position_embeddings {}",
+                    "sequence of {} tokens exceeds the model's {} positions",
                     s.len(),
-                    self.config.max_position_embeddings
+                    self.config.max_tokens()
                 )));
             }
             if let Some(bad) = s.iter().find(|&&id| id as usize >= self.config.vocab_size) {
@@ -460,15 +566,17 @@ impl BertEncoder {
 
     fn embed(&self, seqs: &[&[u32]], types: Option<&[&[u32]]>, x: &mut [f32]) {
         let h = self.config.hidden_size;
-        let rows: Vec<(u32, usize, u32)> = seqs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| {
+        let mut positions = Vec::new();
+        let mut rows: Vec<(u32, usize, u32)> = Vec::with_capacity(x.len() / h);
+        for (i, s) in seqs.iter().enumerate() {
+            self.config.position_ids(s, &mut positions);
+            rows.extend(
                 s.iter()
+                    .zip(&positions)
                     .enumerate()
-                    .map(move |(pos, &id)| (id, pos, types.map_or(0, |t| t[i][pos])))
-            })
-            .collect();
+                    .map(|(j, (&id, &pos))| (id, pos as usize, types.map_or(0, |t| t[i][j]))),
+            );
+        }
         x.par_chunks_mut(h)
             .zip(rows.par_iter())
             .for_each(|(row, &(id, pos, kind))| {
@@ -607,5 +715,49 @@ impl BertEncoder {
                 }
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(model_type: &str, pad: Option<u32>) -> BertConfig {
+        let mut v = serde_json::json!({
+            "model_type": model_type, "vocab_size": 10, "hidden_size": 4,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+            "max_position_embeddings": 8
+        });
+        if let Some(pad) = pad {
+            v["pad_token_id"] = pad.into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn positions_follow_the_family() {
+        let mut out = Vec::new();
+        let bert = config("bert", None);
+        bert.position_ids(&[2, 5, 0, 3], &mut out);
+        assert_eq!(out, [0, 1, 2, 3]);
+        assert_eq!(bert.max_tokens(), 8);
+        // transformers' create_position_ids_from_input_ids: real tokens count from pad + 1,
+        // a padding token sits at pad.
+        let xlmr = config("xlm-roberta", None);
+        assert_eq!((xlmr.pad_id(), xlmr.max_tokens()), (1, 6));
+        xlmr.position_ids(&[0, 5, 1, 7, 2], &mut out);
+        assert_eq!(out, [2, 3, 1, 4, 5]);
+        let other_pad = config("roberta", Some(3));
+        other_pad.position_ids(&[0, 3, 5], &mut out);
+        assert_eq!(out, [4, 3, 5]);
+        assert_eq!(other_pad.max_tokens(), 4);
+    }
+
+    #[test]
+    fn unknown_families_and_too_few_positions_are_refused() {
+        let err = config("gpt2", None).validate().unwrap_err();
+        assert!(err.to_string().contains("gpt2"), "{err}");
+        assert!(config("xlm-roberta", Some(7)).validate().is_err());
+        assert!(config("xlm-roberta", None).validate().is_ok());
     }
 }

@@ -1,8 +1,10 @@
-//! [`CrossEncoder`]: a sentence-transformers CrossEncoder directory (a BERT sequence
-//! classifier with one output) as a [`rag_core::Reranker`]. The query and the passage are
-//! read together as one sequence (`[CLS] query [SEP] passage [SEP]`, the passage's tokens of
-//! type 1); the `[CLS]` state goes through BERT's pooler (dense + tanh) and the classifier, and
-//! the logit through the model's activation (sigmoid unless the directory says otherwise).
+//! [`CrossEncoder`]: a sentence-transformers CrossEncoder directory (a BERT or XLM-RoBERTa
+//! sequence classifier with one output, e.g. bge-reranker) as a [`rag_core::Reranker`]. The
+//! query and the passage are read together as one sequence (`[CLS] query [SEP] passage [SEP]`,
+//! the passage's tokens of type 1; XLM-R's `<s> query </s></s> passage </s>`); the first
+//! token's state goes through BERT's pooler (dense + tanh) and the classifier (RoBERTa's
+//! classification head: the same two steps), and the logit through the model's activation
+//! (sigmoid unless the directory says otherwise).
 //!
 //! It runs on the bi-encoder's engine: pairs sorted by length and packed without padding,
 //! the same kernels and threads, optional int8.
@@ -97,7 +99,8 @@ impl ScoreActivation {
     }
 }
 
-/// BERT's pooler (dense + tanh on the `[CLS]` state) and the one-output classifier.
+/// BERT's pooler (dense + tanh on the `[CLS]` state) and the one-output classifier, or
+/// RoBERTa's classification head (the same two steps).
 struct Head {
     /// `h × h`, row `j` = the weights of output `j`.
     pooler_w: Vec<f32>,
@@ -188,8 +191,8 @@ fn check_kind(dir: &Path, config: &Value) -> Result<()> {
         format!("a {} model", architectures.join("/"))
     };
     Err(Error::invalid(format!(
-        "{} holds {what}, not a cross-encoder (a BERT sequence classifier, \
-         BertForSequenceClassification with one label)",
+        "{} holds {what}, not a cross-encoder (a BERT or XLM-RoBERTa sequence classifier, \
+         e.g. BertForSequenceClassification with one label)",
         dir.display()
     )))
 }
@@ -231,15 +234,7 @@ fn max_length(dir: &Path) -> Result<Option<usize>> {
             return Ok(Some(n as usize));
         }
     }
-    let tok = dir.join("tokenizer_config.json");
-    if tok.exists() {
-        let v: Value = read_json(&tok)?;
-        // transformers writes a huge sentinel when the tokenizer has no limit.
-        if let Some(n) = v["model_max_length"].as_u64().filter(|&n| n < 1 << 20) {
-            return Ok(Some(n as usize));
-        }
-    }
-    Ok(None)
+    crate::layout::tokenizer_max_length(dir)
 }
 
 impl CrossEncoder {
@@ -264,15 +259,18 @@ impl CrossEncoder {
         let activation = activation(dir, &raw)?;
         let (config, map) = bert::load_weights(dir)?;
         let h = config.hidden_size;
+        // BERT: the pooler, then `classifier`; RoBERTa's classification head is the same
+        // two steps under other names (`classifier.dense`, tanh, `classifier.out_proj`).
+        let [dense, out] = config.family()?.classifier_head();
         let head = Head {
-            pooler_w: bert::tensor_f32(&map, "bert.pooler.dense.weight", &[h, h])?,
-            pooler_b: bert::tensor_f32(&map, "bert.pooler.dense.bias", &[h])?,
-            classifier_w: bert::tensor_f32(&map, "classifier.weight", &[1, h])?,
-            classifier_b: bert::tensor_f32(&map, "classifier.bias", &[1])?[0],
+            pooler_w: bert::tensor_f32(&map, &format!("{dense}.weight"), &[h, h])?,
+            pooler_b: bert::tensor_f32(&map, &format!("{dense}.bias"), &[h])?,
+            classifier_w: bert::tensor_f32(&map, &format!("{out}.weight"), &[1, h])?,
+            classifier_b: bert::tensor_f32(&map, &format!("{out}.bias"), &[1])?[0],
         };
         let mut encoder = BertEncoder::from_tensors(config, map)?;
         let suffix = runtime::quantize(&mut encoder, options.quantize, options.int8_kernel)?;
-        let positions = encoder.config().max_position_embeddings;
+        let positions = encoder.config().max_tokens();
         let max_len = options
             .max_seq_length
             .or(max_length(dir)?)

@@ -125,7 +125,7 @@ impl SentenceEmbedder {
         let max_len = options
             .max_seq_length
             .unwrap_or(layout.max_seq_length)
-            .min(config.max_position_embeddings);
+            .min(config.max_tokens());
         if max_len < 2 {
             return Err(Error::invalid(
                 "max_seq_length must leave room for [CLS] and [SEP]",

@@ -3,6 +3,12 @@
 //! `sentence_bert_config.json` (`max_seq_length`), optional `Dense` modules (a linear map and
 //! activation on the pooled embedding, e.g. a trained adapter), an optional `Normalize` module,
 //! and the transformer's `config.json`, `tokenizer.json` and `model.safetensors`.
+//!
+//! Both layouts sentence-transformers has written are read: up to v5 (module types
+//! `sentence_transformers.models.Pooling`, pooling flags `pooling_mode_mean_tokens`…,
+//! `max_seq_length` in `sentence_bert_config.json`) and v6 (types such as
+//! `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, `pooling_mode:
+//! "mean"` and `embedding_dimension`, the length in the tokenizer's `model_max_length`).
 
 use std::path::{Path, PathBuf};
 
@@ -103,9 +109,24 @@ struct Module {
     kind: String,
 }
 
+impl Module {
+    /// Whether the module's class is `class` (`…models.Pooling` or `…modules.pooling.Pooling`).
+    fn is(&self, class: &str) -> bool {
+        self.kind.rsplit('.').next() == Some(class)
+    }
+}
+
 #[derive(Deserialize)]
 struct PoolingConfig {
-    word_embedding_dimension: usize,
+    /// Up to sentence-transformers 5.
+    #[serde(default)]
+    word_embedding_dimension: Option<usize>,
+    /// From sentence-transformers 6.
+    #[serde(default)]
+    embedding_dimension: Option<usize>,
+    /// From sentence-transformers 6: `mean`, `cls`, `max`, … (older versions set flags).
+    #[serde(default)]
+    pooling_mode: Option<String>,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -134,7 +155,27 @@ fn tanh() -> String {
 
 #[derive(Deserialize)]
 struct BertConfig {
-    max_seq_length: usize,
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    #[serde(default)]
+    model_max_length: Option<f64>,
+}
+
+/// The tokenizer's `model_max_length` in `dir/tokenizer_config.json`, unless absent or the
+/// huge sentinel transformers writes for "no limit".
+pub(crate) fn tokenizer_max_length(dir: &Path) -> Result<Option<usize>> {
+    match read_json::<TokenizerConfig>(&dir.join("tokenizer_config.json")) {
+        Ok(c) => Ok(c
+            .model_max_length
+            .filter(|&n| n >= 1.0 && n < (1u64 << 20) as f64)
+            .map(|n| n as usize)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -147,25 +188,29 @@ impl ModelLayout {
     /// Reads the layout of the model in `dir`.
     pub fn read(dir: &Path) -> Result<Self> {
         let modules: Vec<Module> = read_json(&dir.join("modules.json"))?;
-        let pooling_module = modules
-            .iter()
-            .find(|m| m.kind.ends_with("models.Pooling"))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{}: modules.json has no Pooling module",
-                    dir.display()
-                ))
-            })?;
+        let pooling_module = modules.iter().find(|m| m.is("Pooling")).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: modules.json has no Pooling module",
+                dir.display()
+            ))
+        })?;
         let pooling: PoolingConfig =
             read_json(&dir.join(&pooling_module.path).join("config.json"))?;
         let mode = match (
+            pooling.pooling_mode.as_deref(),
             pooling.pooling_mode_mean_tokens,
             pooling.pooling_mode_cls_token,
             pooling.pooling_mode_max_tokens,
         ) {
-            (true, false, false) => Pooling::Mean,
-            (false, true, false) => Pooling::Cls,
-            (false, false, true) => Pooling::Max,
+            (Some("mean"), ..) | (None, true, false, false) => Pooling::Mean,
+            (Some("cls"), ..) | (None, false, true, false) => Pooling::Cls,
+            (Some("max"), ..) | (None, false, false, true) => Pooling::Max,
+            (Some(other), ..) => {
+                return Err(Error::invalid(format!(
+                    "{}: pooling mode {other:?} is not supported (mean, cls or max)",
+                    dir.display()
+                )));
+            }
             _ => {
                 return Err(Error::invalid(format!(
                     "{}: exactly one of mean, cls or max pooling must be set",
@@ -173,9 +218,18 @@ impl ModelLayout {
                 )));
             }
         };
+        let pooling_dims = pooling
+            .embedding_dimension
+            .or(pooling.word_embedding_dimension)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: the pooling config has no embedding dimension",
+                    dir.display()
+                ))
+            })?;
         let transformer = modules
             .iter()
-            .find(|m| m.kind.ends_with("models.Transformer"))
+            .find(|m| m.is("Transformer"))
             .map(|m| dir.join(&m.path))
             .unwrap_or_else(|| dir.to_path_buf());
         let st = match read_json::<StConfig>(&dir.join("config_sentence_transformers.json")) {
@@ -190,14 +244,18 @@ impl ModelLayout {
                 .filter(|p| !p.is_empty())
                 .cloned()
         };
-        let max_seq_length = match read_json::<BertConfig>(&dir.join("sentence_bert_config.json")) {
+        let stated = match read_json::<BertConfig>(&dir.join("sentence_bert_config.json")) {
             Ok(c) => c.max_seq_length,
-            Err(Error::NotFound { .. }) => 512,
+            Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        let max_seq_length = match stated {
+            Some(n) => n,
+            None => tokenizer_max_length(&transformer)?.unwrap_or(512),
+        };
         let mut dense = Vec::new();
-        let mut width = pooling.word_embedding_dimension;
-        for m in modules.iter().filter(|m| m.kind.ends_with("models.Dense")) {
+        let mut width = pooling_dims;
+        for m in modules.iter().filter(|m| m.is("Dense")) {
             let module_dir = dir.join(&m.path);
             let config: DenseConfig = read_json(&module_dir.join("config.json"))?;
             let activation =
@@ -227,10 +285,10 @@ impl ModelLayout {
         Ok(Self {
             dir: dir.to_path_buf(),
             pooling: mode,
-            normalize: modules.iter().any(|m| m.kind.ends_with("models.Normalize")),
+            normalize: modules.iter().any(|m| m.is("Normalize")),
             max_seq_length,
             dims: width,
-            pooling_dims: pooling.word_embedding_dimension,
+            pooling_dims,
             dense,
             transformer_dir: transformer,
             query_prefix: prompt(&["query"]),
@@ -247,6 +305,38 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, body).unwrap();
+    }
+
+    #[test]
+    fn sentence_transformers_6_pooling_modes_are_read_and_unknown_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "modules.json",
+            r#"[
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"}]"#,
+        );
+        write(
+            d,
+            "1_Pooling/config.json",
+            r#"{"embedding_dimension": 16, "pooling_mode": "cls"}"#,
+        );
+        write(d, "tokenizer_config.json", r#"{"model_max_length": 1e30}"#);
+        let l = ModelLayout::read(d).unwrap();
+        // No stated length and the "no limit" sentinel: the default.
+        assert_eq!(
+            (l.pooling, l.normalize, l.pooling_dims, l.max_seq_length),
+            (Pooling::Cls, false, 16, 512)
+        );
+        write(
+            d,
+            "1_Pooling/config.json",
+            r#"{"embedding_dimension": 16, "pooling_mode": "lasttoken"}"#,
+        );
+        let err = ModelLayout::read(d).unwrap_err().to_string();
+        assert!(err.contains("lasttoken"), "{err}");
     }
 
     #[test]

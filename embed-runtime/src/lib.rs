@@ -6,7 +6,8 @@
 //! [`SentenceEmbedder`] loads a sentence-transformers model directory (`modules.json`,
 //! `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`, optional
 //! `Dense` and `Normalize` modules) — weights with `candle`, the tokenizer with `tokenizers` — and implements
-//! [`rag_core::EmbeddingModel`]: BERT-family encoders, mean/CLS/max pooling per the pooling
+//! [`rag_core::EmbeddingModel`]: BERT-family encoders (BERT; RoBERTa and XLM-RoBERTa —
+//! multilingual-e5, bge-m3's encoder — with WordPiece or Unigram/SentencePiece tokenizers), mean/CLS/max pooling per the pooling
 //! config, normalisation, `max_seq_length` truncation, query/document prefixes (the model's
 //! `prompts` or your own).
 //!
@@ -75,7 +76,7 @@ pub mod pretrained;
 mod runtime;
 pub mod train;
 
-pub use bert::{BertConfig, BertEncoder, Workspace};
+pub use bert::{BertConfig, BertEncoder, Family, Workspace};
 pub use cross::{CrossEncoder, CrossEncoderOptions, ScoreActivation};
 pub use embedder::{EmbedderOptions, SentenceEmbedder};
 pub use int8::Quantization;

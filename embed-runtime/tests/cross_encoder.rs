@@ -207,12 +207,17 @@ fn other_kinds_of_directory_are_typed_errors() {
     .unwrap();
     assert!(invalid(&dir).contains("Softplus"));
 
-    // Another model family.
+    // A model family we do not run.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = edited(tmp.path(), |c| c["model_type"] = serde_json::json!("gpt2"));
+    assert!(invalid(&dir).contains("gpt2"));
+
+    // BERT weights labelled XLM-R: the head XLM-R's classifier has is named as missing.
     let tmp = tempfile::tempdir().unwrap();
     let dir = edited(tmp.path(), |c| {
         c["model_type"] = serde_json::json!("xlm-roberta")
     });
-    assert!(invalid(&dir).contains("xlm-roberta"));
+    assert!(invalid(&dir).contains("classifier.dense.weight"));
 
     // No weights.
     let tmp = tempfile::tempdir().unwrap();

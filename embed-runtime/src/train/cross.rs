@@ -23,6 +23,7 @@ use tokenizers::Tokenizer;
 use super::model::{Batch, Dropout, TrainableBert, candle};
 use super::pairs::{Negative, Pair};
 use super::{StepLog, TrainConfig, TrainReport, optimise};
+use crate::bert::Family;
 use crate::cross::ScoreActivation;
 use crate::layout::Pooling;
 
@@ -119,6 +120,7 @@ impl CrossEncoderTrainer {
         let tdir = transformer_dir(dir);
         let mut model = TrainableBert::load(&tdir, Pooling::Cls)?;
         let h = model.config().hidden_size;
+        let family = model.config().family()?;
         let dev = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // BERT's initialisation: N(0, 0.02) weights, zero biases (a sum of uniforms stands in
@@ -148,19 +150,24 @@ impl CrossEncoderTrainer {
         let t = |v: Vec<f32>, shape: &[usize]| {
             Tensor::from_vec(v, shape, &dev).map_err(candle("initial weights"))
         };
+        // A cross-encoder's head, else a bi-encoder's pooler for the dense layer.
+        let [dense, out] = family.classifier_head();
         let pooler_w = take(
-            ["bert.pooler.dense.weight", "pooler.dense.weight"],
+            [&format!("{dense}.weight"), "pooler.dense.weight"],
             t(normal(h * h), &[h, h])?,
         )?;
         let pooler_b = take(
-            ["bert.pooler.dense.bias", "pooler.dense.bias"],
+            [&format!("{dense}.bias"), "pooler.dense.bias"],
             t(vec![0.0; h], &[h])?,
         )?;
         let classifier_w = take(
-            ["classifier.weight", "classifier.weight"],
+            [&format!("{out}.weight"), &format!("{out}.weight")],
             t(normal(h), &[1, h])?,
         )?;
-        let classifier_b = take(["classifier.bias", "classifier.bias"], t(vec![0.0], &[1])?)?;
+        let classifier_b = take(
+            [&format!("{out}.bias"), &format!("{out}.bias")],
+            t(vec![0.0], &[1])?,
+        )?;
         let tok_path = tdir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
@@ -179,16 +186,19 @@ impl CrossEncoderTrainer {
     /// Every trained variable: the encoder's, then the pooler and classifier.
     fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = self.model.vars().to_vec();
+        let [dense, out] = self.family().classifier_head();
         vars.extend([
-            (
-                "bert.pooler.dense.weight".to_string(),
-                self.pooler_w.clone(),
-            ),
-            ("bert.pooler.dense.bias".to_string(), self.pooler_b.clone()),
-            ("classifier.weight".to_string(), self.classifier_w.clone()),
-            ("classifier.bias".to_string(), self.classifier_b.clone()),
+            (format!("{dense}.weight"), self.pooler_w.clone()),
+            (format!("{dense}.bias"), self.pooler_b.clone()),
+            (format!("{out}.weight"), self.classifier_w.clone()),
+            (format!("{out}.bias"), self.classifier_b.clone()),
         ]);
         vars
+    }
+
+    fn family(&self) -> Family {
+        // Checked when the model was loaded.
+        self.model.config().family().unwrap_or(Family::Bert)
     }
 
     /// Token ids and types of the pairs, cut to `max_tokens` longest text first.
@@ -197,9 +207,7 @@ impl CrossEncoderTrainer {
         pairs: &[(&str, &str)],
         max_tokens: usize,
     ) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
-        let max_len = max_tokens
-            .min(self.model.config().max_position_embeddings)
-            .max(3);
+        let max_len = max_tokens.min(self.model.config().max_tokens()).max(3);
         let tokenizer = crate::runtime::tokenizer_from(self.tokenizer.clone(), max_len)?;
         let cap = max_len * crate::runtime::BYTES_PER_TOKEN_BOUND;
         let inputs: Vec<tokenizers::EncodeInput<'static>> = pairs
@@ -419,19 +427,21 @@ impl CrossEncoderTrainer {
     }
 
     /// Writes the trained cross-encoder: `config.json` (the encoder's, as a
-    /// `BertForSequenceClassification` with one label), `model.safetensors` (`bert.`-prefixed
-    /// encoder, pooler and classifier), the tokenizer files, and sentence-transformers'
+    /// `BertForSequenceClassification` — `XLMRobertaForSequenceClassification` for XLM-R —
+    /// with one label), `model.safetensors` (`bert.`- / `roberta.`-prefixed encoder, pooler /
+    /// classification head and classifier), the tokenizer files, and sentence-transformers'
     /// `config_sentence_transformers.json` (sigmoid activation) and `tokenizer_config.json`
     /// limit (`max_tokens`).
     pub fn save(&self, out: &Path, max_tokens: usize) -> Result<()> {
         let io = |what: String| move |e: std::io::Error| Error::io(e, what);
         std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
         let mut tensors = HashMap::new();
+        let prefix = self.family().classifier_prefix();
         for (name, t) in self.model.tensors() {
-            let name = if name.starts_with("bert.") {
+            let name = if name.starts_with(prefix) {
                 name
             } else {
-                format!("bert.{name}")
+                format!("{prefix}{name}")
             };
             tensors.insert(name, t);
         }
@@ -448,7 +458,8 @@ impl CrossEncoderTrainer {
             crate::layout::read_json(&self.transformer_dir.join(name))
         };
         let mut config = read("config.json")?;
-        config["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+        config["architectures"] =
+            serde_json::json!([self.model.config().classifier_architecture()]);
         config["id2label"] = serde_json::json!({"0": "LABEL_0"});
         config["label2id"] = serde_json::json!({"LABEL_0": 0});
         if let Some(o) = config.as_object_mut() {
@@ -461,7 +472,7 @@ impl CrossEncoderTrainer {
             std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
         };
         write("config.json", &config)?;
-        let max_len = max_tokens.min(self.model.config().max_position_embeddings);
+        let max_len = max_tokens.min(self.model.config().max_tokens());
         let mut tok_config =
             read("tokenizer_config.json").unwrap_or_else(|_| serde_json::json!({}));
         tok_config["model_max_length"] = serde_json::json!(max_len);

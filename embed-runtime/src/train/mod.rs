@@ -260,7 +260,7 @@ impl EmbeddingTrainer {
     fn tokenize(&self, texts: Vec<String>, max_tokens: usize) -> Result<Vec<Vec<u32>>> {
         let max_len = max_tokens
             .min(self.layout.max_seq_length)
-            .min(self.model.config().max_position_embeddings)
+            .min(self.model.config().max_tokens())
             .max(2);
         let mut tok = self.tokenizer.clone();
         tok.with_truncation(Some(TruncationParams {

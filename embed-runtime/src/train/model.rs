@@ -1,4 +1,4 @@
-//! A trainable BERT encoder on candle's autograd.
+//! A trainable BERT-family encoder (BERT, RoBERTa, XLM-RoBERTa) on candle's autograd.
 //!
 //! candle-transformers' BERT is built for inference (its fused layer norm has no backward and
 //! dropout is a no-op), so the modules here are our own: linear layers, layer norm,
@@ -182,8 +182,8 @@ impl TrainableBert {
         Self::from_tensors(config, map, pooling)
     }
 
-    /// Builds the encoder from named tensors (Hugging Face BERT names, with or without a
-    /// `bert.` prefix, which is kept when saving).
+    /// Builds the encoder from named tensors (Hugging Face BERT / RoBERTa names, with or
+    /// without a `bert.` / `roberta.` prefix, which is kept when saving).
     pub fn from_tensors(
         config: BertConfig,
         mut map: HashMap<String, Tensor>,
@@ -194,11 +194,7 @@ impl TrainableBert {
                 "max pooling is not supported for training (mean or CLS)",
             ));
         }
-        let prefix = if map.contains_key("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = config.weight_prefix(|k| map.contains_key(k));
         let h = config.hidden_size;
         let ff = config.intermediate_size;
         let mut vars = Vec::new();
@@ -352,9 +348,20 @@ impl TrainableBert {
         let heads = self.config.num_attention_heads;
         let hd = h / heads;
         let ids = Tensor::from_slice(&batch.ids, b * t, &dev)?;
-        let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+        // Each row's real tokens at the family's positions; padding slots (masked out of
+        // attention and pooling) read the first position.
+        let mut positions = Vec::with_capacity(b * t);
+        let mut row = Vec::with_capacity(t);
+        for (ids, mask) in batch.ids.chunks_exact(t).zip(batch.mask.chunks_exact(t)) {
+            let len = mask.iter().take_while(|&&m| m > 0.0).count();
+            self.config.position_ids(&ids[..len], &mut row);
+            let first = row.first().copied().unwrap_or(0);
+            positions.extend_from_slice(&row);
+            positions.extend(std::iter::repeat_n(first, t - len));
+        }
         let positions = Tensor::from_vec(positions, b * t, &dev)?;
-        let types = if batch.types.iter().all(|&k| k == 0) {
+        // A model with one token type (RoBERTa) reads every token as type 0.
+        let types = if self.config.type_vocab_size == 1 || batch.types.iter().all(|&k| k == 0) {
             // One row broadcast (the bi-encoder's case; no gradient rows for type 1).
             None
         } else {
@@ -569,6 +576,52 @@ mod tests {
         );
         let kept = a.iter().filter(|&&x| x > 0.0).count() as f64 / n as f64;
         assert!((kept - 0.75).abs() < 0.01, "{kept}");
+    }
+
+    /// The trainer's forward pass over a padded batch (rows of different lengths, so
+    /// padding and its positions are in play) gives sentence-transformers' XLM-R vectors.
+    #[test]
+    fn the_padded_xlmr_forward_matches_sentence_transformers() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-xlmr");
+        let expected: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        let model = TrainableBert::load(&dir, Pooling::Mean).unwrap();
+        assert_eq!(model.config().max_tokens(), 64);
+        let cases = expected["cases"].as_array().unwrap();
+        let ids: Vec<Vec<u32>> = cases
+            .iter()
+            .map(|c| {
+                c["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut off = Dropout {
+            p: 0.0,
+            rng: &mut rng,
+        };
+        let got = model.embed(&Batch::pad(&seqs), &mut off).unwrap();
+        let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+        for (i, c) in cases.iter().enumerate() {
+            let want: Vec<f32> = c["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let d = got[i]
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d <= 1e-4, "case {i}: max |Δ| {d}");
+        }
     }
 
     fn tiny_config() -> BertConfig {
