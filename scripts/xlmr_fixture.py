@@ -35,10 +35,10 @@ from transformers import (
     XLMRobertaModel,
 )
 
-out = sys.argv[1]
-torch.manual_seed(20261206)
-
 # --- the tokenizer -------------------------------------------------------------------------
+SPECIAL = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
 def corpus():
     for path in ["data/manpages/docs/corpus.jsonl.gz", "data/manpages-zh/docs/corpus.jsonl.gz"]:
         with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -48,23 +48,24 @@ def corpus():
                 yield json.loads(line)["text"]
 
 
-SPECIAL = ["<s>", "<pad>", "</s>", "<unk>"]
-tok = Tokenizer(Unigram())
-tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
-tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-trainer = UnigramTrainer(vocab_size=2000, special_tokens=SPECIAL, unk_token="<unk>")
-tok.train_from_iterator(corpus(), trainer)
-tok.add_special_tokens(["<mask>"])
-ids = {t: tok.token_to_id(t) for t in SPECIAL + ["<mask>"]}
-assert [ids[t] for t in SPECIAL] == [0, 1, 2, 3], ids
-tok.post_processor = processors.RobertaProcessing(
-    ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True, add_prefix_space=True
-)
-vocab = tok.get_vocab_size()
+def unigram_tokenizer():
+    """The fixtures' Unigram tokenizer (deterministic: same corpus, same vocabulary)."""
+    tok = Tokenizer(Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = UnigramTrainer(vocab_size=2000, special_tokens=SPECIAL, unk_token="<unk>")
+    tok.train_from_iterator(corpus(), trainer)
+    tok.add_special_tokens(["<mask>"])
+    ids = {t: tok.token_to_id(t) for t in SPECIAL + ["<mask>"]}
+    assert [ids[t] for t in SPECIAL] == [0, 1, 2, 3], ids
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True, add_prefix_space=True
+    )
+    return tok
 
 
-def hf_tokenizer(max_length):
+def hf_tokenizer(tok, max_length):
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -79,7 +80,7 @@ def hf_tokenizer(max_length):
     )
 
 
-def config(**extra):
+def config(vocab, **extra):
     return XLMRobertaConfig(
         vocab_size=vocab,
         hidden_size=32,
@@ -114,76 +115,106 @@ TEXTS = [
     LONG,
 ]
 
-# --- the bi-encoder ------------------------------------------------------------------------
-bi_dir = os.path.join(out, "tiny-xlmr")
-hf_dir = os.path.join(bi_dir, "_hf")
-XLMRobertaModel(config()).eval().save_pretrained(hf_dir)
-hf_tokenizer(64).save_pretrained(hf_dir)
-transformer = models.Transformer(hf_dir, max_seq_length=48, model_kwargs={"dtype": torch.float32})
-pooling = models.Pooling(32, pooling_mode="mean")
-st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()])
-st.save(bi_dir)
-for name in os.listdir(hf_dir):
-    os.remove(os.path.join(hf_dir, name))
-os.rmdir(hf_dir)
-st = SentenceTransformer(bi_dir, device="cpu")
-emb = st.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=False, batch_size=3)
-token_ids = [st.tokenizer(t, truncation=True, max_length=48)["input_ids"] for t in TEXTS]
-with open(os.path.join(bi_dir, "expected.json"), "w") as f:
-    json.dump(
-        {
-            "made_by": "scripts/xlmr_fixture.py with torch %s, sentence-transformers %s"
-            % (torch.__version__, __import__("sentence_transformers").__version__),
-            "max_seq_length": st.max_seq_length,
-            "cases": [
-                {"text": t, "ids": ids, "embedding": [float(x) for x in e]}
-                for t, ids, e in zip(TEXTS, token_ids, emb)
-            ],
-        },
-        f,
-        ensure_ascii=False,
-        indent=1,
-    )
 
-# --- the cross-encoder ---------------------------------------------------------------------
-ce_dir = os.path.join(out, "tiny-xlmr-cross-encoder")
-XLMRobertaForSequenceClassification(config(num_labels=1)).eval().save_pretrained(ce_dir)
-hf_tokenizer(64).save_pretrained(ce_dir)
-# max_length 40 so the fixture cuts both texts of a long pair.
-cross = CrossEncoder(ce_dir, max_length=40, model_kwargs={"dtype": torch.float32})
-cross.save(ce_dir)
-cross = CrossEncoder(ce_dir, device="cpu", model_kwargs={"dtype": torch.float32})
-PAIRS = [
-    ("How do I duplicate a file descriptor?", "dup, dup2, dup3 - duplicate a file descriptor"),
-    ("How do I duplicate a file descriptor?", "tar -xzvf archive.tar.gz --strip-components=1"),
-    ("如何复制文件描述符", "dup 复制一个现有的文件描述符"),
-    ("emoji 🚀🔥", "∑∫√ ≤ ≥"),
-    ("a short query", LONG),
-    (LONG, "a short passage"),
-]
-scores = cross.predict(PAIRS, convert_to_numpy=True)
-logits = cross.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
-tokens = [
-    len(cross.tokenizer(q, d, truncation=True, max_length=cross.max_seq_length)["input_ids"])
-    for q, d in PAIRS
-]
-with open(os.path.join(ce_dir, "expected.json"), "w") as f:
-    json.dump(
-        {
-            "made_by": "scripts/xlmr_fixture.py with torch %s, sentence-transformers %s"
-            % (torch.__version__, __import__("sentence_transformers").__version__),
-            "max_seq_length": cross.max_seq_length,
-            "cases": [
-                {"query": q, "document": d, "tokens": n, "score": float(s), "logit": float(l)}
-                for (q, d), n, s, l in zip(PAIRS, tokens, scores, logits)
-            ],
-        },
-        f,
-        ensure_ascii=False,
-        indent=1,
+def save_bi_encoder(model, tok, out_dir, pooling_mode, max_seq_length):
+    """Saves `model` with `tok` as a sentence-transformers model (pooling, normalised) in
+    `out_dir`, reloads it and writes what it computes for TEXTS to `out_dir/expected.json`."""
+    hf_dir = os.path.join(out_dir, "_hf")
+    model.eval().save_pretrained(hf_dir)
+    hf_tokenizer(tok, 64).save_pretrained(hf_dir)
+    transformer = models.Transformer(
+        hf_dir, max_seq_length=max_seq_length, model_kwargs={"dtype": torch.float32}
     )
+    pooling = models.Pooling(model.config.hidden_size, pooling_mode=pooling_mode)
+    st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()])
+    st.save(out_dir)
+    for name in os.listdir(hf_dir):
+        os.remove(os.path.join(hf_dir, name))
+    os.rmdir(hf_dir)
+    st = SentenceTransformer(out_dir, device="cpu")
+    emb = st.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=False, batch_size=3)
+    write_expected(out_dir, st, emb)
+    return st
 
-# The generated model cards say nothing the tests use.
-for d in (bi_dir, ce_dir):
-    os.remove(os.path.join(d, "README.md"))
-print("vocab", vocab, "written to", out)
+
+def write_expected(out_dir, st, embeddings, note=None):
+    token_ids = [
+        st.tokenizer(t, truncation=True, max_length=st.max_seq_length)["input_ids"] for t in TEXTS
+    ]
+    made_by = "%s with torch %s, transformers %s, sentence-transformers %s" % (
+        os.path.basename(sys.argv[0]),
+        torch.__version__,
+        __import__("transformers").__version__,
+        __import__("sentence_transformers").__version__,
+    )
+    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+        json.dump(
+            {
+                "made_by": made_by + (f"; {note}" if note else ""),
+                "max_seq_length": st.max_seq_length,
+                "cases": [
+                    {"text": t, "ids": ids, "embedding": [float(x) for x in e]}
+                    for t, ids, e in zip(TEXTS, token_ids, embeddings)
+                ],
+            },
+            f,
+            ensure_ascii=False,
+            indent=1,
+        )
+
+
+def main(out):
+    torch.manual_seed(20261206)
+    tok = unigram_tokenizer()
+    vocab = tok.get_vocab_size()
+
+    # --- the bi-encoder ------------------------------------------------------------------------
+    bi_dir = os.path.join(out, "tiny-xlmr")
+    save_bi_encoder(XLMRobertaModel(config(vocab)), tok, bi_dir, "mean", 48)
+
+    # --- the cross-encoder ---------------------------------------------------------------------
+    ce_dir = os.path.join(out, "tiny-xlmr-cross-encoder")
+    XLMRobertaForSequenceClassification(config(vocab, num_labels=1)).eval().save_pretrained(ce_dir)
+    hf_tokenizer(tok, 64).save_pretrained(ce_dir)
+    # max_length 40 so the fixture cuts both texts of a long pair.
+    cross = CrossEncoder(ce_dir, max_length=40, model_kwargs={"dtype": torch.float32})
+    cross.save(ce_dir)
+    cross = CrossEncoder(ce_dir, device="cpu", model_kwargs={"dtype": torch.float32})
+    PAIRS = [
+        ("How do I duplicate a file descriptor?", "dup, dup2, dup3 - duplicate a file descriptor"),
+        ("How do I duplicate a file descriptor?", "tar -xzvf archive.tar.gz --strip-components=1"),
+        ("如何复制文件描述符", "dup 复制一个现有的文件描述符"),
+        ("emoji 🚀🔥", "∑∫√ ≤ ≥"),
+        ("a short query", LONG),
+        (LONG, "a short passage"),
+    ]
+    scores = cross.predict(PAIRS, convert_to_numpy=True)
+    logits = cross.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+    tokens = [
+        len(cross.tokenizer(q, d, truncation=True, max_length=cross.max_seq_length)["input_ids"])
+        for q, d in PAIRS
+    ]
+    with open(os.path.join(ce_dir, "expected.json"), "w") as f:
+        json.dump(
+            {
+                "made_by": "scripts/xlmr_fixture.py with torch %s, sentence-transformers %s"
+                % (torch.__version__, __import__("sentence_transformers").__version__),
+                "max_seq_length": cross.max_seq_length,
+                "cases": [
+                    {"query": q, "document": d, "tokens": n, "score": float(s), "logit": float(l)}
+                    for (q, d), n, s, l in zip(PAIRS, tokens, scores, logits)
+                ],
+            },
+            f,
+            ensure_ascii=False,
+            indent=1,
+        )
+    
+    # The generated model cards say nothing the tests use.
+    for d in (bi_dir, ce_dir):
+        os.remove(os.path.join(d, "README.md"))
+    print("vocab", vocab, "written to", out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -50,6 +50,24 @@ pub struct BertConfig {
     /// Dropout probability used in training (inference ignores it).
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// GTE: the rotary base of the hub's configs (`NewConfig`).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// GTE: transformers' form, `{"rope_type": "default", "rope_theta": …}`.
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// GTE: `{"type": "ntk", "factor": f}` (fixed NTK scaling) or none.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// GTE's `position_embedding_type` (`rope`; `absolute` is not supported).
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    /// GTE's `layer_norm_type` (`layer_norm`; `rms_norm` is not supported).
+    #[serde(default)]
+    pub layer_norm_type: Option<String>,
+    /// GTE's `logn_attention_scale` (only `false` is supported).
+    #[serde(default)]
+    pub logn_attention_scale: Option<bool>,
 }
 
 fn default_model_type() -> String {
@@ -78,6 +96,12 @@ pub enum Family {
     /// does, so `max_position_embeddings − pad − 1` tokens fit; one token type only (the
     /// tokenizers give a pair no segment ids).
     Roberta,
+    /// Alibaba's GTE (`model_type` `new` on the hub, `gte` in transformers;
+    /// gte-multilingual-base, gte-*-en-v1.5): no position embeddings but rotary ones on the
+    /// queries and keys, a gated MLP (`down(gelu(gate·x) ⊙ up·x)`, no bias on `up_gate_proj`),
+    /// post-norm layers as BERT's; tensors named as the hub's `NewModel` (`attention.qkv_proj`,
+    /// `attention.o_proj`, `attn_ln`, `mlp.up_gate_proj`, `mlp.down_proj`, `mlp_ln`).
+    Gte,
 }
 
 impl Family {
@@ -86,6 +110,7 @@ impl Family {
         match self {
             Self::Bert => "bert.",
             Self::Roberta => "roberta.",
+            Self::Gte => "new.",
         }
     }
 
@@ -95,6 +120,7 @@ impl Family {
         match self {
             Self::Bert => ["bert.pooler.dense", "classifier"],
             Self::Roberta => ["classifier.dense", "classifier.out_proj"],
+            Self::Gte => ["new.pooler.dense", "classifier"],
         }
     }
 }
@@ -106,6 +132,8 @@ impl BertConfig {
             "xlm-roberta" => "XLMRobertaForSequenceClassification",
             "roberta" => "RobertaForSequenceClassification",
             "camembert" => "CamembertForSequenceClassification",
+            "new" => "NewForSequenceClassification",
+            "gte" => "GteForSequenceClassification",
             _ => "BertForSequenceClassification",
         }
     }
@@ -115,8 +143,10 @@ impl BertConfig {
         match self.model_type.as_str() {
             "bert" => Ok(Family::Bert),
             "roberta" | "xlm-roberta" | "camembert" => Ok(Family::Roberta),
+            "new" | "gte" => Ok(Family::Gte),
             other => Err(Error::invalid(format!(
-                "model_type {other:?} is not supported (BERT, RoBERTa and XLM-RoBERTa encoders)"
+                "model_type {other:?} is not supported (BERT, RoBERTa, XLM-RoBERTa and GTE \
+                 encoders)"
             ))),
         }
     }
@@ -162,9 +192,52 @@ impl BertConfig {
         }
     }
 
-    /// The prefix of the encoder's tensor names in `names` (`bert.`, `roberta.` or none).
+    /// The rotary frequencies of a GTE model (`head_dim / 2` of them), computed in f32 as
+    /// torch computes them: `1 / θ^(2i/d)`; with fixed NTK scaling (the hub's
+    /// `NTKScalingRotaryEmbedding` without `mixed_b`) `θ` is multiplied by the factor and
+    /// every frequency divided by `factor^(2/d)`. `None` for other families.
+    pub fn rope_inv_freq(&self) -> Result<Option<Vec<f32>>> {
+        if self.family()? != Family::Gte {
+            return Ok(None);
+        }
+        let bad = |what: String| Error::invalid(format!("GTE config: {what}"));
+        let mut theta = self.rope_theta;
+        if let Some(p) = &self.rope_parameters {
+            match p["rope_type"].as_str() {
+                None | Some("default") => {}
+                Some(other) => return Err(bad(format!("rope_type {other:?} is not supported"))),
+            }
+            theta = theta.or(p["rope_theta"].as_f64());
+        }
+        // GteConfig's default_theta.
+        let mut theta = theta.unwrap_or(160_000.0) as f32;
+        let d = self.hidden_size / self.num_attention_heads;
+        let mut divide = 1.0f32;
+        if let Some(scaling) = self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            let kind = scaling["type"].as_str().or(scaling["rope_type"].as_str());
+            let factor = scaling["factor"].as_f64();
+            match (kind, factor) {
+                (Some("ntk"), Some(f)) if scaling["mixed_b"].is_null() && f > 0.0 => {
+                    theta *= f as f32;
+                    divide = (f as f32).powf(2.0 / d as f32);
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "rope_scaling {scaling} is not supported (fixed ntk)"
+                    )));
+                }
+            }
+        }
+        Ok(Some(
+            (0..d / 2)
+                .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32) / divide)
+                .collect(),
+        ))
+    }
+
+    /// The prefix of the encoder's tensor names in `names` (`bert.`, `roberta.`, `new.` or none).
     pub(crate) fn weight_prefix(&self, mut has: impl FnMut(&str) -> bool) -> &'static str {
-        ["bert.", "roberta.", "xlm_roberta."]
+        ["bert.", "roberta.", "xlm_roberta.", "new.", "gte."]
             .into_iter()
             .find(|p| has(&format!("{p}embeddings.word_embeddings.weight")))
             .unwrap_or("")
@@ -199,6 +272,29 @@ impl BertConfig {
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
+        }
+        if family == Family::Gte {
+            let unsupported = |what: &str, value: &str| {
+                Err(Error::invalid(format!(
+                    "GTE config: {what} {value:?} is not supported"
+                )))
+            };
+            match self.position_embedding_type.as_deref() {
+                None | Some("rope") => {}
+                Some(other) => return unsupported("position_embedding_type", other),
+            }
+            match self.layer_norm_type.as_deref() {
+                None | Some("layer_norm") => {}
+                Some(other) => return unsupported("layer_norm_type", other),
+            }
+            if self.logn_attention_scale == Some(true) {
+                return unsupported("logn_attention_scale", "true");
+            }
+            let head = self.hidden_size / self.num_attention_heads;
+            if !head.is_multiple_of(2) {
+                return unsupported("odd head size", &head.to_string());
+            }
+            self.rope_inv_freq()?;
         }
         Ok(())
     }
@@ -248,11 +344,56 @@ struct Layer {
 pub struct BertEncoder {
     config: BertConfig,
     word: Vec<f32>,
+    /// Absolute position embeddings (empty for GTE).
     position: Vec<f32>,
+    /// Token type embeddings (empty when the model has none).
     token_type: Vec<f32>,
     embed_norm: Norm,
     layers: Vec<Layer>,
+    /// GTE's rotary embedding.
+    rope: Option<Rope>,
+    /// GTE's gated MLP: `ffn_in` gives `[up | gate]`, `2 × intermediate_size` wide.
+    gated: bool,
     quantization: Quantization,
+}
+
+/// Rotary position embedding tables: `cos`/`sin` of `position × frequency`, `max_tokens ×
+/// head_dim/2`, computed in f32 as transformers computes them.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl Rope {
+    fn new(inv_freq: &[f32], positions: usize) -> Self {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for &f in inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Self { cos, sin, half }
+    }
+
+    /// Rotates one head's vector `x` (`2 × half` wide) to position `p`: pairs `(i, i + half)`
+    /// turn by `p · inv_freq[i]` (transformers' `rotate_half` layout).
+    fn rotate(&self, x: &mut [f32], p: usize) {
+        let (cos, sin) = (
+            &self.cos[p * self.half..][..self.half],
+            &self.sin[p * self.half..][..self.half],
+        );
+        let (a, b) = x.split_at_mut(self.half);
+        for i in 0..self.half {
+            let (x1, x2) = (a[i], b[i]);
+            a[i] = x1 * cos[i] - x2 * sin[i];
+            b[i] = x2 * cos[i] + x1 * sin[i];
+        }
+    }
 }
 
 impl std::fmt::Debug for BertEncoder {
@@ -271,6 +412,10 @@ pub struct Workspace {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
     ffn: Vec<f32>,
+    /// A gated MLP's `[up | gate]` rows (GTE).
+    up_gate: Vec<f32>,
+    /// Each token's position in its sequence (GTE's rotary embedding).
+    positions: Vec<u32>,
     int8: Int8Workspace,
 }
 
@@ -279,7 +424,11 @@ impl std::fmt::Debug for Workspace {
         write!(
             f,
             "Workspace({} floats, {} int8 bytes)",
-            self.x.capacity() + self.qkv.capacity() + self.ctx.capacity() + self.ffn.capacity(),
+            self.x.capacity()
+                + self.qkv.capacity()
+                + self.ctx.capacity()
+                + self.ffn.capacity()
+                + self.up_gate.capacity(),
             self.int8.capacity_bytes()
         )
     }
@@ -306,6 +455,24 @@ struct Tensors {
 impl Tensors {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         tensor_f32(&self.map, &format!("{}{name}", self.prefix), shape)
+    }
+
+    /// A linear layer without bias (a zero bias, so every kernel path stays the same).
+    fn dense_without_bias(&self, name: &str, inputs: usize, outputs: usize) -> Result<Dense> {
+        let w = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
+        let mut w_t = vec![0.0; inputs * outputs];
+        for o in 0..outputs {
+            for i in 0..inputs {
+                w_t[i * outputs + o] = w[o * inputs + i];
+            }
+        }
+        Ok(Dense {
+            w_t,
+            int8: None,
+            bias: vec![0.0; outputs],
+            inputs,
+            outputs,
+        })
     }
 
     fn norm(&self, name: &str, h: usize) -> Result<Norm> {
@@ -388,6 +555,7 @@ impl BertEncoder {
     /// without a `bert.` / `roberta.` prefix), e.g. the weights a trainer holds in memory.
     pub fn from_tensors(config: BertConfig, map: HashMap<String, Tensor>) -> Result<Self> {
         config.validate()?;
+        let family = config.family()?;
         let prefix = config.weight_prefix(|k| map.contains_key(k));
         let t = Tensors { map, prefix };
         let h = config.hidden_size;
@@ -395,35 +563,59 @@ impl BertEncoder {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            layers.push(Layer {
-                qkv: t.dense(
-                    &[
-                        &format!("{p}.attention.self.query"),
-                        &format!("{p}.attention.self.key"),
-                        &format!("{p}.attention.self.value"),
-                    ],
-                    h,
-                    h,
-                )?,
-                attn_out: t.dense(&[&format!("{p}.attention.output.dense")], h, h)?,
-                attn_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
-                ffn_in: t.dense(&[&format!("{p}.intermediate.dense")], h, ff)?,
-                ffn_out: t.dense(&[&format!("{p}.output.dense")], ff, h)?,
-                ffn_norm: t.norm(&format!("{p}.output.LayerNorm"), h)?,
+            layers.push(match family {
+                Family::Gte => Layer {
+                    qkv: t.dense(&[&format!("{p}.attention.qkv_proj")], h, 3 * h)?,
+                    attn_out: t.dense(&[&format!("{p}.attention.o_proj")], h, h)?,
+                    attn_norm: t.norm(&format!("{p}.attn_ln"), h)?,
+                    ffn_in: t.dense_without_bias(&format!("{p}.mlp.up_gate_proj"), h, 2 * ff)?,
+                    ffn_out: t.dense(&[&format!("{p}.mlp.down_proj")], ff, h)?,
+                    ffn_norm: t.norm(&format!("{p}.mlp_ln"), h)?,
+                },
+                Family::Bert | Family::Roberta => Layer {
+                    qkv: t.dense(
+                        &[
+                            &format!("{p}.attention.self.query"),
+                            &format!("{p}.attention.self.key"),
+                            &format!("{p}.attention.self.value"),
+                        ],
+                        h,
+                        h,
+                    )?,
+                    attn_out: t.dense(&[&format!("{p}.attention.output.dense")], h, h)?,
+                    attn_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
+                    ffn_in: t.dense(&[&format!("{p}.intermediate.dense")], h, ff)?,
+                    ffn_out: t.dense(&[&format!("{p}.output.dense")], ff, h)?,
+                    ffn_norm: t.norm(&format!("{p}.output.LayerNorm"), h)?,
+                },
             });
         }
-        Ok(Self {
-            word: t.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: t.get(
+        let position = match family {
+            Family::Gte => Vec::new(),
+            Family::Bert | Family::Roberta => t.get(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
             )?,
-            token_type: t.get(
+        };
+        let token_type = if config.type_vocab_size == 0 {
+            Vec::new()
+        } else {
+            t.get(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
-            )?,
+            )?
+        };
+        let rope = config
+            .rope_inv_freq()?
+            .map(|f| Rope::new(&f, config.max_tokens()));
+        Ok(Self {
+            word: t.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position,
+            token_type,
             embed_norm: t.norm("embeddings.LayerNorm", h)?,
             layers,
+            rope,
+            gated: family == Family::Gte,
             config,
             quantization: Quantization::None,
         })
@@ -518,24 +710,37 @@ impl BertEncoder {
         resize(&mut ws.x, tokens * h);
         resize(&mut ws.qkv, tokens * 3 * h);
         resize(&mut ws.ctx, tokens * h);
-        resize(&mut ws.ffn, tokens * self.config.intermediate_size);
+        let ff = self.config.intermediate_size;
+        resize(&mut ws.ffn, tokens * ff);
+        if self.gated {
+            resize(&mut ws.up_gate, tokens * 2 * ff);
+        }
         let Workspace {
             x,
             qkv,
             ctx,
             ffn,
+            up_gate,
+            positions,
             int8,
         } = ws;
         let x = &mut x[..tokens * h];
         let qkv = &mut qkv[..tokens * 3 * h];
         let ctx = &mut ctx[..tokens * h];
-        let ffn = &mut ffn[..tokens * self.config.intermediate_size];
+        let ffn = &mut ffn[..tokens * ff];
         let simd = pulp::Arch::new();
+        positions.clear();
+        for s in seqs {
+            positions.extend(0..s.len() as u32);
+        }
 
         self.embed(seqs, types, x);
         for layer in &self.layers {
             // qkv = x·Wqkvᵀ + b
             self.dense(&layer.qkv, x, qkv, Epilogue::PLAIN, tokens, threads, int8);
+            if let Some(rope) = &self.rope {
+                self.rotate(rope, qkv, positions);
+            }
             self.attention(seqs, qkv, ctx, threads, simd);
             // x = LN(x + ctx·Woᵀ + b)
             self.dense(
@@ -548,8 +753,35 @@ impl BertEncoder {
                 int8,
             );
             self.norm_rows(x, &layer.attn_norm, simd);
-            // ffn = GELU(x·W1ᵀ + b1); x = LN(x + ffn·W2ᵀ + b2)
-            self.dense(&layer.ffn_in, x, ffn, Epilogue::GELU, tokens, threads, int8);
+            if self.gated {
+                // [up | gate] = x·W1ᵀ; ffn = GELU(gate) ⊙ up
+                let up_gate = &mut up_gate[..tokens * 2 * ff];
+                self.dense(
+                    &layer.ffn_in,
+                    x,
+                    up_gate,
+                    Epilogue::PLAIN,
+                    tokens,
+                    threads,
+                    int8,
+                );
+                ffn.par_chunks_mut(ROWS_PER_TASK * ff)
+                    .zip(up_gate.par_chunks(ROWS_PER_TASK * 2 * ff))
+                    .for_each(|(out, rows)| {
+                        for (o, r) in out.chunks_exact_mut(ff).zip(rows.chunks_exact(2 * ff)) {
+                            let (up, gate) = r.split_at(ff);
+                            o.copy_from_slice(gate);
+                            kernels::gelu_simd(simd, o);
+                            for (o, u) in o.iter_mut().zip(up) {
+                                *o *= u;
+                            }
+                        }
+                    });
+            } else {
+                // ffn = GELU(x·W1ᵀ + b1)
+                self.dense(&layer.ffn_in, x, ffn, Epilogue::GELU, tokens, threads, int8);
+            }
+            // x = LN(x + ffn·W2ᵀ + b2)
             self.dense(
                 &layer.ffn_out,
                 ffn,
@@ -562,6 +794,20 @@ impl BertEncoder {
             self.norm_rows(x, &layer.ffn_norm, simd);
         }
         Ok(&ws.x[..tokens * h])
+    }
+
+    /// Turns every head's query and key of each token to the token's position (GTE).
+    fn rotate(&self, rope: &Rope, qkv: &mut [f32], positions: &[u32]) {
+        let h = self.config.hidden_size;
+        let d = h / self.config.num_attention_heads;
+        qkv.par_chunks_mut(3 * h)
+            .zip(positions.par_iter())
+            .for_each(|(row, &p)| {
+                // Queries then keys: the first 2h values, one head of d after another.
+                for head in row[..2 * h].chunks_exact_mut(d) {
+                    rope.rotate(head, p as usize);
+                }
+            });
     }
 
     fn embed(&self, seqs: &[&[u32]], types: Option<&[&[u32]]>, x: &mut [f32]) {
@@ -580,11 +826,14 @@ impl BertEncoder {
         x.par_chunks_mut(h)
             .zip(rows.par_iter())
             .for_each(|(row, &(id, pos, kind))| {
-                let w = &self.word[id as usize * h..][..h];
-                let p = &self.position[pos * h..][..h];
-                let t = &self.token_type[kind as usize * h..][..h];
-                for (((o, w), p), t) in row.iter_mut().zip(w).zip(p).zip(t) {
-                    *o = w + p + t;
+                row.copy_from_slice(&self.word[id as usize * h..][..h]);
+                // GTE has no absolute positions; a model may have no token types.
+                for (table, i) in [(&self.position, pos), (&self.token_type, kind as usize)] {
+                    if !table.is_empty() {
+                        for (o, v) in row.iter_mut().zip(&table[i * h..][..h]) {
+                            *o += v;
+                        }
+                    }
                 }
                 kernels::layer_norm(
                     row,

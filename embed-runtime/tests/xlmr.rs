@@ -5,64 +5,21 @@
 //! newer directory layout) with the outputs it computes (`scripts/xlmr_fixture.py`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/parity.rs"]
+mod parity;
+use parity::{check_embeddings, expected, fixture, max_diff};
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use embed_runtime::train::pairs::{Negative, Pair, PairOrigin};
 use embed_runtime::train::{CrossEncoderTrainer, CrossTrainConfig, EmbeddingTrainer, TrainConfig};
-use embed_runtime::{CrossEncoder, EmbedderOptions, Pooling, SentenceEmbedder};
-use rag_core::EmbeddingModel;
+use embed_runtime::{CrossEncoder, Pooling, SentenceEmbedder};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn expected(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn texts(expected: &Value) -> Vec<String> {
-    expected["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn embeddings_match_sentence_transformers() {
-    let dir = fixture("tiny-xlmr");
-    let expected = expected(&dir);
-    let model = SentenceEmbedder::load_with(
-        &dir,
-        EmbedderOptions {
-            threads: Some(2),
-            // Small batches: packed batches of several sequences and lone ones both run.
-            max_batch_tokens: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let model = check_embeddings(&fixture("tiny-xlmr"), 1e-4);
     // sentence-transformers 6's layout: `pooling_mode`, `embedding_dimension`, the length
     // in the tokenizer's `model_max_length`.
     let layout = model.layout();
@@ -70,30 +27,6 @@ fn embeddings_match_sentence_transformers() {
         (layout.pooling, layout.normalize, layout.dims),
         (Pooling::Mean, true, 32)
     );
-    assert_eq!(
-        model.max_input_tokens() as u64,
-        expected["max_seq_length"].as_u64().unwrap()
-    );
-    let texts = texts(&expected);
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let got = model.embed_raw(&refs).unwrap();
-    for (i, case) in expected["cases"].as_array().unwrap().iter().enumerate() {
-        // The Unigram tokenizer, XLM-R's special tokens and truncation, as transformers.
-        let ids = case["ids"].as_array().unwrap().len();
-        assert_eq!(
-            model.count_tokens(&texts[i]).unwrap(),
-            ids,
-            "{:?}",
-            texts[i]
-        );
-        let d = max_diff(&got[i], &floats(&case["embedding"]));
-        assert!(d <= 1e-4, "case {i} ({:?}): max |Δ| {d}", texts[i]);
-    }
-    // One at a time gives the same vectors as the batch.
-    for (i, text) in refs.iter().enumerate() {
-        let one = model.embed_raw(&[text]).unwrap();
-        assert!(max_diff(&one[0], &got[i]) <= 1e-5, "case {i}");
-    }
 }
 
 #[tokio::test]
