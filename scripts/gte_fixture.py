@@ -6,6 +6,8 @@ port (`GteModel`, model_type "gte"), with the Unigram tokenizer of scripts/xlmr_
 
 - OUT/tiny-gte: a sentence-transformers bi-encoder saved from `GteModel` (CLS pooling,
   normalised, as gte-multilingual-base) and expected.json;
+- OUT/tiny-gte-cross-encoder: a CrossEncoder (`GteForSequenceClassification`, one label, as
+  gte-multilingual-reranker-base) and expected.json (token counts, logits and scores per pair);
 - OUT/tiny-gte-new: the same weights with the config of the checkpoints on the hub
   (model_type "new", `NewModel` with trust_remote_code) and NTK-scaled rotary frequencies
   (`rope_scaling: {type: ntk, factor: 2}`), and expected.json. The NTK frequencies follow the
@@ -23,10 +25,16 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import GteConfig, GteModel
+from transformers import GteConfig, GteForSequenceClassification, GteModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from xlmr_fixture import TEXTS, save_bi_encoder, unigram_tokenizer, write_expected  # noqa: E402
+from xlmr_fixture import (  # noqa: E402
+    TEXTS,
+    save_bi_encoder,
+    save_cross_encoder,
+    unigram_tokenizer,
+    write_expected,
+)
 
 out = sys.argv[1]
 torch.manual_seed(20261207)
@@ -109,4 +117,10 @@ with torch.no_grad():
         cls = model(**enc).last_hidden_state[0, 0]
         embeddings.append(torch.nn.functional.normalize(cls, dim=0).tolist())
 write_expected(new_dir, st, embeddings, note="NTK rotary (factor 2) set into GteModel")
+
+# --- the cross-encoder -----------------------------------------------------------------------
+ce_config = GteConfig(**{**config.to_dict(), "num_labels": 1})
+save_cross_encoder(
+    GteForSequenceClassification(ce_config), tok, os.path.join(out, "tiny-gte-cross-encoder")
+)
 print("vocab", vocab, "written to", out)

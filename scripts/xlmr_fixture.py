@@ -141,16 +141,10 @@ def write_expected(out_dir, st, embeddings, note=None):
     token_ids = [
         st.tokenizer(t, truncation=True, max_length=st.max_seq_length)["input_ids"] for t in TEXTS
     ]
-    made_by = "%s with torch %s, transformers %s, sentence-transformers %s" % (
-        os.path.basename(sys.argv[0]),
-        torch.__version__,
-        __import__("transformers").__version__,
-        __import__("sentence_transformers").__version__,
-    )
     with open(os.path.join(out_dir, "expected.json"), "w") as f:
         json.dump(
             {
-                "made_by": made_by + (f"; {note}" if note else ""),
+                "made_by": made_by() + (f"; {note}" if note else ""),
                 "max_seq_length": st.max_seq_length,
                 "cases": [
                     {"text": t, "ids": ids, "embedding": [float(x) for x in e]}
@@ -161,6 +155,58 @@ def write_expected(out_dir, st, embeddings, note=None):
             ensure_ascii=False,
             indent=1,
         )
+
+
+PAIRS = [
+    ("How do I duplicate a file descriptor?", "dup, dup2, dup3 - duplicate a file descriptor"),
+    ("How do I duplicate a file descriptor?", "tar -xzvf archive.tar.gz --strip-components=1"),
+    ("如何复制文件描述符", "dup 复制一个现有的文件描述符"),
+    ("emoji 🚀🔥", "∑∫√ ≤ ≥"),
+    ("a short query", LONG),
+    (LONG, "a short passage"),
+]
+
+
+def save_cross_encoder(model, tok, out_dir):
+    """Saves the sequence classifier `model` with `tok` as a sentence-transformers CrossEncoder
+    (max length 40, so long pairs are cut on both sides) in `out_dir`, reloads it and writes
+    its token counts, logits and scores for PAIRS to `out_dir/expected.json`."""
+    model.eval().save_pretrained(out_dir)
+    hf_tokenizer(tok, 64).save_pretrained(out_dir)
+    cross = CrossEncoder(out_dir, max_length=40, model_kwargs={"dtype": torch.float32})
+    cross.save(out_dir)
+    cross = CrossEncoder(out_dir, device="cpu", model_kwargs={"dtype": torch.float32})
+    scores = cross.predict(PAIRS, convert_to_numpy=True)
+    logits = cross.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+    tokens = [
+        len(cross.tokenizer(q, d, truncation=True, max_length=cross.max_seq_length)["input_ids"])
+        for q, d in PAIRS
+    ]
+    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+        json.dump(
+            {
+                "made_by": made_by(),
+                "max_seq_length": cross.max_seq_length,
+                "cases": [
+                    {"query": q, "document": d, "tokens": n, "score": float(s), "logit": float(l)}
+                    for (q, d), n, s, l in zip(PAIRS, tokens, scores, logits)
+                ],
+            },
+            f,
+            ensure_ascii=False,
+            indent=1,
+        )
+    # The generated model card says nothing the tests use.
+    os.remove(os.path.join(out_dir, "README.md"))
+
+
+def made_by():
+    return "%s with torch %s, transformers %s, sentence-transformers %s" % (
+        os.path.basename(sys.argv[0]),
+        torch.__version__,
+        __import__("transformers").__version__,
+        __import__("sentence_transformers").__version__,
+    )
 
 
 def main(out):
@@ -174,45 +220,8 @@ def main(out):
 
     # --- the cross-encoder ---------------------------------------------------------------------
     ce_dir = os.path.join(out, "tiny-xlmr-cross-encoder")
-    XLMRobertaForSequenceClassification(config(vocab, num_labels=1)).eval().save_pretrained(ce_dir)
-    hf_tokenizer(tok, 64).save_pretrained(ce_dir)
-    # max_length 40 so the fixture cuts both texts of a long pair.
-    cross = CrossEncoder(ce_dir, max_length=40, model_kwargs={"dtype": torch.float32})
-    cross.save(ce_dir)
-    cross = CrossEncoder(ce_dir, device="cpu", model_kwargs={"dtype": torch.float32})
-    PAIRS = [
-        ("How do I duplicate a file descriptor?", "dup, dup2, dup3 - duplicate a file descriptor"),
-        ("How do I duplicate a file descriptor?", "tar -xzvf archive.tar.gz --strip-components=1"),
-        ("如何复制文件描述符", "dup 复制一个现有的文件描述符"),
-        ("emoji 🚀🔥", "∑∫√ ≤ ≥"),
-        ("a short query", LONG),
-        (LONG, "a short passage"),
-    ]
-    scores = cross.predict(PAIRS, convert_to_numpy=True)
-    logits = cross.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
-    tokens = [
-        len(cross.tokenizer(q, d, truncation=True, max_length=cross.max_seq_length)["input_ids"])
-        for q, d in PAIRS
-    ]
-    with open(os.path.join(ce_dir, "expected.json"), "w") as f:
-        json.dump(
-            {
-                "made_by": "scripts/xlmr_fixture.py with torch %s, sentence-transformers %s"
-                % (torch.__version__, __import__("sentence_transformers").__version__),
-                "max_seq_length": cross.max_seq_length,
-                "cases": [
-                    {"query": q, "document": d, "tokens": n, "score": float(s), "logit": float(l)}
-                    for (q, d), n, s, l in zip(PAIRS, tokens, scores, logits)
-                ],
-            },
-            f,
-            ensure_ascii=False,
-            indent=1,
-        )
-    
-    # The generated model cards say nothing the tests use.
-    for d in (bi_dir, ce_dir):
-        os.remove(os.path.join(d, "README.md"))
+    save_cross_encoder(XLMRobertaForSequenceClassification(config(vocab, num_labels=1)), tok, ce_dir)
+    os.remove(os.path.join(bi_dir, "README.md"))
     print("vocab", vocab, "written to", out)
 
 

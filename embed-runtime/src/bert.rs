@@ -105,27 +105,30 @@ pub enum Family {
 }
 
 impl Family {
-    /// The prefix of the encoder's tensors in a sequence classifier of this family.
-    pub(crate) fn classifier_prefix(self) -> &'static str {
+    /// A sequence classifier's head under the encoder prefix `prefix`: the dense layer (then
+    /// tanh) on the first token's state and the output layer (names without `.weight` /
+    /// `.bias`). BERT and GTE: the encoder's pooler, then `classifier`; RoBERTa: its
+    /// classification head, the same two steps.
+    pub(crate) fn classifier_head(self, prefix: &str) -> [String; 2] {
         match self {
-            Self::Bert => "bert.",
-            Self::Roberta => "roberta.",
-            Self::Gte => "new.",
-        }
-    }
-
-    /// A sequence classifier's head: the dense layer (then tanh) on the first token's state,
-    /// and the output layer (names without `.weight` / `.bias`).
-    pub(crate) fn classifier_head(self) -> [&'static str; 2] {
-        match self {
-            Self::Bert => ["bert.pooler.dense", "classifier"],
-            Self::Roberta => ["classifier.dense", "classifier.out_proj"],
-            Self::Gte => ["new.pooler.dense", "classifier"],
+            Self::Bert | Self::Gte => [format!("{prefix}pooler.dense"), "classifier".into()],
+            Self::Roberta => ["classifier.dense".into(), "classifier.out_proj".into()],
         }
     }
 }
 
 impl BertConfig {
+    /// The prefix of the encoder's tensors in a sequence classifier of this model type, as
+    /// transformers saves one.
+    pub(crate) fn classifier_prefix(&self) -> &'static str {
+        match self.model_type.as_str() {
+            "roberta" | "xlm-roberta" | "camembert" => "roberta.",
+            "new" => "new.",
+            "gte" => "gte.",
+            _ => "bert.",
+        }
+    }
+
     /// transformers' sequence-classification class for this model type.
     pub(crate) fn classifier_architecture(&self) -> &'static str {
         match self.model_type.as_str() {

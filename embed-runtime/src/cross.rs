@@ -1,4 +1,4 @@
-//! [`CrossEncoder`]: a sentence-transformers CrossEncoder directory (a BERT or XLM-RoBERTa
+//! [`CrossEncoder`]: a sentence-transformers CrossEncoder directory (a BERT, XLM-RoBERTa or GTE
 //! sequence classifier with one output, e.g. bge-reranker) as a [`rag_core::Reranker`]. The
 //! query and the passage are read together as one sequence (`[CLS] query [SEP] passage [SEP]`,
 //! the passage's tokens of type 1; XLM-R's `<s> query </s></s> passage </s>`); the first
@@ -261,7 +261,11 @@ impl CrossEncoder {
         let h = config.hidden_size;
         // BERT: the pooler, then `classifier`; RoBERTa's classification head is the same
         // two steps under other names (`classifier.dense`, tanh, `classifier.out_proj`).
-        let [dense, out] = config.family()?.classifier_head();
+        let prefix = match config.weight_prefix(|k| map.contains_key(k)) {
+            "" => config.classifier_prefix(),
+            found => found,
+        };
+        let [dense, out] = config.family()?.classifier_head(prefix);
         let head = Head {
             pooler_w: bert::tensor_f32(&map, &format!("{dense}.weight"), &[h, h])?,
             pooler_b: bert::tensor_f32(&map, &format!("{dense}.bias"), &[h])?,

@@ -7,7 +7,8 @@
 //! `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`, optional
 //! `Dense` and `Normalize` modules) — weights with `candle`, the tokenizer with `tokenizers` — and implements
 //! [`rag_core::EmbeddingModel`]: BERT-family encoders (BERT; RoBERTa and XLM-RoBERTa —
-//! multilingual-e5, bge-m3's encoder — with WordPiece or Unigram/SentencePiece tokenizers), mean/CLS/max pooling per the pooling
+//! multilingual-e5, bge-m3's encoder; Alibaba's GTE — gte-multilingual-base, rotary positions
+//! and a gated MLP; WordPiece or Unigram/SentencePiece tokenizers), mean/CLS/max pooling per the pooling
 //! config, normalisation, `max_seq_length` truncation, query/document prefixes (the model's
 //! `prompts` or your own).
 //!

@@ -94,3 +94,16 @@ fn unsupported_gte_variants_are_named() {
         assert!(err.contains(named), "{key}: {err}");
     }
 }
+
+#[test]
+fn the_trainer_fine_tunes_gte_and_the_result_loads() {
+    parity::check_fine_tuning(&fixture("tiny-gte"));
+}
+
+#[test]
+fn gte_cross_encoder_scores_match_sentence_transformers_and_it_trains() {
+    parity::check_cross_encoder(
+        &fixture("tiny-gte-cross-encoder"),
+        "GteForSequenceClassification",
+    );
+}

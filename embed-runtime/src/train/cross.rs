@@ -87,6 +87,8 @@ pub struct CrossEncoderTrainer {
     classifier_w: Var,
     classifier_b: Var,
     tokenizer: Tokenizer,
+    /// The encoder's prefix in the saved classifier (`bert.`, `roberta.`, `gte.`, …).
+    prefix: &'static str,
 }
 
 impl std::fmt::Debug for CrossEncoderTrainer {
@@ -121,6 +123,10 @@ impl CrossEncoderTrainer {
         let mut model = TrainableBert::load(&tdir, Pooling::Cls)?;
         let h = model.config().hidden_size;
         let family = model.config().family()?;
+        let prefix = match model.prefix() {
+            "" => model.config().classifier_prefix(),
+            found => found,
+        };
         let dev = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // BERT's initialisation: N(0, 0.02) weights, zero biases (a sum of uniforms stands in
@@ -151,7 +157,7 @@ impl CrossEncoderTrainer {
             Tensor::from_vec(v, shape, &dev).map_err(candle("initial weights"))
         };
         // A cross-encoder's head, else a bi-encoder's pooler for the dense layer.
-        let [dense, out] = family.classifier_head();
+        let [dense, out] = family.classifier_head(prefix);
         let pooler_w = take(
             [&format!("{dense}.weight"), "pooler.dense.weight"],
             t(normal(h * h), &[h, h])?,
@@ -180,13 +186,14 @@ impl CrossEncoderTrainer {
             classifier_w,
             classifier_b,
             tokenizer,
+            prefix,
         })
     }
 
     /// Every trained variable: the encoder's, then the pooler and classifier.
     fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = self.model.vars().to_vec();
-        let [dense, out] = self.family().classifier_head();
+        let [dense, out] = self.family().classifier_head(self.prefix);
         vars.extend([
             (format!("{dense}.weight"), self.pooler_w.clone()),
             (format!("{dense}.bias"), self.pooler_b.clone()),
@@ -436,7 +443,7 @@ impl CrossEncoderTrainer {
         let io = |what: String| move |e: std::io::Error| Error::io(e, what);
         std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
         let mut tensors = HashMap::new();
-        let prefix = self.family().classifier_prefix();
+        let prefix = self.prefix;
         for (name, t) in self.model.tensors() {
             let name = if name.starts_with(prefix) {
                 name

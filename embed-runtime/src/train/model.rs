@@ -28,15 +28,23 @@ pub(crate) fn candle(context: &'static str) -> impl Fn(candle_core::Error) -> Er
     move |e| Error::backend("candle", context, e)
 }
 
-/// A linear layer with the Hugging Face layout (`weight` is `out × in`).
+/// A linear layer with the Hugging Face layout (`weight` is `out × in`); without a bias
+/// (GTE's `up_gate_proj`) it adds zeros.
 struct Linear {
     weight: Var,
-    bias: Var,
+    bias: Option<Var>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        super::fused::linear(x, self.weight.as_tensor(), self.bias.as_tensor())
+        super::fused::linear(x, self.weight.as_tensor(), &self.bias()?)
+    }
+
+    fn bias(&self) -> candle_core::Result<Tensor> {
+        match &self.bias {
+            Some(b) => Ok(b.as_tensor().clone()),
+            None => Tensor::zeros(self.weight.dim(0)?, DType::F32, self.weight.device()),
+        }
     }
 }
 
@@ -53,10 +61,40 @@ impl LayerNorm {
     }
 }
 
+/// The attention's input projection: BERT's three, or GTE's one fused `qkv_proj`.
+enum Qkv {
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    Fused(Linear),
+}
+
+impl Qkv {
+    /// Queries, keys and values side by side: `rows × 3h`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Fused(l) => l.forward(x),
+            Self::Separate { query, key, value } => {
+                // One projection for queries, keys and values.
+                let w = Tensor::cat(
+                    &[
+                        query.weight.as_tensor(),
+                        key.weight.as_tensor(),
+                        value.weight.as_tensor(),
+                    ],
+                    0,
+                )?;
+                let bias = Tensor::cat(&[query.bias()?, key.bias()?, value.bias()?], 0)?;
+                super::fused::linear(x, &w, &bias)
+            }
+        }
+    }
+}
+
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    qkv: Qkv,
     attn_out: Linear,
     attn_norm: LayerNorm,
     ffn_in: Linear,
@@ -159,11 +197,19 @@ pub struct TrainableBert {
     /// Tensors of the weights file that are not trained (e.g. the pooler); saved unchanged.
     frozen: HashMap<String, Tensor>,
     word: Var,
-    position: Var,
-    token_type: Var,
+    /// Absolute position embeddings (none for GTE, which rotates queries and keys).
+    position: Option<Var>,
+    /// GTE's rotary frequencies.
+    rope: Option<Vec<f32>>,
+    /// Token type embeddings (none when the model has no types).
+    token_type: Option<Var>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
+    /// GTE's gated MLP (`ffn_in` gives `[up | gate]`).
+    gated: bool,
     pooling: Pooling,
+    /// The prefix of the encoder's names in the weights file (`bert.`, `gte.`, … or none).
+    prefix: &'static str,
 }
 
 impl std::fmt::Debug for TrainableBert {
@@ -215,15 +261,25 @@ impl TrainableBert {
             Ok(var)
         };
         let eps = config.layer_norm_eps;
+        let family = config.family()?;
+        let gte = family == crate::bert::Family::Gte;
         let word = take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
-        let position = take(
-            "embeddings.position_embeddings.weight",
-            &[config.max_position_embeddings, h],
-        )?;
-        let token_type = take(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
-        )?;
+        let position = if gte {
+            None
+        } else {
+            Some(take(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?)
+        };
+        let token_type = if config.type_vocab_size == 0 {
+            None
+        } else {
+            Some(take(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?)
+        };
         let embed_norm = LayerNorm {
             gamma: take("embeddings.LayerNorm.weight", &[h])?,
             beta: take("embeddings.LayerNorm.bias", &[h])?,
@@ -232,18 +288,37 @@ impl TrainableBert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let mut lin = |name: &str, inputs: usize, outputs: usize| -> Result<Linear> {
-                Ok(Linear {
-                    weight: take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
-                    bias: take(&format!("{p}.{name}.bias"), &[outputs])?,
-                })
+            let mut lin =
+                |name: &str, inputs: usize, outputs: usize, bias: bool| -> Result<Linear> {
+                    Ok(Linear {
+                        weight: take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
+                        bias: if bias {
+                            Some(take(&format!("{p}.{name}.bias"), &[outputs])?)
+                        } else {
+                            None
+                        },
+                    })
+                };
+            // Names: BERT's, or the hub's GTE (`NewModel`) ones.
+            let (qkv, attn_out, ffn_in, ffn_out) = if gte {
+                (
+                    Qkv::Fused(lin("attention.qkv_proj", h, 3 * h, true)?),
+                    lin("attention.o_proj", h, h, true)?,
+                    lin("mlp.up_gate_proj", h, 2 * ff, false)?,
+                    lin("mlp.down_proj", ff, h, true)?,
+                )
+            } else {
+                (
+                    Qkv::Separate {
+                        query: lin("attention.self.query", h, h, true)?,
+                        key: lin("attention.self.key", h, h, true)?,
+                        value: lin("attention.self.value", h, h, true)?,
+                    },
+                    lin("attention.output.dense", h, h, true)?,
+                    lin("intermediate.dense", h, ff, true)?,
+                    lin("output.dense", ff, h, true)?,
+                )
             };
-            let query = lin("attention.self.query", h, h)?;
-            let key = lin("attention.self.key", h, h)?;
-            let value = lin("attention.self.value", h, h)?;
-            let attn_out = lin("attention.output.dense", h, h)?;
-            let ffn_in = lin("intermediate.dense", h, ff)?;
-            let ffn_out = lin("output.dense", ff, h)?;
             let mut norm = |name: &str| -> Result<LayerNorm> {
                 Ok(LayerNorm {
                     gamma: take(&format!("{p}.{name}.weight"), &[h])?,
@@ -251,12 +326,16 @@ impl TrainableBert {
                     eps,
                 })
             };
-            let attn_norm = norm("attention.output.LayerNorm")?;
-            let ffn_norm = norm("output.LayerNorm")?;
+            let (attn_norm, ffn_norm) = if gte {
+                (norm("attn_ln")?, norm("mlp_ln")?)
+            } else {
+                (
+                    norm("attention.output.LayerNorm")?,
+                    norm("output.LayerNorm")?,
+                )
+            };
             layers.push(Layer {
-                query,
-                key,
-                value,
+                qkv,
                 attn_out,
                 attn_norm,
                 ffn_in,
@@ -264,22 +343,32 @@ impl TrainableBert {
                 ffn_norm,
             });
         }
+        let rope = config.rope_inv_freq()?;
         Ok(Self {
             config,
             vars,
             frozen: map,
             word,
             position,
+            rope,
             token_type,
             embed_norm,
             layers,
+            gated: gte,
             pooling,
+            prefix,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// The prefix of the encoder's tensor names in the weights file (none for a bare
+    /// encoder, `bert.` / `roberta.` / `gte.` … inside a task model).
+    pub(crate) fn prefix(&self) -> &'static str {
+        self.prefix
     }
 
     /// The trained variables with their names in the weights file.
@@ -359,7 +448,6 @@ impl TrainableBert {
             positions.extend_from_slice(&row);
             positions.extend(std::iter::repeat_n(first, t - len));
         }
-        let positions = Tensor::from_vec(positions, b * t, &dev)?;
         // A model with one token type (RoBERTa) reads every token as type 0.
         let types = if self.config.type_vocab_size == 1 || batch.types.iter().all(|&k| k == 0) {
             // One row broadcast (the bi-encoder's case; no gradient rows for type 1).
@@ -367,38 +455,32 @@ impl TrainableBert {
         } else {
             Some(Tensor::from_slice(&batch.types, b * t, &dev)?)
         };
-        let x = self
-            .word
-            .as_tensor()
-            .index_select(&ids, 0)?
-            .add(&self.position.as_tensor().index_select(&positions, 0)?)?;
-        let mut x = match types {
-            None => x.broadcast_add(&self.token_type.as_tensor().narrow(0, 0, 1)?)?,
-            Some(types) => x.add(&self.token_type.as_tensor().index_select(&types, 0)?)?,
+        let mut x = self.word.as_tensor().index_select(&ids, 0)?;
+        // GTE has no absolute positions: its rotary ones turn queries and keys below.
+        let rope = match (&self.position, &self.rope) {
+            (Some(table), _) => {
+                let at = Tensor::from_vec(positions, b * t, &dev)?;
+                x = x.add(&table.as_tensor().index_select(&at, 0)?)?;
+                None
+            }
+            (None, Some(inv_freq)) => Some(rotary_tables(inv_freq, &positions)?),
+            (None, None) => None,
         };
+        if let Some(table) = &self.token_type {
+            x = match types {
+                None => x.broadcast_add(&table.as_tensor().narrow(0, 0, 1)?)?,
+                Some(types) => x.add(&table.as_tensor().index_select(&types, 0)?)?,
+            };
+        }
         x = dropout.apply(&self.embed_norm.forward(&x)?)?;
         // 0 for real keys, -10⁴ for padding (what BERT uses; exp underflows to 0).
         let key_bias: Arc<Vec<f32>> =
             Arc::new(batch.mask.iter().map(|m| (m - 1.0) * 10_000.0).collect());
         for layer in &self.layers {
-            // One projection for queries, keys and values.
-            let w = Tensor::cat(
-                &[
-                    layer.query.weight.as_tensor(),
-                    layer.key.weight.as_tensor(),
-                    layer.value.weight.as_tensor(),
-                ],
-                0,
-            )?;
-            let bias = Tensor::cat(
-                &[
-                    layer.query.bias.as_tensor(),
-                    layer.key.bias.as_tensor(),
-                    layer.value.bias.as_tensor(),
-                ],
-                0,
-            )?;
-            let qkv = super::fused::linear(&x, &w, &bias)?;
+            let mut qkv = layer.qkv.forward(&x)?;
+            if let Some((cos, sin)) = &rope {
+                qkv = rotate_qk(&qkv, cos, sin, h, heads)?;
+            }
             let op = Attention {
                 b,
                 t,
@@ -410,12 +492,61 @@ impl TrainableBert {
             let ctx = super::fused::attention(&qkv, op)?;
             let attn = dropout.apply(&layer.attn_out.forward(&ctx)?)?;
             x = layer.attn_norm.forward(&(attn + &x)?)?;
-            let inner = super::gelu::gelu(&layer.ffn_in.forward(&x)?)?;
+            let inner = if self.gated {
+                // [up | gate] = x·W1ᵀ; GELU(gate) ⊙ up, dropped out as GTE's MLP does.
+                let ff = self.config.intermediate_size;
+                let up_gate = layer.ffn_in.forward(&x)?;
+                let gate = super::gelu::gelu(&up_gate.narrow(1, ff, ff)?)?;
+                dropout.apply(&gate.mul(&up_gate.narrow(1, 0, ff)?)?)?
+            } else {
+                super::gelu::gelu(&layer.ffn_in.forward(&x)?)?
+            };
             let out = dropout.apply(&layer.ffn_out.forward(&inner)?)?;
             x = layer.ffn_norm.forward(&(out + &x)?)?;
         }
         Ok(x)
     }
+}
+
+/// `cos` and `sin` of each token's angles, `rows × 1 × half` (broadcast over the heads).
+fn rotary_tables(inv_freq: &[f32], positions: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let shape = (positions.len(), 1, half);
+    Ok((
+        Tensor::from_vec(cos, shape, &Device::Cpu)?,
+        Tensor::from_vec(sin, shape, &Device::Cpu)?,
+    ))
+}
+
+/// Rotates the queries and keys of `qkv` (`rows × 3h`, heads of `d` side by side) to their
+/// tokens' positions: pairs `(i, i + d/2)` of each head turn by the token's angle `i`
+/// (transformers' `rotate_half` layout); the values pass unchanged.
+fn rotate_qk(
+    qkv: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    h: usize,
+    heads: usize,
+) -> candle_core::Result<Tensor> {
+    let rows = qkv.dim(0)?;
+    let d = h / heads;
+    let half = d / 2;
+    // Queries and keys as 2·heads vectors of d per row.
+    let qk = qkv.narrow(1, 0, 2 * h)?.reshape((rows, 2 * heads, d))?;
+    let (x1, x2) = (qk.narrow(2, 0, half)?, qk.narrow(2, half, half)?);
+    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    let qk = Tensor::cat(&[a, b], 2)?.reshape((rows, 2 * h))?;
+    Tensor::cat(&[qk, qkv.narrow(1, 2 * h, h)?], 1)
 }
 
 /// Row-wise softmax over the last dimension (the row max is a constant for the gradient): the
@@ -579,15 +710,16 @@ mod tests {
     }
 
     /// The trainer's forward pass over a padded batch (rows of different lengths, so
-    /// padding and its positions are in play) gives sentence-transformers' XLM-R vectors.
-    #[test]
-    fn the_padded_xlmr_forward_matches_sentence_transformers() {
-        let dir =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-xlmr");
+    /// padding and its positions are in play) gives the reference library's vectors for the
+    /// fixture `name` (`tests/fixtures/<name>/expected.json`).
+    fn check_padded_forward(name: &str, pooling: Pooling, max_tokens: usize) {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         let expected: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-        let model = TrainableBert::load(&dir, Pooling::Mean).unwrap();
-        assert_eq!(model.config().max_tokens(), 64);
+        let model = TrainableBert::load(&dir, pooling).unwrap();
+        assert_eq!(model.config().max_tokens(), max_tokens);
         let cases = expected["cases"].as_array().unwrap();
         let ids: Vec<Vec<u32>> = cases
             .iter()
@@ -620,8 +752,19 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(d <= 1e-4, "case {i}: max |Δ| {d}");
+            assert!(d <= 1e-4, "{name} case {i}: max |Δ| {d}");
         }
+    }
+
+    #[test]
+    fn the_padded_xlmr_forward_matches_sentence_transformers() {
+        check_padded_forward("tiny-xlmr", Pooling::Mean, 64);
+    }
+
+    #[test]
+    fn the_padded_gte_forward_matches_transformers() {
+        check_padded_forward("tiny-gte", Pooling::Cls, 64);
+        check_padded_forward("tiny-gte-new", Pooling::Cls, 64);
     }
 
     fn tiny_config() -> BertConfig {
