@@ -454,8 +454,11 @@ async fn open_index(config: &LoopConfig) -> Result<Arc<dyn VectorIndex>> {
             } else {
                 vector_store::Engine::OpenSearch2
             };
-            let search = vector_store::SearchConfig::new(url, engine)
+            let mut search = vector_store::SearchConfig::new(url, engine)
                 .with_auth(vector_store::Auth::from_env()?);
+            if let Some(name) = &config.index.cluster_analyzer {
+                search = search.with_text_analyzer(name.clone());
+            }
             Arc::new(vector_store::SearchIndex::new(search)?)
         }
     })

@@ -165,7 +165,10 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
             "{:?} index {:?}, BM25 with the {} analyzer{}",
             config.index.backend,
             config.index.name,
-            config.index.analyzer,
+            match &config.index.cluster_analyzer {
+                Some(name) => format!("cluster's {name}"),
+                None => config.index.analyzer.to_string(),
+            },
             if base_too {
                 format!(
                     " (and {:?} for the base model {}, for the report)",

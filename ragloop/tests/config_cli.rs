@@ -465,8 +465,14 @@ async fn the_loop_indexes_into_and_answers_from_elasticsearch_and_opensearch() {
         (vector_store::Engine::OpenSearch2, "opensearch"),
     ] {
         let cluster = fake_cluster::Running::start(engine).await;
+        // OpenSearch with a cluster analyzer for the text field (built in, no plugin).
+        let analyzer = if name == "opensearch" {
+            "cluster_analyzer = \"cjk\"\n"
+        } else {
+            ""
+        };
         let (dir, config) = project(&format!(
-            "[index]\nbackend = \"{name}\"\nurl = \"{}\"\n",
+            "[index]\nbackend = \"{name}\"\nurl = \"{}\"\n{analyzer}",
             cluster.uri()
         ));
         let mut run = ragloop(dir.path());
@@ -481,12 +487,17 @@ async fn the_loop_indexes_into_and_answers_from_elasticsearch_and_opensearch() {
             "{name}: {summary}"
         );
         let requests = cluster.requests().await;
-        assert!(
-            requests
-                .iter()
-                .any(|(m, p, _)| m == "PUT" && p == "/rag-index"),
-            "{name}: the index was created"
-        );
+        let create = requests
+            .iter()
+            .find(|(m, p, _)| m == "PUT" && p == "/rag-index")
+            .unwrap_or_else(|| panic!("{name}: the index was not created"));
+        let mapping: serde_json::Value = serde_json::from_slice(&create.2).unwrap();
+        let text = &mapping["mappings"]["properties"]["text"];
+        if analyzer.is_empty() {
+            assert_eq!(text["analyzer"], "english", "{name}: {text}");
+        } else {
+            assert_eq!(text["analyzer"], "cjk", "{name}: {text}");
+        }
         assert!(
             requests
                 .iter()
@@ -503,4 +514,33 @@ async fn the_loop_indexes_into_and_answers_from_elasticsearch_and_opensearch() {
             "{name}: {answer}"
         );
     }
+}
+
+/// A cluster analyzer the cluster lacks stops the index stage with the plugin to install, and
+/// exit status 2, before an index is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_cluster_analyzer_is_named_with_its_plugin() {
+    let cluster = fake_cluster::Running::start(vector_store::Engine::Elasticsearch8).await;
+    let (dir, config) = project(&format!(
+        "[index]\nbackend = \"elasticsearch\"\nurl = \"{}\"\ncluster_analyzer = \"ik_smart\"\n",
+        cluster.uri()
+    ));
+    let out = ragloop(dir.path())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RAGLOOP_SEARCH_API_KEY", "search-key")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("analysis-ik"), "{stderr}");
+    assert!(
+        !cluster
+            .requests()
+            .await
+            .iter()
+            .any(|(m, p, _)| m == "PUT" && p == "/rag-index"),
+        "an index was created without its analyzer"
+    );
 }

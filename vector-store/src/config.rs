@@ -95,6 +95,12 @@ pub struct SearchConfig {
     pub hnsw: HnswParams,
     /// OpenSearch only: the search pipeline hybrid queries run through.
     pub search_pipeline: String,
+    /// The cluster's analyzer for the full-text field of new indexes, by name (`smartcn`,
+    /// `ik_smart`, `ik_max_word` from plugins; built-in `cjk`, `standard`, …), used for
+    /// documents and queries alike. `None`: the schema's [`rag_core::Analyzer`] as
+    /// [`crate::mapping`] writes it. Checked with `_analyze` before an index is created, so
+    /// a missing plugin is named before anything is written.
+    pub text_analyzer: Option<String>,
 }
 
 impl SearchConfig {
@@ -113,11 +119,13 @@ impl SearchConfig {
             refresh: Refresh::WaitFor,
             hnsw: HnswParams::default(),
             search_pipeline: "ragloop-hybrid".into(),
+            text_analyzer: None,
         }
     }
 
     /// Reads `RAGLOOP_SEARCH_URL` (required), `RAGLOOP_SEARCH_ENGINE` (`elasticsearch` or
-    /// `opensearch`, default `elasticsearch`), and credentials from `RAGLOOP_SEARCH_API_KEY` or
+    /// `opensearch`, default `elasticsearch`), `RAGLOOP_SEARCH_ANALYZER` (the cluster analyzer
+    /// of the text field, optional), and credentials from `RAGLOOP_SEARCH_API_KEY` or
     /// `RAGLOOP_SEARCH_USER` + `RAGLOOP_SEARCH_PASSWORD`.
     pub fn from_env() -> Result<Self> {
         let url = std::env::var("RAGLOOP_SEARCH_URL")
@@ -135,7 +143,20 @@ impl SearchConfig {
                 )));
             }
         };
-        Ok(Self::new(url, engine).with_auth(Auth::from_env()?))
+        let mut config = Self::new(url, engine).with_auth(Auth::from_env()?);
+        if let Ok(name) = std::env::var("RAGLOOP_SEARCH_ANALYZER")
+            && !name.trim().is_empty()
+        {
+            config = config.with_text_analyzer(name.trim());
+        }
+        Ok(config)
+    }
+
+    /// Analyzes the full-text field of new indexes with the cluster's analyzer `name` (see
+    /// [`SearchConfig::text_analyzer`]).
+    pub fn with_text_analyzer(mut self, name: impl Into<String>) -> Self {
+        self.text_analyzer = Some(name.into());
+        self
     }
 
     /// Sets the credentials.

@@ -48,7 +48,7 @@ pub use ann::{AnnParams, HnswGraphs, local_options, open_ann_index, open_local_i
 pub use config::{Auth, HybridMode, Refresh, SearchConfig};
 pub use fulltext::TantivyText;
 pub use mapping::{
-    EMBEDDING_FIELD, Engine, HnswParams, META_KEY, TEXT_FIELD, mapping, mapping_with,
-    schema_from_mapping,
+    EMBEDDING_FIELD, Engine, HnswParams, META_KEY, TEXT_FIELD, analyzer_plugin, mapping,
+    mapping_with, schema_from_mapping, text_analyzer_of,
 };
 pub use search_index::SearchIndex;

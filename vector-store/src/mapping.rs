@@ -43,14 +43,25 @@ impl Default for HnswParams {
 
 /// The create-index body for `schema` on `engine`, with default HNSW parameters.
 pub fn mapping(schema: &IndexSchema, engine: Engine) -> Value {
-    mapping_with(schema, engine, HnswParams::default())
+    mapping_with(schema, engine, HnswParams::default(), None)
 }
 
-/// The create-index body for `schema` on `engine`.
-pub fn mapping_with(schema: &IndexSchema, engine: Engine, hnsw: HnswParams) -> Value {
+/// The create-index body for `schema` on `engine`; `text_analyzer` names a cluster analyzer
+/// for the full-text field instead of the schema's (see
+/// [`SearchConfig::text_analyzer`](crate::SearchConfig::text_analyzer)).
+pub fn mapping_with(
+    schema: &IndexSchema,
+    engine: Engine,
+    hnsw: HnswParams,
+    text_analyzer: Option<&str>,
+) -> Value {
     let mut props = Map::new();
     props.insert(EMBEDDING_FIELD.into(), vector_field(schema, engine, hnsw));
-    props.insert(TEXT_FIELD.into(), text_field(schema.analyzer));
+    let text = match text_analyzer {
+        Some(name) => json!({ "type": "text", "analyzer": name }),
+        None => text_field(schema.analyzer),
+    };
+    props.insert(TEXT_FIELD.into(), text);
     for f in &schema.metadata_fields {
         let ty = match f.kind {
             FieldKind::Keyword => "keyword",
@@ -131,6 +142,28 @@ pub fn schema_from_mapping(name: &str, mappings: &Value) -> rag_core::Result<Ind
         }
     }
     Ok(schema)
+}
+
+/// The analyzer the full-text field of a mapping (the `mappings` object) names, or
+/// `standard`, the engines' default.
+pub fn text_analyzer_of(mappings: &Value) -> &str {
+    mappings["properties"][TEXT_FIELD]["analyzer"]
+        .as_str()
+        .unwrap_or("standard")
+}
+
+/// The plugin that provides the cluster analyzer `name`, for the names Chinese, Japanese and
+/// Korean corpora use (the engines' own plugins, and the IK plugin).
+pub fn analyzer_plugin(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "smartcn" => "analysis-smartcn",
+        "ik_smart" | "ik_max_word" => "analysis-ik",
+        "kuromoji" => "analysis-kuromoji",
+        "nori" => "analysis-nori",
+        "icu_analyzer" => "analysis-icu",
+        "pinyin" => "analysis-pinyin",
+        _ => return None,
+    })
 }
 
 /// The full-text field. `english` is the built-in language analyzer of both engines

@@ -14,7 +14,10 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{HybridMode, Refresh, SearchConfig};
 use crate::dsl;
-use crate::mapping::{EMBEDDING_FIELD, Engine, TEXT_FIELD, mapping_with, schema_from_mapping};
+use crate::mapping::{
+    EMBEDDING_FIELD, Engine, TEXT_FIELD, analyzer_plugin, mapping_with, schema_from_mapping,
+    text_analyzer_of,
+};
 use crate::transport::{Body, Http, Reply};
 
 /// Longest document id the engines accept (bytes).
@@ -141,7 +144,8 @@ impl SearchIndex {
         Ok(old)
     }
 
-    async fn fetch_schema(&self, index: &str) -> Result<IndexSchema> {
+    /// The `mappings` object of `index` (`GET /{index}/_mapping`).
+    async fn fetch_mappings(&self, index: &str) -> Result<Value> {
         let path = format!("/{}/_mapping", enc(index));
         let body = self
             .http
@@ -149,16 +153,68 @@ impl SearchIndex {
             .await?
             .into_result(&format!("index {index:?}"))?;
         // The response is keyed by the concrete index (an alias resolves to it).
-        let mappings = body
-            .as_object()
+        body.as_object()
             .and_then(|o| o.values().next())
-            .map(|v| &v["mappings"])
-            .ok_or_else(|| Error::not_found(format!("index {index:?}")))?;
-        let schema = schema_from_mapping(index, mappings)?;
+            .map(|v| v["mappings"].clone())
+            .ok_or_else(|| Error::not_found(format!("index {index:?}")))
+    }
+
+    async fn fetch_schema(&self, index: &str) -> Result<IndexSchema> {
+        let schema = schema_from_mapping(index, &self.fetch_mappings(index).await?)?;
         if let Ok(mut cache) = self.schemas.lock() {
             cache.insert(index.to_string(), schema.clone());
         }
         Ok(schema)
+    }
+
+    /// An existing index fits when its schema does and, with a configured cluster analyzer,
+    /// its text field uses that analyzer.
+    async fn check_existing(&self, schema: &IndexSchema) -> Result<()> {
+        let mappings = self.fetch_mappings(&schema.name).await?;
+        let existing = schema_from_mapping(&schema.name, &mappings)?;
+        existing.is_compatible(schema)?;
+        if let Some(want) = &self.http.config.text_analyzer {
+            let has = text_analyzer_of(&mappings);
+            if has != want {
+                return Err(Error::AlreadyExists {
+                    what: format!(
+                        "index {:?}, whose text is analyzed with {has:?}, not the configured \
+                         {want:?} (drop it to rebuild it, or name another index)",
+                        schema.name
+                    ),
+                });
+            }
+        }
+        if let Ok(mut cache) = self.schemas.lock() {
+            cache.insert(schema.name.clone(), existing);
+        }
+        Ok(())
+    }
+
+    /// Whether the cluster knows the analyzer `name`: `POST /_analyze` with it answers 400
+    /// `failed to find global analyzer` when no plugin provides it
+    /// (<https://www.elastic.co/guide/en/elasticsearch/reference/8.15/indices-analyze.html>;
+    /// OpenSearch: <https://opensearch.org/docs/2.15/api-reference/analyze-apis/>). A cluster
+    /// that refuses the call (no permission) is left to answer the create itself.
+    async fn check_text_analyzer(&self, name: &str) -> Result<()> {
+        let body = json!({ "analyzer": name, "text": "全文检索 full-text search" });
+        let reply = self
+            .http
+            .call(Method::Post, "/_analyze", &[], Body::Json(&body), "analyze")
+            .await?;
+        if reply.ok() {
+            return Ok(());
+        }
+        let reason = reply.body["error"]["reason"].as_str().unwrap_or_default();
+        if reply.status == 400 && reason.contains("failed to find") {
+            return Err(missing_analyzer(name, self.engine()));
+        }
+        tracing::warn!(
+            status = reply.status,
+            reason,
+            "could not check the analyzer {name:?}; creating the index as asked"
+        );
+        Ok(())
     }
 
     /// The cluster's version (`GET /`: `version.number`) as (major, minor).
@@ -410,6 +466,31 @@ fn push_line(buf: &mut Vec<u8>, v: &Value) {
     buf.push(b'\n');
 }
 
+/// The error for a cluster without the analyzer `name`: which plugin provides it and how to
+/// get it, or the built-in alternative.
+fn missing_analyzer(name: &str, engine: Engine) -> Error {
+    let tool = match engine {
+        Engine::Elasticsearch8 => "bin/elasticsearch-plugin",
+        Engine::OpenSearch2 => "bin/opensearch-plugin",
+    };
+    let remedy = match analyzer_plugin(name) {
+        Some("analysis-ik") => format!(
+            "it comes with the IK plugin (analysis-ik, github.com/infinilabs/analysis-ik): on \
+             Alibaba Cloud Elasticsearch install it from the instance's plug-in page; elsewhere \
+             `{tool} install` the release matching the cluster's version, then restart the nodes"
+        ),
+        Some(plugin) => format!(
+            "it comes with the {plugin} plugin: `{tool} install {plugin}` on every node (on \
+             Alibaba Cloud Elasticsearch, from the instance's plug-in page), then restart them"
+        ),
+        None => "no plugin of this cluster provides it".to_string(),
+    };
+    Error::invalid(format!(
+        "the search cluster has no analyzer {name:?}: {remedy}; or use `cjk` (built in: \
+         character bigrams for Chinese, Japanese and Korean) or `standard`"
+    ))
+}
+
 #[async_trait]
 impl VectorIndex for SearchIndex {
     async fn create_index(&self, schema: &IndexSchema) -> Result<()> {
@@ -431,13 +512,16 @@ impl VectorIndex for SearchIndex {
             tracing::warn!(error = %e, "no hybrid search pipeline; hybrid search falls back to client-side RRF");
             self.native_hybrid.store(false, Ordering::Relaxed);
         }
-        match self.fetch_schema(&schema.name).await {
-            Ok(existing) => return existing.is_compatible(schema),
+        match self.check_existing(schema).await {
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            done => return done,
         }
         self.check_engine_supports(schema).await?;
-        let body = mapping_with(schema, self.engine(), self.http.config.hnsw);
+        let analyzer = self.http.config.text_analyzer.as_deref();
+        if let Some(name) = analyzer {
+            self.check_text_analyzer(name).await?;
+        }
+        let body = mapping_with(schema, self.engine(), self.http.config.hnsw, analyzer);
         let path = format!("/{}", enc(&schema.name));
         let reply = self
             .http
@@ -445,7 +529,16 @@ impl VectorIndex for SearchIndex {
             .await?;
         if reply.status == 400 && reply.error_type() == "resource_already_exists_exception" {
             // Created by someone else in between: same rules as above.
-            return self.fetch_schema(&schema.name).await?.is_compatible(schema);
+            return self.check_existing(schema).await;
+        }
+        if let Some(name) = analyzer
+            && reply.status == 400
+            && reply.body["error"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(&format!("analyzer [{name}]")))
+        {
+            // The analyzer check could not run; the create names the same fault.
+            return Err(missing_analyzer(name, self.engine()));
         }
         reply.into_result(&format!("creating index {:?}", schema.name))?;
         if let Ok(mut cache) = self.schemas.lock() {

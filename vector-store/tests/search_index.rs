@@ -695,3 +695,86 @@ async fn an_opensearch_too_old_for_innerproduct_is_told_before_the_create() {
     index.create_index(&dot).await.unwrap();
     assert_eq!(index.schema("rag-dot").await.unwrap().metric, Metric::Dot);
 }
+
+#[tokio::test]
+async fn a_cluster_analyzer_is_checked_named_when_missing_and_kept_per_index() {
+    for engine in [Engine::Elasticsearch8, Engine::OpenSearch2] {
+        let cluster = Running::start(engine).await;
+        let ik = SearchIndex::new(config(&cluster, engine).with_text_analyzer("ik_smart")).unwrap();
+        // No plugin: the error names it and how to install it, and nothing is created.
+        let err = ik.create_index(&schema("zh", 2)).await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+        let tool = match engine {
+            Engine::Elasticsearch8 => "elasticsearch-plugin",
+            Engine::OpenSearch2 => "opensearch-plugin",
+        };
+        for part in ["ik_smart", "analysis-ik", tool, "cjk"] {
+            assert!(message.contains(part), "{part} not in: {message}");
+        }
+        let creates = cluster
+            .requests()
+            .await
+            .into_iter()
+            .filter(|(m, p, _)| m == "PUT" && p == "/zh")
+            .count();
+        assert_eq!(creates, 0, "an index was created without its analyzer");
+        assert!(ik.count("zh").await.unwrap_err().is_not_found());
+
+        // With the plugin: the text field uses it, for documents and queries alike.
+        cluster.install_analyzer("ik_smart");
+        ik.create_index(&schema("zh", 2)).await.unwrap();
+        let create = cluster
+            .requests()
+            .await
+            .into_iter()
+            .find(|(m, p, _)| m == "PUT" && p == "/zh")
+            .unwrap();
+        assert_eq!(
+            json_of(&create.2)["mappings"]["properties"]["text"],
+            json!({"type": "text", "analyzer": "ik_smart"})
+        );
+        ik.upsert(
+            "zh",
+            vec![
+                rec("a", vec![1.0, 0.0], "复制文件描述符"),
+                rec("b", vec![0.0, 1.0], "挂载文件系统"),
+            ],
+        )
+        .await
+        .unwrap();
+        let hits = ik
+            .search(
+                "zh",
+                &SearchRequest::new(Query::Text("文件描述符".into()), 2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(hits[0].id, "a");
+        // Idempotent with the same analyzer; another one is refused, not silently used.
+        ik.create_index(&schema("zh", 2)).await.unwrap();
+        cluster.install_analyzer("smartcn");
+        let smartcn =
+            SearchIndex::new(config(&cluster, engine).with_text_analyzer("smartcn")).unwrap();
+        let err = smartcn.create_index(&schema("zh", 2)).await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+        assert!(err.to_string().contains("ik_smart"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_that_will_not_analyze_still_names_a_missing_analyzer() {
+    let cluster = Running::start(Engine::Elasticsearch8).await;
+    cluster.refuse_analyze();
+    let index =
+        SearchIndex::new(config(&cluster, Engine::Elasticsearch8).with_text_analyzer("smartcn"))
+            .unwrap();
+    // `_analyze` is refused, so the create is tried, and its mapping error is translated.
+    let err = index.create_index(&schema("zh", 2)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    assert!(err.to_string().contains("analysis-smartcn"), "{err}");
+    // A built-in analyzer needs no plugin.
+    let cjk = SearchIndex::new(config(&cluster, Engine::Elasticsearch8).with_text_analyzer("cjk"))
+        .unwrap();
+    cjk.create_index(&schema("zh", 2)).await.unwrap();
+}

@@ -228,6 +228,18 @@ impl LoopConfig {
             ),
             _ => {}
         }
+        if let Some(name) = &self.index.cluster_analyzer
+            && !matches!(
+                self.index.backend,
+                IndexBackend::Elasticsearch | IndexBackend::Opensearch
+            )
+        {
+            bail!(
+                "index.cluster_analyzer = {name:?} is for Elasticsearch / OpenSearch indexes; \
+                 the {:?} index analyzes text with index.analyzer",
+                self.index.backend
+            );
+        }
         let sv = &self.serve;
         if sv.addr.parse::<std::net::SocketAddr>().is_err() {
             bail!(

@@ -232,6 +232,13 @@ pub struct IndexSection {
     /// uses the same.
     #[serde(default = "default_analyzer")]
     pub analyzer: rag_core::Analyzer,
+    /// Elasticsearch / OpenSearch only: a cluster analyzer for the text field instead of
+    /// `analyzer`'s, by name — `ik_smart` / `ik_max_word` (IK plugin) or `smartcn`
+    /// (analysis-smartcn) for Chinese, built-in `cjk` (character bigrams). Checked before the
+    /// index is created: a missing plugin is named with how to install it. (The training
+    /// job's BM25 keeps `analyzer`.)
+    #[serde(default)]
+    pub cluster_analyzer: Option<String>,
 }
 
 /// `[index] fusion`, read.

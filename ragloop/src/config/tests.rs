@@ -164,6 +164,10 @@ fn mistakes_are_one_clear_line() {
             "[index]\nanalyzer = \"klingon\"",
             "unknown variant `klingon`, expected `standard` or `english`",
         ),
+        (
+            "[index]\ncluster_analyzer = \"ik_smart\"",
+            "is for Elasticsearch / OpenSearch indexes",
+        ),
         ("work_dir = \"\"", "work_dir is empty"),
         ("[index]\ntop_k = 5000000", "top_k must lie in 1..=1000"),
         (

@@ -44,7 +44,21 @@ struct State {
     refuse_native_hybrid: bool,
     /// The version `GET /` reports (the engine's default when unset).
     version: Option<String>,
+    /// Analyzers plugins provide (`ik_smart` …), beside the built-in ones.
+    plugin_analyzers: Vec<String>,
+    /// Answer `_analyze` with 403, as a cluster whose user may not call it.
+    refuse_analyze: bool,
 }
+
+/// Analyzers every Elasticsearch / OpenSearch cluster has.
+const BUILT_IN_ANALYZERS: [&str; 6] = [
+    "standard",
+    "simple",
+    "whitespace",
+    "keyword",
+    "english",
+    "cjk",
+];
 
 #[derive(Clone)]
 pub struct FakeCluster {
@@ -112,6 +126,21 @@ impl Running {
     /// Reports this version in `GET /`.
     pub fn set_version(&self, version: &str) {
         self.fake.state.lock().unwrap().version = Some(version.into());
+    }
+
+    /// Makes a plugin's analyzer available (as installing the plugin would).
+    pub fn install_analyzer(&self, name: &str) {
+        self.fake
+            .state
+            .lock()
+            .unwrap()
+            .plugin_analyzers
+            .push(name.into());
+    }
+
+    /// Answers `_analyze` with 403 (a user without the privilege).
+    pub fn refuse_analyze(&self) {
+        self.fake.state.lock().unwrap().refuse_analyze = true;
     }
 
     pub fn refuse_native_hybrid(&self) {
@@ -199,6 +228,31 @@ impl FakeCluster {
                            "tagline": "The OpenSearch Project: https://opensearch.org/"}),
                 )
             }
+            ("POST", ["_analyze"]) => {
+                let body = json_body();
+                let name = body["analyzer"].as_str().unwrap_or("standard");
+                let st = self.state.lock().unwrap();
+                if st.refuse_analyze {
+                    return error(
+                        403,
+                        "security_exception",
+                        "action [indices:admin/analyze] is unauthorized",
+                    );
+                }
+                if !self.knows_analyzer(&st, name) {
+                    return error(
+                        400,
+                        "illegal_argument_exception",
+                        &format!("failed to find global analyzer [{name}]"),
+                    );
+                }
+                let text = body["text"].as_str().unwrap_or_default();
+                let tokens: Vec<Value> = rag_core::text::words(text)
+                    .enumerate()
+                    .map(|(i, t)| json!({"token": t, "position": i}))
+                    .collect();
+                (200, json!({ "tokens": tokens }))
+            }
             ("POST", ["_bulk"]) => self.bulk(body),
             ("POST", ["_aliases"]) => self.aliases(json_body()),
             ("GET", ["_alias", alias]) => {
@@ -267,6 +321,10 @@ impl FakeCluster {
         }
     }
 
+    fn knows_analyzer(&self, st: &State, name: &str) -> bool {
+        BUILT_IN_ANALYZERS.contains(&name) || st.plugin_analyzers.iter().any(|a| a == name)
+    }
+
     fn create(&self, index: &str, body: Value) -> (u16, Value) {
         if self.state.lock().unwrap().mappings.contains_key(index) {
             return error(
@@ -307,11 +365,16 @@ impl FakeCluster {
                 );
             }
         };
-        // The text field's analyzer, as the engines resolve it: built-in names only (the
-        // `english` language analyzer stems; the local index's English analyzer stands in).
+        // The text field's analyzer, as the engines resolve it: built-in names and installed
+        // plugins' (the `english` language analyzer stems, and the local index's English
+        // analyzer stands in; the others cut CJK text, and the local standard analyzer's
+        // character bigrams stand in).
         let analyzer = match props["text"]["analyzer"].as_str() {
-            None | Some("standard") => rag_core::Analyzer::Standard,
+            None => rag_core::Analyzer::Standard,
             Some("english") => rag_core::Analyzer::English,
+            Some(name) if self.knows_analyzer(&self.state.lock().unwrap(), name) => {
+                rag_core::Analyzer::Standard
+            }
             Some(other) => {
                 return error(
                     400,
