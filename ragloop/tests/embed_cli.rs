@@ -1029,3 +1029,68 @@ fn train_reranker_writes_a_cross_encoder() {
             .all(|s| s.is_finite() && (0.0..=1.0).contains(s))
     );
 }
+
+/// The loop with a GTE encoder (gte-multilingual-base's architecture; a small random-init
+/// model, `embed-runtime/tests/fixtures/tiny-gte`) on Chinese pages: the full fine-tune job
+/// trains it, both models embed and index, and the answer cites the page.
+#[test]
+fn the_loop_runs_a_gte_model_on_chinese_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let zh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/manpages-zh");
+    let read = |p: &Path, n: usize| -> String {
+        let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(p).unwrap(),
+        ));
+        reader.lines().take(n).map(|l| l.unwrap() + "\n").collect()
+    };
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("pages.jsonl"),
+        read(&zh.join("docs/corpus.jsonl.gz"), 20),
+    )
+    .unwrap();
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(&queries, read(&zh.join("queries.jsonl.gz"), 20)).unwrap();
+    let gte =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../embed-runtime/tests/fixtures/tiny-gte");
+    let work = dir.path().join("work");
+    let summary = json_of(
+        Command::new(env!("CARGO_BIN_EXE_ragloop"))
+            .args([
+                "run",
+                "--json",
+                "--fine-tune",
+                "full",
+                "--question",
+                "如何复制文件描述符",
+            ])
+            .arg("--model")
+            .arg(&gte)
+            .arg("--data")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--work-dir")
+            .arg(&work),
+    );
+    let train = summary["stages"][1]["summary"].as_str().unwrap();
+    assert!(train.contains("(full)"), "{train}");
+    let model = work.join("store/ragloop-demo/models/emb-v1");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "gte");
+    assert!(model.join("model.safetensors").exists());
+    let rows: Vec<&str> = summary["evaluation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(
+        summary["answer"]["citations"][0]["doc_id"], "bash.1",
+        "{}",
+        summary["answer"]
+    );
+}
