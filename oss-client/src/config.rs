@@ -13,6 +13,7 @@ pub struct OssConfig {
     endpoint: Option<String>,
     internal: bool,
     path_style: bool,
+    cname: Option<Cname>,
     credentials: Option<AccessKey>,
     /// Objects larger than this are uploaded in parts of this size (at least 5 MiB).
     pub part_size: usize,
@@ -34,6 +35,9 @@ impl OssConfig {
     pub const ENV_REGION: &'static str = "OSS_REGION";
     /// Environment variable overriding the endpoint (an S3-compatible server's URL).
     pub const ENV_ENDPOINT: &'static str = "OSS_ENDPOINT";
+    /// Environment variable naming a custom domain and its bucket, `bucket=https://domain`
+    /// ([`OssConfig::with_cname`]).
+    pub const ENV_CNAME: &'static str = "OSS_CNAME";
 
     /// Configuration for `region` (`cn-hangzhou`, `ap-southeast-1` …).
     pub fn new(region: impl Into<String>) -> Result<Self> {
@@ -52,6 +56,7 @@ impl OssConfig {
             endpoint: None,
             internal: false,
             path_style: false,
+            cname: None,
             credentials: None,
             part_size: 16 * 1024 * 1024,
             part_concurrency: 4,
@@ -62,7 +67,8 @@ impl OssConfig {
         })
     }
 
-    /// Reads `OSS_REGION`, optional `OSS_ENDPOINT` and the standard Alibaba Cloud credentials.
+    /// Reads `OSS_REGION`, optional `OSS_ENDPOINT` and `OSS_CNAME`, and the standard Alibaba
+    /// Cloud credentials.
     pub fn from_env() -> Result<Self> {
         let region = std::env::var(Self::ENV_REGION).map_err(|_| {
             Error::invalid(format!(
@@ -74,7 +80,7 @@ impl OssConfig {
         if let Ok(endpoint) = std::env::var(Self::ENV_ENDPOINT) {
             config = config.with_endpoint(endpoint);
         }
-        Ok(config)
+        config.cname_from_env()
     }
 
     /// Uses the VPC-internal endpoint (free traffic from ECS and PAI in the same region).
@@ -87,6 +93,49 @@ impl OssConfig {
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
+    }
+
+    /// Reaches `bucket` through its custom domain `domain` (`https://docs.example.com`), the
+    /// bucket's CNAME: requests go to `domain/key` (the domain names the bucket, so neither host
+    /// nor path carries it), signed for the configured region, as the OSS SDKs' `cname` mode
+    /// sends them (<https://www.alibabacloud.com/help/en/oss/developer-reference/use-custom-domain-names>).
+    /// Another bucket is refused before any request (the domain would serve its own bucket),
+    /// and there is no listing of buckets through a domain.
+    pub fn with_cname(mut self, bucket: impl Into<String>, domain: impl Into<String>) -> Self {
+        self.cname = Some(Cname {
+            bucket: bucket.into(),
+            domain: domain.into().trim_end_matches('/').to_string(),
+        });
+        self
+    }
+
+    /// The custom domain, if set.
+    pub fn cname(&self) -> Option<&Cname> {
+        self.cname.as_ref()
+    }
+
+    /// Reads [`OssConfig::ENV_CNAME`] (`bucket=https://domain`) when it is set.
+    pub fn cname_from_env(self) -> Result<Self> {
+        match std::env::var(Self::ENV_CNAME) {
+            Ok(v) if !v.trim().is_empty() => self.with_cname_spec(&v),
+            _ => Ok(self),
+        }
+    }
+
+    /// [`OssConfig::with_cname`] from `bucket=https://domain`.
+    pub fn with_cname_spec(self, spec: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "{}={spec:?}: expected bucket=https://your.domain",
+                Self::ENV_CNAME
+            ))
+        };
+        let (bucket, domain) = spec.trim().split_once('=').ok_or_else(bad)?;
+        let (bucket, domain) = (bucket.trim(), domain.trim());
+        if bucket.is_empty() || !(domain.starts_with("https://") || domain.starts_with("http://")) {
+            return Err(bad());
+        }
+        Ok(self.with_cname(bucket, domain))
     }
 
     /// Addresses buckets in the path (`endpoint/bucket/key`) rather than the host name
@@ -137,10 +186,43 @@ impl OssConfig {
     }
 }
 
+/// A bucket's custom domain ([`OssConfig::with_cname`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cname {
+    /// The bucket the domain is mapped to.
+    pub bucket: String,
+    /// The domain as a URL (`https://docs.example.com`).
+    pub domain: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rag_core::Secret;
+
+    #[test]
+    fn a_custom_domain_is_read_as_bucket_and_url() {
+        let c = OssConfig::new("cn-shanghai")
+            .unwrap()
+            .with_cname_spec(" docs = https://docs.example.com/ ")
+            .unwrap();
+        let cname = c.cname().unwrap();
+        assert_eq!(
+            (cname.bucket.as_str(), cname.domain.as_str()),
+            ("docs", "https://docs.example.com")
+        );
+        for bad in [
+            "https://docs.example.com",
+            "=https://x",
+            "docs=docs.example.com",
+        ] {
+            let err = OssConfig::new("cn-shanghai")
+                .unwrap()
+                .with_cname_spec(bad)
+                .unwrap_err();
+            assert!(err.to_string().contains("OSS_CNAME"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn endpoints_follow_region_network_and_override() {

@@ -8,7 +8,8 @@
 //!   when required (OSS rejects the SDK's default CRC trailers), multipart uploads with bounded
 //!   parallelism and abort on failure, streamed and ranged downloads, retries with backoff on
 //!   throttling, 5xx and time-outs, and OSS error codes mapped to [`rag_core::Error`]. Any
-//!   S3-compatible server works through [`OssConfig::with_endpoint`].
+//!   S3-compatible server works through [`OssConfig::with_endpoint`]; a bucket's custom domain
+//!   (CNAME) through [`OssConfig::with_cname`] or `OSS_CNAME=bucket=https://domain`.
 //! - [`cp`] copies directory trees both ways, like `ossutil cp -r`.
 //!
 //! ```no_run

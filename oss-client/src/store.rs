@@ -23,6 +23,50 @@ use crate::multipart::{unquote, upload_stream};
 /// (`x-amz-meta-ragloop-sha256`), so that copies can skip unchanged files.
 pub const SHA256_METADATA: &str = "ragloop-sha256";
 
+/// Resolves every request to the custom domain of [`OssConfig::with_cname`]: the domain's
+/// URL, no bucket in host or path, SigV4 for `s3` in the region with S3's single URI
+/// encoding (what the SDK's own resolver sets for OSS's regional endpoints).
+#[derive(Debug)]
+struct CnameResolver {
+    cname: crate::config::Cname,
+    region: String,
+}
+
+impl aws_sdk_s3::config::endpoint::ResolveEndpoint for CnameResolver {
+    fn resolve_endpoint<'a>(
+        &'a self,
+        params: &'a aws_sdk_s3::config::endpoint::Params,
+    ) -> aws_sdk_s3::config::endpoint::EndpointFuture<'a> {
+        use aws_smithy_types::Document;
+        let result = match params.bucket() {
+            Some(b) if b != self.cname.bucket => Err(format!(
+                "{} serves bucket {:?}, not {b:?}: name that bucket, or drop the custom domain \
+                 to reach others through the regional endpoint",
+                self.cname.domain, self.cname.bucket
+            )
+            .into()),
+            _ => {
+                let scheme: std::collections::HashMap<String, Document> = [
+                    ("name".to_string(), Document::from("sigv4")),
+                    ("signingName".to_string(), Document::from("s3")),
+                    (
+                        "signingRegion".to_string(),
+                        Document::from(self.region.as_str()),
+                    ),
+                    ("disableDoubleEncoding".to_string(), Document::from(true)),
+                ]
+                .into_iter()
+                .collect();
+                Ok(aws_smithy_types::endpoint::Endpoint::builder()
+                    .url(self.cname.domain.clone())
+                    .property("authSchemes", vec![Document::from(scheme)])
+                    .build())
+            }
+        };
+        aws_sdk_s3::config::endpoint::EndpointFuture::ready(result)
+    }
+}
+
 /// An [`ObjectStore`] on OSS through its S3-compatible API.
 ///
 /// Accepts `oss://` and `s3://` URIs. Large writes go up in parts
@@ -50,10 +94,17 @@ impl OssStore {
             None,
             "ragloop",
         );
-        let s3 = aws_sdk_s3::config::Builder::new()
+        let mut s3 = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region().to_string()))
-            .endpoint_url(config.endpoint())
+            .endpoint_url(config.endpoint());
+        if let Some(cname) = config.cname() {
+            s3 = s3.endpoint_resolver(CnameResolver {
+                cname: cname.clone(),
+                region: config.region().to_string(),
+            });
+        }
+        let s3 = s3
             .credentials_provider(credentials)
             .force_path_style(config.is_path_style())
             // OSS rejects the SDK's default CRC32 checksum trailers on uploads.
@@ -108,7 +159,7 @@ impl OssStore {
         data: ByteStream,
         metadata: &[(&str, String)],
     ) -> Result<PutResult> {
-        let key = object_key(uri)?;
+        let key = self.key(uri)?;
         upload_stream(
             &self.client,
             &self.config,
@@ -122,7 +173,7 @@ impl OssStore {
 
     /// User metadata of an object (`x-amz-meta-*`, keys without the prefix).
     pub async fn metadata(&self, uri: &StoreUri) -> Result<(ObjectMeta, Vec<(String, String)>)> {
-        let key = object_key(uri)?;
+        let key = self.key(uri)?;
         let head = self
             .client
             .head_object()
@@ -161,7 +212,7 @@ impl OssStore {
         range: Option<String>,
         if_match: Option<String>,
     ) -> Result<(ObjectMeta, SdkStream, Option<String>)> {
-        let key = object_key(uri)?;
+        let key = self.key(uri)?;
         let out = self
             .client
             .get_object()
@@ -182,6 +233,26 @@ impl OssStore {
         let meta = object_meta(uri.clone(), size, out.last_modified(), out.e_tag());
         let content_range = out.content_range().map(str::to_string);
         Ok((meta, out.body, content_range))
+    }
+}
+
+impl OssStore {
+    /// [`object_key`], and with a custom domain, the domain's bucket only (the domain would
+    /// answer for its own bucket whatever the URI says).
+    fn key<'a>(&self, uri: &'a StoreUri) -> Result<&'a str> {
+        self.check_bucket(uri)?;
+        object_key(uri)
+    }
+
+    fn check_bucket(&self, uri: &StoreUri) -> Result<()> {
+        match self.config.cname() {
+            Some(c) if c.bucket != uri.bucket() => Err(Error::invalid(format!(
+                "{uri}: the custom domain {} serves bucket {:?} only; name that bucket, or \
+                 drop the custom domain (OSS_CNAME) to reach others through the regional endpoint",
+                c.domain, c.bucket
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -351,6 +422,7 @@ impl ObjectStore for OssStore {
         max_keys: usize,
     ) -> Result<ListPage> {
         check_scheme(prefix)?;
+        self.check_bucket(prefix)?;
         let out = self
             .client
             .list_objects_v2()
@@ -404,7 +476,7 @@ impl ObjectStore for OssStore {
     }
 
     async fn delete(&self, uri: &StoreUri) -> Result<()> {
-        let key = object_key(uri)?;
+        let key = self.key(uri)?;
         self.client
             .delete_object()
             .bucket(uri.bucket())
@@ -416,7 +488,7 @@ impl ObjectStore for OssStore {
     }
 
     async fn copy(&self, from: &StoreUri, to: &StoreUri) -> Result<()> {
-        let (src, dst) = (object_key(from)?, object_key(to)?);
+        let (src, dst) = (self.key(from)?, self.key(to)?);
         self.client
             .copy_object()
             .copy_source(encode_copy_source(from.bucket(), src))

@@ -108,8 +108,8 @@ pub struct OssArgs {
     pub region: String,
 }
 
-/// An [`OssStore`] in `region` (or at an S3-compatible `endpoint`) with the AccessKey from
-/// the environment.
+/// An [`OssStore`] in `region` (or at an S3-compatible `endpoint`, or through the custom
+/// domain `OSS_CNAME` names) with the AccessKey from the environment.
 fn oss_store(region: &str, endpoint: Option<&str>) -> Result<OssStore> {
     let key = rag_core::AccessKey::from_env()
         .context("OSS needs ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET")?;
@@ -117,7 +117,9 @@ fn oss_store(region: &str, endpoint: Option<&str>) -> Result<OssStore> {
     if let Some(endpoint) = endpoint {
         config = config.with_endpoint(endpoint).path_style(true);
     }
-    Ok(OssStore::new(config)?)
+    // A bucket's custom domain (`OSS_CNAME=bucket=https://domain`), where this machine must
+    // reach it that way; jobs keep the regional (VPC) endpoint.
+    Ok(OssStore::new(config.cname_from_env()?)?)
 }
 
 impl OssArgs {
