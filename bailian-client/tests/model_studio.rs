@@ -52,6 +52,18 @@ fn not_found(what: &str) -> ResponseTemplate {
 }
 
 impl FakeStudio {
+    /// The bodies of the requests `method path` received so far, oldest first.
+    fn bodies_of(&self, method: &str, path: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .bodies
+            .iter()
+            .filter(|(m, p, _)| m == method && p == path)
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
     fn job_json(id: &str, job: &Job) -> Value {
         let status = if job.canceled {
             "CANCELED"
@@ -310,11 +322,7 @@ async fn the_create_request_is_the_documented_body() {
         .with_hyper_parameter("training_type", "efficient_sft")
         .with_hyper_parameter(bailian_client::SUFFIX_KEY, "rag");
     backend.submit(&s).await.unwrap();
-    let bodies = fake.0.lock().unwrap().bodies.clone();
-    let (_, _, create) = bodies
-        .iter()
-        .find(|(m, p, _)| m == "POST" && p == "fine-tunes")
-        .unwrap();
+    let create = &fake.bodies_of("POST", "fine-tunes")[0];
     let file = create["training_file_ids"][0].as_str().unwrap();
     // Numbers as numbers (`learning_rate` is a Float in the reference), the suffix in its
     // documented field.
@@ -363,17 +371,7 @@ async fn a_finished_fine_tune_hands_its_model_to_the_deployment() {
     assert!(dep.id.starts_with(&model), "{}", dep.id);
     assert_eq!(dep.model_name, "custom-llm-v1");
     // 2 instances of the model's base capacity (2), the spec's name as the display name.
-    let create = fake
-        .0
-        .lock()
-        .unwrap()
-        .bodies
-        .iter()
-        .rev()
-        .find(|(m, p, _)| m == "POST" && p == "deployments")
-        .unwrap()
-        .2
-        .clone();
+    let create = fake.bodies_of("POST", "deployments").pop().unwrap();
     assert_eq!(
         create,
         json!({"model_name": model, "name": "custom-llm-v1", "capacity": 4})
@@ -453,16 +451,7 @@ async fn plans_size_the_deployment_and_an_undeployable_model_fails_before_creati
         model_path: model.clone(),
         capacity,
     };
-    let last_create = || {
-        fake.0
-            .lock()
-            .unwrap()
-            .bodies
-            .iter()
-            .rev()
-            .find(|(m, p, _)| m == "POST" && p == "deployments")
-            .map(|(_, _, b)| b.clone())
-    };
+    let last_create = || fake.bodies_of("POST", "deployments").pop();
 
     let mu = BailianDeployer::new(api.clone(), None)
         .with_plan("mu:MU1".parse().unwrap())
@@ -491,14 +480,7 @@ async fn plans_size_the_deployment_and_an_undeployable_model_fails_before_creati
     let err = long.deploy(&spec(1)).await.unwrap_err();
     assert!(matches!(err, rag_core::Error::InvalidInput { .. }), "{err}");
 
-    let creates = |f: &FakeStudio| {
-        f.0.lock()
-            .unwrap()
-            .bodies
-            .iter()
-            .filter(|(m, p, _)| m == "POST" && p == "deployments")
-            .count()
-    };
+    let creates = |f: &FakeStudio| f.bodies_of("POST", "deployments").len();
     let before = creates(&fake);
     let err = BailianDeployer::new(api, None)
         .deploy(&DeploySpec {

@@ -360,6 +360,23 @@ pub struct BertEncoder {
     quantization: Quantization,
 }
 
+/// `cos` and `sin` of `p · inv_freq[i]` for each position `p` (rows of `inv_freq.len()`), in
+/// f32 as transformers computes them: the inference tables and the trainer's per-batch ones.
+pub(crate) fn rotary_angles(
+    inv_freq: &[f32],
+    positions: impl Iterator<Item = u32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in positions {
+        for &f in inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
 /// Rotary position embedding tables: `cos`/`sin` of `position × frequency`, `max_tokens ×
 /// head_dim/2`, computed in f32 as transformers computes them.
 struct Rope {
@@ -370,17 +387,12 @@ struct Rope {
 
 impl Rope {
     fn new(inv_freq: &[f32], positions: usize) -> Self {
-        let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            for &f in inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        let (cos, sin) = rotary_angles(inv_freq, 0..positions as u32);
+        Self {
+            cos,
+            sin,
+            half: inv_freq.len(),
         }
-        Self { cos, sin, half }
     }
 
     /// Rotates one head's vector `x` (`2 × half` wide) to position `p`: pairs `(i, i + half)`

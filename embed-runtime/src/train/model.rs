@@ -510,17 +510,8 @@ impl TrainableBert {
 
 /// `cos` and `sin` of each token's angles, `rows × 1 × half` (broadcast over the heads).
 fn rotary_tables(inv_freq: &[f32], positions: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(positions.len() * half);
-    let mut sin = Vec::with_capacity(positions.len() * half);
-    for &p in positions {
-        for &f in inv_freq {
-            let angle = p as f32 * f;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    let shape = (positions.len(), 1, half);
+    let (cos, sin) = crate::bert::rotary_angles(inv_freq, positions.iter().copied());
+    let shape = (positions.len(), 1, inv_freq.len());
     Ok((
         Tensor::from_vec(cos, shape, &Device::Cpu)?,
         Tensor::from_vec(sin, shape, &Device::Cpu)?,
