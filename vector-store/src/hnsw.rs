@@ -1,11 +1,13 @@
 //! ragloop's own HNSW graph (Malkov & Yashunin, 2016), the [`AnnGraph`] behind the embedded
-//! index: each node's level-0 links and vector in one block (one region to fetch), the
-//! neighbour-selection heuristic, deletions as
+//! index: each node's level-0 links and vector in one block (one region to fetch), vectors
+//! kept as bfloat16 (half the bytes to fetch per scored node; the index scores the final
+//! candidates again from its f32 records), the neighbour-selection heuristic, deletions as
 //! tombstones (they keep routing), filters applied to results while the walk goes on, and the
 //! distance loops compiled once per search for the CPU's widest vectors (pulp: AVX-512 where
-//! present) with the next neighbour's vector prefetched while the current one is scored —
-//! the two things that decide HNSW speed once vectors outgrow the caches. Inserts run on every
-//! core, chunk by chunk (`Inner::insert_all`), and give the same graph on any number of them.
+//! present) with the vectors of the next few unvisited neighbours prefetched while the current
+//! one is scored, so their fetches from memory overlap — the things that decide HNSW speed
+//! once vectors outgrow the caches. Inserts run on every core, chunk by chunk
+//! (`Inner::insert_all`), and give the same graph on any number of them.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -17,8 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use rag_core::local::ann::{AnnGraph, KeyFilter};
 use rag_core::{Error, Metric, Result};
 
-/// File format 3: the v2 layout plus a CRC-32 trailer (a file of another version is rebuilt).
-const MAGIC: &[u8; 8] = b"RLHNSW3\n";
+/// File format 4: vectors as bfloat16 pairs, a CRC-32 trailer (a file of another version is
+/// rebuilt).
+const MAGIC: &[u8; 8] = b"RLHNSW4\n";
 /// The highest level `insert` draws.
 const MAX_LEVEL: usize = 16;
 /// The largest `m` a saved graph may declare (real ones use 8–64).
@@ -71,40 +74,150 @@ impl Ord for Dist {
     }
 }
 
-/// Sum of `a[i] * b[i]` in 16 lanes (vectorises under the dispatched target features).
+/// Rounds `x` to bfloat16 (nearest, ties to even): the upper 16 bits of an f32 with the same
+/// exponent range, so any finite vector fits (f16 would overflow past 65504).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn to_bf16(x: f32) -> u32 {
+    let b = x.to_bits();
+    b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16
+}
+
+/// The element in the low half of a stored word, as f32 (exact).
+#[inline(always)]
+fn low(w: u32) -> f32 {
+    f32::from_bits(w << 16)
+}
+
+/// The element in the high half of a stored word, as f32 (exact).
+#[inline(always)]
+fn high(w: u32) -> f32 {
+    f32::from_bits(w & 0xFFFF_0000)
+}
+
+/// Appends `v` as bfloat16 pairs: word `i` holds element `2i` in its low half and `2i + 1` in
+/// its high half (zero past an odd end). Stored this way a vector is half the bytes to fetch,
+/// and decoding is a shift or a mask per element, which vectorises everywhere.
+fn pack(v: &[f32], out: &mut Vec<u32>) {
+    for pair in v.chunks(2) {
+        let hi = pair.get(1).map_or(0, |&x| to_bf16(x));
+        out.push(to_bf16(pair[0]) | (hi << 16));
+    }
+}
+
+/// A query laid out as the stored words are: its even elements and its odd ones (zero-padded
+/// to the words' length), kept in f32.
+struct Probe {
+    even: Vec<f32>,
+    odd: Vec<f32>,
+}
+
+impl Probe {
+    fn new(v: &[f32]) -> Self {
+        let words = v.len().div_ceil(2);
+        let mut even = Vec::with_capacity(words);
+        let mut odd = Vec::with_capacity(words);
+        for pair in v.chunks(2) {
+            even.push(pair[0]);
+            odd.push(pair.get(1).copied().unwrap_or(0.0));
+        }
+        Self { even, odd }
+    }
+
+    /// A stored vector as a probe (decoding is exact).
+    fn of_words(words: &[u32]) -> Self {
+        Self {
+            even: words.iter().map(|&w| low(w)).collect(),
+            odd: words.iter().map(|&w| high(w)).collect(),
+        }
+    }
+}
+
+/// Sum of `p[i] * v[i]` against a stored vector, in 16 lanes (vectorises under the dispatched
+/// target features).
+#[inline(always)]
+fn dot(p: &Probe, v: &[u32]) -> f32 {
     let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
+    let (ce, co, cv) = (
+        p.even.chunks_exact(16),
+        p.odd.chunks_exact(16),
+        v.chunks_exact(16),
+    );
+    let mut tail = 0.0f32;
+    for ((e, o), w) in ce
         .remainder()
         .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
+        .zip(co.remainder())
+        .zip(cv.remainder())
+    {
+        tail += e * low(*w) + o * high(*w);
+    }
+    for ((e, o), w) in ce.zip(co).zip(cv) {
         for i in 0..16 {
-            acc[i] += x[i] * y[i];
+            acc[i] += e[i] * low(w[i]) + o[i] * high(w[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
-/// Sum of `(a[i] - b[i])²` in 16 lanes.
+/// Sum of `(p[i] - v[i])²` against a stored vector, in 16 lanes.
 #[inline(always)]
-fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+fn l2sq(p: &Probe, v: &[u32]) -> f32 {
     let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
+    let (ce, co, cv) = (
+        p.even.chunks_exact(16),
+        p.odd.chunks_exact(16),
+        v.chunks_exact(16),
+    );
+    let mut tail = 0.0f32;
+    for ((e, o), w) in ce
         .remainder()
         .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
+        .zip(co.remainder())
+        .zip(cv.remainder())
+    {
+        let (a, b) = (e - low(*w), o - high(*w));
+        tail += a * a + b * b;
+    }
+    for ((e, o), w) in ce.zip(co).zip(cv) {
+        for i in 0..16 {
+            let (a, b) = (e[i] - low(w[i]), o[i] - high(w[i]));
+            acc[i] += a * a + b * b;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot`] of two stored vectors.
+#[inline(always)]
+fn dot_stored(a: &[u32], b: &[u32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += low(*x) * low(*y) + high(*x) * high(*y);
+    }
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
+            acc[i] += low(x[i]) * low(y[i]) + high(x[i]) * high(y[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`l2sq`] of two stored vectors.
+#[inline(always)]
+fn l2sq_stored(a: &[u32], b: &[u32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let (d, e) = (low(*x) - low(*y), high(*x) - high(*y));
+        tail += d * d + e * e;
+    }
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            let (d, e) = (low(x[i]) - low(y[i]), high(x[i]) - high(y[i]));
+            acc[i] += d * d + e * e;
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -113,13 +226,13 @@ fn l2sq(a: &[f32], b: &[f32]) -> f32 {
 /// Hints the CPU to fetch `v` into the cache. Never faults, whatever the address.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn prefetch(v: &[f32]) {
+fn prefetch(v: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = v.as_ptr().cast::<i8>();
         // SAFETY: prefetching is a hint; it reads nothing architecturally and cannot fault.
-        // Both cache lines of a 384-float vector's start are requested; the hardware
+        // The first two cache lines of the stored vector are requested; the hardware
         // prefetcher follows the rest of the contiguous vector.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p);
@@ -130,15 +243,38 @@ fn prefetch(v: &[f32]) {
     let _ = v;
 }
 
+/// The instruction set the graph code is compiled for: the widest this CPU runs, or the one
+/// `RAGLOOP_HNSW_SIMD` names (`avx512`, `avx2`, `scalar`; a set the CPU lacks falls back to
+/// the widest), so each path can be measured and tested on one machine. The distances add
+/// in 16 fixed lanes whatever the register width, so every path builds the same graph.
+fn simd_arch() -> pulp::Arch {
+    let best = pulp::Arch::new();
+    match std::env::var("RAGLOOP_HNSW_SIMD").as_deref() {
+        Ok("scalar") => pulp::Arch::Scalar,
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        Ok("avx2") => pulp::x86::V3::try_new().map_or(best, pulp::Arch::V3),
+        _ => best,
+    }
+}
+
+/// Words in a node's block: the level-0 link count, `2m` links, the packed vector.
+fn stride(m: usize, dims: usize) -> usize {
+    1 + 2 * m + dims.div_ceil(2)
+}
+
+/// How many neighbours ahead of the one being scored a search requests vectors for.
+const AHEAD: usize = 6;
+
 /// Graph parameters and state.
 struct Inner {
     dims: usize,
     l2: bool,
     m: usize,
     ef_construction: usize,
-    /// One block per node, `1 + 2m + dims` words: the level-0 link count, up to `2m` level-0
-    /// links, then the vector's f32 bits (unit length for cosine). Links and vector share cache
-    /// lines and one block is one memory region to fetch when a node is expanded and scored.
+    /// One block per node, `1 + 2m + ⌈dims/2⌉` words: the level-0 link count, up to `2m`
+    /// level-0 links, then the vector as bfloat16 pairs ([`pack`]; unit length for cosine).
+    /// Links and vector share cache lines and one block is one memory region to fetch when a
+    /// node is expanded and scored.
     blocks: Vec<u32>,
     keys: Vec<u64>,
     ids: HashMap<u64, u32>,
@@ -154,19 +290,30 @@ struct Inner {
 impl Inner {
     #[inline(always)]
     fn stride(&self) -> usize {
-        1 + 2 * self.m + self.dims
+        stride(self.m, self.dims)
     }
 
     #[inline(always)]
-    fn vector(&self, id: u32) -> &[f32] {
+    fn vector(&self, id: u32) -> &[u32] {
         let i = id as usize * self.stride() + 1 + 2 * self.m;
-        bytemuck::cast_slice(&self.blocks[i..i + self.dims])
+        &self.blocks[i..i + self.dims.div_ceil(2)]
     }
 
     #[inline(always)]
-    fn dist(&self, q: &[f32], id: u32) -> Dist {
+    fn dist(&self, q: &Probe, id: u32) -> Dist {
         let v = self.vector(id);
         Dist(if self.l2 { l2sq(q, v) } else { 1.0 - dot(q, v) })
+    }
+
+    /// The distance between two stored nodes.
+    #[inline(always)]
+    fn dist_nodes(&self, a: u32, b: u32) -> Dist {
+        let (x, y) = (self.vector(a), self.vector(b));
+        Dist(if self.l2 {
+            l2sq_stored(x, y)
+        } else {
+            1.0 - dot_stored(x, y)
+        })
     }
 
     #[inline(always)]
@@ -204,7 +351,7 @@ impl Inner {
     #[inline(always)]
     fn search_layer<F: Fn(u32) -> bool>(
         &self,
-        q: &[f32],
+        q: &Probe,
         entry: &[(Dist, u32)],
         ef: usize,
         level: usize,
@@ -214,6 +361,7 @@ impl Inner {
         visited.clear(self.keys.len());
         let mut candidates = std::mem::take(&mut visited.candidates);
         candidates.clear();
+        let mut fresh = std::mem::take(&mut visited.fresh);
         let mut results: BinaryHeap<(Dist, u32)> = BinaryHeap::with_capacity(ef + 1);
         for &(d, id) in entry {
             visited.insert(id);
@@ -226,16 +374,20 @@ impl Inner {
             if results.len() >= ef && results.peek().is_some_and(|w| d > w.0) {
                 break;
             }
-            let links = self.links(c, level);
-            if let Some(&first) = links.first() {
-                prefetch(self.vector(first));
-            }
-            for (j, &n) in links.iter().enumerate() {
-                if let Some(&next) = links.get(j + 1) {
-                    prefetch(self.vector(next));
+            // The unvisited neighbours first, then their vectors requested `AHEAD` at a time
+            // ahead of the one being scored, so several fetches from memory overlap.
+            fresh.clear();
+            for &n in self.links(c, level) {
+                if visited.insert(n) {
+                    fresh.push(n);
                 }
-                if !visited.insert(n) {
-                    continue;
+            }
+            for &n in fresh.iter().take(AHEAD) {
+                prefetch(self.vector(n));
+            }
+            for (j, &n) in fresh.iter().enumerate() {
+                if let Some(&next) = fresh.get(j + AHEAD) {
+                    prefetch(self.vector(next));
                 }
                 let dn = self.dist(q, n);
                 if results.len() < ef || results.peek().is_some_and(|w| dn < w.0) {
@@ -250,6 +402,7 @@ impl Inner {
             }
         }
         visited.candidates = candidates;
+        visited.fresh = fresh;
         let mut out = results.into_vec();
         out.sort_unstable();
         out
@@ -257,14 +410,21 @@ impl Inner {
 
     /// Greedy descent through the upper layers down to `stop` (exclusive).
     #[inline(always)]
-    fn descend(&self, q: &[f32], stop: usize) -> Option<(Dist, u32)> {
+    fn descend(&self, q: &Probe, stop: usize) -> Option<(Dist, u32)> {
         let entry = self.entry?;
         let mut best = (self.dist(q, entry), entry);
         for level in (stop + 1..=self.max_level).rev() {
             let mut changed = true;
             while changed {
                 changed = false;
-                for &n in self.links(best.1, level) {
+                let links = self.links(best.1, level);
+                for &n in links.iter().take(AHEAD) {
+                    prefetch(self.vector(n));
+                }
+                for (j, &n) in links.iter().enumerate() {
+                    if let Some(&next) = links.get(j + AHEAD) {
+                        prefetch(self.vector(next));
+                    }
                     let d = self.dist(q, n);
                     if d < best.0 {
                         best = (d, n);
@@ -288,10 +448,9 @@ impl Inner {
             if kept.len() >= m {
                 break;
             }
-            let v = self.vector(c);
             let mut diverse = true;
             for &k in &kept {
-                if self.dist(v, k) <= d {
+                if self.dist_nodes(c, k) <= d {
                     diverse = false;
                     break;
                 }
@@ -317,7 +476,7 @@ impl Inner {
         let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let level = ((-u.ln()) / (self.m as f64).ln()).floor().min(16.0) as usize;
         self.blocks.extend(std::iter::repeat_n(0, 1 + 2 * self.m));
-        self.blocks.extend_from_slice(bytemuck::cast_slice(v));
+        pack(v, &mut self.blocks);
         self.keys.push(key);
         self.ids.insert(key, id);
         self.deleted.push(false);
@@ -332,7 +491,7 @@ impl Inner {
     #[inline(always)]
     fn plan(&self, id: u32, first: u32, visited: &mut Visited) -> Vec<Vec<u32>> {
         let level = self.levels[id as usize] as usize;
-        let q = self.vector(id);
+        let q = &Probe::of_words(self.vector(id));
         let mut ep = self.descend(q, level);
         let all = |_: u32| true;
         let mut out = vec![Vec::new(); level + 1];
@@ -372,17 +531,16 @@ impl Inner {
         if list.len() <= self.cap(level) {
             return list;
         }
-        let base = self.vector(n);
         let mut scored: Vec<(Dist, u32)> = Vec::with_capacity(list.len());
         for &x in &list {
-            scored.push((self.dist(base, x), x));
+            scored.push((self.dist_nodes(n, x), x));
         }
         scored.sort_unstable();
         self.select(&scored, self.cap(level))
     }
 
     #[inline(always)]
-    fn knn(&self, q: &[f32], n: usize, ef: usize, keep: Option<KeyFilter<'_>>) -> Vec<(u64, f32)> {
+    fn knn(&self, q: &Probe, n: usize, ef: usize, keep: Option<KeyFilter<'_>>) -> Vec<(u64, f32)> {
         let Some(ep) = self.descend(q, 0) else {
             return Vec::new();
         };
@@ -409,6 +567,8 @@ impl Inner {
 struct Visited {
     bits: Vec<u64>,
     candidates: BinaryHeap<Reverse<(Dist, u32)>>,
+    /// The unvisited neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 impl Visited {
@@ -432,7 +592,7 @@ impl Visited {
 
 struct KnnOp<'a> {
     inner: &'a Inner,
-    q: &'a [f32],
+    q: &'a Probe,
     n: usize,
     ef: usize,
     keep: Option<KeyFilter<'a>>,
@@ -612,7 +772,7 @@ impl Hnsw {
                 rng: 0x9E37_79B9_7F4A_7C15,
             }),
             metric,
-            arch: pulp::Arch::new(),
+            arch: simd_arch(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -688,7 +848,7 @@ impl Hnsw {
             return Err(bad("header out of range (node count or entry point)"));
         }
         let (n, m) = (n as usize, m as usize);
-        let stride = 1 + 2 * m + dims;
+        let stride = stride(m, dims);
         // The fixed part alone must fit in the file before anything is allocated for it.
         let fixed = (n as u64)
             .checked_mul(stride as u64 * 4 + 12)
@@ -805,7 +965,7 @@ impl AnnGraph for Hnsw {
                 actual: query.len(),
             });
         }
-        let q = self.prepare(query);
+        let q = Probe::new(&self.prepare(query));
         Ok(self.arch.dispatch(KnnOp {
             inner: &g,
             q: &q,
@@ -912,6 +1072,86 @@ mod tests {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(built(1, &items, dir.path()), built(3, &items, dir.path()));
+    }
+
+    #[test]
+    fn vectors_are_stored_as_rounded_bfloat16_pairs() {
+        // Ties go to even: 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷.
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), to_bf16(1.0));
+        assert_eq!(low(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(high(to_bf16(-2.5) << 16), -2.5);
+        // Any finite f32 keeps its range (f16 would overflow).
+        assert!((low(to_bf16(1e30)) / 1e30 - 1.0).abs() < 1.0 / 128.0);
+        for dims in [1, 7, 24, 33, 384] {
+            let v = &points(1, dims)[0];
+            let mut words = Vec::new();
+            pack(v, &mut words);
+            assert_eq!(words.len(), dims.div_ceil(2));
+            let p = Probe::of_words(&words);
+            let back: Vec<f32> = p
+                .even
+                .iter()
+                .zip(&p.odd)
+                .flat_map(|(e, o)| [*e, *o])
+                .collect();
+            for (x, y) in v.iter().zip(&back) {
+                assert!((x - y).abs() <= x.abs() / 256.0, "{x} stored as {y}");
+            }
+            // Past an odd end the padding is zero, so it adds nothing to a distance.
+            assert!(back[dims..].iter().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn stored_distances_track_f32_and_agree_between_probe_and_node() {
+        for dims in [5, 32, 100, 384] {
+            let vs = points(2, dims);
+            let (a, b) = (&vs[0], &vs[1]);
+            let (mut wa, mut wb) = (Vec::new(), Vec::new());
+            pack(a, &mut wa);
+            pack(b, &mut wb);
+            let exact_dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let exact_l2: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+            let scale: f32 = a.iter().chain(b).map(|x| x * x).sum();
+            assert!((dot(&Probe::new(a), &wb) - exact_dot).abs() < scale / 100.0);
+            assert!((l2sq(&Probe::new(a), &wb) - exact_l2).abs() < scale / 100.0);
+            // A stored node as a probe measures exactly as the node-to-node distance does:
+            // insertion mixes the two.
+            let pa = Probe::of_words(&wa);
+            assert_eq!(dot(&pa, &wb).to_bits(), dot_stored(&wa, &wb).to_bits());
+            assert_eq!(l2sq(&pa, &wb).to_bits(), l2sq_stored(&wa, &wb).to_bits());
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_builds_the_same_graph() {
+        let vs = points(1_300, 24);
+        let items: Vec<(u64, &[f32])> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut archs = vec![("scalar", pulp::Arch::Scalar)];
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            archs.push(("avx2", pulp::Arch::V3(v3)));
+        }
+        archs.push(("widest", pulp::Arch::new()));
+        let files: Vec<Vec<u8>> = archs
+            .iter()
+            .map(|(name, arch)| {
+                let mut g = Hnsw::new(24, Metric::Cosine, 8, 64);
+                g.arch = *arch;
+                g.add_batch(&items).unwrap();
+                let path = dir.path().join(name);
+                g.save(&path).unwrap();
+                std::fs::read(path).unwrap()
+            })
+            .collect();
+        for (f, (name, _)) in files.iter().zip(&archs) {
+            assert!(f == &files[0], "{name} built another graph than scalar");
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub trait AnnGraph: Send + Sync {
     fn rename(&self, from: u64, to: u64) -> Result<()>;
     /// Up to `n` `(key, similarity)` pairs nearest to `query`, best first, among keys `keep`
     /// accepts; `ef` is the search breadth (≥ `n`; larger finds more true neighbours).
-    /// Similarities are on the schema metric's scale (cosine, dot, or −L2 distance).
+    /// Similarities are on the schema metric's scale (cosine, dot, or −L2 distance), and may
+    /// be approximate: a graph may keep its vectors at reduced precision (the index scores
+    /// the candidates it returns again from the records).
     fn search(
         &self,
         query: &[f32],

@@ -42,20 +42,22 @@ impl IndexData {
         } else {
             None
         };
-        match ann.graph.search(q, n, ef, filter) {
-            Ok(found) => Some(
-                found
+        // A graph may score with vectors stored at reduced precision (vector-store's HNSW
+        // keeps bfloat16): it is asked for a few more than `n`, and those are scored again
+        // from the records, so hits carry exact scores in exact order.
+        let wanted = (2 * n).max(n + 8).min(ef.max(n));
+        match ann.graph.search(q, wanted, ef, filter) {
+            Ok(found) => {
+                let qnorm = norm(q);
+                let scored = found
                     .into_iter()
-                    .filter_map(|(key, score)| {
-                        self.slots.get(key as usize)?.as_ref().map(|s| SearchHit {
-                            id: s.record.id.clone(),
-                            score,
-                            text: s.record.text.clone(),
-                            metadata: s.record.metadata.clone(),
-                        })
+                    .filter_map(|(key, _)| {
+                        let s = self.slots.get(key as usize)?.as_ref()?;
+                        Some((key as usize, self.exact_score(q, qnorm, s)))
                     })
-                    .collect(),
-            ),
+                    .collect();
+                Some(self.top(scored, n))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ANN search failed; searching exactly");
                 None
@@ -63,22 +65,27 @@ impl IndexData {
         }
     }
 
-    pub(super) fn knn_exact(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
-        let qnorm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let scored = self.live().filter(|(_, s)| passes(req, s)).map(|(i, s)| {
-            let score = match self.schema.metric {
-                Metric::Cosine => {
-                    let dot: f32 = q.iter().zip(&s.record.vector).map(|(a, b)| a * b).sum();
-                    if qnorm == 0.0 || s.norm == 0.0 {
-                        0.0
-                    } else {
-                        dot / (qnorm * s.norm)
-                    }
+    /// The metric's score of a record for `q` (`qnorm`: `q`'s length, for cosine).
+    fn exact_score(&self, q: &[f32], qnorm: f32, s: &Slot) -> f32 {
+        match self.schema.metric {
+            Metric::Cosine => {
+                let dot: f32 = q.iter().zip(&s.record.vector).map(|(a, b)| a * b).sum();
+                if qnorm == 0.0 || s.norm == 0.0 {
+                    0.0
+                } else {
+                    dot / (qnorm * s.norm)
                 }
-                m => m.score(q, &s.record.vector),
-            };
-            (i, score)
-        });
+            }
+            m => m.score(q, &s.record.vector),
+        }
+    }
+
+    pub(super) fn knn_exact(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+        let qnorm = norm(q);
+        let scored = self
+            .live()
+            .filter(|(_, s)| passes(req, s))
+            .map(|(i, s)| (i, self.exact_score(q, qnorm, s)));
         self.top(scored.collect(), n)
     }
 
@@ -124,4 +131,8 @@ pub(super) fn passes(req: &SearchRequest, s: &Slot) -> bool {
     req.filter
         .as_ref()
         .is_none_or(|f| f.matches(&s.record.metadata))
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
