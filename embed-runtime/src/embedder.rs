@@ -75,6 +75,9 @@ struct Inner {
     model_id: String,
     workspace: Mutex<Workspace>,
     cache: Option<PooledCache>,
+    /// What identifies the tokenizer for the cache's text links: its file's hash and the
+    /// sequence limit.
+    tokenizer_id: cache::Key,
 }
 
 /// A sentence-transformers model (BERT encoder + pooling [+ normalisation]) on the CPU.
@@ -154,6 +157,13 @@ impl SentenceEmbedder {
                 Some(PooledCache::open(&root.join(name), layout.pooling_dims)?)
             }
         };
+        let tokenizer_id = match &cache {
+            None => [0; 16],
+            Some(_) => {
+                let file = runtime::hash_files(&[layout.transformer_dir.join("tokenizer.json")])?;
+                cache::text_key(&[0; 16], &file, &max_len.to_string())
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 query_prefix: options
@@ -175,6 +185,7 @@ impl SentenceEmbedder {
                 model_id,
                 workspace: Mutex::new(Workspace::default()),
                 cache,
+                tokenizer_id,
             }),
         })
     }
@@ -267,8 +278,10 @@ impl Inner {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self.encode(texts, prefix)?;
-        let mut out = self.pooled(&encodings, cached)?;
+        let mut out = match self.cache.as_ref().filter(|_| cached == Cached::Yes) {
+            Some(c) => self.pooled_by_text(c, texts, prefix)?,
+            None => self.pooled(&self.encode(texts, prefix)?, cached)?,
+        };
         for v in &mut out {
             for head in &self.heads {
                 *v = head.apply(v);
@@ -278,6 +291,38 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+
+    /// The pooled vectors of `texts` through the cache: those it links to a vector by text
+    /// (`cache::text_key`) untokenised; the rest tokenised and looked up or encoded as
+    /// [`pooled`](Self::pooled) does, then linked.
+    fn pooled_by_text(
+        &self,
+        c: &PooledCache,
+        texts: &[&str],
+        prefix: &str,
+    ) -> Result<Vec<Vec<f32>>> {
+        let keys: Vec<cache::Key> = texts
+            .iter()
+            .map(|t| cache::text_key(&self.tokenizer_id, prefix, t))
+            .collect();
+        let mut out: Vec<Option<Vec<f32>>> = keys.iter().map(|k| c.get_text(k)).collect();
+        let misses: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        if !misses.is_empty() {
+            let miss_texts: Vec<&str> = misses.iter().map(|&i| texts[i]).collect();
+            let encodings = self.encode(&miss_texts, prefix)?;
+            let vectors = self.pooled(&encodings, Cached::Yes)?;
+            let links: Vec<(cache::Key, cache::Key)> = misses
+                .iter()
+                .zip(&encodings)
+                .map(|(&i, e)| (keys[i], cache::key(e.get_ids())))
+                .collect();
+            c.link(&links)?;
+            for (&i, v) in misses.iter().zip(vectors) {
+                out[i] = Some(v);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// The pooled vector of each sequence: from the cache when it has it, else encoded (the

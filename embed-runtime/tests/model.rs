@@ -251,6 +251,23 @@ fn the_pooled_vector_cache_is_read_instead_of_encoding() {
         "queries are encoded, not read from the cache"
     );
     assert_eq!(again.cached_vectors(), 2);
+    drop(again);
+
+    // Each passage text was linked to its token key (3 texts, 2 of them the same tokens), so
+    // a later pass finds the vectors without tokenising: the same answer, planted one included.
+    let link_records: usize = std::fs::read_dir(&sub)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lnk"))
+        .map(|p| (std::fs::metadata(p).unwrap().len() as usize - 8) / 36)
+        .sum();
+    assert_eq!(link_records, 3);
+    let third = load(EmbedderOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    assert_eq!(third.embed_raw(&texts).unwrap(), got);
+    assert_eq!(third.cached_vectors(), 2);
 }
 
 /// The int8 encoder against f32 on the fixture's texts (empty, CJK, emoji, 256-token ones):
