@@ -33,7 +33,7 @@ impl Metric {
     pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Self::Cosine => crate::embedding::cosine(a, b),
-            Self::Dot => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            Self::Dot => crate::embedding::dot(a, b),
             Self::L2 => -a
                 .iter()
                 .zip(b)

@@ -67,7 +67,7 @@ pub mod vectors;
 pub use chat::{ChatEvent, ChatModel, ChatParams, ChatRequest, ChatResponse, Message, Role, Usage};
 pub use chunk::{Chunk, Chunker, Document};
 pub use deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
-pub use embedding::{Embedding, EmbeddingModel};
+pub use embedding::{Embedding, EmbeddingModel, QueryMemo};
 pub use error::{Error, Result};
 pub use index::{
     FieldKind, Filter, Fusion, IndexRecord, IndexSchema, ItemError, MAX_DIMS, MAX_K, Metadata,

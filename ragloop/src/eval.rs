@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, InMemoryStore, LocalVectorIndex};
 use rag_core::pipeline::{Layout, Pipeline, PipelineOptions, Progress, RetrievalMode};
-use rag_core::{EmbeddingModel, ObjectStore, VectorIndex};
+use rag_core::{EmbeddingModel, ObjectStore, QueryMemo, VectorIndex};
 use serde::Serialize;
 
 use crate::evaluation::{self, MetricsRow};
@@ -128,7 +128,7 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
     }
 
     // The models: the hashed one fitted on the documents (its IDF), then each directory.
-    let mut models: Vec<(String, Box<dyn EmbeddingModel>)> = Vec::new();
+    let mut models: Vec<(String, Arc<dyn EmbeddingModel>)> = Vec::new();
     if args.dims > 0 {
         let loaded = rag_core::loader::load_documents_with(
             store.as_ref() as &dyn ObjectStore,
@@ -143,7 +143,7 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
             },
             loaded.documents.iter().map(|d| d.text.as_str()),
         )?;
-        models.push(("hashed (IDF)".into(), Box::new(hashed)));
+        models.push(("hashed (IDF)".into(), Arc::new(hashed)));
     }
     for dir in &args.model {
         for &quantize in &args.quantize {
@@ -157,7 +157,7 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
                 embed_runtime::Quantization::None => dir.display().to_string(),
                 q => format!("{} ({q})", dir.display()),
             };
-            models.push((name, Box::new(m)));
+            models.push((name, Arc::new(m)));
         }
     }
     if models.is_empty() {
@@ -166,9 +166,11 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
 
     let mut rows = Vec::new();
     for (i, (name, model)) in models.iter().enumerate() {
+        // Each query embedded once for all of this model's rows.
+        let model = QueryMemo::new(model.clone());
         let p = pipeline_for(&format!("eval-{i}"));
-        p.embed(model.as_ref()).await?;
-        let indexed = p.index(model.as_ref()).await?;
+        p.embed(&model).await?;
+        let indexed = p.index(&model).await?;
         if !indexed.failed.is_empty() {
             bail!(
                 "{} records of {name} could not be indexed",
@@ -185,14 +187,14 @@ pub async fn run(args: &EvalArgs, progress: Arc<dyn Progress>) -> Result<EvalSum
             &[RetrievalMode::Vector, RetrievalMode::Hybrid][..]
         };
         for &mode in modes {
-            rows.push(evaluation::row(&p, model.as_ref(), name, mode, &queries).await?);
+            rows.push(evaluation::row(&p, &model, name, mode, &queries).await?);
         }
         if let Some(r) = &reranker {
             for &weight in &weights {
                 let p = pipeline_weighted(&format!("eval-{i}"), weight).with_reranker(r.clone());
                 let mode = RetrievalMode::Hybrid;
                 if let Some(row) =
-                    evaluation::reranked_row(&p, model.as_ref(), name, mode, &queries).await?
+                    evaluation::reranked_row(&p, &model, name, mode, &queries).await?
                 {
                     rows.push(row);
                 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use rag_core::pipeline::{Answer, Pipeline, RetrievalMode};
-use rag_core::{EmbeddingModel, Progress, Stage};
+use rag_core::{EmbeddingModel, Progress, QueryMemo, Stage};
 
 use super::{NamedModel, Runner, StageLine};
 use crate::config::{Retriever, Which};
@@ -96,6 +96,9 @@ impl Runner {
             .into());
         }
         let progress: Arc<dyn Progress> = Arc::new(rag_core::LogProgress);
+        // Each model embeds each query once, whatever number of rows read it.
+        let served_queries = QueryMemo::new(served.model.clone());
+        let base_queries = base.map(|b| QueryMemo::new(b.model.clone()));
         let mut rows = Vec::new();
         for r in self.config().retrievers() {
             let (mode, which) = match r {
@@ -104,14 +107,14 @@ impl Runner {
                 Retriever::Hybrid(w) => (RetrievalMode::Hybrid, w),
             };
             // Without training the base model is the served one, in the served index.
-            let (m, which) = match (which, base) {
-                (Which::Base, Some(b)) => (b, Which::Base),
-                _ => (served, Which::Served),
+            let (m, model, which) = match (which, base, &base_queries) {
+                (Which::Base, Some(b), Some(q)) => (b, q, Which::Base),
+                _ => (served, &served_queries, Which::Served),
             };
             let mut pipeline = self
                 .pipeline(&self.index_name(which), progress.clone())
                 .with_index(self.backends.index.clone());
-            rows.push(evaluation::row(&pipeline, m.model.as_ref(), &m.name, mode, &queries).await?);
+            rows.push(evaluation::row(&pipeline, model, &m.name, mode, &queries).await?);
             // The served hybrid retriever, the one that answers, is also reported reranked
             // (each reranked row costs a cross-encoder pass over every query's candidates).
             if r == Retriever::Hybrid(Which::Served)
@@ -120,8 +123,7 @@ impl Runner {
                 pipeline = pipeline.with_reranker(r.model).with_rerank_weight(r.weight);
                 let t = Instant::now();
                 if let Some(row) =
-                    evaluation::reranked_row(&pipeline, m.model.as_ref(), &m.name, mode, &queries)
-                        .await?
+                    evaluation::reranked_row(&pipeline, model, &m.name, mode, &queries).await?
                 {
                     tracing::info!(
                         queries = queries.len(),

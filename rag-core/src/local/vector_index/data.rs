@@ -98,7 +98,7 @@ impl IndexData {
             bm.add(slot, &record.text);
         }
         self.by_id.insert(record.id.clone(), slot);
-        let norm = record.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm = crate::embedding::dot(&record.vector, &record.vector).sqrt();
         self.slots.push(Some(Slot { record, norm }));
         (replaced, slot)
     }

@@ -69,7 +69,7 @@ impl IndexData {
     fn exact_score(&self, q: &[f32], qnorm: f32, s: &Slot) -> f32 {
         match self.schema.metric {
             Metric::Cosine => {
-                let dot: f32 = q.iter().zip(&s.record.vector).map(|(a, b)| a * b).sum();
+                let dot = crate::embedding::dot(q, &s.record.vector);
                 if qnorm == 0.0 || s.norm == 0.0 {
                     0.0
                 } else {
@@ -134,5 +134,5 @@ pub(super) fn passes(req: &SearchRequest, s: &Slot) -> bool {
 }
 
 fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+    crate::embedding::dot(v, v).sqrt()
 }
