@@ -65,11 +65,6 @@ const LANES: usize = 16;
 /// enough for the memory-bound scans it serves (exact search reads each stored vector once),
 /// and it gives the same bits on every CPU (no fused multiply-add, no width-dependent order).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
-}
-
-#[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
