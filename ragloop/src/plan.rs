@@ -85,7 +85,10 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
             spec.output,
             spec.command.join(" ")
         ),
-        None => format!("none ({} as it is)", config.embedding.model),
+        None => match jobs.training_skipped() {
+            Some(why) => format!("none — {why}"),
+            None => format!("none ({} as it is)", config.embedding.model),
+        },
     };
     if let Some(s) = jobs.training_synthetic() {
         train_line.push_str(&format!(
@@ -220,6 +223,8 @@ pub fn plan(config: &LoopConfig, local_command: Vec<String>) -> Result<String> {
                 .retrievers()
                 .iter()
                 .map(ToString::to_string)
+                // Without training a base row is the served one, reported once.
+                .filter(|r| training.is_some() || !r.ends_with(":base"))
                 .collect::<Vec<_>>()
                 .join(", "),
             if r.backend == RerankBackend::None {

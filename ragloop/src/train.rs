@@ -981,11 +981,17 @@ pub fn render(s: &TrainSummary) -> String {
             p.chunks,
             p.cached,
             p.queries,
-            p.mining.pairs,
+            p.mining.pairs - p.dropped_only_source,
             p.mining.negatives,
             p.mining.dropped_false_negatives,
             p.mining.skipped_relevant
         ));
+        if p.moved_off_source + p.dropped_only_source > 0 {
+            out.push_str(&format!(
+                "pseudo-queries copied from a chunk: {} paired with another chunk of their document, {} dropped (no other chunk)\n\n",
+                p.moved_off_source, p.dropped_only_source
+            ));
+        }
     }
     if let Some(n) = &s.negatives {
         out.push_str(&format!(

@@ -83,7 +83,11 @@ proptest::proptest! {
 
 #[test]
 fn int8_reaches_every_job_that_encodes() {
-    let c = LoopConfig::from_toml("[embedding]\nquantize = \"int8\"\nworkers = 2").unwrap();
+    // `train` named: by default a corpus without labelled queries (none are found from the
+    // test's directory) trains nothing (`training_only_from_mined_pairs_is_opt_in`).
+    let c =
+        LoopConfig::from_toml("[embedding]\ntrain = \"adapter\"\nquantize = \"int8\"\nworkers = 2")
+            .unwrap();
     assert_eq!(c.embedding.quantize, embed_runtime::Quantization::Int8);
     let plan = crate::jobs::JobPlan::new(
         &c,
@@ -103,7 +107,7 @@ fn int8_reaches_every_job_that_encodes() {
             spec.command
         );
     }
-    let f32 = LoopConfig::from_toml("").unwrap();
+    let f32 = LoopConfig::from_toml("[embedding]\ntrain = \"adapter\"").unwrap();
     let plan = crate::jobs::JobPlan::new(
         &f32,
         vec!["ragloop".into()],
@@ -118,6 +122,63 @@ fn int8_reaches_every_job_that_encodes() {
             .command
             .contains(&"--quantize".to_string())
     );
+}
+
+#[test]
+fn training_only_from_mined_pairs_is_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, split: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("{{\"id\": \"q1\", \"text\": \"q\", \"relevant\": [\"a\"], \"split\": \"{split}\"}}\n"),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let (labelled, test_only) = (write("l.jsonl", "train"), write("t.jsonl", "test"));
+    let plan = |toml: String| {
+        let c = LoopConfig::from_toml(&toml).unwrap();
+        crate::jobs::JobPlan::new(
+            &c,
+            vec!["ragloop".into()],
+            crate::stores::StoreSpec::Local {
+                root: "/tmp/store".into(),
+            },
+        )
+    };
+    // Labelled queries: the default adapter trains on their train split.
+    let p = plan(format!("[eval]\nqueries = {labelled:?}"));
+    assert!(p.training_skipped().is_none());
+    assert!(p.training().unwrap().command.contains(&"--queries".into()));
+    // Nothing but mined pairs: the base model is used, and the stage says why.
+    let p = plan(format!("[eval]\nqueries = {test_only:?}"));
+    assert!(p.training().is_none());
+    let why = p.training_skipped().unwrap();
+    assert!(
+        why.contains("nothing to train on") && why.contains("train = \"adapter\""),
+        "{why}"
+    );
+    // Asked for, or with an LLM to write questions, it trains from the documents.
+    let p = plan(format!(
+        "[embedding]\ntrain = \"adapter\"\n[eval]\nqueries = {test_only:?}"
+    ));
+    assert!(p.training_skipped().is_none());
+    assert!(!p.training().unwrap().command.contains(&"--queries".into()));
+    let p = plan(format!(
+        "[llm]\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\nmodel = \"m\"\n[eval]\nqueries = {test_only:?}"
+    ));
+    assert!(
+        p.training()
+            .unwrap()
+            .command
+            .contains(&"--synthetic".into())
+    );
+    // The hashed model is fitted as before.
+    let p = plan(format!(
+        "[embedding]\nmodel = \"hashed\"\n[eval]\nqueries = {test_only:?}"
+    ));
+    assert!(p.training().is_some());
 }
 
 #[test]

@@ -100,6 +100,7 @@ impl Runner {
         let served_queries = QueryMemo::new(served.model.clone());
         let base_queries = base.map(|b| QueryMemo::new(b.model.clone()));
         let mut rows = Vec::new();
+        let mut done: Vec<(RetrievalMode, Which)> = Vec::new();
         for r in self.config().retrievers() {
             let (mode, which) = match r {
                 Retriever::Bm25 => (RetrievalMode::Text, Which::Served),
@@ -111,6 +112,11 @@ impl Runner {
                 (Which::Base, Some(b), Some(q)) => (b, q, Which::Base),
                 _ => (served, &served_queries, Which::Served),
             };
+            // Without a trained model a base row is the served one: reported once.
+            if done.contains(&(mode, which)) {
+                continue;
+            }
+            done.push((mode, which));
             let mut pipeline = self
                 .pipeline(&self.index_name(which), progress.clone())
                 .with_index(self.backends.index.clone());

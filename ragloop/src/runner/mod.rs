@@ -304,10 +304,12 @@ impl Runner {
         self.lock_work_dir()?;
         let t = Instant::now();
         let Some(spec) = self.backends.plan.training() else {
-            let why = format!(
-                "skipped: {} is used as it is",
-                self.config().embedding.model
-            );
+            let why = self.backends.plan.training_skipped().unwrap_or_else(|| {
+                format!(
+                    "skipped: {} is used as it is",
+                    self.config().embedding.model
+                )
+            });
             progress.end(Stage::TrainEmbeddings, &why);
             return Ok(StageLine::new(Stage::TrainEmbeddings, why, t, 0));
         };
