@@ -206,8 +206,6 @@ impl JobPlan {
         )
     }
 
-    /// The query set whose train split stage 2 trains on: when the evaluated split is another
-    /// and the set is a local file a job on this machine reads.
     /// Why stage 2 trains nothing although the model could be trained: `embedding.train` is
     /// left to its default and there is nothing to train on but pairs mined from the documents
     /// (no train split of labelled queries, no LLM to write questions). Adapters trained on
@@ -231,6 +229,8 @@ impl JobPlan {
         })
     }
 
+    /// The query set whose train split stage 2 trains on: when the evaluated split is another
+    /// and the set is a local file a job on this machine reads.
     fn training_queries(&self) -> Option<&Path> {
         self.config.queries().filter(|q| {
             self.config.eval.split != "train"
