@@ -134,17 +134,18 @@ impl JobPlan {
                         .with_hyper_parameter("dims", e.dims),
                 )
             }
-            (ModelKind::Sentence(_), _) if self.training_skipped().is_some() => None,
             (ModelKind::Sentence(base), mode) => {
+                let queries = self.training_queries();
+                let synthetic = self.synthetic(queries.is_none());
+                if self.mined_pairs_only(queries, synthetic.as_ref()) {
+                    return None;
+                }
                 let mode = if mode == Training::Full {
                     "full"
                 } else {
                     "adapter"
                 };
-                let queries = self.training_queries();
                 self.trainer_args(&mut args, queries);
-                let from_raw_documents = queries.is_none();
-                let synthetic = self.synthetic(from_raw_documents);
                 if let Some(s) = &synthetic {
                     args.extend([
                         "--synthetic".into(),
@@ -214,19 +215,26 @@ impl JobPlan {
     /// the loop serves the base model rather than a worse one; `train = "adapter"` or `"full"`
     /// trains on the mined pairs all the same.
     pub fn training_skipped(&self) -> Option<String> {
-        let e = &self.config.embedding;
-        let skipped = matches!(e.kind(), ModelKind::Sentence(_))
-            && e.train.is_none()
-            && self.training_queries().is_none()
-            && self.synthetic(true).is_none();
+        let queries = self.training_queries();
+        let skipped = self.mined_pairs_only(queries, self.synthetic(queries.is_none()).as_ref());
         skipped.then(|| {
             format!(
                 "skipped: nothing to train on but pairs mined from the documents (no train split in \
                  eval.queries, no [llm] to write questions), which made retrieval worse on held-out \
                  queries; {} is used as it is (embedding.train = \"adapter\" trains on them anyway)",
-                e.model
+                self.config.embedding.model
             )
         })
+    }
+
+    /// Whether stage 2 would train a sentence-transformers model, by default, on nothing but
+    /// mined pairs ([`training_skipped`](Self::training_skipped)).
+    fn mined_pairs_only(&self, queries: Option<&Path>, synthetic: Option<&SyntheticPlan>) -> bool {
+        let e = &self.config.embedding;
+        matches!(e.kind(), ModelKind::Sentence(_))
+            && e.train.is_none()
+            && queries.is_none()
+            && synthetic.is_none()
     }
 
     /// The query set whose train split stage 2 trains on: when the evaluated split is another
