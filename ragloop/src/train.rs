@@ -66,6 +66,11 @@ pub enum Passages {
     Chunks,
     /// The start of the document (title and text, truncated), in-batch negatives only.
     Documents,
+    /// Full fine-tuning only: two pairs per labelled query, its document's best chunk and
+    /// the document's start — the chunk the loop ranks and the page as a whole (on held-out
+    /// train-split queries over the chunks, 0.798 nDCG@10 against 0.781 for best chunks
+    /// alone at the same number of steps; BENCHMARKS.md).
+    Both,
 }
 
 /// The loss of full fine-tuning (`--loss`).
@@ -152,7 +157,8 @@ pub struct TrainArgs {
     /// Which split(s) of `--eval-queries` to evaluate on, comma-separated (never train on them).
     #[arg(long, default_value = "test")]
     pub eval_split: String,
-    /// Passes over the pairs [default: 1; 3 when every pair is a labelled query; adapter 30].
+    /// Passes over the pairs [default: 1; when every pair is a labelled query 5 (3 with
+    /// `--passages documents`); adapter 30].
     #[arg(long, value_parser = crate::bounded(1, 10_000))]
     pub epochs: Option<usize>,
     /// Pairs per step [default: 32, adapter 64].
@@ -190,10 +196,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = rag_core::Analyzer::English, value_parser = parse_analyzer)]
     pub analyzer: rag_core::Analyzer,
     /// Labelled queries' positives: `chunks` (the document's best chunk, as the loop ranks
-    /// chunks; for the adapter also hard negatives from the others) or `documents` (the
-    /// document's start).
-    #[arg(long, value_enum, default_value_t = Passages::Chunks)]
-    pub passages: Passages,
+    /// chunks; for the adapter also hard negatives from the others), `documents` (the
+    /// document's start) or `both` (full fine-tuning: a pair with each).
+    /// [default: both for full fine-tuning, chunks for the adapter]
+    #[arg(long, value_enum)]
+    pub passages: Option<Passages>,
     /// Hard negatives per pair (0: in-batch negatives only). Full fine-tuning mines them from
     /// whole documents ranked by the base model and BM25; the adapter (`--passages chunks`)
     /// from chunks (there 3 per pair lost 4.4 points of nDCG@10 on held-out train-split
@@ -346,6 +353,19 @@ async fn read_queries(
 
 async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let started = Instant::now();
+    let passages = match (args.mode, args.passages) {
+        (TrainMode::Adapter, Some(Passages::Both)) => {
+            return Err(crate::exit::UsageError(
+                "--passages both is for full fine-tuning (--mode full); the adapter takes \
+                 chunks or documents"
+                    .into(),
+            )
+            .into());
+        }
+        (_, Some(p)) => p,
+        (TrainMode::Full, None) => Passages::Both,
+        (TrainMode::Adapter, None) => Passages::Chunks,
+    };
     let (dst, output) = args.store.locate(&args.output)?;
     let output = output.as_prefix();
     let base_arg = args.base_model.clone().unwrap_or_default();
@@ -421,7 +441,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     }
     // An adapter trained on chunks compares the held-out queries over the chunks, as the
     // loop retrieves; ranking whole documents as well would cost an encoder pass over them.
-    let over_chunks = args.mode == TrainMode::Adapter && args.passages == Passages::Chunks;
+    let over_chunks = args.mode == TrainMode::Adapter && passages != Passages::Documents;
     let before = evaluations(&base, &docs, &eval_queries, &held, !over_chunks).await?;
     let (negatives, negative_report) = match &view {
         Some(v) if full_negatives => {
@@ -439,19 +459,23 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
 
     let defaults = match args.mode {
         // Labelled queries alone are few pairs (hundreds: ~26 steps an epoch): one epoch at
-        // 2e-5 barely moves the model. 3 epochs at 1e-4, on chunk positives read whole (256
-        // tokens), were best on held-out train-split queries (BENCHMARKS.md); mined and
-        // synthetic pairs, thousands, keep the defaults.
-        TrainMode::Full if train.iter().all(|p| p.origin == PairOrigin::Query) => TrainConfig {
-            epochs: 3,
-            learning_rate: 1e-4,
-            max_passage_tokens: if args.passages == Passages::Chunks {
-                256
-            } else {
-                TrainConfig::default().max_passage_tokens
-            },
-            ..TrainConfig::default()
-        },
+        // 2e-5 barely moves the model. At 1e-4, 3 epochs were best on page starts and 5 on
+        // chunk positives read whole (256 tokens) joined by the page starts, on held-out
+        // train-split queries over the chunks (BENCHMARKS.md); mined and synthetic pairs,
+        // thousands, keep the defaults.
+        TrainMode::Full if train.iter().all(|p| p.origin == PairOrigin::Query) => {
+            let documents = passages == Passages::Documents;
+            TrainConfig {
+                epochs: if documents { 3 } else { 5 },
+                learning_rate: 1e-4,
+                max_passage_tokens: if documents {
+                    TrainConfig::default().max_passage_tokens
+                } else {
+                    256
+                },
+                ..TrainConfig::default()
+            }
+        }
         TrainMode::Full => TrainConfig::default(),
         TrainMode::Adapter => TrainConfig::adapter(),
     };
@@ -486,11 +510,13 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             // With labelled queries the corpus's chunks are embedded with the base model
             // (through the pooled cache: stage 5's base pass) to judge both models over the
             // chunks the loop ranks; with `--passages chunks` each query's positive is also
-            // its document's best chunk rather than the document's start.
+            // its document's best chunk rather than the document's start, with `both` the
+            // query trains on each.
             let chunked =
                 passages::chunk_positives(&base, &docs, &train, &held, job_progress(args.json))?;
             let train = match &chunked {
-                Some(c) if args.passages == Passages::Chunks => c.pairs(&train, &docs),
+                Some(c) if passages == Passages::Chunks => c.pairs(&train, &docs, false),
+                Some(c) if passages == Passages::Both => c.pairs(&train, &docs, true),
                 _ => train.clone(),
             };
             drop(base);
@@ -514,7 +540,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             full_chunks = chunked;
             report
         }
-        TrainMode::Adapter if args.passages == Passages::Chunks => {
+        TrainMode::Adapter if passages != Passages::Documents => {
             let options = HardOptions {
                 negatives: negative_count,
                 max_ratio: args.negative_ratio,

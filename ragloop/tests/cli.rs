@@ -750,6 +750,32 @@ fn sizes_a_user_types_are_bounded_before_anything_runs() {
 }
 
 #[test]
+fn passages_both_is_refused_for_the_adapter_before_anything_loads() {
+    let out = ragloop()
+        .args([
+            "train",
+            "--base-model",
+            "/nonexistent/model",
+            "--mode",
+            "adapter",
+            "--passages",
+            "both",
+            "--data",
+            "/nonexistent/docs",
+            "--output",
+            "o",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--passages both is for full fine-tuning"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_config_file_is_a_usage_error() {
     let out = ragloop()
         .args(["run", "--config", "/nonexistent/ragloop.toml"])

@@ -367,6 +367,31 @@ pub(super) fn chunk_positives(
     }))
 }
 
+/// [`ChunkPositives::pairs`] on `prepared` (the labelled queries' chunk positives).
+fn labelled_pairs(
+    prepared: &Prepared,
+    train: &[Pair],
+    docs: &[Document],
+    starts: bool,
+) -> Vec<Pair> {
+    let p = prepared;
+    let mut out: Vec<Pair> = train
+        .iter()
+        .filter(|t| starts || t.origin != PairOrigin::Query)
+        .cloned()
+        .collect();
+    out.extend(p.pairs.iter().filter_map(|h| {
+        let doc = docs.get(*p.chunk_docs.get(h.positive)? as usize)?;
+        Some(Pair {
+            query: p.query_texts.get(h.query)?.clone(),
+            passage: p.texts.get(h.positive)?.clone(),
+            doc_id: doc.id.clone(),
+            origin: PairOrigin::Query,
+        })
+    }));
+    out
+}
+
 /// A sample of the corpus's chunks to judge models on without encoding every chunk: the
 /// held-out queries' top chunks by the base model and by BM25, shared by all the queries.
 pub(super) struct Pool {
@@ -447,24 +472,9 @@ impl ChunkPositives {
         ))
     }
     /// `train` with each labelled query's pair replaced by (query, its document's best chunk),
-    /// one per relevant document; other pairs as they are.
-    pub(super) fn pairs(&self, train: &[Pair], docs: &[Document]) -> Vec<Pair> {
-        let p = &self.prepared;
-        let mut out: Vec<Pair> = train
-            .iter()
-            .filter(|t| t.origin != PairOrigin::Query)
-            .cloned()
-            .collect();
-        out.extend(p.pairs.iter().filter_map(|h| {
-            let doc = docs.get(*p.chunk_docs.get(h.positive)? as usize)?;
-            Some(Pair {
-                query: p.query_texts.get(h.query)?.clone(),
-                passage: p.texts.get(h.positive)?.clone(),
-                doc_id: doc.id.clone(),
-                origin: PairOrigin::Query,
-            })
-        }));
-        out
+    /// one per relevant document — or, with `starts`, joined by it; other pairs as they are.
+    pub(super) fn pairs(&self, train: &[Pair], docs: &[Document], starts: bool) -> Vec<Pair> {
+        labelled_pairs(&self.prepared, train, docs, starts)
     }
 
     /// The held-out labelled queries over every chunk, base against `trained` (`None` with
@@ -576,5 +586,59 @@ mod tests {
         assert_eq!(pairs.len(), 2);
         assert_eq!((pairs[0].query, pairs[0].positive), (0, 2));
         assert_eq!((pairs[1].query, pairs[1].positive), (2, 0));
+    }
+
+    #[test]
+    fn labelled_queries_train_on_their_best_chunk_and_with_starts_on_the_page_too() {
+        let docs = vec![
+            Document::new("dup.2", "dup", "make a copy of a file descriptor", "t"),
+            Document::new("close.2", "close", "close a file descriptor", "t"),
+        ];
+        let prepared = Prepared {
+            queries: vec![vec![1.0, 0.0]],
+            query_texts: vec!["copy an fd".into()],
+            texts: vec![
+                "dup\nmake a copy".into(),
+                "dup\nof a file descriptor".into(),
+                "close\nclose a file descriptor".into(),
+            ],
+            chunks: vec![vec![0.0, 1.0], vec![1.0, 0.0], vec![0.5, 0.5]],
+            chunk_docs: vec![0, 0, 1],
+            pairs: vec![pair(0, 1, 0)],
+            report: PassageReport {
+                chunks: 3,
+                cached: 0,
+                queries: 1,
+                mining: MiningReport::default(),
+                moved_off_source: 0,
+                dropped_only_source: 0,
+                seconds: 0.0,
+            },
+        };
+        let start = Pair {
+            query: "copy an fd".into(),
+            passage: "dup\nmake a copy of a file descriptor".into(),
+            doc_id: "dup.2".into(),
+            origin: PairOrigin::Query,
+        };
+        let mined = Pair {
+            query: "close".into(),
+            passage: "close\nclose a file descriptor".into(),
+            doc_id: "close.2".into(),
+            origin: PairOrigin::Title,
+        };
+        let train = vec![start.clone(), mined.clone()];
+        let best = Pair {
+            passage: "dup\nof a file descriptor".into(),
+            ..start.clone()
+        };
+        assert_eq!(
+            labelled_pairs(&prepared, &train, &docs, false),
+            vec![mined.clone(), best.clone()]
+        );
+        assert_eq!(
+            labelled_pairs(&prepared, &train, &docs, true),
+            vec![start, mined, best]
+        );
     }
 }
