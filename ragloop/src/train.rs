@@ -514,10 +514,16 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
             // query trains on each.
             let chunked =
                 passages::chunk_positives(&base, &docs, &train, &held, job_progress(args.json))?;
-            let train = match &chunked {
-                Some(c) if passages == Passages::Chunks => c.pairs(&train, &docs, false),
-                Some(c) if passages == Passages::Both => c.pairs(&train, &docs, true),
-                _ => train.clone(),
+            let (train, negatives) = match &chunked {
+                Some(c) if passages != Passages::Documents => {
+                    let pairs = c.pairs(&train, &docs, passages == Passages::Both);
+                    // Each hard-negative list follows its pair's query and document into the
+                    // new list: other documents' passages, whichever passage is the positive
+                    // (a teacher's margin stays the one it gave against the document's start).
+                    let negatives = passages::carry_negatives(&train, &negatives, &pairs);
+                    (pairs, negatives)
+                }
+                _ => (train.clone(), negatives),
             };
             drop(base);
             let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;

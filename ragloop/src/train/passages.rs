@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use embed_runtime::SentenceEmbedder;
 use embed_runtime::train::hard::{self, HardOptions, MiningReport};
-use embed_runtime::train::pairs::{Pair, PairOrigin};
+use embed_runtime::train::pairs::{Negative, Pair, PairOrigin};
 use rag_core::eval::{MetricsAccumulator, RetrievalMetrics};
 use rag_core::pipeline::{Progress, Stage};
 use rag_core::{Chunker, Document};
@@ -392,6 +392,33 @@ fn labelled_pairs(
     out
 }
 
+/// The hard negatives of `before` (one list per pair, or none) for the pairs of `after`: each
+/// pair takes the list of the pair of `before` with its query and document (none if there is
+/// no such pair), so a list stays with its query when the positives change.
+pub(super) fn carry_negatives(
+    before: &[Pair],
+    negatives: &[Vec<Negative>],
+    after: &[Pair],
+) -> Vec<Vec<Negative>> {
+    if negatives.is_empty() {
+        return Vec::new();
+    }
+    let by_pair: HashMap<(&str, &str), &Vec<Negative>> = before
+        .iter()
+        .zip(negatives)
+        .map(|(p, n)| ((p.query.as_str(), p.doc_id.as_str()), n))
+        .collect();
+    after
+        .iter()
+        .map(|p| {
+            by_pair
+                .get(&(p.query.as_str(), p.doc_id.as_str()))
+                .map(|n| n.to_vec())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// A sample of the corpus's chunks to judge models on without encoding every chunk: the
 /// held-out queries' top chunks by the base model and by BM25, shared by all the queries.
 pub(super) struct Pool {
@@ -636,9 +663,21 @@ mod tests {
             labelled_pairs(&prepared, &train, &docs, false),
             vec![mined.clone(), best.clone()]
         );
-        assert_eq!(
-            labelled_pairs(&prepared, &train, &docs, true),
-            vec![start, mined, best]
-        );
+        let both = labelled_pairs(&prepared, &train, &docs, true);
+        assert_eq!(both, vec![start, mined, best]);
+
+        // Hard negatives follow their query and document into the new list.
+        let negative = |text: &str| Negative {
+            passage: text.into(),
+            doc_id: "other".into(),
+            margin: None,
+        };
+        let lists = vec![vec![negative("a")], vec![negative("b")]];
+        let carried = carry_negatives(&train, &lists, &both);
+        assert_eq!(carried.len(), 3);
+        assert_eq!(carried[0], lists[0]);
+        assert_eq!(carried[1], lists[1]);
+        assert_eq!(carried[2], lists[0]);
+        assert!(carry_negatives(&train, &[], &both).is_empty());
     }
 }
