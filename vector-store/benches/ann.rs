@@ -3,10 +3,17 @@
 //! exact search and single-thread QPS for a sweep of `ef`.
 //!
 //! ```text
-//! cargo bench -p vector-store --bench ann -- [--python PY] [--n 100000] [--threads 2] [--write]
+//! cargo bench -p vector-store --bench ann -- [--python PY] [--n 100000] [--threads 2]
+//!     [--real DIR [--sigma 0.5]] [--write]
 //! ```
 //! Data: unit vectors drawn around 1,000 random centres (a clustered set, like embeddings of
 //! a corpus), 1,000 held-out queries from the same centres; ground truth by brute force.
+//! With `--real DIR` (a directory of the loop's vector shards, e.g. a `ragloop run` store's
+//! `vector-indexes/all-MiniLM-L6-v2-…/`), points have the structure of real embeddings
+//! instead: each is a real chunk vector moved along the difference of two other real chunk
+//! vectors (`x_c + σ·(x_a − x_b)`, renormalised), so the displacements have the corpus's own
+//! covariance — its few effective dimensions — at any `n`. `--write` leaves the section alone
+//! with `--real` (that table is recorded by hand).
 //! `--python` names an interpreter with hnswlib and numpy (default `$RAGLOOP_ANN_PYTHON`,
 //! else the hnswlib rows are left out). `--write` replaces the ANN section of BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -28,6 +35,8 @@ const NOISE: f32 = 2.0;
 const M: usize = 16;
 const EF_CONSTRUCTION: usize = 128;
 const EFS: [usize; 7] = [16, 32, 64, 128, 256, 512, 768];
+/// `--real`: how far a point moves along the difference of two real vectors (`--sigma`).
+const REAL_SIGMA: f32 = 0.5;
 
 struct Rng(u64);
 impl Rng {
@@ -60,6 +69,54 @@ fn data(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     };
     let base = (0..n).map(&mut point).collect();
     let queries = (0..QUERIES).map(|i| point(i + 13)).collect();
+    (base, queries)
+}
+
+/// The unit vectors of every Parquet shard under `dir` (the loop's stage-5 output).
+fn real_vectors(dir: &str) -> Vec<Vec<f32>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("--real {dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in &paths {
+        let bytes = bytes::Bytes::from(std::fs::read(p).unwrap());
+        let (meta, rows) = rag_core::vectors::read_shard(bytes).unwrap();
+        assert_eq!(meta.dims, DIMS, "{}: the bench is {DIMS}-d", p.display());
+        out.extend(rows.into_iter().map(|r| {
+            let mut v = r.vector;
+            normalise(&mut v);
+            v
+        }));
+    }
+    assert!(out.len() >= 3, "--real {dir}: no vector shards");
+    out
+}
+
+/// `n` points and the queries with real embeddings' structure (see the module docs).
+fn real_data(
+    seeds: &[Vec<f32>],
+    n: usize,
+    sigma: f32,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut state = seed;
+    let mut pick = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % seeds.len()
+    };
+    let mut point = || {
+        let (c, a, b) = (&seeds[pick()], &seeds[pick()], &seeds[pick()]);
+        let mut v: Vec<f32> = (0..DIMS).map(|i| c[i] + sigma * (a[i] - b[i])).collect();
+        normalise(&mut v);
+        v
+    };
+    let base = (0..n).map(|_| point()).collect();
+    let queries = (0..QUERIES).map(|_| point()).collect();
     (base, queries)
 }
 
@@ -136,8 +193,17 @@ fn main() {
     let dir = root.join("target/ann-bench");
     std::fs::create_dir_all(&dir).unwrap();
 
+    let real = arg("--real");
     eprintln!("generating {n} × {DIMS} vectors and exact top-10 of {QUERIES} queries …");
-    let (base, queries) = data(n, 42);
+    let (base, queries) = match &real {
+        Some(dir) => {
+            let seeds = real_vectors(dir);
+            eprintln!("{} real vectors from {dir}", seeds.len());
+            let sigma = arg("--sigma").map_or(REAL_SIGMA, |v| v.parse().unwrap());
+            real_data(&seeds, n, sigma, 42)
+        }
+        None => data(n, 42),
+    };
     let truth = truth(&base, &queries);
     write_f32(&dir.join("base.f32"), &base);
     write_f32(&dir.join("queries.f32"), &queries);
@@ -266,8 +332,13 @@ fn main() {
         }
     }
 
+    let kind = if real.is_some() {
+        "unit vectors with real embeddings' structure (`--real`)"
+    } else {
+        "clustered unit vectors"
+    };
     let mut table = format!(
-        "{n} × {DIMS} clustered unit vectors, {QUERIES} queries, cosine, M = {M}, \
+        "{n} × {DIMS} {kind}, {QUERIES} queries, cosine, M = {M}, \
          ef_construction = {EF_CONSTRUCTION}, build: both on {threads} threads; queries on 1 thread.\n\n\
          | ef | ragloop HNSW recall@10 | ragloop HNSW QPS | hnswlib recall@10 | hnswlib QPS |\n\
          |---:|---:|---:|---:|---:|\n"
@@ -305,7 +376,7 @@ fn main() {
         index_qps.0, index_qps.1
     );
     println!("{table}");
-    if args.iter().any(|a| a == "--write") {
+    if args.iter().any(|a| a == "--write") && real.is_none() {
         let path = root.join("BENCHMARKS.md");
         let doc = std::fs::read_to_string(&path).unwrap();
         let (begin, end) = ("<!-- ann:begin -->", "<!-- ann:end -->");
