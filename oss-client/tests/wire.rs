@@ -356,3 +356,63 @@ async fn a_download_that_stalls_mid_body_does_not_hang() {
         started.elapsed()
     );
 }
+
+/// The errors a cloud user meets, answered with the XML bodies of OSS's error reference: each
+/// reaches the caller as one line that says what to do, with the request id, and is not
+/// retried.
+#[tokio::test]
+async fn errors_a_user_can_fix_come_back_with_what_to_do_and_the_request_id() {
+    let cases = [
+        (
+            403,
+            "InvalidAccessKeyId",
+            "The OSS Access Key Id you provided does not exist in our records.",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        ),
+        (
+            403,
+            "SecurityTokenExpired",
+            "The security token you provided has expired.",
+            "STS token has expired",
+        ),
+        (
+            403,
+            "AccessDenied",
+            "You have no right to access this object because of bucket acl.",
+            "RAM policy",
+        ),
+        (
+            403,
+            "AccessDenied",
+            "The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.",
+            "OSS_REGION",
+        ),
+    ];
+    for (status, code, message, remedy) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/examplebucket/example.txt"))
+            // OSS sends the request id in a header as well as in the body.
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .insert_header("x-oss-request-id", "5C3D9778CC1C2AEDF85BC2A0")
+                    .set_body_string(oss_error(code, message)),
+            )
+            .mount(&server)
+            .await;
+        let err = store(&server).get(&uri()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Auth { .. }), "{code}: {err:?}");
+        assert!(text.contains(remedy), "{code}: {text}");
+        assert!(
+            text.contains("5C3D9778CC1C2AEDF85BC2A0"),
+            "{code}: the request id is missing: {text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{code}: {text}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "{code}: a user's error is not retried"
+        );
+    }
+}

@@ -564,3 +564,74 @@ fn mounts_every_job_carries_come_before_its_inputs() {
     );
     assert!(local.create_request(&spec("emb-train")).is_err());
 }
+
+/// The errors a cloud user meets, answered by the service with the bodies Alibaba Cloud's
+/// OpenAPI common error reference and PAI-DLC document: each reaches the caller as one line
+/// that says what to do and carries the request id, typed so that none is retried.
+#[tokio::test]
+async fn errors_a_user_can_fix_come_back_with_what_to_do_and_the_request_id() {
+    let cases = [
+        (
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        ),
+        (
+            400,
+            "InvalidSecurityToken.Expired",
+            "Specified SecurityToken is expired.",
+            "STS token has expired",
+        ),
+        (
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+            "AliyunPAIDLCFullAccess",
+        ),
+        (
+            400,
+            "QuotaExceeded",
+            "The quota of resource group is not enough.",
+            "jobs.resource_id",
+        ),
+        (
+            404,
+            "WorkspaceNotFound",
+            "The workspace ws-test does not exist.",
+            "jobs.workspace_id",
+        ),
+        (
+            400,
+            "InvalidRegionId",
+            "The specified region does not exist.",
+            "jobs.region",
+        ),
+    ];
+    for (status, code, message, remedy) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/v1/jobs"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(error_body(code, message)))
+            .mount(&server)
+            .await;
+        let err = backend(&server, SECRET)
+            .submit(&spec("ok"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(remedy), "{code}: {text}");
+        assert!(text.contains(code), "{code}: {text}");
+        assert!(
+            text.contains("9B5C1E2A-0C3B-5C2D-9B1A-7E5F0D1C2B3A"),
+            "{code}: the request id is missing: {text}"
+        );
+        assert!(!err.is_retryable(), "{code}: {err:?}");
+        assert_eq!(text.lines().count(), 1, "{code}: {text}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "{code}: a user's error is not retried"
+        );
+    }
+}
