@@ -286,6 +286,13 @@ async fn content_filter_and_bad_key_are_distinct_and_not_retried() {
     let err = wrong.chat(&ChatRequest::user("q")).await.unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
     assert!(!err.to_string().contains("sk-wrong"));
+    // One line with what to do and the request id.
+    let text = err.to_string();
+    assert!(
+        text.contains("DASHSCOPE_API_KEY") && text.contains("r-401"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
     assert_eq!(
         server.received_requests().await.unwrap().len(),
         2,

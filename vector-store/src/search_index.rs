@@ -23,8 +23,9 @@ use crate::transport::{Body, Http, Reply};
 /// Longest document id the engines accept (bytes).
 const MAX_ID_BYTES: usize = 512;
 
-/// A [`VectorIndex`] on an Elasticsearch 8.x or OpenSearch 2.x cluster (Alibaba Cloud
-/// Elasticsearch / OpenSearch, or a self-managed one).
+/// A [`VectorIndex`] on an Elasticsearch 8.x cluster (Alibaba Cloud Elasticsearch or a
+/// self-managed one) or an OpenSearch 2.x cluster (the open-source engine; not "Alibaba Cloud
+/// OpenSearch", a different product with its own API).
 ///
 /// - **create**: the mapping of [`mapping_with`] (`dense_vector` + HNSW, or `knn_vector` on
 ///   the lucene engine), with the ragloop schema in `_meta`; an existing index of another

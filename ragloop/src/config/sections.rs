@@ -199,7 +199,9 @@ pub enum IndexBackend {
     Hnsw,
     /// Elasticsearch 8 (Alibaba Cloud Elasticsearch).
     Elasticsearch,
-    /// OpenSearch 2 (Alibaba Cloud OpenSearch).
+    /// OpenSearch 2, the open-source engine (self-hosted or a managed service such as Amazon
+    /// OpenSearch Service) — not "Alibaba Cloud OpenSearch", a different product with its own
+    /// API.
     Opensearch,
 }
 
