@@ -68,6 +68,7 @@ mod bert;
 pub mod cache;
 mod cross;
 mod denormals;
+pub mod device;
 mod embedder;
 mod head;
 pub mod int8;
@@ -79,6 +80,7 @@ pub mod train;
 
 pub use bert::{BertConfig, BertEncoder, Family, Workspace};
 pub use cross::{CrossEncoder, CrossEncoderOptions, ScoreActivation};
+pub use device::DeviceChoice;
 pub use embedder::{EmbedderOptions, SentenceEmbedder};
 pub use int8::Quantization;
 pub use layout::{Activation, DenseLayout, ModelLayout, Pooling};

@@ -129,15 +129,22 @@ impl AdapterTrainer {
             ("linear.delta".to_string(), self.delta.clone()),
             ("linear.bias".to_string(), self.bias.clone()),
         ];
-        let steps = super::optimise(pairs, config, &vars, on_step, &mut |batch, _rng| {
-            let ids = Tensor::new(
-                batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                &Device::Cpu,
-            )?;
-            let q = self.forward(&queries.index_select(&ids, 0)?)?;
-            let p = self.forward(&passages.index_select(&ids, 0)?)?;
-            mnrl_loss(&q, &p, config.scale)
-        })?;
+        let steps = super::optimise(
+            pairs,
+            config,
+            &vars,
+            super::Ops::Fused,
+            on_step,
+            &mut |batch, _rng| {
+                let ids = Tensor::new(
+                    batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                    &Device::Cpu,
+                )?;
+                let q = self.forward(&queries.index_select(&ids, 0)?)?;
+                let p = self.forward(&passages.index_select(&ids, 0)?)?;
+                mnrl_loss(&q, &p, config.scale)
+            },
+        )?;
         let d = self.layout.dims;
         Ok(TrainReport {
             steps,
@@ -208,28 +215,37 @@ impl AdapterTrainer {
             ("linear.delta".to_string(), self.delta.clone()),
             ("linear.bias".to_string(), self.bias.clone()),
         ];
-        let steps = super::optimise(&keys, config, &vars, on_step, &mut |batch, _rng| {
-            let mut columns: Vec<u32> = batch.iter().map(|&i| pairs[i].positive as u32).collect();
-            columns.extend(
-                batch
-                    .iter()
-                    .flat_map(|&i| pairs[i].negatives.iter().map(|&n| n as u32)),
-            );
-            let mut mask = vec![0f32; batch.len() * columns.len()];
-            for (r, &i) in batch.iter().enumerate() {
-                for (c, &col) in columns.iter().enumerate() {
-                    if c != r && pairs[i].relevant.contains(&chunk_docs[col as usize]) {
-                        mask[r * columns.len() + c] = -1e4;
+        let steps = super::optimise(
+            &keys,
+            config,
+            &vars,
+            super::Ops::Fused,
+            on_step,
+            &mut |batch, _rng| {
+                let mut columns: Vec<u32> =
+                    batch.iter().map(|&i| pairs[i].positive as u32).collect();
+                columns.extend(
+                    batch
+                        .iter()
+                        .flat_map(|&i| pairs[i].negatives.iter().map(|&n| n as u32)),
+                );
+                let mut mask = vec![0f32; batch.len() * columns.len()];
+                for (r, &i) in batch.iter().enumerate() {
+                    for (c, &col) in columns.iter().enumerate() {
+                        if c != r && pairs[i].relevant.contains(&chunk_docs[col as usize]) {
+                            mask[r * columns.len() + c] = -1e4;
+                        }
                     }
                 }
-            }
-            let mask = Tensor::from_vec(mask, (batch.len(), columns.len()), &Device::Cpu)?;
-            let rows: Vec<u32> = batch.iter().map(|&i| pairs[i].query as u32).collect();
-            let q = self.forward(&q_table.index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?)?;
-            let p =
-                self.forward(&c_table.index_select(&Tensor::new(columns, &Device::Cpu)?, 0)?)?;
-            masked_mnrl_loss(&q, &p, &mask, config.scale)
-        })?;
+                let mask = Tensor::from_vec(mask, (batch.len(), columns.len()), &Device::Cpu)?;
+                let rows: Vec<u32> = batch.iter().map(|&i| pairs[i].query as u32).collect();
+                let q =
+                    self.forward(&q_table.index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?)?;
+                let p =
+                    self.forward(&c_table.index_select(&Tensor::new(columns, &Device::Cpu)?, 0)?)?;
+                masked_mnrl_loss(&q, &p, &mask, config.scale)
+            },
+        )?;
         Ok(TrainReport {
             steps,
             pairs: pairs.len(),

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::fused::Ops;
 use super::model::{Batch, Dropout, TrainableBert, candle};
 use super::pairs::{Negative, Pair};
 use super::{StepLog, TrainConfig, TrainReport, optimise};
@@ -367,63 +368,74 @@ impl CrossEncoderTrainer {
         };
         let g = config.group_size;
         let this = &*self;
-        let steps = optimise(pairs, &base, &vars, on_step, &mut |batch, rng| {
-            // Fill-ins first (they need the tokenizer; the batch's other positives).
-            let mut groups: Vec<Vec<(Vec<u32>, Vec<u32>)>> = Vec::with_capacity(batch.len());
-            for &i in batch {
-                let mut group = vec![positives[i].clone()];
-                group.extend(per_pair[i].iter().map(|t| (*t).clone()));
-                let rel = relevant.get(pairs[i].query.as_str());
-                for &j in batch {
-                    if group.len() >= g {
-                        break;
+        let steps = optimise(
+            pairs,
+            &base,
+            &vars,
+            Ops::Fused,
+            on_step,
+            &mut |batch, rng| {
+                // Fill-ins first (they need the tokenizer; the batch's other positives).
+                let mut groups: Vec<Vec<(Vec<u32>, Vec<u32>)>> = Vec::with_capacity(batch.len());
+                for &i in batch {
+                    let mut group = vec![positives[i].clone()];
+                    group.extend(per_pair[i].iter().map(|t| (*t).clone()));
+                    let rel = relevant.get(pairs[i].query.as_str());
+                    for &j in batch {
+                        if group.len() >= g {
+                            break;
+                        }
+                        let other = pairs[j].doc_id.as_str();
+                        if j == i
+                            || other == pairs[i].doc_id
+                            || rel.is_some_and(|r| r.contains(other))
+                        {
+                            continue;
+                        }
+                        if let std::collections::hash_map::Entry::Vacant(e) =
+                            cross_cache.entry((i, j))
+                        {
+                            let t = this
+                                .tokenize(
+                                    &[(pairs[i].query.as_str(), pairs[j].passage.as_str())],
+                                    config.max_tokens,
+                                )
+                                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                            e.insert(t.into_iter().next().unwrap_or_default());
+                        }
+                        group.push(cross_cache[&(i, j)].clone());
                     }
-                    let other = pairs[j].doc_id.as_str();
-                    if j == i || other == pairs[i].doc_id || rel.is_some_and(|r| r.contains(other))
-                    {
-                        continue;
-                    }
-                    if let std::collections::hash_map::Entry::Vacant(e) = cross_cache.entry((i, j))
-                    {
-                        let t = this
-                            .tokenize(
-                                &[(pairs[i].query.as_str(), pairs[j].passage.as_str())],
-                                config.max_tokens,
-                            )
-                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                        e.insert(t.into_iter().next().unwrap_or_default());
-                    }
-                    group.push(cross_cache[&(i, j)].clone());
+                    groups.push(group);
                 }
-                groups.push(group);
-            }
-            let ids: Vec<&[u32]> = groups.iter().flatten().map(|(i, _)| i.as_slice()).collect();
-            let types: Vec<&[u32]> = groups.iter().flatten().map(|(_, t)| t.as_slice()).collect();
-            let mut dropout = Dropout { p: dropout_p, rng };
-            let logits = this.logits(&Batch::pad_typed(&ids, Some(&types)), &mut dropout)?;
-            // Scatter into a (groups × g) matrix; missing members masked out.
-            let mut index = Vec::with_capacity(groups.len() * g);
-            let mut mask = Vec::with_capacity(groups.len() * g);
-            let mut at = 0u32;
-            for group in &groups {
-                for k in 0..g {
-                    if k < group.len() {
-                        index.push(at + k as u32);
-                        mask.push(0f32);
-                    } else {
-                        index.push(at);
-                        mask.push(-10_000.0);
+                let ids: Vec<&[u32]> = groups.iter().flatten().map(|(i, _)| i.as_slice()).collect();
+                let types: Vec<&[u32]> =
+                    groups.iter().flatten().map(|(_, t)| t.as_slice()).collect();
+                let mut dropout = Dropout { p: dropout_p, rng };
+                let logits = this.logits(&Batch::pad_typed(&ids, Some(&types)), &mut dropout)?;
+                // Scatter into a (groups × g) matrix; missing members masked out.
+                let mut index = Vec::with_capacity(groups.len() * g);
+                let mut mask = Vec::with_capacity(groups.len() * g);
+                let mut at = 0u32;
+                for group in &groups {
+                    for k in 0..g {
+                        if k < group.len() {
+                            index.push(at + k as u32);
+                            mask.push(0f32);
+                        } else {
+                            index.push(at);
+                            mask.push(-10_000.0);
+                        }
                     }
+                    at += group.len() as u32;
                 }
-                at += group.len() as u32;
-            }
-            let n = groups.len();
-            let dev = Device::Cpu;
-            let index = Tensor::from_vec(index, n * g, &dev)?;
-            let mask = Tensor::from_vec(mask, (n, g), &dev)?;
-            let table = (logits.index_select(&index, 0)?.reshape((n, g))? + mask)?;
-            listwise_loss(&table)
-        })?;
+                let n = groups.len();
+                let dev = Device::Cpu;
+                let index = Tensor::from_vec(index, n * g, &dev)?;
+                let mask = Tensor::from_vec(mask, (n, g), &dev)?;
+                let table = (logits.index_select(&index, 0)?.reshape((n, g))? + mask)?;
+                listwise_loss(&table)
+            },
+        )?;
         Ok(TrainReport {
             steps,
             pairs: pairs.len(),

@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use rag_core::{Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -56,6 +56,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 pub use adapter::AdapterTrainer;
 pub use cross::{CrossEncoderTrainer, CrossTrainConfig};
 pub use eval::{evaluate, evaluate_sets};
+use fused::Ops;
 pub use model::TrainableBert;
 use model::{Batch, Dropout, candle, margin_mse_loss, masked_mnrl_loss, mnrl_loss};
 use optim::{AdamW, warmup_linear};
@@ -229,10 +230,17 @@ const STALE_WEIGHTS: &[&str] = &[
 const STALE_DIRS: &[&str] = &["onnx", "openvino"];
 
 impl EmbeddingTrainer {
-    /// Loads the sentence-transformers model in `dir` for training.
+    /// Loads the sentence-transformers model in `dir` for training on the CPU.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// Loads the model in `dir` for training on `device` (see [`crate::device`]): on the CPU
+    /// the fused ops run, elsewhere candle's composed ones; the same seed draws the same
+    /// batches and dropout masks on both.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
         let layout = ModelLayout::read(dir)?;
-        let model = TrainableBert::load(&layout.transformer_dir, layout.pooling)?;
+        let model = TrainableBert::load_on(&layout.transformer_dir, layout.pooling, device)?;
         let tok_path = layout.transformer_dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::invalid(format!("{}: {e}", tok_path.display())))?;
@@ -240,7 +248,12 @@ impl EmbeddingTrainer {
         let initial = model
             .vars()
             .iter()
-            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+            .map(|(name, var)| {
+                Ok((
+                    name.clone(),
+                    var.as_tensor().copy()?.to_device(&Device::Cpu)?,
+                ))
+            })
             .collect::<candle_core::Result<_>>()
             .map_err(candle("copying the base weights"))?;
         Ok(Self {
@@ -374,41 +387,47 @@ impl EmbeddingTrainer {
             .dropout
             .unwrap_or(self.model.config().hidden_dropout_prob as f32);
         let model = &self.model;
-        let steps = optimise(pairs, config, model.vars(), on_step, &mut |batch, rng| {
-            let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
-            let mut p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
-            let mut dropout = Dropout { p: dropout_p, rng };
-            if flat.is_empty() {
+        let steps = optimise(
+            pairs,
+            config,
+            model.vars(),
+            model.ops(),
+            on_step,
+            &mut |batch, rng| {
+                let q: Vec<&[u32]> = batch.iter().map(|&i| queries[i].as_slice()).collect();
+                let mut p: Vec<&[u32]> = batch.iter().map(|&i| passages[i].as_slice()).collect();
+                let mut dropout = Dropout { p: dropout_p, rng };
+                if flat.is_empty() {
+                    let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
+                    let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
+                    return mnrl_loss(&qe, &pe, config.scale);
+                }
+                let mut docs: Vec<&str> = batch.iter().map(|&i| pairs[i].doc_id.as_str()).collect();
+                // (row, column of the negative, teacher margin) for the margin-MSE term.
+                let mut triples = Vec::new();
+                for (row, &i) in batch.iter().enumerate() {
+                    for &(ids, doc, margin) in &per_pair[i] {
+                        triples.push((row, p.len(), margin));
+                        p.push(ids);
+                        docs.push(doc);
+                    }
+                }
                 let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
                 let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
-                return mnrl_loss(&qe, &pe, config.scale);
-            }
-            let mut docs: Vec<&str> = batch.iter().map(|&i| pairs[i].doc_id.as_str()).collect();
-            // (row, column of the negative, teacher margin) for the margin-MSE term.
-            let mut triples = Vec::new();
-            for (row, &i) in batch.iter().enumerate() {
-                for &(ids, doc, margin) in &per_pair[i] {
-                    triples.push((row, p.len(), margin));
-                    p.push(ids);
-                    docs.push(doc);
+                let contrastive = || {
+                    let mask = relevance_mask(batch, pairs, &docs, &relevant);
+                    let mask = Tensor::from_vec(mask, (batch.len(), docs.len()), qe.device())?;
+                    masked_mnrl_loss(&qe, &pe, &mask, config.scale)
+                };
+                match objective {
+                    Objective::Contrastive => contrastive(),
+                    Objective::MarginMse => margin_mse_loss(&qe, &pe, &triples, config.scale),
+                    Objective::Both => {
+                        contrastive()? + margin_mse_loss(&qe, &pe, &triples, config.scale)?
+                    }
                 }
-            }
-            let qe = model.embed(&Batch::pad(&q), &mut dropout)?;
-            let pe = model.embed(&Batch::pad(&p), &mut dropout)?;
-            let contrastive = || {
-                let mask = relevance_mask(batch, pairs, &docs, &relevant);
-                let mask =
-                    Tensor::from_vec(mask, (batch.len(), docs.len()), &candle_core::Device::Cpu)?;
-                masked_mnrl_loss(&qe, &pe, &mask, config.scale)
-            };
-            match objective {
-                Objective::Contrastive => contrastive(),
-                Objective::MarginMse => margin_mse_loss(&qe, &pe, &triples, config.scale),
-                Objective::Both => {
-                    contrastive()? + margin_mse_loss(&qe, &pe, &triples, config.scale)?
-                }
-            }
-        })?;
+            },
+        )?;
         Ok(TrainReport {
             steps,
             pairs: pairs.len(),
@@ -422,7 +441,7 @@ impl EmbeddingTrainer {
     /// directory (configs, tokenizer, pooling, README) except weights of other formats, and the
     /// trained `model.safetensors` in place of the base one.
     pub fn save(&self, out: &Path) -> Result<()> {
-        self.write(out, self.model.tensors())
+        self.write(out, self.model.host_tensors()?)
     }
 
     /// [`save`](Self::save) with every trained weight interpolated towards the base model,
@@ -434,7 +453,7 @@ impl EmbeddingTrainer {
                 "merge weight {alpha} is outside 0..=1"
             )));
         }
-        let mut tensors = self.model.tensors();
+        let mut tensors = self.model.host_tensors()?;
         for (name, base) in &self.initial {
             if let Some(trained) = tensors.get_mut(name) {
                 let merge = || ((&*trained - base)? * alpha)? + base;
@@ -473,6 +492,7 @@ fn optimise(
     pairs: &[Pair],
     config: &TrainConfig,
     vars: &[(String, candle_core::Var)],
+    ops: Ops,
     on_step: &mut dyn FnMut(&StepLog),
     loss: &mut dyn FnMut(&[usize], &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
 ) -> Result<Vec<StepLog>> {
@@ -491,7 +511,8 @@ fn optimise(
     let total: usize = epochs.iter().map(Vec::len).sum();
     let total = config.max_steps.map_or(total, |m| m.min(total));
     let warmup = (total as f64 * config.warmup_ratio).ceil() as usize;
-    let mut optimizer = AdamW::new(vars, config.weight_decay).map_err(candle("optimizer"))?;
+    let mut optimizer =
+        AdamW::new(vars, config.weight_decay, ops == Ops::Portable).map_err(candle("optimizer"))?;
     let mut steps = Vec::with_capacity(total);
     for (epoch, batch) in epochs
         .iter()

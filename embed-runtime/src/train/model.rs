@@ -20,7 +20,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::fused::Attention;
+use super::fused::{Attention, Ops};
 use crate::bert::BertConfig;
 use crate::layout::Pooling;
 
@@ -36,8 +36,8 @@ struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        super::fused::linear(x, self.weight.as_tensor(), &self.bias()?)
+    fn forward(&self, ops: Ops, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops.linear(x, self.weight.as_tensor(), &self.bias()?)
     }
 
     fn bias(&self) -> candle_core::Result<Tensor> {
@@ -56,8 +56,8 @@ struct LayerNorm {
 
 impl LayerNorm {
     /// Normalises the rows of a 2-D tensor.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        super::fused::layer_norm(x, self.gamma.as_tensor(), self.beta.as_tensor(), self.eps)
+    fn forward(&self, ops: Ops, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops.layer_norm(x, self.gamma.as_tensor(), self.beta.as_tensor(), self.eps)
     }
 }
 
@@ -73,9 +73,9 @@ enum Qkv {
 
 impl Qkv {
     /// Queries, keys and values side by side: `rows × 3h`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, ops: Ops, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::Fused(l) => l.forward(x),
+            Self::Fused(l) => l.forward(ops, x),
             Self::Separate { query, key, value } => {
                 // One projection for queries, keys and values.
                 let w = Tensor::cat(
@@ -87,7 +87,7 @@ impl Qkv {
                     0,
                 )?;
                 let bias = Tensor::cat(&[query.bias()?, key.bias()?, value.bias()?], 0)?;
-                super::fused::linear(x, &w, &bias)
+                ops.linear(x, &w, &bias)
             }
         }
     }
@@ -210,6 +210,10 @@ pub struct TrainableBert {
     pooling: Pooling,
     /// The prefix of the encoder's names in the weights file (`bert.`, `gte.`, … or none).
     prefix: &'static str,
+    /// Where the variables live.
+    device: Device,
+    /// The fused CPU ops, or candle's composed ones (any other device).
+    ops: Ops,
 }
 
 impl std::fmt::Debug for TrainableBert {
@@ -224,16 +228,32 @@ impl std::fmt::Debug for TrainableBert {
 impl TrainableBert {
     /// Loads `dir/config.json` and `dir/model.safetensors` as trainable f32 variables.
     pub fn load(dir: &Path, pooling: Pooling) -> Result<Self> {
+        Self::load_on(dir, pooling, &Device::Cpu)
+    }
+
+    /// [`load`](Self::load) with the variables on `device`.
+    pub fn load_on(dir: &Path, pooling: Pooling, device: &Device) -> Result<Self> {
         let (config, map) = crate::bert::load_weights(dir)?;
-        Self::from_tensors(config, map, pooling)
+        Self::from_tensors_on(config, map, pooling, device)
     }
 
     /// Builds the encoder from named tensors (Hugging Face BERT / RoBERTa names, with or
     /// without a `bert.` / `roberta.` prefix, which is kept when saving).
     pub fn from_tensors(
         config: BertConfig,
+        map: HashMap<String, Tensor>,
+        pooling: Pooling,
+    ) -> Result<Self> {
+        Self::from_tensors_on(config, map, pooling, &Device::Cpu)
+    }
+
+    /// [`from_tensors`](Self::from_tensors) with the variables on `device` (a CUDA GPU with
+    /// the `cuda` feature): there the modules run as candle's composed ops.
+    pub fn from_tensors_on(
+        config: BertConfig,
         mut map: HashMap<String, Tensor>,
         pooling: Pooling,
+        device: &Device,
     ) -> Result<Self> {
         if matches!(pooling, Pooling::Max) {
             return Err(Error::invalid(
@@ -255,7 +275,10 @@ impl TrainableBert {
                     t.dims()
                 )));
             }
-            let t = t.to_dtype(DType::F32).map_err(candle("to f32"))?;
+            let t = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.to_device(device))
+                .map_err(candle("to f32 on the device"))?;
             let var = Var::from_tensor(&t).map_err(candle("variable"))?;
             vars.push((full, var.clone()));
             Ok(var)
@@ -357,7 +380,26 @@ impl TrainableBert {
             gated: gte,
             pooling,
             prefix,
+            device: device.clone(),
+            ops: Ops::for_device(device),
         })
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the modules as candle's composed ops (what a GPU runs) even on the CPU: how the
+    /// GPU's path is tested on machines without one.
+    #[cfg(test)]
+    pub(crate) fn use_portable_ops(&mut self) {
+        self.ops = Ops::Portable;
+    }
+
+    /// Which implementation of the modules runs.
+    pub(crate) fn ops(&self) -> Ops {
+        self.ops
     }
 
     /// The configuration.
@@ -390,6 +432,16 @@ impl TrainableBert {
         out
     }
 
+    /// [`tensors`](Self::tensors) copied to the CPU (what is saved; the variables may live on
+    /// a GPU).
+    pub fn host_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.tensors()
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?)))
+            .collect::<candle_core::Result<_>>()
+            .map_err(candle("copying the weights to the CPU"))
+    }
+
     /// Takes the untrained tensor `name` (e.g. the pooler) out of the frozen set, to be
     /// trained by the caller; it is no longer saved by [`tensors`](Self::tensors).
     pub(crate) fn take_frozen(&mut self, name: &str) -> Option<Tensor> {
@@ -407,7 +459,7 @@ impl TrainableBert {
         let pooled = match self.pooling {
             Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
             _ => {
-                let mask = Tensor::from_slice(&batch.mask, (b, t), &Device::Cpu)?;
+                let mask = Tensor::from_slice(&batch.mask, (b, t), &self.device)?;
                 let m = mask.reshape((b, t, 1))?;
                 let summed = states.broadcast_mul(&m)?.sum(1)?;
                 let counts = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
@@ -432,11 +484,11 @@ impl TrainableBert {
 
     /// The last hidden states of a padded batch, `(rows · width) × hidden`.
     fn hidden(&self, batch: &Batch, dropout: &mut Dropout<'_>) -> candle_core::Result<Tensor> {
-        let dev = Device::Cpu;
+        let (dev, ops) = (&self.device, self.ops);
         let (b, t, h) = (batch.rows, batch.width, self.config.hidden_size);
         let heads = self.config.num_attention_heads;
         let hd = h / heads;
-        let ids = Tensor::from_slice(&batch.ids, b * t, &dev)?;
+        let ids = Tensor::from_slice(&batch.ids, b * t, dev)?;
         // Each row's real tokens at the family's positions; padding slots (masked out of
         // attention and pooling) read the first position.
         let mut positions = Vec::with_capacity(b * t);
@@ -453,17 +505,17 @@ impl TrainableBert {
             // One row broadcast (the bi-encoder's case; no gradient rows for type 1).
             None
         } else {
-            Some(Tensor::from_slice(&batch.types, b * t, &dev)?)
+            Some(Tensor::from_slice(&batch.types, b * t, dev)?)
         };
         let mut x = self.word.as_tensor().index_select(&ids, 0)?;
         // GTE has no absolute positions: its rotary ones turn queries and keys below.
         let rope = match (&self.position, &self.rope) {
             (Some(table), _) => {
-                let at = Tensor::from_vec(positions, b * t, &dev)?;
+                let at = Tensor::from_vec(positions, b * t, dev)?;
                 x = x.add(&table.as_tensor().index_select(&at, 0)?)?;
                 None
             }
-            (None, Some(inv_freq)) => Some(rotary_tables(inv_freq, &positions)?),
+            (None, Some(inv_freq)) => Some(rotary_tables(inv_freq, &positions, dev)?),
             (None, None) => None,
         };
         if let Some(table) = &self.token_type {
@@ -472,12 +524,12 @@ impl TrainableBert {
                 Some(types) => x.add(&table.as_tensor().index_select(&types, 0)?)?,
             };
         }
-        x = dropout.apply(&self.embed_norm.forward(&x)?)?;
+        x = dropout.apply(&self.embed_norm.forward(ops, &x)?)?;
         // 0 for real keys, -10⁴ for padding (what BERT uses; exp underflows to 0).
         let key_bias: Arc<Vec<f32>> =
             Arc::new(batch.mask.iter().map(|m| (m - 1.0) * 10_000.0).collect());
         for layer in &self.layers {
-            let mut qkv = layer.qkv.forward(&x)?;
+            let mut qkv = layer.qkv.forward(ops, &x)?;
             if let Some((cos, sin)) = &rope {
                 qkv = rotate_qk(&qkv, cos, sin, h, heads)?;
             }
@@ -489,32 +541,36 @@ impl TrainableBert {
                 key_bias: key_bias.clone(),
                 dropout: dropout.mask(b * heads * t * t).map(Arc::new),
             };
-            let ctx = super::fused::attention(&qkv, op)?;
-            let attn = dropout.apply(&layer.attn_out.forward(&ctx)?)?;
-            x = layer.attn_norm.forward(&(attn + &x)?)?;
+            let ctx = ops.attention(&qkv, op)?;
+            let attn = dropout.apply(&layer.attn_out.forward(ops, &ctx)?)?;
+            x = layer.attn_norm.forward(ops, &(attn + &x)?)?;
             let inner = if self.gated {
                 // [up | gate] = x·W1ᵀ; GELU(gate) ⊙ up, dropped out as GTE's MLP does.
                 let ff = self.config.intermediate_size;
-                let up_gate = layer.ffn_in.forward(&x)?;
-                let gate = super::gelu::gelu(&up_gate.narrow(1, ff, ff)?)?;
+                let up_gate = layer.ffn_in.forward(ops, &x)?;
+                let gate = ops.gelu(&up_gate.narrow(1, ff, ff)?)?;
                 dropout.apply(&gate.mul(&up_gate.narrow(1, 0, ff)?)?)?
             } else {
-                super::gelu::gelu(&layer.ffn_in.forward(&x)?)?
+                ops.gelu(&layer.ffn_in.forward(ops, &x)?)?
             };
-            let out = dropout.apply(&layer.ffn_out.forward(&inner)?)?;
-            x = layer.ffn_norm.forward(&(out + &x)?)?;
+            let out = dropout.apply(&layer.ffn_out.forward(ops, &inner)?)?;
+            x = layer.ffn_norm.forward(ops, &(out + &x)?)?;
         }
         Ok(x)
     }
 }
 
 /// `cos` and `sin` of each token's angles, `rows × 1 × half` (broadcast over the heads).
-fn rotary_tables(inv_freq: &[f32], positions: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+fn rotary_tables(
+    inv_freq: &[f32],
+    positions: &[u32],
+    dev: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let (cos, sin) = crate::bert::rotary_angles(inv_freq, positions.iter().copied());
     let shape = (positions.len(), 1, inv_freq.len());
     Ok((
-        Tensor::from_vec(cos, shape, &Device::Cpu)?,
-        Tensor::from_vec(sin, shape, &Device::Cpu)?,
+        Tensor::from_vec(cos, shape, dev)?,
+        Tensor::from_vec(sin, shape, dev)?,
     ))
 }
 
@@ -538,15 +594,6 @@ fn rotate_qk(
     let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
     let qk = Tensor::cat(&[a, b], 2)?.reshape((rows, 2 * h))?;
     Tensor::cat(&[qk, qkv.narrow(1, 2 * h, h)?], 1)
-}
-
-/// Row-wise softmax over the last dimension (the row max is a constant for the gradient): the
-/// reference the fused attention is tested against.
-#[cfg(test)]
-pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// Divides each row by its L2 norm.
@@ -703,13 +750,16 @@ mod tests {
     /// The trainer's forward pass over a padded batch (rows of different lengths, so
     /// padding and its positions are in play) gives the reference library's vectors for the
     /// fixture `name` (`tests/fixtures/<name>/expected.json`).
-    fn check_padded_forward(name: &str, pooling: Pooling, max_tokens: usize) {
+    fn check_padded_forward(name: &str, pooling: Pooling, max_tokens: usize, portable: bool) {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(name);
         let expected: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-        let model = TrainableBert::load(&dir, pooling).unwrap();
+        let mut model = TrainableBert::load(&dir, pooling).unwrap();
+        if portable {
+            model.use_portable_ops();
+        }
         assert_eq!(model.config().max_tokens(), max_tokens);
         let cases = expected["cases"].as_array().unwrap();
         let ids: Vec<Vec<u32>> = cases
@@ -749,13 +799,18 @@ mod tests {
 
     #[test]
     fn the_padded_xlmr_forward_matches_sentence_transformers() {
-        check_padded_forward("tiny-xlmr", Pooling::Mean, 64);
+        for portable in [false, true] {
+            check_padded_forward("tiny-xlmr", Pooling::Mean, 64, portable);
+        }
     }
 
     #[test]
     fn the_padded_gte_forward_matches_transformers() {
-        check_padded_forward("tiny-gte", Pooling::Cls, 64);
-        check_padded_forward("tiny-gte-new", Pooling::Cls, 64);
+        // Both paths: the fused CPU ops and candle's composed ones (a GPU's).
+        for portable in [false, true] {
+            check_padded_forward("tiny-gte", Pooling::Cls, 64, portable);
+            check_padded_forward("tiny-gte-new", Pooling::Cls, 64, portable);
+        }
     }
 
     fn tiny_config() -> BertConfig {
@@ -830,6 +885,64 @@ mod tests {
         let qe = model.embed(&q, &mut off).unwrap();
         let pe = model.embed(&p, &mut off).unwrap();
         mnrl_loss(&qe, &pe, 5.0).unwrap()
+    }
+
+    /// What a GPU runs (candle's composed ops, moments as tensors) computes what the CPU's
+    /// fused ops do: the same loss, gradients and, after training steps with dropout, weights.
+    #[test]
+    fn the_portable_ops_train_like_the_fused_ones() {
+        let config = tiny_config();
+        let fused =
+            TrainableBert::from_tensors(config.clone(), tiny_weights(&config, 3), Pooling::Mean)
+                .unwrap();
+        let mut portable =
+            TrainableBert::from_tensors(config.clone(), tiny_weights(&config, 3), Pooling::Mean)
+                .unwrap();
+        portable.use_portable_ops();
+        let loss = |model: &TrainableBert, seed: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut dropout = Dropout {
+                p: 0.1,
+                rng: &mut rng,
+            };
+            let q = Batch::pad(&[&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]]);
+            let p = Batch::pad(&[&[1, 10, 11, 12, 2], &[13, 4], &[14, 15, 16]]);
+            let qe = model.embed(&q, &mut dropout).unwrap();
+            let pe = model.embed(&p, &mut dropout).unwrap();
+            mnrl_loss(&qe, &pe, 5.0).unwrap()
+        };
+        let close = |a: &Tensor, b: &Tensor| {
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            d.to_scalar::<f32>().unwrap()
+        };
+        let (a, b) = (loss(&fused, 1), loss(&portable, 1));
+        assert!(close(&a, &b) < 1e-5, "loss {a} vs {b}");
+        let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+        for ((name, va), (_, vb)) in fused.vars().iter().zip(portable.vars()) {
+            let d = close(
+                ga.get(va.as_tensor()).unwrap(),
+                gb.get(vb.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-4, "gradient of {name} differs by {d}");
+        }
+        let mut opt_a = super::super::optim::AdamW::new(fused.vars(), 0.01, false).unwrap();
+        let mut opt_b = super::super::optim::AdamW::new(portable.vars(), 0.01, true).unwrap();
+        for step in 0..3 {
+            let (a, b) = (loss(&fused, 10 + step), loss(&portable, 10 + step));
+            opt_a.step(&a.backward().unwrap(), 1e-3, 1.0).unwrap();
+            opt_b.step(&b.backward().unwrap(), 1e-3, 1.0).unwrap();
+        }
+        for ((name, va), (_, vb)) in fused.vars().iter().zip(portable.vars()) {
+            let d = close(va.as_tensor(), vb.as_tensor());
+            assert!(d < 1e-4, "{name} differs by {d} after three steps");
+        }
     }
 
     #[test]

@@ -5,15 +5,16 @@
 use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 
 /// Elements per parallel task (fixed, so sums do not depend on the thread count).
 const CHUNK: usize = 1 << 15;
 
 /// AdamW over a set of variables; variables named `*.bias` or `*LayerNorm*` get no weight
-/// decay (the Hugging Face / sentence-transformers convention). The moments live in plain
-/// vectors and each variable is updated in place in one pass.
+/// decay (the Hugging Face / sentence-transformers convention). On the CPU the moments live
+/// in plain vectors and each variable is updated in place in one pass; on another device
+/// (a GPU) they are tensors there and the update is composed from candle's ops.
 pub(crate) struct AdamW {
     params: Vec<Param>,
     beta1: f64,
@@ -26,8 +27,18 @@ pub(crate) struct AdamW {
 struct Param {
     var: Var,
     decay: bool,
-    m: Mutex<Vec<f32>>,
-    v: Mutex<Vec<f32>>,
+    moments: Moments,
+}
+
+/// A variable's first and second moments.
+enum Moments {
+    /// Plain vectors; the variable is updated in place in one pass (the CPU's path).
+    Host {
+        m: Mutex<Vec<f32>>,
+        v: Mutex<Vec<f32>>,
+    },
+    /// Tensors on the variable's device, updated by candle's ops (any device's path).
+    Device { m: Tensor, v: Tensor },
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -101,16 +112,34 @@ impl InplaceOp2 for Update<'_> {
 }
 
 impl AdamW {
-    pub fn new(vars: &[(String, Var)], weight_decay: f64) -> candle_core::Result<Self> {
+    /// AdamW over `vars`; `portable` keeps the moments as tensors on the variables' device
+    /// (what a GPU needs; on the CPU the same numbers, slower).
+    pub fn new(
+        vars: &[(String, Var)],
+        weight_decay: f64,
+        portable: bool,
+    ) -> candle_core::Result<Self> {
         let params = vars
             .iter()
-            .map(|(name, var)| Param {
-                var: var.clone(),
-                decay: !(name.ends_with(".bias") || name.contains("LayerNorm")),
-                m: Mutex::new(vec![0.0; var.elem_count()]),
-                v: Mutex::new(vec![0.0; var.elem_count()]),
+            .map(|(name, var)| {
+                let moments = if portable || !var.device().is_cpu() {
+                    Moments::Device {
+                        m: var.zeros_like()?,
+                        v: var.zeros_like()?,
+                    }
+                } else {
+                    Moments::Host {
+                        m: Mutex::new(vec![0.0; var.elem_count()]),
+                        v: Mutex::new(vec![0.0; var.elem_count()]),
+                    }
+                };
+                Ok(Param {
+                    var: var.clone(),
+                    decay: !(name.ends_with(".bias") || name.contains("LayerNorm")),
+                    moments,
+                })
             })
-            .collect();
+            .collect::<candle_core::Result<_>>()?;
         Ok(Self {
             params,
             beta1: 0.9,
@@ -126,6 +155,10 @@ impl AdamW {
         let mut sum = 0f64;
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
+                if !g.device().is_cpu() {
+                    sum += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                    continue;
+                }
                 let g = g.contiguous()?;
                 let (storage, layout) = g.storage_and_layout();
                 let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -146,24 +179,39 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> candle_core::Result<()> {
         self.step += 1;
         let (b1, b2) = (self.beta1, self.beta2);
-        for p in &self.params {
+        let (c1, c2) = (1.0 - b1.powi(self.step), 1.0 - b2.powi(self.step));
+        for p in &mut self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
             let decay = if p.decay { self.weight_decay } else { 0.0 };
-            let update = Update {
-                m: &p.m,
-                v: &p.v,
-                b1: b1 as f32,
-                b2: b2 as f32,
-                c1: (1.0 - b1.powi(self.step)) as f32,
-                c2: (1.0 - b2.powi(self.step)) as f32,
-                eps: self.eps as f32,
-                lr: lr as f32,
-                keep: (1.0 - lr * decay) as f32,
-                grad_scale: grad_scale as f32,
-            };
-            p.var.as_tensor().inplace_op2(&g.contiguous()?, &update)?;
+            let keep = 1.0 - lr * decay;
+            match &mut p.moments {
+                Moments::Host { m, v } => {
+                    let update = Update {
+                        m,
+                        v,
+                        b1: b1 as f32,
+                        b2: b2 as f32,
+                        c1: c1 as f32,
+                        c2: c2 as f32,
+                        eps: self.eps as f32,
+                        lr: lr as f32,
+                        keep: keep as f32,
+                        grad_scale: grad_scale as f32,
+                    };
+                    p.var.as_tensor().inplace_op2(&g.contiguous()?, &update)?;
+                }
+                Moments::Device { m, v } => {
+                    // The same arithmetic as `Update`, one candle op at a time.
+                    let g = (g * grad_scale)?;
+                    *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+                    *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?;
+                    let theta = ((p.var.as_tensor() * keep)? - (update * lr)?)?;
+                    p.var.set(&theta.detach())?;
+                }
+            }
         }
         Ok(())
     }
@@ -198,11 +246,17 @@ mod tests {
 
     #[test]
     fn adamw_matches_a_hand_computed_first_step_and_minimises_a_quadratic() {
+        for portable in [false, true] {
+            adamw_first_step_and_quadratic(portable);
+        }
+    }
+
+    fn adamw_first_step_and_quadratic(portable: bool) {
         // First AdamW step moves every weight by lr · sign(g) (m̂/√v̂ = g/|g|), plus decay.
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &dev).unwrap()).unwrap();
         let vars = vec![("w.weight".to_string(), w.clone())];
-        let mut opt = AdamW::new(&vars, 0.1).unwrap();
+        let mut opt = AdamW::new(&vars, 0.1, portable).unwrap();
         let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         opt.step(&grads, 0.01, 1.0).unwrap();
@@ -225,5 +279,60 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert!(end.iter().all(|x| x.abs() < 0.05), "{end:?}");
+    }
+
+    /// The GPU's path (moments as tensors, candle's ops) and the CPU's (in place, one pass)
+    /// take the same steps: several updates of random weights with decay and clipping.
+    #[test]
+    fn the_composed_update_equals_the_in_place_one() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let data: Vec<f32> = (0..3000).map(|_| rng.random::<f32>() - 0.5).collect();
+        let target = Tensor::from_vec(data.clone(), 3000, &Device::Cpu)
+            .unwrap()
+            .sin()
+            .unwrap();
+        let run = |portable: bool| {
+            let w = Var::from_tensor(&Tensor::from_vec(data.clone(), 3000, &Device::Cpu).unwrap())
+                .unwrap();
+            let b = Var::from_tensor(&Tensor::new(&[0.3f32, -0.1], &Device::Cpu).unwrap()).unwrap();
+            let vars = vec![
+                ("l.weight".to_string(), w.clone()),
+                ("l.bias".to_string(), b.clone()),
+            ];
+            let mut opt = AdamW::new(&vars, 0.01, portable).unwrap();
+            for step in 0..5 {
+                let loss = ((w.as_tensor() - &target)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    + b.as_tensor().sqr().unwrap().sum_all().unwrap())
+                .unwrap();
+                let grads = loss.backward().unwrap();
+                let norm = opt.grad_norm(&grads).unwrap();
+                opt.step(&grads, 1e-2 / (step + 1) as f64, (1.0 / norm).min(1.0))
+                    .unwrap();
+            }
+            (
+                w.as_tensor().to_vec1::<f32>().unwrap(),
+                b.as_tensor().to_vec1::<f32>().unwrap(),
+            )
+        };
+        let (host, device) = (run(false), run(true));
+        let diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(
+            diff(&host.0, &device.0) < 1e-6,
+            "{}",
+            diff(&host.0, &device.0)
+        );
+        assert!(diff(&host.1, &device.1) < 1e-6);
+        assert!(diff(&host.0, &data) > 1e-3, "the weights moved");
     }
 }

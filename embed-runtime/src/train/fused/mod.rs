@@ -24,12 +24,72 @@ use crate::kernels::{self, MatMut, MatRef, Par};
 mod attention;
 mod layer_norm;
 mod linear;
+pub(crate) mod portable;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use attention::{Attention, attention};
 pub(crate) use layer_norm::layer_norm;
 pub(crate) use linear::linear;
+
+/// Which implementation of the modules a model runs: the fused CPU ops of this module, or the
+/// same functions composed from candle's ops ([`portable`]), which run on any device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ops {
+    /// The fused CPU ops (tensors on the CPU only).
+    Fused,
+    /// candle's composed ops: a GPU's path.
+    Portable,
+}
+
+impl Ops {
+    /// The fused ops on the CPU, the portable ones anywhere else.
+    pub(crate) fn for_device(device: &candle_core::Device) -> Self {
+        if device.is_cpu() {
+            Self::Fused
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// `x·Wᵀ + b`.
+    pub(crate) fn linear(self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Fused => linear(x, w, b),
+            Self::Portable => portable::linear(x, w, b),
+        }
+    }
+
+    /// Layer norm of the rows of `x`.
+    pub(crate) fn layer_norm(
+        self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Fused => layer_norm(x, gamma, beta, eps),
+            Self::Portable => portable::layer_norm(x, gamma, beta, eps),
+        }
+    }
+
+    /// Self-attention of the fused projection `qkv`.
+    pub(crate) fn attention(self, qkv: &Tensor, op: Attention) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Fused => attention(qkv, op),
+            Self::Portable => portable::attention(qkv, &op),
+        }
+    }
+
+    /// GELU (erf form).
+    pub(crate) fn gelu(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Fused => super::gelu::gelu(x),
+            Self::Portable => portable::gelu(x),
+        }
+    }
+}
 
 /// Rows per parallel task of the row-wise ops.
 const ROWS_PER_TASK: usize = 64;

@@ -1,7 +1,8 @@
-//! The fused ops against candle's composed ops: values and gradients.
+//! The fused ops against candle's composed ops (`portable.rs`, a GPU's path): values and
+//! gradients.
 
 use super::*;
-use candle_core::{D, Device, Var};
+use candle_core::{Device, Var};
 
 fn rand(shape: &[usize], seed: u64) -> Var {
     use rand::{Rng, SeedableRng};
@@ -60,13 +61,7 @@ fn linear_matches_composed_candle_ops() {
     same(
         &[&x, &w, &b],
         || linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
-        || {
-            x.as_tensor()
-                .matmul(&w.as_tensor().t().unwrap())
-                .unwrap()
-                .broadcast_add(b.as_tensor())
-                .unwrap()
-        },
+        || portable::linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
         1e-4,
     );
 }
@@ -77,18 +72,7 @@ fn layer_norm_matches_composed_candle_ops() {
     same(
         &[&x, &g, &b],
         || layer_norm(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
-        || {
-            let x = x.as_tensor();
-            let mean = x.mean_keepdim(D::Minus1).unwrap();
-            let c = x.broadcast_sub(&mean).unwrap();
-            let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-            c.broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap())
-                .unwrap()
-                .broadcast_mul(g.as_tensor())
-                .unwrap()
-                .broadcast_add(b.as_tensor())
-                .unwrap()
-        },
+        || portable::layer_norm(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
         1e-4,
     );
 }
@@ -114,41 +98,10 @@ fn attention_matches_composed_candle_ops_with_padding_and_dropout() {
         key_bias: Arc::new(key_bias.clone()),
         dropout: Some(Arc::new(drop.clone())),
     };
-    let dev = Device::Cpu;
     same(
         &[&qkv],
         || attention(qkv.as_tensor(), op.clone()).unwrap(),
-        || {
-            let split = |i: usize| {
-                qkv.as_tensor()
-                    .narrow(1, i * h, h)
-                    .unwrap()
-                    .reshape((b, t, heads, hd))
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap()
-            };
-            let (q, k, v) = (split(0), split(1), split(2));
-            let bias = Tensor::from_vec(key_bias.clone(), (b, 1, 1, t), &dev).unwrap();
-            let scores = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt())
-                .unwrap()
-                .broadcast_add(&bias)
-                .unwrap();
-            let probs = super::super::model::softmax_last(&scores).unwrap();
-            let mask = Tensor::from_vec(drop.clone(), (b, heads, t, t), &dev).unwrap();
-            (probs * mask)
-                .unwrap()
-                .matmul(&v)
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .reshape((b * t, h))
-                .unwrap()
-        },
+        || portable::attention(qkv.as_tensor(), &op).unwrap(),
         1e-4,
     );
 }
