@@ -10,10 +10,12 @@ use tokenizers::{Encoding, Tokenizer};
 
 use crate::bert::{BertEncoder, Workspace};
 use crate::cache::{self, PooledCache};
+use crate::device::DeviceChoice;
 use crate::head::{self, DenseHead};
 use crate::int8::{Kernel, Quantization};
 use crate::layout::{ModelLayout, Pooling};
 use crate::runtime;
+use crate::train::TrainableBert;
 
 /// How a [`SentenceEmbedder`] runs. `Default` follows the model directory.
 #[derive(Debug, Clone)]
@@ -43,6 +45,12 @@ pub struct EmbedderOptions {
     /// The int8 kernel; `None` picks the fastest this CPU runs (or `RAGLOOP_INT8_KERNEL`).
     /// A kernel the CPU lacks is an error. All kernels give the same bits.
     pub int8_kernel: Option<Kernel>,
+    /// Where the encoder runs ([`crate::device`]): `Auto` (default) takes a CUDA GPU when
+    /// this build has the `cuda` feature and one is visible, else the CPU's packed encoder.
+    /// On a GPU the encoder is the trainer's model on candle's ops, padded per batch; its
+    /// vectors equal the CPU's within f32 tolerance, so the model id is the same. int8 is a
+    /// CPU path: with `quantize` int8, `Auto` stays on the CPU and `Cuda` is an error.
+    pub device: DeviceChoice,
 }
 
 impl Default for EmbedderOptions {
@@ -57,6 +65,7 @@ impl Default for EmbedderOptions {
             cache_dir: None,
             quantize: Quantization::None,
             int8_kernel: None,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -64,6 +73,8 @@ impl Default for EmbedderOptions {
 struct Inner {
     layout: ModelLayout,
     encoder: BertEncoder,
+    /// The encoder on a GPU, when the device is one (else the CPU's `encoder` runs).
+    device_encoder: Option<TrainableBert>,
     heads: Vec<DenseHead>,
     tokenizer: Tokenizer,
     pool: rayon::ThreadPool,
@@ -98,6 +109,14 @@ impl std::fmt::Debug for SentenceEmbedder {
             .field("max_len", &self.inner.max_len)
             .field("threads", &self.inner.threads)
             .field("quantization", &self.inner.encoder.quantization())
+            .field(
+                "device",
+                &self
+                    .inner
+                    .device_encoder
+                    .as_ref()
+                    .map_or("cpu".into(), |m| crate::device::device_name(m.device())),
+            )
             .finish()
     }
 }
@@ -111,6 +130,27 @@ impl SentenceEmbedder {
     /// Loads the model in `dir`.
     pub fn load_with(dir: &Path, options: EmbedderOptions) -> Result<Self> {
         let layout = ModelLayout::read(dir)?;
+        let device = match (options.device, options.quantize) {
+            (_, Quantization::None) => options.device.resolve()?,
+            (DeviceChoice::Cuda(n), _) => {
+                return Err(Error::invalid(format!(
+                    "device cuda:{n} with int8: int8 is a CPU path (use the f32 model on a GPU)"
+                )));
+            }
+            _ => candle_core::Device::Cpu,
+        };
+        let device_encoder = if device.is_cpu() {
+            None
+        } else {
+            // The padded model of the trainer; pooling is applied below, as on the CPU.
+            let (config, map) = crate::bert::load_weights(&layout.transformer_dir)?;
+            Some(TrainableBert::from_tensors_on(
+                config,
+                map,
+                Pooling::Mean,
+                &device,
+            )?)
+        };
         let mut encoder = BertEncoder::load(&layout.transformer_dir)?;
         let suffix = runtime::quantize(&mut encoder, options.quantize, options.int8_kernel)?;
         let config = encoder.config();
@@ -176,6 +216,7 @@ impl SentenceEmbedder {
                     .unwrap_or_default(),
                 layout,
                 encoder,
+                device_encoder,
                 heads,
                 tokenizer,
                 pool,
@@ -362,6 +403,17 @@ impl Inner {
         ) {
             let batch = &order[range];
             let seqs: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
+            if let Some(model) = &self.device_encoder {
+                // Padded rows of `width` tokens: each sequence's own tokens come first.
+                let (states, width) = model
+                    .infer(&seqs)
+                    .map_err(crate::train::model::candle("encoding on the device"))?;
+                for (r, (&i, seq)) in batch.iter().zip(&seqs).enumerate() {
+                    let rows = &states[r * width * h..(r * width + seq.len()) * h];
+                    out[i] = pool(rows, h, self.layout.pooling);
+                }
+                continue;
+            }
             let states = self
                 .pool
                 .install(|| self.encoder.forward(&seqs, &mut *ws, self.threads))?;
@@ -463,5 +515,61 @@ mod tests {
         assert_eq!(pool(&rows, 2, Pooling::Cls), vec![1.0, -2.0]);
         assert_eq!(pool(&rows, 2, Pooling::Mean), vec![1.0, 1.0]);
         assert_eq!(pool(&rows, 2, Pooling::Max), vec![3.0, 5.0]);
+    }
+
+    /// The GPU's encoder (the trainer's padded model on candle's composed ops), run here on
+    /// the CPU in its place, gives the packed CPU encoder's vectors: texts of different
+    /// lengths padded together, over several batches, mean and CLS pooling.
+    #[test]
+    fn the_device_encoder_gives_the_cpu_encoders_vectors() {
+        let texts = [
+            "short",
+            "",
+            "a somewhat longer sentence about file descriptors and pipes",
+            "数据库 索引",
+            "one two three four five six seven eight nine ten eleven twelve thirteen",
+        ];
+        for name in ["tiny-xlmr", "tiny-gte-new"] {
+            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name);
+            let options = || EmbedderOptions {
+                device: DeviceChoice::Cpu,
+                max_batch_tokens: 16,
+                ..Default::default()
+            };
+            let cpu = SentenceEmbedder::load_with(&dir, options()).unwrap();
+            let mut gpu_path = SentenceEmbedder::load_with(&dir, options()).unwrap();
+            let inner = Arc::get_mut(&mut gpu_path.inner).unwrap();
+            let mut model =
+                TrainableBert::load(&inner.layout.transformer_dir, Pooling::Mean).unwrap();
+            model.use_portable_ops();
+            inner.device_encoder = Some(model);
+            let a = cpu.embed_raw(&texts).unwrap();
+            let b = gpu_path.embed_raw(&texts).unwrap();
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                let d = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-5, "{name} text {i}: max |Δ| {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn int8_on_a_gpu_is_refused_and_auto_stays_on_the_cpu() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-xlmr");
+        let options = |device| EmbedderOptions {
+            device,
+            quantize: Quantization::Int8,
+            ..Default::default()
+        };
+        let err = SentenceEmbedder::load_with(&dir, options(DeviceChoice::Cuda(0))).unwrap_err();
+        assert!(err.to_string().contains("int8 is a CPU path"), "{err}");
+        let auto = SentenceEmbedder::load_with(&dir, options(DeviceChoice::Auto)).unwrap();
+        assert!(auto.inner.device_encoder.is_none());
     }
 }

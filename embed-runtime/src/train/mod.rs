@@ -37,7 +37,7 @@ mod eval;
 mod fused;
 mod gelu;
 pub mod hard;
-mod model;
+pub(crate) mod model;
 mod optim;
 pub mod pairs;
 pub mod synthetic;

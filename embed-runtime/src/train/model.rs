@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use rag_core::{Error, Result};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -467,6 +467,24 @@ impl TrainableBert {
             }
         };
         l2_normalize(&pooled)
+    }
+
+    /// The last hidden states of `seqs` without dropout, copied to the CPU: a padded
+    /// `seqs.len() × width × hidden` block (`width` the longest sequence), each sequence's
+    /// real tokens first in its row. What the embedder runs on a device other than the CPU.
+    pub(crate) fn infer(&self, seqs: &[&[u32]]) -> candle_core::Result<(Vec<f32>, usize)> {
+        let batch = Batch::pad(seqs);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut off = Dropout {
+            p: 0.0,
+            rng: &mut rng,
+        };
+        let states = self.hidden(&batch, &mut off)?.detach();
+        let host = states
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok((host, batch.width))
     }
 
     /// The `[CLS]` state of each row of a padded batch (token types applied): `rows × hidden`.
