@@ -13,6 +13,10 @@
 //! dynamic int8 (`scripts/bench/ort_embed.py`, which exports the model with `torch.onnx`).
 //! The last column compares every engine's vectors with embed-runtime f32's. With `--write`
 //! the table replaces this CPU kind's section of BENCHMARKS.md (AVX-512 or AVX2, Intel or AMD).
+//!
+//! `--device cuda` (a build with `--features cuda`): embed-runtime f32 on the GPU against
+//! sentence-transformers on the same GPU (`--write` fills the GPU section); no int8 or ONNX
+//! Runtime rows (int8 is a CPU path).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Read;
@@ -21,7 +25,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use embed_runtime::int8::Kernel;
-use embed_runtime::{EmbedderOptions, Quantization, SentenceEmbedder};
+use embed_runtime::{DeviceChoice, EmbedderOptions, Quantization, SentenceEmbedder};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,6 +75,7 @@ struct Args {
     data: PathBuf,
     threads: usize,
     limit: Option<usize>,
+    device: DeviceChoice,
 }
 
 /// Child mode: embeds the corpus with embed-runtime, writes the vectors to `vectors_out` and
@@ -85,6 +90,7 @@ fn child(args: &Args, quantize: Quantization, vectors_out: &Path) {
         EmbedderOptions {
             threads: Some(args.threads),
             quantize,
+            device: args.device,
             ..Default::default()
         },
     )
@@ -107,6 +113,9 @@ fn child(args: &Args, quantize: Quantization, vectors_out: &Path) {
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let engine = match quantize {
+        Quantization::None if args.device != DeviceChoice::Cpu => {
+            format!("embed-runtime f32 ({})", args.device)
+        }
         Quantization::None => "embed-runtime f32".to_string(),
         Quantization::Int8 => format!("embed-runtime int8 ({:?})", Kernel::detect().unwrap()),
     };
@@ -207,6 +216,25 @@ fn cpu() -> (String, String) {
     (format!("{name} ({})", listed.join(" ")), kind)
 }
 
+/// The GPU's name (nvidia-smi) and its section of BENCHMARKS.md.
+fn gpu_name() -> (String, String) {
+    let name = Command::new("nvidia-smi")
+        .args(["--query-gpu=name,driver_version", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown GPU".into());
+    (format!("GPU: {name} (name, driver)"), "gpu".into())
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {
@@ -223,8 +251,10 @@ fn main() {
         ),
         threads: flag("--threads").map_or(2, |t| t.parse().unwrap()),
         limit: flag("--limit").map(|t| t.parse().unwrap()),
+        device: flag("--device").map_or(DeviceChoice::Cpu, |d| d.parse().unwrap()),
         root,
     };
+    let gpu = args.device != DeviceChoice::Cpu;
     if let Some(engine) = flag("--engine") {
         let quantize: Quantization = engine.parse().unwrap();
         child(&args, quantize, Path::new(&flag("--vectors").unwrap()));
@@ -233,7 +263,8 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let limit = args.limit.map(|n| n.to_string());
     let mut rows: Vec<(Row, Option<Vec<f32>>)> = Vec::new();
-    for engine in ["f32", "int8"] {
+    let engines: &[&str] = if gpu { &["f32"] } else { &["f32", "int8"] };
+    for engine in engines {
         let vectors = work.path().join(format!("{engine}.f32"));
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--engine", engine, "--vectors"])
@@ -242,7 +273,8 @@ fn main() {
             .arg(&args.model)
             .arg("--data")
             .arg(&args.data)
-            .args(["--threads", &args.threads.to_string()]);
+            .args(["--threads", &args.threads.to_string()])
+            .args(["--device", &args.device.to_string()]);
         if let Some(n) = &limit {
             cmd.args(["--limit", n]);
         }
@@ -257,9 +289,13 @@ fn main() {
                 .arg(&args.data)
                 .arg(args.threads.to_string());
             cmd.args(&limit);
+            if gpu {
+                cmd.args(["--device", "cuda"]);
+            }
             rows.push(run(cmd, None, args.threads));
             let onnx = args.root.join("target/bench-onnx");
-            for precision in ["fp32", "int8"] {
+            let precisions: &[&str] = if gpu { &[] } else { &["fp32", "int8"] };
+            for precision in precisions {
                 let vectors = work.path().join(format!("ort-{precision}.f32"));
                 let mut cmd = Command::new(&py);
                 cmd.arg(args.root.join("scripts/bench/ort_embed.py"))
@@ -283,7 +319,7 @@ fn main() {
         .iter()
         .find(|(r, _)| r.engine.starts_with("sentence-transformers"))
         .map(|(r, _)| r.texts as f64 / r.seconds);
-    let (cpu, kind) = cpu();
+    let (cpu, kind) = if gpu { gpu_name() } else { cpu() };
     let mut table = String::from(
         "| engine | texts | seconds | texts/s | × sentence-transformers | p50 latency, 1 query (ms) | peak RSS (MiB) | cosine to embed-runtime f32, min / mean |\n|---|---|---|---|---|---|---|---|\n",
     );

@@ -10,6 +10,8 @@
 //! `--python` names an interpreter with sentence-transformers installed (default
 //! `$RAGLOOP_REF_PYTHON`; without one the torch row is left out). `--write` puts the table
 //! into BENCHMARKS.md between `<!-- train-step:begin -->` and `<!-- train-step:end -->`.
+//! `--device cuda` (a build with `--features cuda`) trains on the GPU, torch too, and writes
+//! between `<!-- train-step-gpu:begin -->` and `<!-- train-step-gpu:end -->`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Read;
@@ -102,13 +104,15 @@ fn main() {
     let python = arg(&args, "--python").or_else(|| std::env::var("RAGLOOP_REF_PYTHON").ok());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    let device: embed_runtime::DeviceChoice =
+        arg(&args, "--device").map_or(embed_runtime::DeviceChoice::Cpu, |d| d.parse().unwrap());
     let pairs = train_pairs(&root);
     let config = TrainConfig {
         batch_size: batch,
         max_steps: Some(steps),
         ..Default::default()
     };
-    let mut trainer = EmbeddingTrainer::load(&model).unwrap();
+    let mut trainer = EmbeddingTrainer::load_on(&model, &device.resolve().unwrap()).unwrap();
     let report = trainer
         .train(&pairs, &config, &mut |s| {
             eprintln!(
@@ -118,7 +122,12 @@ fn main() {
         })
         .unwrap();
     let rust = report.mean_step_seconds();
-    let mut rows = vec![("ragloop (candle autograd)".to_string(), rust)];
+    let on = if device == embed_runtime::DeviceChoice::Cpu {
+        String::new()
+    } else {
+        format!(", {device}")
+    };
+    let mut rows = vec![(format!("ragloop (candle autograd{on})"), rust)];
     let saved = tempfile::tempdir().unwrap();
     trainer.save(saved.path()).unwrap();
     let mut load_check = String::new();
@@ -165,6 +174,7 @@ fn main() {
                 &config.max_passage_tokens.to_string(),
             ])
             .args(["--threads", &threads.to_string()])
+            .args(["--device", if on.is_empty() { "cpu" } else { "cuda" }])
             .output()
             .unwrap();
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -200,7 +210,14 @@ fn main() {
     if args.iter().any(|a| a == "--write") {
         let path = root.join("BENCHMARKS.md");
         let text = std::fs::read_to_string(&path).unwrap();
-        let (begin, end) = ("<!-- train-step:begin -->", "<!-- train-step:end -->");
+        let (begin, end) = if on.is_empty() {
+            ("<!-- train-step:begin -->", "<!-- train-step:end -->")
+        } else {
+            (
+                "<!-- train-step-gpu:begin -->",
+                "<!-- train-step-gpu:end -->",
+            )
+        };
         let new = match (text.find(begin), text.find(end)) {
             (Some(b), Some(e)) => format!("{}{begin}\n{table}{}", &text[..b], &text[e..]),
             _ => format!("{text}\n{begin}\n{table}{end}\n"),

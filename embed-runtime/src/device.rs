@@ -57,6 +57,19 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+impl serde::Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Whether this build has candle's CUDA backend (the `cuda` feature).
 pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
@@ -140,5 +153,14 @@ mod tests {
             assert!(err.to_string().contains("--features cuda"), "{err}");
         }
         assert_eq!(device_name(&Device::Cpu), "cpu");
+    }
+
+    #[test]
+    fn configuration_strings_round_trip() {
+        let c: DeviceChoice = serde_json::from_str("\"cuda:1\"").unwrap();
+        assert_eq!(c, DeviceChoice::Cuda(1));
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"cuda:1\"");
+        let err = serde_json::from_str::<DeviceChoice>("\"npu\"").unwrap_err();
+        assert!(err.to_string().contains("cuda:N"), "{err}");
     }
 }

@@ -273,6 +273,7 @@ impl Backends {
                 let options = embed_runtime::EmbedderOptions {
                     cache_dir: Some(self.config.work_dir.join("cache/pooled")),
                     quantize: e.quantize,
+                    device: e.device,
                     ..Default::default()
                 };
                 Arc::new(

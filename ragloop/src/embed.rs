@@ -54,6 +54,10 @@ pub struct EmbedArgs {
     /// then ends in `-int8`.
     #[arg(long, default_value = "none", env = "RAGLOOP_QUANTIZE")]
     pub quantize: embed_runtime::Quantization,
+    /// Where the encoder runs: `auto` (a CUDA GPU when built with `--features cuda` and one
+    /// is visible, else the CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto", env = "RAGLOOP_DEVICE")]
+    pub device: embed_runtime::DeviceChoice,
     /// This worker's index when several share the job.
     #[arg(long, env = "RAGLOOP_WORKER", default_value_t = 0)]
     pub worker: usize,
@@ -110,6 +114,7 @@ pub async fn run(args: EmbedArgs, progress: &dyn Progress) -> Result<EmbedSummar
             threads: args.threads,
             cache_dir: args.cache.clone(),
             quantize: args.quantize,
+            device: args.device,
             ..Default::default()
         },
     )

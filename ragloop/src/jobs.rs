@@ -84,11 +84,17 @@ impl JobPlan {
         }
     }
 
-    /// `--quantize int8` when the loop's encoder runs in int8 (jobs encode as stage 5 does).
+    /// `--quantize int8` when the loop's encoder runs in int8 (jobs encode as stage 5 does),
+    /// and `--device` when the configuration names one (`auto`, the default, is the jobs'
+    /// default too: a GPU node's job finds its GPU).
     fn quantize_args(&self, args: &mut Vec<String>) {
         let q = self.config.embedding.quantize;
         if q != embed_runtime::Quantization::None {
             args.extend(["--quantize".into(), q.to_string()]);
+        }
+        let d = self.config.embedding.device;
+        if d != embed_runtime::DeviceChoice::Auto {
+            args.extend(["--device".into(), d.to_string()]);
         }
     }
 

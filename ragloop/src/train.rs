@@ -236,6 +236,10 @@ pub struct TrainArgs {
     /// loop's stage 5 will (`embedding.quantize`). Full fine-tuning itself stays f32.
     #[arg(long, default_value = "none", env = "RAGLOOP_QUANTIZE")]
     pub quantize: embed_runtime::Quantization,
+    /// Where the model trains and encodes: `auto` (a CUDA GPU when built with `--features
+    /// cuda` and one is visible, else the CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto", env = "RAGLOOP_DEVICE")]
+    pub device: embed_runtime::DeviceChoice,
     /// Where a base model from a store is downloaded.
     #[arg(long, default_value = "target/ragloop-models")]
     pub model_cache: PathBuf,
@@ -387,6 +391,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
     let options = embed_runtime::EmbedderOptions {
         cache_dir: args.cache.clone(),
         quantize: args.quantize,
+        device: args.device,
         ..Default::default()
     };
     let base = SentenceEmbedder::load_with(&base_dir, options)
@@ -526,11 +531,18 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
                 _ => (train.clone(), negatives),
             };
             drop(base);
-            let mut trainer = EmbeddingTrainer::load(&base_dir).with_context(loading)?;
+            let device = args.device.resolve()?;
+            tracing::info!(
+                "full fine-tuning on {}",
+                embed_runtime::device::device_name(&device)
+            );
+            let mut trainer =
+                EmbeddingTrainer::load_on(&base_dir, &device).with_context(loading)?;
             let report = trainer.train_with_negatives(&train, &negatives, &config, &mut on_step)?;
             bar.finish_and_clear();
             let options = embed_runtime::EmbedderOptions {
                 quantize: args.quantize,
+                device: args.device,
                 ..Default::default()
             };
             merge_report = merge::save(
@@ -630,6 +642,7 @@ async fn train_neural(args: &TrainArgs) -> Result<TrainSummary> {
         embed_runtime::EmbedderOptions {
             quantize: args.quantize,
             cache_dir: args.cache.clone(),
+            device: args.device,
             ..Default::default()
         },
     )?;

@@ -16,6 +16,7 @@ ap.add_argument("--batch-size", type=int, default=32)
 ap.add_argument("--max-query-tokens", type=int, default=64)
 ap.add_argument("--max-passage-tokens", type=int, default=128)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
 os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
 
@@ -26,7 +27,7 @@ from sentence_transformers import SentenceTransformer, losses
 torch.set_num_threads(a.threads)
 torch.manual_seed(42)
 random.seed(42)
-model = SentenceTransformer(a.model, device="cpu")
+model = SentenceTransformer(a.model, device=a.device)
 pairs = [json.loads(l) for l in open(a.pairs)]
 random.shuffle(pairs)
 loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
@@ -37,7 +38,7 @@ model.train()
 def features(texts, max_len):
     model.max_seq_length = max_len
     f = model.tokenize(texts)
-    return {k: v for k, v in f.items()}
+    return {k: v.to(a.device) for k, v in f.items()}
 
 
 times = []
@@ -54,6 +55,8 @@ for step in range(a.steps):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
+    if a.device != "cpu":
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t
     times.append(dt)
     print(f"torch step {step + 1}/{a.steps}: loss {loss.item():.4f}, {dt:.2f}s", file=sys.stderr)

@@ -61,6 +61,11 @@ pub struct Args {
     /// cosine 0.999 to f32 on average) [config: embedding.quantize; default: none].
     #[arg(long, conflicts_with = "quick")]
     quantize: Option<embed_runtime::Quantization>,
+    /// Where the encoder trains and embeds: `auto` (a CUDA GPU when built with `--features
+    /// cuda` and one is visible, else the CPU), `cpu`, `cuda` or `cuda:N`
+    /// [config: embedding.device; default: auto].
+    #[arg(long)]
+    device: Option<embed_runtime::DeviceChoice>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -98,6 +103,7 @@ pub async fn run(args: Args) -> Result<()> {
             FineTune::Adapter => Training::Adapter,
         }),
         quantize: args.quantize,
+        device: args.device,
     };
     let config = args.config.load()?.with_overrides(overrides)?;
     if args.dry_run {

@@ -146,6 +146,8 @@ pub struct Overrides {
     pub train: Option<Training>,
     /// `embedding.quantize`.
     pub quantize: Option<embed_runtime::Quantization>,
+    /// `embedding.device`.
+    pub device: Option<embed_runtime::DeviceChoice>,
 }
 
 impl Default for LoopConfig {
@@ -294,6 +296,24 @@ impl LoopConfig {
                 self.embedding.model
             );
         }
+        if self.embedding.device != embed_runtime::DeviceChoice::Auto
+            && !matches!(kind, ModelKind::Sentence(_))
+        {
+            bail!(
+                "embedding.device = \"{}\" is for sentence-transformers models; {} does not run on this machine's devices",
+                self.embedding.device,
+                self.embedding.model
+            );
+        }
+        if self.embedding.quantize != embed_runtime::Quantization::None
+            && matches!(self.embedding.device, embed_runtime::DeviceChoice::Cuda(_))
+        {
+            bail!(
+                "embedding.quantize = \"{}\" is a CPU path; on {} the f32 model runs (quantize = \"none\")",
+                self.embedding.quantize,
+                self.embedding.device
+            );
+        }
         if self.embedding.dims == 0 || self.embedding.dims > rag_core::MAX_DIMS {
             bail!("embedding.dims must lie in 1..={}", rag_core::MAX_DIMS);
         }
@@ -407,6 +427,9 @@ impl LoopConfig {
         }
         if let Some(q) = o.quantize {
             self.embedding.quantize = q;
+        }
+        if let Some(d) = o.device {
+            self.embedding.device = d;
         }
         if o.train.is_some() {
             self.embedding.train = o.train;

@@ -116,6 +116,12 @@ pub struct EmbeddingSection {
     /// directories, of an int8 model end in `-int8`.
     #[serde(default)]
     pub quantize: embed_runtime::Quantization,
+    /// Where a sentence-transformers model trains and encodes: `auto` (default: a CUDA GPU
+    /// when ragloop was built with `--features cuda` and one is visible, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`. Jobs get it as `--device` (`auto` on a GPU node of a cloud
+    /// job finds its GPU there).
+    #[serde(default)]
+    pub device: embed_runtime::DeviceChoice,
     /// Stage 2's synthetic training questions per document, written by the loop's `[llm]`
     /// (`ragloop train --synthetic`). Default: 2 when `[llm]` is an LLM (Bailian or an
     /// OpenAI-compatible server) and stage 2 trains a sentence-transformers model from raw

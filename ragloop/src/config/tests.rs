@@ -125,6 +125,40 @@ fn int8_reaches_every_job_that_encodes() {
 }
 
 #[test]
+fn a_named_device_reaches_every_job_that_encodes_and_auto_stays_the_jobs_default() {
+    let plan_of = |toml: &str| {
+        let c = LoopConfig::from_toml(toml).unwrap();
+        let plan = crate::jobs::JobPlan::new(
+            &c,
+            vec!["ragloop".into()],
+            crate::stores::StoreSpec::Local {
+                root: "/tmp/store".into(),
+            },
+        );
+        let mut specs = vec![plan.training().unwrap()];
+        specs.extend(plan.embedding_workers("models/m", &c.model_output(), "abc"));
+        specs
+    };
+    let device_of = |spec: &rag_core::JobSpec| {
+        let at = spec.command.iter().position(|a| a == "--device");
+        at.map(|i| spec.command[i + 1].clone())
+    };
+    for spec in plan_of("[embedding]\ntrain = \"full\"\ndevice = \"cuda:1\"\nworkers = 2") {
+        assert_eq!(
+            device_of(&spec).as_deref(),
+            Some("cuda:1"),
+            "{:?}",
+            spec.command
+        );
+    }
+    for spec in plan_of("[embedding]\ntrain = \"full\"\nworkers = 2") {
+        assert_eq!(device_of(&spec), None, "{:?}", spec.command);
+    }
+    let c = LoopConfig::from_toml("").unwrap();
+    assert_eq!(c.embedding.device, embed_runtime::DeviceChoice::Auto);
+}
+
+#[test]
 fn training_only_from_mined_pairs_is_opt_in() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, split: &str| {
@@ -240,6 +274,18 @@ fn mistakes_are_one_clear_line() {
             "is for sentence-transformers models",
         ),
         ("[embedding]\nquantize = \"int4\"", "unknown variant `int4`"),
+        (
+            "[embedding]\ndevice = \"tpu\"",
+            "expected `auto`, `cpu`, `cuda` or `cuda:N`",
+        ),
+        (
+            "[embedding]\nmodel = \"hashed\"\ndevice = \"cuda\"",
+            "embedding.device = \"cuda:0\" is for sentence-transformers models",
+        ),
+        (
+            "[embedding]\nquantize = \"int8\"\ndevice = \"cuda:0\"",
+            "is a CPU path",
+        ),
         (
             "[embedding]\nsynthetic = 2",
             "embedding.synthetic needs an LLM",
