@@ -96,6 +96,20 @@ impl IndexData {
         Ok(())
     }
 
+    /// Moves a graph saved for the current records to the current segments' stamp (after a
+    /// merge that changed segment names, not records); an unsaved graph gets it when saved.
+    pub(super) fn restamp_ann(&mut self) -> Result<()> {
+        let stamp = self.stamp();
+        if let (Some((_, stamp_path)), Some(Ann { dirty: false, .. })) =
+            (self.ann_paths(), self.ann.as_ref())
+        {
+            let json = serde_json::to_vec(&stamp)
+                .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
+            write_atomic(&stamp_path, &json)?;
+        }
+        Ok(())
+    }
+
     /// Brings the graph in step after records were applied: `removed` slots leave it, `added`
     /// slots join it. A graph that fails is dropped (searches go exact, the next open rebuilds).
     pub(super) fn update_ann(&mut self, removed: &[usize], added: &[usize]) {

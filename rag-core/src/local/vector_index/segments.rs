@@ -1,5 +1,14 @@
 //! Persistence: `schema.json` and append-only binary segments (one per write, atomic),
-//! replayed on open and compacted after many.
+//! replayed on open and merged after many.
+//!
+//! Merging keeps the work per record logarithmic: once there are more than [`COMPACT_AFTER`]
+//! segments, the newest half is merged into one, together with each older segment the merged
+//! bytes outgrow (so sizes fall off geometrically from the oldest). Segments are merged by
+//! copying their records as they are — replaying the merged segment applies exactly the same
+//! operations, in the same order, so no slot, graph key or text-index entry changes. Only when
+//! the merge reaches the oldest segment (the newer ones hold as many bytes as it does), or
+//! dead records outnumber live ones, is everything rewritten from the live records
+//! ([`IndexData::compact`]); both stream to disk, a record at a time.
 //!
 //! A segment is `RLSEG02\n`, then records (a `u32` length, a JSON [`SegmentHeader`], and for an
 //! upsert the vector's `dims` little-endian f32s), then the CRC-32 of everything before it.
@@ -192,72 +201,101 @@ impl IndexData {
         Ok(())
     }
 
-    /// Writes a segment of upserts and deletes atomically; compacts when segments pile up.
+    /// Writes a segment of upserts and deletes atomically.
     pub(super) fn persist(&mut self, upserts: &[&IndexRecord], deletes: &[String]) -> Result<()> {
-        let Some(dir) = self.dir.clone() else {
+        if self.dir.is_none() {
             return Ok(());
-        };
-        let mut buf = SEGMENT_MAGIC.to_vec();
-        let encode = |buf: &mut Vec<u8>, h: &SegmentHeader| -> Result<()> {
-            let json =
-                serde_json::to_vec(h).map_err(|e| Error::backend("local-index", "encode", e))?;
-            buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&json);
-            Ok(())
-        };
+        }
+        let path = self.next_segment()?;
+        let mut w = SegmentWriter::create(&path)?;
         for r in upserts {
-            encode(
-                &mut buf,
-                &SegmentHeader::Upsert {
-                    id: r.id.clone(),
-                    text: r.text.clone(),
-                    metadata: r.metadata.clone(),
-                },
-            )?;
-            r.vector
-                .iter()
-                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+            w.upsert(r)?;
         }
         for id in deletes {
-            encode(&mut buf, &SegmentHeader::Delete { id: id.clone() })?;
+            w.delete(id)?;
         }
-        let crc = crc32fast::hash(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
-        let seg_dir = dir.join("segments");
+        w.finish()?;
+        self.segments.push(path);
+        Ok(())
+    }
+
+    /// The path of the segment after the newest one.
+    fn next_segment(&self) -> Result<PathBuf> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| Error::invalid("an in-memory index has no segments"))?;
         let next = self
             .segments
             .last()
             .and_then(|p| p.file_stem()?.to_str()?.parse::<u64>().ok())
             .map_or(1, |n| n + 1);
-        let path = seg_dir.join(format!("{next:012}.seg"));
-        write_atomic(&path, &buf)?;
-        self.segments.push(path);
-        Ok(())
+        Ok(dir.join("segments").join(format!("{next:012}.seg")))
     }
 
-    /// Compacts once segments pile up; call after applying a persisted change.
+    /// Merges segments once they pile up (see the module's doc); call after applying a
+    /// persisted change.
     pub(super) fn maybe_compact(&mut self) -> Result<()> {
-        if self.segments.len() > COMPACT_AFTER {
-            self.compact()?;
+        if self.segments.len() <= COMPACT_AFTER {
+            return Ok(());
         }
-        Ok(())
+        let sizes: Vec<u64> = self
+            .segments
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .collect();
+        let from = merge_from(&sizes);
+        let dead = self.slots.len() - self.by_id.len();
+        if from == 0 || dead > self.by_id.len() {
+            self.compact()
+        } else {
+            self.merge_tail(from)
+        }
+    }
+
+    /// Merges the segments from index `from` on into one by copying their records (checked
+    /// against each segment's CRC on the way), then removes them. A crash between the two
+    /// steps is harmless: replaying the old segments and then the merged one gives the same
+    /// records. The graph and the text index cover the same state under a new stamp.
+    pub(super) fn merge_tail(&mut self, from: usize) -> Result<()> {
+        let merged = self.segments[from..].to_vec();
+        let path = self.next_segment()?;
+        let mut w = SegmentWriter::create(&path)?;
+        for seg in &merged {
+            copy_records(seg, &mut w)?;
+        }
+        w.finish()?;
+        for p in &merged {
+            let _ = std::fs::remove_file(p);
+        }
+        self.segments.truncate(from);
+        self.segments.push(path);
+        let stamp = self.stamp_text();
+        if let Text::External { index, .. } = &self.text {
+            index.restamp(&stamp)?;
+            index.commit()?;
+        }
+        self.restamp_ann()
     }
 
     /// Rewrites all live records as one segment, then removes the older ones. A crash between
     /// the two steps is harmless: replaying old segments and then the compacted one gives the
     /// same records.
     pub(super) fn compact(&mut self) -> Result<()> {
-        let old = std::mem::take(&mut self.segments);
-        let live: Vec<IndexRecord> = self.live().map(|(_, s)| s.record.clone()).collect();
-        self.segments = old.last().cloned().into_iter().collect();
-        self.persist(&live.iter().collect::<Vec<_>>(), &[])?;
-        for p in &old {
+        let path = self.next_segment()?;
+        let mut w = SegmentWriter::create(&path)?;
+        for (_, s) in self.live() {
+            w.upsert(&s.record)?;
+        }
+        w.finish()?;
+        for p in &std::mem::take(&mut self.segments) {
             let _ = std::fs::remove_file(p);
         }
-        self.segments.retain(|p| p.exists());
+        self.segments = vec![path];
         // Rebuild the in-memory structures without dead slots; live slots keep their order, so
         // graph keys only move down (slot i of the new numbering was the i-th live slot).
         let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
+        let live = std::mem::take(&mut self.slots);
         let schema = self.schema.clone();
         let segments = std::mem::take(&mut self.segments);
         let ann = self.ann.take();
@@ -271,19 +309,28 @@ impl IndexData {
         if external {
             self.text = text;
         }
-        for r in live {
-            self.apply_upsert(r);
+        for slot in live.into_iter().flatten() {
+            self.apply_upsert(slot.record);
         }
         if let Text::External { index, .. } = &self.text {
             index.restamp(&self.stamp_text())?;
             index.commit()?;
         }
         if let Some(mut ann) = ann {
-            let moved = old_slots
+            let moves: Vec<(usize, usize)> = old_slots
                 .iter()
                 .enumerate()
                 .filter(|(new, old)| *new != **old)
-                .try_for_each(|(new, &old)| ann.graph.rename(old as u64, new as u64));
+                .map(|(new, &old)| (new, old))
+                .collect();
+            if moves.is_empty() {
+                // No dead slots: the graph's keys hold; a saved graph only needs the new stamp.
+                self.ann = Some(ann);
+                return self.restamp_ann();
+            }
+            let moved = moves
+                .iter()
+                .try_for_each(|&(new, old)| ann.graph.rename(old as u64, new as u64));
             match moved {
                 Ok(()) => {
                     ann.dirty = true;
@@ -298,6 +345,142 @@ impl IndexData {
         }
         Ok(())
     }
+}
+
+/// Where a merge of segments of `sizes` bytes (oldest first; more than [`COMPACT_AFTER`] of
+/// them) starts: the newest half, extended to each older segment the merged bytes reach.
+pub(super) fn merge_from(sizes: &[u64]) -> usize {
+    let mut from = sizes.len().saturating_sub(COMPACT_AFTER / 2);
+    let mut merged: u64 = sizes[from..].iter().sum();
+    while from > 0 && merged >= sizes[from - 1] {
+        from -= 1;
+        merged += sizes[from];
+    }
+    from
+}
+
+/// A segment written as a stream under a temporary name — magic, records, CRC-32 — and
+/// renamed into place by [`finish`](Self::finish); dropped unfinished, it leaves nothing.
+struct SegmentWriter {
+    out: std::io::BufWriter<std::fs::File>,
+    crc: crc32fast::Hasher,
+    tmp: PathBuf,
+    path: PathBuf,
+    done: bool,
+}
+
+impl SegmentWriter {
+    fn create(path: &Path) -> Result<Self> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| Error::invalid("segment path has no parent"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
+        let tmp = temp_path(path);
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(e, format!("writing {}", path.display())))?;
+        let mut w = Self {
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            tmp,
+            path: path.to_path_buf(),
+            done: false,
+        };
+        w.write(SEGMENT_MAGIC)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(e, format!("writing {}", self.path.display())))
+    }
+
+    fn header(&mut self, h: &SegmentHeader) -> Result<()> {
+        let json = serde_json::to_vec(h).map_err(|e| Error::backend("local-index", "encode", e))?;
+        self.write(&(json.len() as u32).to_le_bytes())?;
+        self.write(&json)
+    }
+
+    fn upsert(&mut self, r: &IndexRecord) -> Result<()> {
+        self.header(&SegmentHeader::Upsert {
+            id: r.id.clone(),
+            text: r.text.clone(),
+            metadata: r.metadata.clone(),
+        })?;
+        let vector: Vec<u8> = r.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.write(&vector)
+    }
+
+    fn delete(&mut self, id: &str) -> Result<()> {
+        self.header(&SegmentHeader::Delete { id: id.to_owned() })
+    }
+
+    /// Appends the CRC, syncs and renames the segment into place.
+    fn finish(mut self) -> Result<()> {
+        let crc = self.crc.clone().finalize().to_le_bytes();
+        self.out
+            .write_all(&crc)
+            .and_then(|()| self.out.flush())
+            .and_then(|()| self.out.get_ref().sync_data())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path))
+            .map_err(|e| Error::io(e, format!("writing {}", self.path.display())))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Copies the records of the segment at `path` into `w`, checking the segment's CRC as they
+/// stream by (a mismatch is [`Error::Corrupt`] and `w` is abandoned).
+fn copy_records(path: &Path, w: &mut SegmentWriter) -> Result<()> {
+    use std::io::BufRead;
+    let index_dir = path.parent().and_then(Path::parent).unwrap_or(path);
+    let bad = |why: &str| Error::corrupt(path.display().to_string(), damaged(index_dir, why));
+    let io = |e: std::io::Error| Error::io(e, format!("reading {}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| bad("truncated"))?;
+    let checked = match &magic {
+        m if m == SEGMENT_MAGIC => true,
+        m if m == SEGMENT_MAGIC_V1 => false,
+        _ => return Err(bad("not a segment (bad magic)")),
+    };
+    let mut body = len - 8;
+    if checked {
+        body = body.checked_sub(4).ok_or_else(|| bad("truncated"))?;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(SEGMENT_MAGIC);
+    while body > 0 {
+        let buf = r.fill_buf().map_err(io)?;
+        if buf.is_empty() {
+            return Err(bad("truncated"));
+        }
+        let n = buf.len().min(body as usize);
+        crc.update(&buf[..n]);
+        w.write(&buf[..n])?;
+        r.consume(n);
+        body -= n as u64;
+    }
+    if checked {
+        let mut stored = [0u8; 4];
+        r.read_exact(&mut stored).map_err(|_| bad("truncated"))?;
+        if crc.finalize().to_le_bytes() != stored {
+            return Err(bad("checksum mismatch"));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

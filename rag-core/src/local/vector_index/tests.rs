@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 use proptest::prelude::*;
 
-use super::segments::{COMPACT_AFTER, SEGMENT_MAGIC_V1};
+use super::segments::{COMPACT_AFTER, SEGMENT_MAGIC_V1, merge_from};
 use super::*;
 use crate::index::Metric;
 
@@ -56,6 +56,98 @@ async fn reopening_replays_upserts_deletes_and_survives_compaction() {
         .await
         .unwrap();
     assert!(gone.iter().all(|h| h.id != "r1"), "delete persisted");
+}
+
+#[test]
+fn merges_take_the_newest_half_and_each_older_segment_they_outgrow() {
+    let n = COMPACT_AFTER + 1;
+    // One big old segment and many small new ones: the small ones merge, the big one stays.
+    let mut sizes = vec![1_000_000];
+    sizes.extend(std::iter::repeat_n(100, n - 1));
+    assert_eq!(merge_from(&sizes), 1);
+    // Equal sizes: the merged half outgrows every older segment, so everything is rewritten.
+    assert_eq!(merge_from(&vec![100; n]), 0);
+    // The newest half, then every small segment and the 200-byte one it outgrows; not the
+    // 5,000-byte one.
+    let mut sizes = vec![100_000, 5_000, 200];
+    sizes.extend(std::iter::repeat_n(10, n - 3));
+    assert_eq!(merge_from(&sizes), 2);
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("i/segments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn small_writes_after_a_big_one_merge_among_themselves_and_replay_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = LocalVectorIndex::open(dir.path()).await.unwrap();
+    idx.create_index(&IndexSchema::new("i", 2, Metric::Dot))
+        .await
+        .unwrap();
+    let big: Vec<IndexRecord> = (0..2_000)
+        .map(|i| rec(&format!("b{i}"), i as f32))
+        .collect();
+    idx.upsert("i", big).await.unwrap();
+    let base = segment_files(dir.path())[0].clone();
+    // Small writes, overwrites and deletes: several merges, none of them reaching the base.
+    for i in 0..(3 * COMPACT_AFTER) {
+        idx.upsert("i", vec![rec(&format!("s{i}"), -(i as f32))])
+            .await
+            .unwrap();
+        if i % 7 == 0 {
+            idx.upsert("i", vec![rec(&format!("b{i}"), 0.5)])
+                .await
+                .unwrap();
+            idx.delete("i", &[format!("s{}", i / 2)]).await.unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() <= COMPACT_AFTER, "{} segments", files.len());
+    assert_eq!(files[0], base, "the big segment was never rewritten");
+    let expected = idx.records("i").await.unwrap();
+    drop(idx);
+    let reopened = LocalVectorIndex::open(dir.path()).await.unwrap();
+    assert_eq!(reopened.records("i").await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_damaged_segment_stops_a_merge_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = LocalVectorIndex::open(dir.path()).await.unwrap();
+    idx.create_index(&IndexSchema::new("i", 2, Metric::Dot))
+        .await
+        .unwrap();
+    let big: Vec<IndexRecord> = (0..500).map(|i| rec(&format!("b{i}"), i as f32)).collect();
+    idx.upsert("i", big).await.unwrap();
+    for i in 0..(COMPACT_AFTER - 1) {
+        idx.upsert("i", vec![rec(&format!("s{i}"), 1.0)])
+            .await
+            .unwrap();
+    }
+    // Flip a byte of the newest segment's text: the next write's merge reads it.
+    let before = segment_files(dir.path());
+    let newest = dir.path().join("i/segments").join(before.last().unwrap());
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&newest, &bytes).unwrap();
+    let err = idx.upsert("i", vec![rec("last", 1.0)]).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    let after = segment_files(dir.path());
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "no segment was removed"
+    );
+    assert!(
+        after.iter().all(|f| f.ends_with(".seg")),
+        "no temporary file left: {after:?}"
+    );
 }
 
 #[tokio::test]
