@@ -50,10 +50,101 @@ impl std::fmt::Debug for Text {
     }
 }
 
+/// One live record as a search needs it: id, vector and the declared metadata fields in
+/// memory; its text and full metadata in memory only for an in-memory index, else read from
+/// its segment when a hit, an export or a rebuild asks ([`Body`]).
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub(super) record: IndexRecord,
+    pub(super) id: String,
+    pub(super) vector: Vec<f32>,
     pub(super) norm: f32,
+    /// The values of the schema's metadata fields (what filters read).
+    pub(super) filters: Metadata,
+    pub(super) body: Body,
+}
+
+/// Where a record's text and metadata are.
+#[derive(Debug)]
+pub(super) enum Body {
+    /// In memory.
+    Here { text: String, metadata: Metadata },
+    /// In a segment file: the record's JSON header, `len` bytes at `offset`.
+    Segment {
+        file: Arc<SegmentFile>,
+        offset: u64,
+        len: u32,
+    },
+}
+
+/// A segment file held open for reading records' bodies. The handle outlives the name: a
+/// merge removes the file after re-pointing its records, and a reader process keeps reading
+/// what it loaded.
+#[derive(Debug)]
+pub(super) struct SegmentFile {
+    pub(super) path: PathBuf,
+    file: std::fs::File,
+}
+
+impl SegmentFile {
+    /// Opens `path` for reading bodies (`None` where positional reads are not available).
+    pub(super) fn open(path: &Path) -> Result<Option<Arc<Self>>> {
+        if !cfg!(unix) {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(e, format!("opening {}", path.display())))?;
+        Ok(Some(Arc::new(Self {
+            path: path.to_path_buf(),
+            file,
+        })))
+    }
+
+    #[cfg(unix)]
+    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(e, format!("reading {}", self.path.display())))?;
+        Ok(buf)
+    }
+
+    #[cfg(not(unix))]
+    fn read(&self, _offset: u64, _len: u32) -> Result<Vec<u8>> {
+        Err(Error::invalid("positional reads need a unix system"))
+    }
+}
+
+impl Slot {
+    /// The record's text and full metadata.
+    pub(super) fn body(&self) -> Result<(String, Metadata)> {
+        match &self.body {
+            Body::Here { text, metadata } => Ok((text.clone(), metadata.clone())),
+            Body::Segment { file, offset, len } => {
+                let bytes = file.read(*offset, *len)?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(super::segments::SegmentHeader::Upsert { text, metadata, .. }) => {
+                        Ok((text, metadata))
+                    }
+                    _ => Err(Error::corrupt(
+                        file.path.display().to_string(),
+                        format!("no record at byte {offset} (the segment changed on disk)"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The whole record.
+    pub(super) fn record(&self) -> Result<IndexRecord> {
+        let (text, metadata) = self.body()?;
+        Ok(IndexRecord {
+            id: self.id.clone(),
+            vector: self.vector.clone(),
+            text,
+            metadata,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -89,18 +180,61 @@ impl IndexData {
         }
     }
 
-    /// Applies an upsert; returns the slot it replaced, if any, and its own slot.
-    pub(super) fn apply_upsert(&mut self, record: IndexRecord) -> (Option<usize>, usize) {
-        let replaced = self.by_id.get(&record.id).copied();
-        self.apply_delete(&record.id);
-        let slot = self.slots.len();
+    /// Applies an upsert whose record lies in a segment at `at` (its body is then read from
+    /// there, not kept), or in memory only with `None`; returns the slot it replaced, if any,
+    /// and its own slot.
+    pub(super) fn apply_upsert(
+        &mut self,
+        record: IndexRecord,
+        at: Option<(&Arc<SegmentFile>, u64, u32)>,
+    ) -> (Option<usize>, usize) {
+        let IndexRecord {
+            id,
+            vector,
+            text,
+            metadata,
+        } = record;
         if let Text::Builtin(bm) = &mut self.text {
-            bm.add(slot, &record.text);
+            bm.add(self.slots.len(), &text);
         }
-        self.by_id.insert(record.id.clone(), slot);
-        let norm = crate::embedding::dot(&record.vector, &record.vector).sqrt();
-        self.slots.push(Some(Slot { record, norm }));
-        (replaced, slot)
+        let body = match at {
+            Some((file, offset, len)) => Body::Segment {
+                file: file.clone(),
+                offset,
+                len,
+            },
+            None => Body::Here {
+                text,
+                metadata: metadata.clone(),
+            },
+        };
+        let filters = self.filter_fields(&metadata);
+        self.insert(Slot {
+            id,
+            norm: crate::embedding::dot(&vector, &vector).sqrt(),
+            vector,
+            filters,
+            body,
+        })
+    }
+
+    /// Puts `slot` in the next slot number, replacing a live record of its id.
+    pub(super) fn insert(&mut self, slot: Slot) -> (Option<usize>, usize) {
+        let replaced = self.by_id.get(&slot.id).copied();
+        self.apply_delete(&slot.id);
+        let at = self.slots.len();
+        self.by_id.insert(slot.id.clone(), at);
+        self.slots.push(Some(slot));
+        (replaced, at)
+    }
+
+    /// The schema's metadata fields of `metadata`.
+    fn filter_fields(&self, metadata: &Metadata) -> Metadata {
+        self.schema
+            .metadata_fields
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), metadata.get(&f.name)?.clone())))
+            .collect()
     }
 
     pub(super) fn apply_delete(&mut self, id: &str) -> bool {

@@ -51,7 +51,7 @@ impl IndexData {
         let graph = factory.create(&self.schema)?;
         let items: Vec<(u64, &[f32])> = self
             .live()
-            .map(|(i, s)| (i as u64, s.record.vector.as_slice()))
+            .map(|(i, s)| (i as u64, s.vector.as_slice()))
             .collect();
         graph.add_batch(&items)?;
         self.ann = Some(Ann {
@@ -123,11 +123,7 @@ impl IndexData {
             .and_then(|()| {
                 let items: Vec<(u64, &[f32])> = added
                     .iter()
-                    .filter_map(|&i| {
-                        slots[i]
-                            .as_ref()
-                            .map(|s| (i as u64, s.record.vector.as_slice()))
-                    })
+                    .filter_map(|&i| slots[i].as_ref().map(|s| (i as u64, s.vector.as_slice())))
                     .collect();
                 ann.graph.add_batch(&items)
             });

@@ -192,8 +192,8 @@ impl LocalVectorIndex {
             .slots
             .iter()
             .flatten()
-            .map(|s| s.record.clone())
-            .collect();
+            .map(data::Slot::record)
+            .collect::<Result<_>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -267,11 +267,15 @@ impl VectorIndex for LocalVectorIndex {
                 }),
             }
         }
-        data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
+        let at = data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
         let (mut removed, mut added) = (Vec::new(), Vec::with_capacity(good.len()));
-        for r in good {
+        for (i, r) in good.into_iter().enumerate() {
             report.written.push(r.id.clone());
-            let (replaced, slot) = data.apply_upsert(r);
+            let (replaced, slot) = data.apply_upsert(
+                r,
+                at.as_ref()
+                    .map(|(file, places)| (file, places[i].0, places[i].1)),
+            );
             removed.extend(replaced);
             added.push(slot);
         }
@@ -318,11 +322,11 @@ impl VectorIndex for LocalVectorIndex {
             )));
         }
         Ok(match &req.query {
-            Query::Vector(v) => data.knn(v, req.k, req),
+            Query::Vector(v) => data.knn(v, req.k, req)?,
             Query::Text(t) => data.text(t, req.k, req)?,
             Query::Hybrid { vector, text } => {
                 let n = req.num_candidates.max(req.k);
-                crate::index::fuse(req, data.knn(vector, n, req), data.text(text, n, req)?)
+                crate::index::fuse(req, data.knn(vector, n, req)?, data.text(text, n, req)?)
             }
         })
     }

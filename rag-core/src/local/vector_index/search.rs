@@ -4,11 +4,12 @@ use super::data::{Slot, Text};
 use super::*;
 
 impl IndexData {
-    pub(super) fn knn(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
-        if let Some(hits) = self.knn_ann(q, n, req) {
-            return hits;
-        }
-        self.knn_exact(q, n, req)
+    pub(super) fn knn(&self, q: &[f32], n: usize, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        let scored = match self.knn_ann(q, n, req) {
+            Some(scored) => scored,
+            None => self.knn_exact(q, req),
+        };
+        self.top(scored, n)
     }
 
     /// Graph search, or `None` where exact search is the better tool: small indexes, and
@@ -18,7 +19,7 @@ impl IndexData {
         q: &[f32],
         n: usize,
         req: &SearchRequest,
-    ) -> Option<Vec<SearchHit>> {
+    ) -> Option<Vec<(usize, f32)>> {
         let ann = self.ann.as_ref()?;
         let live = self.by_id.len();
         if live < ann.factory.exact_below() {
@@ -56,7 +57,7 @@ impl IndexData {
                         Some((key as usize, self.exact_score(q, qnorm, s)))
                     })
                     .collect();
-                Some(self.top(scored, n))
+                Some(scored)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ANN search failed; searching exactly");
@@ -69,24 +70,23 @@ impl IndexData {
     fn exact_score(&self, q: &[f32], qnorm: f32, s: &Slot) -> f32 {
         match self.schema.metric {
             Metric::Cosine => {
-                let dot = crate::embedding::dot(q, &s.record.vector);
+                let dot = crate::embedding::dot(q, &s.vector);
                 if qnorm == 0.0 || s.norm == 0.0 {
                     0.0
                 } else {
                     dot / (qnorm * s.norm)
                 }
             }
-            m => m.score(q, &s.record.vector),
+            m => m.score(q, &s.vector),
         }
     }
 
-    pub(super) fn knn_exact(&self, q: &[f32], n: usize, req: &SearchRequest) -> Vec<SearchHit> {
+    fn knn_exact(&self, q: &[f32], req: &SearchRequest) -> Vec<(usize, f32)> {
         let qnorm = norm(q);
-        let scored = self
-            .live()
+        self.live()
             .filter(|(_, s)| passes(req, s))
-            .map(|(i, s)| (i, self.exact_score(q, qnorm, s)));
-        self.top(scored.collect(), n)
+            .map(|(i, s)| (i, self.exact_score(q, qnorm, s)))
+            .collect()
     }
 
     pub(super) fn text(&self, q: &str, n: usize, req: &SearchRequest) -> Result<Vec<SearchHit>> {
@@ -103,10 +103,11 @@ impl IndexData {
                 .collect(),
             Text::Pending => Vec::new(),
         };
-        Ok(self.top(scored, n))
+        self.top(scored, n)
     }
 
-    pub(super) fn top(&self, mut scored: Vec<(usize, f32)>, n: usize) -> Vec<SearchHit> {
+    /// The best `n` of `scored` as hits, their bodies read where they lie.
+    pub(super) fn top(&self, mut scored: Vec<(usize, f32)>, n: usize) -> Result<Vec<SearchHit>> {
         let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if scored.len() > n {
             scored.select_nth_unstable_by(n, by_score);
@@ -115,12 +116,14 @@ impl IndexData {
         scored.sort_by(by_score);
         scored
             .into_iter()
-            .filter_map(|(i, score)| {
-                self.slots[i].as_ref().map(|s| SearchHit {
-                    id: s.record.id.clone(),
+            .filter_map(|(i, score)| self.slots[i].as_ref().map(|s| (s, score)))
+            .map(|(s, score)| {
+                let (text, metadata) = s.body()?;
+                Ok(SearchHit {
+                    id: s.id.clone(),
                     score,
-                    text: s.record.text.clone(),
-                    metadata: s.record.metadata.clone(),
+                    text,
+                    metadata,
                 })
             })
             .collect()
@@ -128,9 +131,7 @@ impl IndexData {
 }
 
 pub(super) fn passes(req: &SearchRequest, s: &Slot) -> bool {
-    req.filter
-        .as_ref()
-        .is_none_or(|f| f.matches(&s.record.metadata))
+    req.filter.as_ref().is_none_or(|f| f.matches(&s.filters))
 }
 
 fn norm(v: &[f32]) -> f32 {

@@ -16,7 +16,7 @@
 //! [`Error::Corrupt`] naming the file; nothing of it is applied. `RLSEG01` segments (written
 //! before the checksum) are read without it.
 
-use super::data::Text;
+use super::data::{Body, SegmentFile, Text};
 use super::*;
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG02\n";
 /// The format before the checksum trailer.
@@ -37,9 +37,13 @@ pub(super) enum SegmentHeader {
     },
 }
 
-/// One decoded record of a segment.
+/// A segment just written, opened for reading, and where each upsert's header (its JSON:
+/// offset and length) lies in it.
+pub(super) type Written = (Arc<SegmentFile>, Vec<(u64, u32)>);
+
+/// One decoded record of a segment (an upsert with its header's offset and length).
 enum Op {
-    Upsert(IndexRecord),
+    Upsert(IndexRecord, u64, u32),
     Delete(String),
 }
 
@@ -137,6 +141,11 @@ impl IndexData {
             std::fs::read(path).map_err(|e| Error::io(e, format!("reading {}", path.display())))?;
         let index_dir = path.parent().and_then(Path::parent).unwrap_or(path);
         let bad = |why: &str| Error::corrupt(path.display().to_string(), damaged(index_dir, why));
+        let crc_len = if bytes.starts_with(SEGMENT_MAGIC) {
+            4
+        } else {
+            0
+        };
         let body = if let Some(rest) = bytes.strip_prefix(SEGMENT_MAGIC.as_slice()) {
             let split = rest.len().checked_sub(4).ok_or_else(|| bad("truncated"))?;
             let (body, crc) = rest.split_at(split);
@@ -161,6 +170,7 @@ impl IndexData {
             if cur.len() < len {
                 return Err(bad("truncated header"));
             }
+            let offset = (bytes.len() - cur.len() - crc_len) as u64;
             let (head, rest) = cur.split_at(len);
             cur = rest;
             match serde_json::from_slice(head).map_err(|e| bad(&e.to_string()))? {
@@ -178,20 +188,25 @@ impl IndexData {
                     if !vector.iter().all(|x| x.is_finite()) {
                         return Err(bad(&format!("record {id:?} has a non-finite vector")));
                     }
-                    records.push(Op::Upsert(IndexRecord {
-                        id,
-                        vector,
-                        text,
-                        metadata,
-                    }));
+                    records.push(Op::Upsert(
+                        IndexRecord {
+                            id,
+                            vector,
+                            text,
+                            metadata,
+                        },
+                        offset,
+                        len as u32,
+                    ));
                 }
                 SegmentHeader::Delete { id } => records.push(Op::Delete(id)),
             }
         }
+        let file = SegmentFile::open(path)?;
         for op in records {
             match op {
-                Op::Upsert(record) => {
-                    self.apply_upsert(record);
+                Op::Upsert(record, offset, len) => {
+                    self.apply_upsert(record, file.as_ref().map(|f| (f, offset, len)));
                 }
                 Op::Delete(id) => {
                     self.apply_delete(&id);
@@ -201,22 +216,30 @@ impl IndexData {
         Ok(())
     }
 
-    /// Writes a segment of upserts and deletes atomically.
-    pub(super) fn persist(&mut self, upserts: &[&IndexRecord], deletes: &[String]) -> Result<()> {
+    /// Writes a segment of upserts and deletes atomically; returns the segment, opened for
+    /// reading, and where each upsert's header lies in it (`None` for an in-memory index, or
+    /// where segments cannot be read in place).
+    pub(super) fn persist(
+        &mut self,
+        upserts: &[&IndexRecord],
+        deletes: &[String],
+    ) -> Result<Option<Written>> {
         if self.dir.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let path = self.next_segment()?;
         let mut w = SegmentWriter::create(&path)?;
-        for r in upserts {
-            w.upsert(r)?;
-        }
+        let places = upserts
+            .iter()
+            .map(|r| w.upsert(r))
+            .collect::<Result<Vec<_>>>()?;
         for id in deletes {
             w.delete(id)?;
         }
         w.finish()?;
+        let file = SegmentFile::open(&path)?;
         self.segments.push(path);
-        Ok(())
+        Ok(file.map(|f| (f, places)))
     }
 
     /// The path of the segment after the newest one.
@@ -261,10 +284,25 @@ impl IndexData {
         let merged = self.segments[from..].to_vec();
         let path = self.next_segment()?;
         let mut w = SegmentWriter::create(&path)?;
+        // Where each merged segment's records start in the new one, less where they started.
+        let mut shift: HashMap<PathBuf, i64> = HashMap::new();
         for seg in &merged {
+            shift.insert(seg.clone(), w.pos as i64 - SEGMENT_MAGIC.len() as i64);
             copy_records(seg, &mut w)?;
         }
         w.finish()?;
+        if let Some(file) = SegmentFile::open(&path)? {
+            for slot in self.slots.iter_mut().flatten() {
+                if let Body::Segment {
+                    file: f, offset, ..
+                } = &mut slot.body
+                    && let Some(d) = shift.get(&f.path)
+                {
+                    *offset = (*offset as i64 + d) as u64;
+                    *f = file.clone();
+                }
+            }
+        }
         for p in &merged {
             let _ = std::fs::remove_file(p);
         }
@@ -284,10 +322,12 @@ impl IndexData {
     pub(super) fn compact(&mut self) -> Result<()> {
         let path = self.next_segment()?;
         let mut w = SegmentWriter::create(&path)?;
+        let mut places = Vec::with_capacity(self.by_id.len());
         for (_, s) in self.live() {
-            w.upsert(&s.record)?;
+            places.push(w.upsert(&s.record()?)?);
         }
         w.finish()?;
+        let file = SegmentFile::open(&path)?;
         for p in &std::mem::take(&mut self.segments) {
             let _ = std::fs::remove_file(p);
         }
@@ -309,8 +349,18 @@ impl IndexData {
         if external {
             self.text = text;
         }
-        for slot in live.into_iter().flatten() {
-            self.apply_upsert(slot.record);
+        for (mut slot, (offset, len)) in live.into_iter().flatten().zip(places) {
+            if let Some(file) = &file {
+                slot.body = Body::Segment {
+                    file: file.clone(),
+                    offset,
+                    len,
+                };
+            }
+            if let Text::Builtin(bm) = &mut self.text {
+                bm.add(self.slots.len(), &slot.body()?.0);
+            }
+            self.insert(slot);
         }
         if let Text::External { index, .. } = &self.text {
             index.restamp(&self.stamp_text())?;
@@ -364,6 +414,8 @@ pub(super) fn merge_from(sizes: &[u64]) -> usize {
 struct SegmentWriter {
     out: std::io::BufWriter<std::fs::File>,
     crc: crc32fast::Hasher,
+    /// Bytes written so far.
+    pos: u64,
     tmp: PathBuf,
     path: PathBuf,
     done: bool,
@@ -382,6 +434,7 @@ impl SegmentWriter {
         let mut w = Self {
             out: std::io::BufWriter::with_capacity(1 << 20, file),
             crc: crc32fast::Hasher::new(),
+            pos: 0,
             tmp,
             path: path.to_path_buf(),
             done: false,
@@ -392,29 +445,38 @@ impl SegmentWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.crc.update(bytes);
+        self.pos += bytes.len() as u64;
         self.out
             .write_all(bytes)
             .map_err(|e| Error::io(e, format!("writing {}", self.path.display())))
     }
 
-    fn header(&mut self, h: &SegmentHeader) -> Result<()> {
+    /// Writes a header; returns where its JSON lies and its length.
+    fn header(&mut self, h: &SegmentHeader) -> Result<(u64, u32)> {
         let json = serde_json::to_vec(h).map_err(|e| Error::backend("local-index", "encode", e))?;
-        self.write(&(json.len() as u32).to_le_bytes())?;
-        self.write(&json)
+        let len = u32::try_from(json.len())
+            .map_err(|_| Error::invalid("a record of 4 GiB or more cannot be stored"))?;
+        self.write(&len.to_le_bytes())?;
+        let at = self.pos;
+        self.write(&json)?;
+        Ok((at, len))
     }
 
-    fn upsert(&mut self, r: &IndexRecord) -> Result<()> {
-        self.header(&SegmentHeader::Upsert {
+    /// Writes an upsert; returns where its header's JSON lies and its length.
+    fn upsert(&mut self, r: &IndexRecord) -> Result<(u64, u32)> {
+        let place = self.header(&SegmentHeader::Upsert {
             id: r.id.clone(),
             text: r.text.clone(),
             metadata: r.metadata.clone(),
         })?;
         let vector: Vec<u8> = r.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.write(&vector)
+        self.write(&vector)?;
+        Ok(place)
     }
 
     fn delete(&mut self, id: &str) -> Result<()> {
         self.header(&SegmentHeader::Delete { id: id.to_owned() })
+            .map(drop)
     }
 
     /// Appends the CRC, syncs and renames the segment into place.

@@ -117,6 +117,51 @@ async fn small_writes_after_a_big_one_merge_among_themselves_and_replay_the_same
 }
 
 #[tokio::test]
+async fn a_persisted_index_reads_texts_and_metadata_from_its_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = LocalVectorIndex::open(dir.path()).await.unwrap();
+    let schema = IndexSchema::new("i", 2, Metric::Dot).with_field("lang", FieldKind::Keyword);
+    idx.create_index(&schema).await.unwrap();
+    let with_meta = |id: &str, x: f32, lang: &str| {
+        let mut r = rec(id, x);
+        r.metadata.insert("lang".into(), lang.into());
+        r.metadata.insert("page".into(), 7.into());
+        r
+    };
+    // Enough writes for merges and a full rewrite, each record a text and metadata of its own.
+    for i in 0..(3 * COMPACT_AFTER) {
+        let lang = if i % 2 == 0 { "en" } else { "zh" };
+        idx.upsert("i", vec![with_meta(&format!("r{i}"), i as f32, lang)])
+            .await
+            .unwrap();
+    }
+    {
+        let handle = idx.get("i").await.unwrap();
+        let data = handle.read().await;
+        let kept_in_memory = data
+            .live()
+            .filter(|(_, s)| matches!(s.body, data::Body::Here { .. }))
+            .count();
+        assert_eq!(kept_in_memory, 0, "no text is held in memory");
+        let (_, s) = data.live().next().unwrap();
+        assert_eq!(
+            s.filters.len(),
+            1,
+            "only the schema's fields: {:?}",
+            s.filters
+        );
+    }
+    let mut req = SearchRequest::new(Query::Vector(vec![1.0, 0.0]), 3);
+    req.filter = Some(crate::index::Filter::Eq("lang".into(), "zh".into()));
+    let hits = idx.search("i", &req).await.unwrap();
+    let top = 3 * COMPACT_AFTER - 1;
+    assert_eq!(hits[0].id, format!("r{top}"));
+    assert_eq!(hits[0].text, format!("record r{top}"));
+    assert_eq!(hits[0].metadata["page"], 7);
+    assert_eq!(hits[0].metadata["lang"], "zh");
+}
+
+#[tokio::test]
 async fn a_damaged_segment_stops_a_merge_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let idx = LocalVectorIndex::open(dir.path()).await.unwrap();

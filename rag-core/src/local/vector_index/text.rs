@@ -2,7 +2,7 @@
 //! is when its stamp is the segments' state, else rebuilt from the records), kept in step with
 //! writes, committed with the segment state it covers.
 
-use super::data::Text;
+use super::data::{Slot, Text};
 use super::*;
 use crate::local::fulltext::{TextDoc, TextFactory};
 
@@ -80,9 +80,9 @@ impl IndexData {
     }
 
     fn fill_text(&self, index: &dyn TextIndex, stamp: &str) -> Result<()> {
-        let live: Vec<&IndexRecord> = self.live().map(|(_, s)| &s.record).collect();
+        let live: Vec<&Slot> = self.live().map(|(_, s)| s).collect();
         for batch in live.chunks(REBUILD_BATCH) {
-            index.upsert(&docs(batch), stamp)?;
+            index.upsert(&docs(&bodies(batch)?), stamp)?;
         }
         if live.is_empty() {
             index.restamp(stamp)?;
@@ -98,22 +98,29 @@ impl IndexData {
         let Text::External { index, .. } = &self.text else {
             return;
         };
-        let upserts: Vec<&IndexRecord> = added
+        let upserts: Vec<&Slot> = added
             .iter()
-            .filter_map(|&s| self.slots[s].as_ref().map(|s| &s.record))
+            .filter_map(|&s| self.slots[s].as_ref())
             .collect();
         let result = if upserts.is_empty() && deletes.is_empty() {
             Ok(())
         } else {
-            index
-                .delete(deletes, &stamp)
-                .and_then(|()| index.upsert(&docs(&upserts), &stamp))
+            bodies(&upserts).and_then(|bodies| {
+                index
+                    .delete(deletes, &stamp)
+                    .and_then(|()| index.upsert(&docs(&bodies), &stamp))
+            })
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, index = %self.schema.name, "text index update failed; BM25 in memory until the next open");
             let mut bm = Bm25::new(self.schema.analyzer);
             for (slot, s) in self.live() {
-                bm.add(slot, &s.record.text);
+                match s.body() {
+                    Ok((text, _)) => bm.add(slot, &text),
+                    Err(e) => {
+                        tracing::warn!(error = %e, id = %s.id, "a record's text is unreadable; BM25 leaves it out")
+                    }
+                }
             }
             self.text = Text::Builtin(bm);
         }
@@ -128,13 +135,20 @@ impl IndexData {
     }
 }
 
-fn docs<'a>(records: &[&'a IndexRecord]) -> Vec<TextDoc<'a>> {
-    records
+/// The slots' ids with their texts and metadata.
+fn bodies<'a>(slots: &[&'a Slot]) -> Result<Vec<(&'a str, String, Metadata)>> {
+    slots
         .iter()
-        .map(|r| TextDoc {
-            id: &r.id,
-            text: &r.text,
-            metadata: &r.metadata,
+        .map(|s| {
+            s.body()
+                .map(|(text, metadata)| (s.id.as_str(), text, metadata))
         })
+        .collect()
+}
+
+fn docs<'a>(bodies: &'a [(&'a str, String, Metadata)]) -> Vec<TextDoc<'a>> {
+    bodies
+        .iter()
+        .map(|(id, text, metadata)| TextDoc { id, text, metadata })
         .collect()
 }
