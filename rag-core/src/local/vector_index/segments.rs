@@ -423,11 +423,7 @@ struct SegmentWriter {
 
 impl SegmentWriter {
     fn create(path: &Path) -> Result<Self> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| Error::invalid("segment path has no parent"))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
+        create_parent(path)?;
         let tmp = temp_path(path);
         let file = std::fs::File::create(&tmp)
             .map_err(|e| Error::io(e, format!("writing {}", path.display())))?;
@@ -545,12 +541,16 @@ fn copy_records(path: &Path, w: &mut SegmentWriter) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Creates the directory `path` will be written in.
+fn create_parent(path: &Path) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid("segment path has no parent"))?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(e, format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(e, format!("creating {}", dir.display())))
+}
+
+pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    create_parent(path)?;
     let tmp = temp_path(path);
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_data()))
