@@ -233,18 +233,21 @@ pub enum Filter {
 impl Filter {
     /// Whether `meta` passes this filter. A missing field never matches `Eq`, `In` or `Range`.
     pub fn matches(&self, meta: &Metadata) -> bool {
+        self.matches_by(&|field| meta.get(field))
+    }
+
+    /// Whether the record whose field values `get` looks up passes this filter (for stores
+    /// that keep metadata otherwise than as a [`Metadata`] map).
+    pub fn matches_by<'a>(&self, get: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
         match self {
-            Self::Eq(f, v) => meta.get(f).is_some_and(|x| json_eq(x, v)),
-            Self::In(f, vs) => meta
-                .get(f)
-                .is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
-            Self::Range { field, gte, lte } => meta
-                .get(field)
+            Self::Eq(f, v) => get(f).is_some_and(|x| json_eq(x, v)),
+            Self::In(f, vs) => get(f).is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
+            Self::Range { field, gte, lte } => get(field)
                 .and_then(Value::as_f64)
                 .is_some_and(|x| gte.is_none_or(|g| x >= g) && lte.is_none_or(|l| x <= l)),
-            Self::And(fs) => fs.iter().all(|f| f.matches(meta)),
-            Self::Or(fs) => fs.iter().any(|f| f.matches(meta)),
-            Self::Not(f) => !f.matches(meta),
+            Self::And(fs) => fs.iter().all(|f| f.matches_by(get)),
+            Self::Or(fs) => fs.iter().any(|f| f.matches_by(get)),
+            Self::Not(f) => !f.matches_by(get),
         }
     }
 

@@ -2,6 +2,7 @@
 //! graph.
 
 use super::*;
+use serde_json::Value;
 
 /// The graph of one index and whether it changed since it was saved.
 pub(super) struct Ann {
@@ -58,8 +59,9 @@ pub(super) struct Slot {
     pub(super) id: String,
     pub(super) vector: Vec<f32>,
     pub(super) norm: f32,
-    /// The values of the schema's metadata fields (what filters read).
-    pub(super) filters: Metadata,
+    /// The values of the schema's metadata fields, in the schema's order (what filters read;
+    /// `None` where the record has none): no keys per record.
+    pub(super) filters: Box<[Option<Value>]>,
     pub(super) body: Body,
 }
 
@@ -228,13 +230,22 @@ impl IndexData {
         (replaced, at)
     }
 
-    /// The schema's metadata fields of `metadata`.
-    fn filter_fields(&self, metadata: &Metadata) -> Metadata {
+    /// The values of the schema's metadata fields in `metadata`, in the schema's order.
+    fn filter_fields(&self, metadata: &Metadata) -> Box<[Option<Value>]> {
         self.schema
             .metadata_fields
             .iter()
-            .filter_map(|f| Some((f.name.clone(), metadata.get(&f.name)?.clone())))
+            .map(|f| metadata.get(&f.name).cloned())
             .collect()
+    }
+
+    /// Whether `slot` passes `filter`, reading its filter fields.
+    pub(super) fn passes(&self, filter: &crate::index::Filter, slot: &Slot) -> bool {
+        let fields = &self.schema.metadata_fields;
+        filter.matches_by(&|name| {
+            let i = fields.iter().position(|f| f.name == name)?;
+            slot.filters[i].as_ref()
+        })
     }
 
     pub(super) fn apply_delete(&mut self, id: &str) -> bool {

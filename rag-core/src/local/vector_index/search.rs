@@ -29,10 +29,10 @@ impl IndexData {
             self.slots
                 .get(key as usize)
                 .and_then(Option::as_ref)
-                .is_some_and(|s| passes(req, s))
+                .is_some_and(|s| self.passes_req(req, s))
         };
         if req.filter.is_some() {
-            let passing = self.live().filter(|(_, s)| passes(req, s)).count();
+            let passing = self.live().filter(|(_, s)| self.passes_req(req, s)).count();
             if passing <= ann.factory.exact_below().max(n) || passing * 20 < live {
                 return None;
             }
@@ -84,7 +84,7 @@ impl IndexData {
     fn knn_exact(&self, q: &[f32], req: &SearchRequest) -> Vec<(usize, f32)> {
         let qnorm = norm(q);
         self.live()
-            .filter(|(_, s)| passes(req, s))
+            .filter(|(_, s)| self.passes_req(req, s))
             .map(|(i, s)| (i, self.exact_score(q, qnorm, s)))
             .collect()
     }
@@ -94,7 +94,11 @@ impl IndexData {
             Text::Builtin(bm) => bm
                 .scored(q)
                 .into_iter()
-                .filter(|(i, _)| self.slots[*i].as_ref().is_some_and(|s| passes(req, s)))
+                .filter(|(i, _)| {
+                    self.slots[*i]
+                        .as_ref()
+                        .is_some_and(|s| self.passes_req(req, s))
+                })
                 .collect(),
             Text::External { index, .. } => index
                 .search(q, n, req.filter.as_ref())?
@@ -104,6 +108,11 @@ impl IndexData {
             Text::Pending => Vec::new(),
         };
         self.top(scored, n)
+    }
+
+    /// Whether `s` passes the request's filter, if any.
+    fn passes_req(&self, req: &SearchRequest, s: &Slot) -> bool {
+        req.filter.as_ref().is_none_or(|f| self.passes(f, s))
     }
 
     /// The best `n` of `scored` as hits, their bodies read where they lie.
@@ -128,10 +137,6 @@ impl IndexData {
             })
             .collect()
     }
-}
-
-pub(super) fn passes(req: &SearchRequest, s: &Slot) -> bool {
-    req.filter.as_ref().is_none_or(|f| f.matches(&s.filters))
 }
 
 fn norm(v: &[f32]) -> f32 {

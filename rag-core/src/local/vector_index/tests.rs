@@ -150,6 +150,11 @@ async fn a_persisted_index_reads_texts_and_metadata_from_its_segments() {
             "only the schema's fields: {:?}",
             s.filters
         );
+        assert!(
+            matches!(&s.filters[0], Some(v) if v.is_string()),
+            "{:?}",
+            s.filters
+        );
     }
     let mut req = SearchRequest::new(Query::Vector(vec![1.0, 0.0]), 3);
     req.filter = Some(crate::index::Filter::Eq("lang".into(), "zh".into()));
