@@ -126,7 +126,7 @@ impl Slot {
                 let bytes = file.read(*offset, *len)?;
                 match serde_json::from_slice(&bytes) {
                     Ok(super::segments::SegmentHeader::Upsert { text, metadata, .. }) => {
-                        Ok((text, metadata))
+                        Ok((text.into_owned(), metadata.into_owned()))
                     }
                     _ => Err(Error::corrupt(
                         file.path.display().to_string(),

@@ -89,9 +89,7 @@ impl IndexData {
         }
         std::fs::rename(&tmp, &graph_path)
             .map_err(|e| Error::io(e, format!("writing {}", graph_path.display())))?;
-        let json = serde_json::to_vec(&stamp)
-            .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
-        write_atomic(&stamp_path, &json)?;
+        write_stamp(&stamp_path, &stamp)?;
         ann.dirty = false;
         Ok(())
     }
@@ -103,9 +101,7 @@ impl IndexData {
         if let (Some((_, stamp_path)), Some(Ann { dirty: false, .. })) =
             (self.ann_paths(), self.ann.as_ref())
         {
-            let json = serde_json::to_vec(&stamp)
-                .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
-            write_atomic(&stamp_path, &json)?;
+            write_stamp(&stamp_path, &stamp)?;
         }
         Ok(())
     }
@@ -136,4 +132,11 @@ impl IndexData {
             }
         }
     }
+}
+
+/// Writes a graph's stamp beside it.
+fn write_stamp(path: &Path, stamp: &Stamp) -> Result<()> {
+    let json = serde_json::to_vec(stamp)
+        .map_err(|e| Error::backend("local-index", "encode graph stamp", e))?;
+    write_atomic(path, &json)
 }

@@ -16,6 +16,8 @@
 //! [`Error::Corrupt`] naming the file; nothing of it is applied. `RLSEG01` segments (written
 //! before the checksum) are read without it.
 
+use std::borrow::Cow;
+
 use super::data::{Body, SegmentFile, Text};
 use super::*;
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG02\n";
@@ -24,16 +26,17 @@ pub(super) const SEGMENT_MAGIC_V1: &[u8; 8] = b"RLSEG01\n";
 /// Segments after which the next write compacts an index into one.
 pub(super) const COMPACT_AFTER: usize = 64;
 
+/// A record's JSON header; borrowed when written, owned when read.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub(super) enum SegmentHeader {
+pub(super) enum SegmentHeader<'a> {
     Upsert {
-        id: String,
-        text: String,
-        metadata: Metadata,
+        id: Cow<'a, str>,
+        text: Cow<'a, str>,
+        metadata: Cow<'a, Metadata>,
     },
     Delete {
-        id: String,
+        id: Cow<'a, str>,
     },
 }
 
@@ -190,16 +193,16 @@ impl IndexData {
                     }
                     records.push(Op::Upsert(
                         IndexRecord {
-                            id,
+                            id: id.into_owned(),
                             vector,
-                            text,
-                            metadata,
+                            text: text.into_owned(),
+                            metadata: metadata.into_owned(),
                         },
                         offset,
                         len as u32,
                     ));
                 }
-                SegmentHeader::Delete { id } => records.push(Op::Delete(id)),
+                SegmentHeader::Delete { id } => records.push(Op::Delete(id.into_owned())),
             }
         }
         let file = SegmentFile::open(path)?;
@@ -231,7 +234,7 @@ impl IndexData {
         let mut w = SegmentWriter::create(&path)?;
         let places = upserts
             .iter()
-            .map(|r| w.upsert(r))
+            .map(|r| w.upsert(&r.id, &r.vector, &r.text, &r.metadata))
             .collect::<Result<Vec<_>>>()?;
         for id in deletes {
             w.delete(id)?;
@@ -324,7 +327,8 @@ impl IndexData {
         let mut w = SegmentWriter::create(&path)?;
         let mut places = Vec::with_capacity(self.by_id.len());
         for (_, s) in self.live() {
-            places.push(w.upsert(&s.record()?)?);
+            let (text, metadata) = s.body()?;
+            places.push(w.upsert(&s.id, &s.vector, &text, &metadata)?);
         }
         w.finish()?;
         let file = SegmentFile::open(&path)?;
@@ -448,7 +452,7 @@ impl SegmentWriter {
     }
 
     /// Writes a header; returns where its JSON lies and its length.
-    fn header(&mut self, h: &SegmentHeader) -> Result<(u64, u32)> {
+    fn header(&mut self, h: &SegmentHeader<'_>) -> Result<(u64, u32)> {
         let json = serde_json::to_vec(h).map_err(|e| Error::backend("local-index", "encode", e))?;
         let len = u32::try_from(json.len())
             .map_err(|_| Error::invalid("a record of 4 GiB or more cannot be stored"))?;
@@ -459,20 +463,28 @@ impl SegmentWriter {
     }
 
     /// Writes an upsert; returns where its header's JSON lies and its length.
-    fn upsert(&mut self, r: &IndexRecord) -> Result<(u64, u32)> {
+    fn upsert(
+        &mut self,
+        id: &str,
+        vector: &[f32],
+        text: &str,
+        metadata: &Metadata,
+    ) -> Result<(u64, u32)> {
         let place = self.header(&SegmentHeader::Upsert {
-            id: r.id.clone(),
-            text: r.text.clone(),
-            metadata: r.metadata.clone(),
+            id: Cow::Borrowed(id),
+            text: Cow::Borrowed(text),
+            metadata: Cow::Borrowed(metadata),
         })?;
-        let vector: Vec<u8> = r.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let vector: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.write(&vector)?;
         Ok(place)
     }
 
     fn delete(&mut self, id: &str) -> Result<()> {
-        self.header(&SegmentHeader::Delete { id: id.to_owned() })
-            .map(drop)
+        self.header(&SegmentHeader::Delete {
+            id: Cow::Borrowed(id),
+        })
+        .map(drop)
     }
 
     /// Appends the CRC, syncs and renames the segment into place.
