@@ -1,5 +1,6 @@
 //! [`VectorIndex`]: stores chunk vectors and text, and searches them (seed steps 6 and 7).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -233,17 +234,18 @@ pub enum Filter {
 impl Filter {
     /// Whether `meta` passes this filter. A missing field never matches `Eq`, `In` or `Range`.
     pub fn matches(&self, meta: &Metadata) -> bool {
-        self.matches_by(&|field| meta.get(field))
+        self.matches_by(&|field| meta.get(field).map(Cow::Borrowed))
     }
 
     /// Whether the record whose field values `get` looks up passes this filter (for stores
-    /// that keep metadata otherwise than as a [`Metadata`] map).
-    pub fn matches_by<'a>(&self, get: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
+    /// that keep metadata otherwise than as a [`Metadata`] map: a value may be borrowed, or
+    /// made on the spot from a compact form).
+    pub fn matches_by<'a>(&self, get: &dyn Fn(&str) -> Option<Cow<'a, Value>>) -> bool {
         match self {
-            Self::Eq(f, v) => get(f).is_some_and(|x| json_eq(x, v)),
-            Self::In(f, vs) => get(f).is_some_and(|x| vs.iter().any(|v| json_eq(x, v))),
+            Self::Eq(f, v) => get(f).is_some_and(|x| json_eq(&x, v)),
+            Self::In(f, vs) => get(f).is_some_and(|x| vs.iter().any(|v| json_eq(&x, v))),
             Self::Range { field, gte, lte } => get(field)
-                .and_then(Value::as_f64)
+                .and_then(|x| x.as_f64())
                 .is_some_and(|x| gte.is_none_or(|g| x >= g) && lte.is_none_or(|l| x <= l)),
             Self::And(fs) => fs.iter().all(|f| f.matches_by(get)),
             Self::Or(fs) => fs.iter().any(|f| f.matches_by(get)),

@@ -1,8 +1,13 @@
 //! The in-memory state of one index: its records by slot, the id map, the text index and the
 //! graph.
 
-use super::*;
+use std::borrow::Cow;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 use serde_json::Value;
+
+use super::*;
 
 /// The graph of one index and whether it changed since it was saved.
 pub(super) struct Ann {
@@ -51,31 +56,199 @@ impl std::fmt::Debug for Text {
     }
 }
 
-/// One live record as a search needs it: id, vector and the declared metadata fields in
-/// memory; its text and full metadata in memory only for an in-memory index, else read from
-/// its segment when a hit, an export or a rebuild asks ([`Body`]).
+/// One live record beside the columns of [`IndexData`] (vector, norm, filter fields): its id,
+/// and where its text and full metadata are ([`Body`]).
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub(super) id: String,
-    pub(super) vector: Vec<f32>,
-    pub(super) norm: f32,
-    /// The values of the schema's metadata fields, in the schema's order (what filters read;
-    /// `None` where the record has none): no keys per record.
-    pub(super) filters: Box<[Option<Value>]>,
+    pub(super) id: Box<str>,
     pub(super) body: Body,
 }
 
 /// Where a record's text and metadata are.
 #[derive(Debug)]
 pub(super) enum Body {
-    /// In memory.
-    Here { text: String, metadata: Metadata },
+    /// In memory (an in-memory index): text and metadata.
+    Here(Box<(String, Metadata)>),
     /// In a segment file: the record's JSON header, `len` bytes at `offset`.
     Segment {
         file: Arc<SegmentFile>,
         offset: u64,
         len: u32,
     },
+}
+
+/// The values of one of the schema's metadata fields, a row per slot, in the smallest form
+/// that filters can read back exactly. Filters compare numbers as `f64` (`Filter::matches_by`),
+/// so numeric fields keep that; keywords are codes into the distinct values (the chunks of a
+/// document share theirs). A value of another type than the field's (a `null`) is kept as is.
+#[derive(Debug)]
+pub(super) enum Column {
+    Keyword {
+        codes: Vec<u32>,
+        values: Vec<Value>,
+        lookup: HashTable<u32>,
+        odd: HashMap<usize, Value>,
+    },
+    Number {
+        values: Vec<f64>,
+        odd: HashMap<usize, Value>,
+    },
+    Bool {
+        /// 0 false, 1 true, [`NO_BOOL`] none.
+        values: Vec<u8>,
+        odd: HashMap<usize, Value>,
+    },
+}
+
+/// A keyword row without a value.
+const NO_CODE: u32 = u32::MAX;
+/// A boolean row without a value.
+const NO_BOOL: u8 = 2;
+
+impl Column {
+    fn new(kind: FieldKind) -> Self {
+        match kind {
+            FieldKind::Keyword => Self::Keyword {
+                codes: Vec::new(),
+                values: Vec::new(),
+                lookup: HashTable::new(),
+                odd: HashMap::new(),
+            },
+            FieldKind::Integer | FieldKind::Float => Self::Number {
+                values: Vec::new(),
+                odd: HashMap::new(),
+            },
+            FieldKind::Bool => Self::Bool {
+                values: Vec::new(),
+                odd: HashMap::new(),
+            },
+        }
+    }
+
+    /// Appends the next row's value.
+    fn push(&mut self, value: Option<&Value>, hasher: &RandomState) {
+        match self {
+            Self::Keyword {
+                codes,
+                values,
+                lookup,
+                odd,
+            } => {
+                let code = match value {
+                    None => NO_CODE,
+                    Some(Value::String(s)) => {
+                        let h = hasher.hash_one(s.as_str());
+                        let same = |&c: &u32| values[c as usize].as_str() == Some(s.as_str());
+                        match lookup.find(h, same) {
+                            Some(&c) => c,
+                            None => {
+                                let c = values.len() as u32;
+                                values.push(Value::String(s.clone()));
+                                let rehash =
+                                    |&c: &u32| hasher.hash_one(values[c as usize].as_str());
+                                lookup.insert_unique(h, c, rehash);
+                                c
+                            }
+                        }
+                    }
+                    Some(other) => {
+                        odd.insert(codes.len(), other.clone());
+                        NO_CODE
+                    }
+                };
+                codes.push(code);
+            }
+            Self::Number { values, odd } => {
+                let x = match value {
+                    None => f64::NAN,
+                    Some(v) => match v.as_f64() {
+                        Some(x) if x.is_finite() => x,
+                        _ => {
+                            odd.insert(values.len(), v.clone());
+                            f64::NAN
+                        }
+                    },
+                };
+                values.push(x);
+            }
+            Self::Bool { values, odd } => {
+                let b = match value {
+                    None => NO_BOOL,
+                    Some(Value::Bool(b)) => u8::from(*b),
+                    Some(other) => {
+                        odd.insert(values.len(), other.clone());
+                        NO_BOOL
+                    }
+                };
+                values.push(b);
+            }
+        }
+    }
+
+    /// Moves row `from`'s value to row `to` (whose value is dropped).
+    fn move_row(&mut self, from: usize, to: usize) {
+        let odd = match self {
+            Self::Keyword { codes, odd, .. } => {
+                codes[to] = codes[from];
+                odd
+            }
+            Self::Number { values, odd } => {
+                values[to] = values[from];
+                odd
+            }
+            Self::Bool { values, odd } => {
+                values[to] = values[from];
+                odd
+            }
+        };
+        odd.remove(&to);
+        if let Some(v) = odd.remove(&from) {
+            odd.insert(to, v);
+        }
+    }
+
+    /// Keeps the first `rows` rows.
+    fn truncate(&mut self, rows: usize) {
+        let odd = match self {
+            Self::Keyword { codes, odd, .. } => {
+                codes.truncate(rows);
+                odd
+            }
+            Self::Number { values, odd } => {
+                values.truncate(rows);
+                odd
+            }
+            Self::Bool { values, odd } => {
+                values.truncate(rows);
+                odd
+            }
+        };
+        odd.retain(|&row, _| row < rows);
+    }
+
+    /// Row `row`'s value (a number as the `f64` filters compare).
+    pub(super) fn get(&self, row: usize) -> Option<Cow<'_, Value>> {
+        match self {
+            Self::Keyword {
+                codes, values, odd, ..
+            } => match codes[row] {
+                NO_CODE => odd.get(&row).map(Cow::Borrowed),
+                c => Some(Cow::Borrowed(&values[c as usize])),
+            },
+            Self::Number { values, odd } => {
+                let x = values[row];
+                if x.is_nan() {
+                    odd.get(&row).map(Cow::Borrowed)
+                } else {
+                    Some(Cow::Owned(Value::from(x)))
+                }
+            }
+            Self::Bool { values, odd } => match values[row] {
+                NO_BOOL => odd.get(&row).map(Cow::Borrowed),
+                b => Some(Cow::Owned(Value::Bool(b == 1))),
+            },
+        }
+    }
 }
 
 /// A segment file held open for reading records' bodies. The handle outlives the name: a
@@ -121,7 +294,7 @@ impl Slot {
     /// The record's text and full metadata.
     pub(super) fn body(&self) -> Result<(String, Metadata)> {
         match &self.body {
-            Body::Here { text, metadata } => Ok((text.clone(), metadata.clone())),
+            Body::Here(here) => Ok((here.0.clone(), here.1.clone())),
             Body::Segment { file, offset, len } => {
                 let bytes = file.read(*offset, *len)?;
                 match serde_json::from_slice(&bytes) {
@@ -136,24 +309,24 @@ impl Slot {
             }
         }
     }
-
-    /// The whole record.
-    pub(super) fn record(&self) -> Result<IndexRecord> {
-        let (text, metadata) = self.body()?;
-        Ok(IndexRecord {
-            id: self.id.clone(),
-            vector: self.vector.clone(),
-            text,
-            metadata,
-        })
-    }
 }
 
+/// One index in memory. Per record it holds what a search scans, column by column (slot `i`'s
+/// vector is `vectors[i * dims..][..dims]`, its norm `norms[i]`, its filter fields row `i` of
+/// `columns`), its id in `slots` and the id table; dead slots keep their rows until a
+/// compaction renumbers the live ones.
 #[derive(Debug)]
 pub(super) struct IndexData {
     pub(super) schema: IndexSchema,
     pub(super) slots: Vec<Option<Slot>>,
-    pub(super) by_id: HashMap<String, usize>,
+    vectors: Vec<f32>,
+    norms: Vec<f32>,
+    /// One per schema metadata field, in the schema's order.
+    columns: Vec<Column>,
+    /// The live slots, found by their record's id (hashed with `hasher`): the ids are not
+    /// stored twice.
+    ids: HashTable<usize>,
+    hasher: RandomState,
     pub(super) text: Text,
     pub(super) dir: Option<PathBuf>,
     pub(super) segments: Vec<PathBuf>,
@@ -172,14 +345,59 @@ impl IndexData {
             } else {
                 Text::Builtin(Bm25::new(schema.analyzer))
             },
+            columns: schema
+                .metadata_fields
+                .iter()
+                .map(|f| Column::new(f.kind))
+                .collect(),
             schema,
             slots: Vec::new(),
-            by_id: HashMap::new(),
+            vectors: Vec::new(),
+            norms: Vec::new(),
+            ids: HashTable::new(),
+            hasher: RandomState::new(),
             dir,
             segments: Vec::new(),
             ann: None,
             writer: false,
         }
+    }
+
+    /// How many records are live.
+    pub(super) fn live_len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The live slot holding record `id`.
+    pub(super) fn slot_of(&self, id: &str) -> Option<usize> {
+        let slots = &self.slots;
+        self.ids
+            .find(self.hasher.hash_one(id), |&i| {
+                slots[i].as_ref().is_some_and(|s| &*s.id == id)
+            })
+            .copied()
+    }
+
+    /// Slot `i`'s vector.
+    pub(super) fn vector(&self, i: usize) -> &[f32] {
+        let d = self.schema.dims;
+        &self.vectors[i * d..(i + 1) * d]
+    }
+
+    /// Slot `i`'s vector's length.
+    pub(super) fn norm(&self, i: usize) -> f32 {
+        self.norms[i]
+    }
+
+    /// Slot `i`'s whole record.
+    pub(super) fn record(&self, i: usize, slot: &Slot) -> Result<IndexRecord> {
+        let (text, metadata) = slot.body()?;
+        Ok(IndexRecord {
+            id: slot.id.to_string(),
+            vector: self.vector(i).to_vec(),
+            text,
+            metadata,
+        })
     }
 
     /// Applies an upsert whose record lies in a segment at `at` (its body is then read from
@@ -199,65 +417,113 @@ impl IndexData {
         if let Text::Builtin(bm) = &mut self.text {
             bm.add(self.slots.len(), &text);
         }
+        let fields: Vec<Option<Cow<'_, Value>>> = self
+            .schema
+            .metadata_fields
+            .iter()
+            .map(|f| metadata.get(&f.name).map(Cow::Borrowed))
+            .collect();
         let body = match at {
             Some((file, offset, len)) => Body::Segment {
                 file: file.clone(),
                 offset,
                 len,
             },
-            None => Body::Here {
-                text,
-                metadata: metadata.clone(),
-            },
+            None => Body::Here(Box::new((text, metadata.clone()))),
         };
-        let filters = self.filter_fields(&metadata);
-        self.insert(Slot {
-            id,
-            norm: crate::embedding::dot(&vector, &vector).sqrt(),
-            vector,
-            filters,
-            body,
-        })
+        self.insert(id.into_boxed_str(), body, &vector, &fields)
     }
 
-    /// Puts `slot` in the next slot number, replacing a live record of its id.
-    pub(super) fn insert(&mut self, slot: Slot) -> (Option<usize>, usize) {
-        let replaced = self.by_id.get(&slot.id).copied();
-        self.apply_delete(&slot.id);
+    /// Puts a record in the next slot number — its vector, the values of the schema's
+    /// fields (in its order) and where its body is — replacing a live record of its id;
+    /// returns the slot it replaced, if any, and its own.
+    pub(super) fn insert(
+        &mut self,
+        id: Box<str>,
+        body: Body,
+        vector: &[f32],
+        fields: &[Option<Cow<'_, Value>>],
+    ) -> (Option<usize>, usize) {
+        let replaced = self.slot_of(&id);
+        self.apply_delete(&id);
         let at = self.slots.len();
-        self.by_id.insert(slot.id.clone(), at);
-        self.slots.push(Some(slot));
+        self.vectors.extend_from_slice(vector);
+        self.norms
+            .push(crate::embedding::dot(vector, vector).sqrt());
+        for (column, value) in self.columns.iter_mut().zip(fields) {
+            column.push(value.as_deref(), &self.hasher);
+        }
+        let h = self.hasher.hash_one(&*id);
+        self.slots.push(Some(Slot { id, body }));
+        let Self {
+            ids, slots, hasher, ..
+        } = self;
+        ids.insert_unique(h, at, |&i| {
+            slots[i].as_ref().map_or(0, |s| hasher.hash_one(&*s.id))
+        });
         (replaced, at)
     }
 
-    /// The values of the schema's metadata fields in `metadata`, in the schema's order.
-    fn filter_fields(&self, metadata: &Metadata) -> Box<[Option<Value>]> {
-        self.schema
-            .metadata_fields
-            .iter()
-            .map(|f| metadata.get(&f.name).cloned())
-            .collect()
+    /// Renumbers the live slots `live` (ascending: every live slot) as `0..live.len()`, in
+    /// order, moving their rows down in place — no second copy of the index — and drops the
+    /// dead ones. The id table's hashes stay; its slot numbers are rewritten.
+    pub(super) fn renumber(&mut self, live: &[usize]) {
+        let d = self.schema.dims;
+        for (new, &old) in live.iter().enumerate() {
+            if new != old {
+                self.vectors.copy_within(old * d..(old + 1) * d, new * d);
+                self.norms[new] = self.norms[old];
+                for column in &mut self.columns {
+                    column.move_row(old, new);
+                }
+                // Slot `new` is empty by now: dead, or its record already moved down.
+                self.slots.swap(new, old);
+            }
+        }
+        let n = live.len();
+        self.vectors.truncate(n * d);
+        self.norms.truncate(n);
+        for column in &mut self.columns {
+            column.truncate(n);
+        }
+        self.slots.truncate(n);
+        for slot in self.ids.iter_mut() {
+            if let Ok(new) = live.binary_search(slot) {
+                *slot = new;
+            }
+        }
     }
 
-    /// Whether `slot` passes `filter`, reading its filter fields.
-    pub(super) fn passes(&self, filter: &crate::index::Filter, slot: &Slot) -> bool {
+    /// Slot `i`'s values of the schema's fields, in its order.
+    #[cfg(test)]
+    pub(super) fn fields(&self, i: usize) -> Vec<Option<Cow<'_, Value>>> {
+        self.columns.iter().map(|c| c.get(i)).collect()
+    }
+
+    /// Whether slot `i` passes `filter`, reading its filter fields.
+    pub(super) fn passes(&self, filter: &crate::index::Filter, i: usize) -> bool {
         let fields = &self.schema.metadata_fields;
         filter.matches_by(&|name| {
-            let i = fields.iter().position(|f| f.name == name)?;
-            slot.filters[i].as_ref()
+            let c = fields.iter().position(|f| f.name == name)?;
+            self.columns[c].get(i)
         })
     }
 
     pub(super) fn apply_delete(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some(slot) => {
+        let slots = &self.slots;
+        let found = self.ids.find_entry(self.hasher.hash_one(id), |&i| {
+            slots[i].as_ref().is_some_and(|s| &*s.id == id)
+        });
+        match found {
+            Ok(entry) => {
+                let (slot, _) = entry.remove();
                 self.slots[slot] = None;
                 if let Text::Builtin(bm) = &mut self.text {
                     bm.remove(slot);
                 }
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 

@@ -19,7 +19,7 @@ impl IndexData {
                 .and_then(|p| p.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            len: self.by_id.len(),
+            len: self.live_len(),
         }
     }
 
@@ -31,7 +31,7 @@ impl IndexData {
                 .and_then(|b| serde_json::from_slice(&b).ok());
             if saved.as_ref() == Some(&self.stamp()) {
                 match factory.load(&self.schema, &graph_path) {
-                    Ok(graph) if graph.len() == self.by_id.len() => {
+                    Ok(graph) if graph.len() == self.live_len() => {
                         self.ann = Some(Ann {
                             factory,
                             graph,
@@ -51,7 +51,7 @@ impl IndexData {
         let graph = factory.create(&self.schema)?;
         let items: Vec<(u64, &[f32])> = self
             .live()
-            .map(|(i, s)| (i as u64, s.vector.as_slice()))
+            .map(|(i, _)| (i as u64, self.vector(i)))
             .collect();
         graph.add_batch(&items)?;
         self.ann = Some(Ann {
@@ -109,26 +109,26 @@ impl IndexData {
     /// Brings the graph in step after records were applied: `removed` slots leave it, `added`
     /// slots join it. A graph that fails is dropped (searches go exact, the next open rebuilds).
     pub(super) fn update_ann(&mut self, removed: &[usize], added: &[usize]) {
-        let Some(ann) = self.ann.as_mut() else {
+        let Some(mut ann) = self.ann.take() else {
             return;
         };
-        let slots = &self.slots;
+        let items: Vec<(u64, &[f32])> = added
+            .iter()
+            .filter(|&&i| self.slots[i].is_some())
+            .map(|&i| (i as u64, self.vector(i)))
+            .collect();
         let result = removed
             .iter()
             .try_for_each(|&s| ann.graph.remove(s as u64))
-            .and_then(|()| {
-                let items: Vec<(u64, &[f32])> = added
-                    .iter()
-                    .filter_map(|&i| slots[i].as_ref().map(|s| (i as u64, s.vector.as_slice())))
-                    .collect();
-                ann.graph.add_batch(&items)
-            });
+            .and_then(|()| ann.graph.add_batch(&items));
         ann.dirty = true;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, index = %self.schema.name, "ANN graph update failed; exact search until the next open");
-            self.ann = None;
-            if let Some((_, stamp)) = self.ann_paths() {
-                let _ = std::fs::remove_file(stamp);
+        match result {
+            Ok(()) => self.ann = Some(ann),
+            Err(e) => {
+                tracing::warn!(error = %e, index = %self.schema.name, "ANN graph update failed; exact search until the next open");
+                if let Some((_, stamp)) = self.ann_paths() {
+                    let _ = std::fs::remove_file(stamp);
+                }
             }
         }
     }

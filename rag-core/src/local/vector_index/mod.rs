@@ -189,10 +189,8 @@ impl LocalVectorIndex {
         let handle = self.get(index).await?;
         let data = handle.read().await;
         let mut out: Vec<IndexRecord> = data
-            .slots
-            .iter()
-            .flatten()
-            .map(data::Slot::record)
+            .live()
+            .map(|(i, s)| data.record(i, s))
             .collect::<Result<_>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -293,14 +291,11 @@ impl VectorIndex for LocalVectorIndex {
         let mut data = handle.write().await;
         let present: Vec<String> = ids
             .iter()
-            .filter(|id| data.by_id.contains_key(*id))
+            .filter(|id| data.slot_of(id).is_some())
             .cloned()
             .collect();
         data.persist(&[], &present)?;
-        let slots: Vec<usize> = present
-            .iter()
-            .filter_map(|id| data.by_id.get(id).copied())
-            .collect();
+        let slots: Vec<usize> = present.iter().filter_map(|id| data.slot_of(id)).collect();
         let removed = present.iter().filter(|id| data.apply_delete(id)).count();
         data.update_ann(&slots, &[]);
         data.update_text(&[], &present.iter().map(String::as_str).collect::<Vec<_>>());
@@ -332,7 +327,7 @@ impl VectorIndex for LocalVectorIndex {
     }
 
     async fn count(&self, index: &str) -> Result<usize> {
-        Ok(self.get(index).await?.read().await.by_id.len())
+        Ok(self.get(index).await?.read().await.live_len())
     }
 
     async fn drop_index(&self, index: &str) -> Result<()> {

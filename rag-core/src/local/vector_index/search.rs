@@ -1,6 +1,6 @@
 //! Queries of one index: exact or graph kNN, BM25, filters.
 
-use super::data::{Slot, Text};
+use super::data::Text;
 use super::*;
 
 impl IndexData {
@@ -21,7 +21,7 @@ impl IndexData {
         req: &SearchRequest,
     ) -> Option<Vec<(usize, f32)>> {
         let ann = self.ann.as_ref()?;
-        let live = self.by_id.len();
+        let live = self.live_len();
         if live < ann.factory.exact_below() {
             return None;
         }
@@ -29,10 +29,13 @@ impl IndexData {
             self.slots
                 .get(key as usize)
                 .and_then(Option::as_ref)
-                .is_some_and(|s| self.passes_req(req, s))
+                .is_some_and(|_| self.passes_req(req, key as usize))
         };
         if req.filter.is_some() {
-            let passing = self.live().filter(|(_, s)| self.passes_req(req, s)).count();
+            let passing = self
+                .live()
+                .filter(|&(i, _)| self.passes_req(req, i))
+                .count();
             if passing <= ann.factory.exact_below().max(n) || passing * 20 < live {
                 return None;
             }
@@ -53,8 +56,8 @@ impl IndexData {
                 let scored = found
                     .into_iter()
                     .filter_map(|(key, _)| {
-                        let s = self.slots.get(key as usize)?.as_ref()?;
-                        Some((key as usize, self.exact_score(q, qnorm, s)))
+                        self.slots.get(key as usize)?.as_ref()?;
+                        Some((key as usize, self.exact_score(q, qnorm, key as usize)))
                     })
                     .collect();
                 Some(scored)
@@ -66,26 +69,28 @@ impl IndexData {
         }
     }
 
-    /// The metric's score of a record for `q` (`qnorm`: `q`'s length, for cosine).
-    fn exact_score(&self, q: &[f32], qnorm: f32, s: &Slot) -> f32 {
+    /// The metric's score of slot `i` for `q` (`qnorm`: `q`'s length, for cosine).
+    fn exact_score(&self, q: &[f32], qnorm: f32, i: usize) -> f32 {
+        let v = self.vector(i);
         match self.schema.metric {
             Metric::Cosine => {
-                let dot = crate::embedding::dot(q, &s.vector);
-                if qnorm == 0.0 || s.norm == 0.0 {
+                let dot = crate::embedding::dot(q, v);
+                let norm = self.norm(i);
+                if qnorm == 0.0 || norm == 0.0 {
                     0.0
                 } else {
-                    dot / (qnorm * s.norm)
+                    dot / (qnorm * norm)
                 }
             }
-            m => m.score(q, &s.vector),
+            m => m.score(q, v),
         }
     }
 
     fn knn_exact(&self, q: &[f32], req: &SearchRequest) -> Vec<(usize, f32)> {
         let qnorm = norm(q);
         self.live()
-            .filter(|(_, s)| self.passes_req(req, s))
-            .map(|(i, s)| (i, self.exact_score(q, qnorm, s)))
+            .filter(|&(i, _)| self.passes_req(req, i))
+            .map(|(i, _)| (i, self.exact_score(q, qnorm, i)))
             .collect()
     }
 
@@ -94,25 +99,21 @@ impl IndexData {
             Text::Builtin(bm) => bm
                 .scored(q)
                 .into_iter()
-                .filter(|(i, _)| {
-                    self.slots[*i]
-                        .as_ref()
-                        .is_some_and(|s| self.passes_req(req, s))
-                })
+                .filter(|&(i, _)| self.slots[i].is_some() && self.passes_req(req, i))
                 .collect(),
             Text::External { index, .. } => index
                 .search(q, n, req.filter.as_ref())?
                 .into_iter()
-                .filter_map(|(id, score)| Some((*self.by_id.get(&id)?, score)))
+                .filter_map(|(id, score)| Some((self.slot_of(&id)?, score)))
                 .collect(),
             Text::Pending => Vec::new(),
         };
         self.top(scored, n)
     }
 
-    /// Whether `s` passes the request's filter, if any.
-    fn passes_req(&self, req: &SearchRequest, s: &Slot) -> bool {
-        req.filter.as_ref().is_none_or(|f| self.passes(f, s))
+    /// Whether slot `i` passes the request's filter, if any.
+    fn passes_req(&self, req: &SearchRequest, i: usize) -> bool {
+        req.filter.as_ref().is_none_or(|f| self.passes(f, i))
     }
 
     /// The best `n` of `scored` as hits, their bodies read where they lie.
@@ -129,7 +130,7 @@ impl IndexData {
             .map(|(s, score)| {
                 let (text, metadata) = s.body()?;
                 Ok(SearchHit {
-                    id: s.id.clone(),
+                    id: s.id.to_string(),
                     score,
                     text,
                     metadata,

@@ -271,8 +271,8 @@ impl IndexData {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .collect();
         let from = merge_from(&sizes);
-        let dead = self.slots.len() - self.by_id.len();
-        if from == 0 || dead > self.by_id.len() {
+        let dead = self.slots.len() - self.live_len();
+        if from == 0 || dead > self.live_len() {
             self.compact()
         } else {
             self.merge_tail(from)
@@ -325,10 +325,10 @@ impl IndexData {
     pub(super) fn compact(&mut self) -> Result<()> {
         let path = self.next_segment()?;
         let mut w = SegmentWriter::create(&path)?;
-        let mut places = Vec::with_capacity(self.by_id.len());
-        for (_, s) in self.live() {
+        let mut places = Vec::with_capacity(self.live_len());
+        for (i, s) in self.live() {
             let (text, metadata) = s.body()?;
-            places.push(w.upsert(&s.id, &s.vector, &text, &metadata)?);
+            places.push(w.upsert(&s.id, self.vector(i), &text, &metadata)?);
         }
         w.finish()?;
         let file = SegmentFile::open(&path)?;
@@ -336,36 +336,29 @@ impl IndexData {
             let _ = std::fs::remove_file(p);
         }
         self.segments = vec![path];
-        // Rebuild the in-memory structures without dead slots; live slots keep their order, so
-        // graph keys only move down (slot i of the new numbering was the i-th live slot).
+        // Renumber the live slots in place, in order, so graph keys only move down (slot i of
+        // the new numbering was the i-th live slot); their bodies now lie in the new segment.
         let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
-        let live = std::mem::take(&mut self.slots);
-        let schema = self.schema.clone();
-        let segments = std::mem::take(&mut self.segments);
-        let ann = self.ann.take();
-        // A text index keyed by id is kept as it is: compaction changes no record.
-        let text = std::mem::replace(&mut self.text, Text::Pending);
-        let external = matches!(text, Text::External { .. });
-        let writer = self.writer;
-        *self = IndexData::new(schema, self.dir.clone(), external);
-        self.writer = writer;
-        self.segments = segments;
-        if external {
-            self.text = text;
-        }
-        for (mut slot, (offset, len)) in live.into_iter().flatten().zip(places) {
-            if let Some(file) = &file {
+        self.renumber(&old_slots);
+        if let Some(file) = &file {
+            for (slot, (offset, len)) in self.slots.iter_mut().flatten().zip(places) {
                 slot.body = Body::Segment {
                     file: file.clone(),
                     offset,
                     len,
                 };
             }
-            if let Text::Builtin(bm) = &mut self.text {
-                bm.add(self.slots.len(), &slot.body()?.0);
-            }
-            self.insert(slot);
         }
+        // The in-memory BM25 is keyed by slot; a text index keyed by id is kept as it is:
+        // compaction changes no record.
+        if let Text::Builtin(_) = &self.text {
+            let mut bm = Bm25::new(self.schema.analyzer);
+            for (i, s) in self.live() {
+                bm.add(i, &s.body()?.0);
+            }
+            self.text = Text::Builtin(bm);
+        }
+        let ann = self.ann.take();
         if let Text::External { index, .. } = &self.text {
             index.restamp(&self.stamp_text())?;
             index.commit()?;

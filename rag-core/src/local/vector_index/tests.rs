@@ -140,20 +140,15 @@ async fn a_persisted_index_reads_texts_and_metadata_from_its_segments() {
         let data = handle.read().await;
         let kept_in_memory = data
             .live()
-            .filter(|(_, s)| matches!(s.body, data::Body::Here { .. }))
+            .filter(|(_, s)| matches!(s.body, data::Body::Here(_)))
             .count();
         assert_eq!(kept_in_memory, 0, "no text is held in memory");
-        let (_, s) = data.live().next().unwrap();
-        assert_eq!(
-            s.filters.len(),
-            1,
-            "only the schema's fields: {:?}",
-            s.filters
-        );
+        let (i, _) = data.live().next().unwrap();
+        let fields = data.fields(i);
+        assert_eq!(fields.len(), 1, "only the schema's fields: {fields:?}");
         assert!(
-            matches!(&s.filters[0], Some(v) if v.is_string()),
-            "{:?}",
-            s.filters
+            matches!(fields[0].as_deref(), Some(v) if v.is_string()),
+            "{fields:?}"
         );
     }
     let mut req = SearchRequest::new(Query::Vector(vec![1.0, 0.0]), 3);
@@ -420,4 +415,139 @@ async fn two_writers_and_a_reader_race_without_loss_or_half_states() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// A value of a field of each kind, missing or `null` too.
+fn field_value() -> impl Strategy<
+    Value = (
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+    ),
+> {
+    use serde_json::Value;
+    let kw = prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(|s| Some(Value::from(s))),
+    ];
+    let num = prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        (-3i64..4).prop_map(|n| Some(Value::from(n))),
+        (-3.0f64..4.0).prop_map(|x| Some(Value::from(x))),
+    ];
+    let flag = prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        any::<bool>().prop_map(|b| Some(Value::from(b))),
+    ];
+    (kw, num, flag)
+}
+
+fn some_filter() -> impl Strategy<Value = crate::index::Filter> {
+    use crate::index::Filter;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        prop::sample::select(vec!["a", "b", "z"]).prop_map(|s| Filter::Eq("kw".into(), s.into())),
+        Just(Filter::Eq("kw".into(), Value::Null)),
+        Just(Filter::In("kw".into(), vec!["a".into(), "c".into()])),
+        (-3i64..4).prop_map(|n| Filter::Eq("num".into(), n.into())),
+        Just(Filter::Eq("num".into(), 1.0.into())),
+        Just(Filter::Eq("num".into(), "1".into())),
+        (
+            prop::option::of(-3.0f64..4.0),
+            prop::option::of(-3.0f64..4.0)
+        )
+            .prop_map(|(gte, lte)| Filter::Range {
+                field: "num".into(),
+                gte,
+                lte
+            }),
+        any::<bool>().prop_map(|b| Filter::Eq("flag".into(), b.into())),
+        Just(Filter::Eq("flag".into(), Value::Null)),
+    ];
+    leaf.prop_recursive(2, 6, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..3).prop_map(Filter::And),
+            prop::collection::vec(inner.clone(), 1..3).prop_map(Filter::Or),
+            inner.prop_map(|f| Filter::Not(Box::new(f))),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The schema's fields are kept in compact columns (keyword codes, numbers as f64,
+    /// booleans as bytes, anything else as it is): every filter passes exactly the records
+    /// whose metadata map it matches, with its vector's score, in memory, after a compaction
+    /// moved the rows, and after a reopen that replayed the segments.
+    #[test]
+    fn filters_on_the_compact_columns_agree_with_the_metadata(
+        values in prop::collection::vec(field_value(), 1..40),
+        filters in prop::collection::vec(some_filter(), 1..8),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let schema = IndexSchema::new("i", 2, Metric::Dot)
+                .with_field("kw", FieldKind::Keyword)
+                .with_field("num", FieldKind::Float)
+                .with_field("flag", FieldKind::Bool);
+            let records: Vec<IndexRecord> = values
+                .iter()
+                .enumerate()
+                .map(|(i, (kw, num, flag))| {
+                    let mut r = rec(&format!("r{i}"), i as f32);
+                    for (name, v) in [("kw", kw), ("num", num), ("flag", flag)] {
+                        if let Some(v) = v {
+                            r.metadata.insert(name.into(), v.clone());
+                        }
+                    }
+                    r
+                })
+                .collect();
+            let memory = LocalVectorIndex::in_memory();
+            memory.create_index(&schema).await.unwrap();
+            memory.upsert("i", records.clone()).await.unwrap();
+            let disk = LocalVectorIndex::open(dir.path()).await.unwrap();
+            {
+                disk.create_index(&schema).await.unwrap();
+                for r in &records {
+                    disk.upsert("i", vec![r.clone()]).await.unwrap();
+                }
+                // The first record written again, and another over and over, then deleted:
+                // dead rows, then a compaction that moves the live ones' rows down.
+                disk.upsert("i", vec![records[0].clone()]).await.unwrap();
+                for _ in 0..=COMPACT_AFTER {
+                    disk.upsert("i", vec![rec("filler", 0.0)]).await.unwrap();
+                }
+                disk.delete("i", &["filler".into()]).await.unwrap();
+            }
+            let reopened = LocalVectorIndex::open(dir.path()).await.unwrap();
+            for filter in &filters {
+                // Each passing record with its score (its vector's first component).
+                let mut expected: Vec<(String, f32)> = records
+                    .iter()
+                    .filter(|r| filter.matches(&r.metadata))
+                    .map(|r| (r.id.clone(), r.vector[0]))
+                    .collect();
+                expected.sort_by(|a, b| a.0.cmp(&b.0));
+                for index in [&memory, &disk, &reopened] {
+                    let mut req = SearchRequest::new(Query::Vector(vec![1.0, 0.0]), records.len());
+                    req.filter = Some(filter.clone());
+                    let mut got: Vec<(String, f32)> = index
+                        .search("i", &req)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|h| (h.id, h.score))
+                        .collect();
+                    got.sort_by(|a, b| a.0.cmp(&b.0));
+                    assert_eq!(got, expected, "{filter:?}");
+                }
+            }
+        });
+    }
 }

@@ -34,7 +34,7 @@ impl IndexData {
             match factory.open(&self.schema, Some(&dir)) {
                 Ok(index)
                     if index.stamp().as_deref() == Some(stamp.as_str())
-                        && index.len()? == self.by_id.len() =>
+                        && index.len()? == self.live_len() =>
                 {
                     self.text = Text::External { factory, index };
                     return Ok(());
@@ -139,10 +139,7 @@ impl IndexData {
 fn bodies<'a>(slots: &[&'a Slot]) -> Result<Vec<(&'a str, String, Metadata)>> {
     slots
         .iter()
-        .map(|s| {
-            s.body()
-                .map(|(text, metadata)| (s.id.as_str(), text, metadata))
-        })
+        .map(|s| s.body().map(|(text, metadata)| (&*s.id, text, metadata)))
         .collect()
 }
 

@@ -2,9 +2,11 @@
 //! dims; default 100,000): wall time and peak resident memory of each stage, in one process
 //! (the peak is reset before each stage through `/proc/self/clear_refs`). Stage 5 streams the
 //! documents one file at a time into shards, so its peak should not grow with N; stage 6's
-//! includes the embedded index itself, which holds every record in memory.
+//! includes the embedded index itself: by default the one `[index] local` opens (exact
+//! vectors, BM25 in tantivy on disk), with `--hnsw` the `[index] hnsw` one, with `--builtin`
+//! rag-core's index alone (BM25 in memory).
 //!
-//! `cargo bench -p rag-core --bench scale -- --chunks 1000000 [--no-index]`
+//! `cargo bench -p vector-store --bench scale -- --chunks 1000000 [--no-index] [--hnsw | --builtin]`
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::Instant;
 
 use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore, LocalVectorIndex};
 use rag_core::pipeline::{Layout, Pipeline, PipelineOptions};
+use vector_store::{AnnParams, open_local_index};
 
 /// Documents per JSONL file.
 const PER_FILE: usize = 5_000;
@@ -27,9 +30,24 @@ fn peak_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn reset_peak() {
-    // "5" resets the peak resident set size (Linux ≥ 4.0).
+/// The current resident memory as `anonymous + file-backed` MiB (file pages are mapped
+/// files, e.g. tantivy's segments, which the kernel can drop).
+fn resident_now() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    format!("{:.0} + {:.0}", field("RssAnon:"), field("RssFile:"))
+}
+
+/// Resets the peak resident set size to the current one (Linux ≥ 4.0), and returns it in MiB.
+fn reset_peak() -> f64 {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    peak_mib()
 }
 
 /// A document of two paragraphs of about 900 characters each (two chunks of the default
@@ -104,13 +122,22 @@ async fn main() {
     );
 
     let store = Arc::new(LocalFileStore::new(dir.path().join("store")));
-    let index = Arc::new(
-        LocalVectorIndex::open(dir.path().join("index"))
+    let at = dir.path().join("index");
+    let (index, kind) = if args.iter().any(|a| a == "--builtin") {
+        let index = LocalVectorIndex::open(&at).await.expect("index");
+        (index, "rag-core's alone: exact + BM25 in memory")
+    } else if args.iter().any(|a| a == "--hnsw") {
+        let index = open_local_index(&at, Some(AnnParams::default()))
             .await
-            .expect("index"),
-    );
+            .expect("index");
+        (index, "`hnsw`: HNSW + tantivy BM25")
+    } else {
+        let index = open_local_index(&at, None).await.expect("index");
+        (index, "`local`: exact + tantivy BM25")
+    };
+    let index = Arc::new(index);
     let pipeline = Pipeline::new(store, Layout::new("oss://bench/".parse().expect("uri")))
-        .with_index(index)
+        .with_index(index.clone())
         .with_options(PipelineOptions {
             index_batch: 2_000,
             ..Default::default()
@@ -120,23 +147,23 @@ async fn main() {
         ..Default::default()
     })
     .expect("model");
-    println!("| stage | chunks | seconds | peak RSS MiB |");
-    println!("|---|---|---|---|");
-    reset_peak();
+    println!("| stage | chunks | seconds | RSS at the start MiB | peak RSS MiB |");
+    println!("|---|---|---|---|---|");
+    let start = reset_peak();
     let t = Instant::now();
     let ingest = pipeline.ingest(&data).await.expect("ingest");
     println!(
-        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {:.0} |",
+        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {start:.0} | {:.0} |",
         ingest.uploaded,
         ingest.documents,
         t.elapsed().as_secs_f64(),
         peak_mib()
     );
-    reset_peak();
+    let start = reset_peak();
     let t = Instant::now();
     let embedded = pipeline.embed(&model).await.expect("embed");
     println!(
-        "| 5 embed ({} shards) | {} | {:.1} | {:.0} |",
+        "| 5 embed ({} shards) | {} | {:.1} | {start:.0} | {:.0} |",
         embedded.shards_written,
         embedded.chunks,
         t.elapsed().as_secs_f64(),
@@ -145,13 +172,15 @@ async fn main() {
     if args.iter().any(|a| a == "--no-index") {
         return;
     }
-    reset_peak();
+    let start = reset_peak();
     let t = Instant::now();
     let indexed = pipeline.index(&model).await.expect("index");
+    index.flush().await.expect("flush");
     println!(
-        "| 6 index (local, exact + BM25) | {} | {:.1} | {:.0} |",
+        "| 6 index ({kind}) | {} | {:.1} | {start:.0} | {:.0} (at the end: {} anonymous + file) |",
         indexed.count,
         t.elapsed().as_secs_f64(),
-        peak_mib()
+        peak_mib(),
+        resident_now()
     );
 }
