@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore, LocalVectorIndex};
 use rag_core::pipeline::{Layout, Pipeline, PipelineOptions};
+use rag_core::{EmbeddingModel, Query, SearchRequest, VectorIndex};
 use vector_store::{AnnParams, open_local_index};
 
 /// Documents per JSONL file.
@@ -41,7 +42,11 @@ fn resident_now() -> String {
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     };
-    format!("{:.0} + {:.0}", field("RssAnon:"), field("RssFile:"))
+    format!(
+        "{:.0} + {:.0}",
+        field("RssAnon:"),
+        field("RssFile:") + field("RssShmem:")
+    )
 }
 
 /// Resets the peak resident set size to the current one (Linux ≥ 4.0), and returns it in MiB.
@@ -50,35 +55,37 @@ fn reset_peak() -> f64 {
     peak_mib()
 }
 
+/// The synthetic corpus's vocabulary.
+const WORDS: [&str; 24] = [
+    "socket",
+    "pipe",
+    "signal",
+    "process",
+    "thread",
+    "memory",
+    "file",
+    "descriptor",
+    "buffer",
+    "kernel",
+    "device",
+    "network",
+    "packet",
+    "route",
+    "queue",
+    "timer",
+    "clock",
+    "lock",
+    "mutex",
+    "page",
+    "cache",
+    "disk",
+    "block",
+    "inode",
+];
+
 /// A document of two paragraphs of about 900 characters each (two chunks of the default
 /// 1,200-character chunker), words drawn from a fixed vocabulary by a counter.
 fn document(i: usize) -> String {
-    const WORDS: [&str; 24] = [
-        "socket",
-        "pipe",
-        "signal",
-        "process",
-        "thread",
-        "memory",
-        "file",
-        "descriptor",
-        "buffer",
-        "kernel",
-        "device",
-        "network",
-        "packet",
-        "route",
-        "queue",
-        "timer",
-        "clock",
-        "lock",
-        "mutex",
-        "page",
-        "cache",
-        "disk",
-        "block",
-        "inode",
-    ];
     let para = |salt: usize| {
         let mut s = String::new();
         let mut x = (i * 2 + salt).wrapping_mul(0x9E37_79B9) | 1;
@@ -180,6 +187,37 @@ async fn main() {
         "| 6 index ({kind}) | {} | {:.1} | {start:.0} | {:.0} (at the end: {} anonymous + file) |",
         indexed.count,
         t.elapsed().as_secs_f64(),
+        peak_mib(),
+        resident_now()
+    );
+    // Queries after the build: vector (exact, or through the graph) and hybrid, as the
+    // answer stage asks; a persisted index maps in the vector pages they read.
+    let name = PipelineOptions::default().index_name;
+    let start = reset_peak();
+    let t = Instant::now();
+    let queries = 20;
+    for q in 0..queries {
+        let text = format!(
+            "{} {}",
+            WORDS[q % WORDS.len()],
+            WORDS[(q * 7 + 3) % WORDS.len()]
+        );
+        let vector = model.embed_query(&text).await.expect("embed");
+        let query = if q % 2 == 0 {
+            Query::Vector(vector)
+        } else {
+            Query::Hybrid { vector, text }
+        };
+        let hits = index
+            .search(&name, &SearchRequest::new(query, 10))
+            .await
+            .expect("search");
+        assert_eq!(hits.len(), 10);
+    }
+    println!(
+        "| {queries} queries (vector and hybrid, top 10) | {} | {:.3} per query | {start:.0} | {:.0} (at the end: {} anonymous + file) |",
+        indexed.count,
+        t.elapsed().as_secs_f64() / queries as f64,
         peak_mib(),
         resident_now()
     );

@@ -7,6 +7,7 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use serde_json::Value;
 
+use super::vectors::Vectors;
 use super::*;
 
 /// The graph of one index and whether it changed since it was saved.
@@ -319,7 +320,7 @@ impl Slot {
 pub(super) struct IndexData {
     pub(super) schema: IndexSchema,
     pub(super) slots: Vec<Option<Slot>>,
-    vectors: Vec<f32>,
+    vectors: Vectors,
     norms: Vec<f32>,
     /// One per schema metadata field, in the schema's order.
     columns: Vec<Column>,
@@ -345,6 +346,10 @@ impl IndexData {
             } else {
                 Text::Builtin(Bm25::new(schema.analyzer))
             },
+            vectors: match &dir {
+                Some(dir) => Vectors::in_dir(dir, schema.dims),
+                None => Vectors::heap(schema.dims),
+            },
             columns: schema
                 .metadata_fields
                 .iter()
@@ -352,7 +357,6 @@ impl IndexData {
                 .collect(),
             schema,
             slots: Vec::new(),
-            vectors: Vec::new(),
             norms: Vec::new(),
             ids: HashTable::new(),
             hasher: RandomState::new(),
@@ -380,8 +384,17 @@ impl IndexData {
 
     /// Slot `i`'s vector.
     pub(super) fn vector(&self, i: usize) -> &[f32] {
-        let d = self.schema.dims;
-        &self.vectors[i * d..(i + 1) * d]
+        self.vectors.get(i)
+    }
+
+    /// Appends the vectors of records about to be applied, in the order they will be
+    /// ([`apply_upsert`](Self::apply_upsert) takes the next row): the step of a write that may
+    /// fail (a full disk), done before anything of it changes.
+    pub(super) fn append_vectors(&mut self, vectors: &[&[f32]]) -> Result<()> {
+        self.vectors.append(vectors)?;
+        self.norms
+            .extend(vectors.iter().map(|v| crate::embedding::dot(v, v).sqrt()));
+        Ok(())
     }
 
     /// Slot `i`'s vector's length.
@@ -400,19 +413,17 @@ impl IndexData {
         })
     }
 
-    /// Applies an upsert whose record lies in a segment at `at` (its body is then read from
-    /// there, not kept), or in memory only with `None`; returns the slot it replaced, if any,
-    /// and its own slot.
+    /// Applies an upsert whose vector was appended ([`append_vectors`](Self::append_vectors))
+    /// and whose record lies in a segment at `at` (its body is then read from there, not
+    /// kept), or in memory only with `None`; returns the slot it replaced, if any, and its
+    /// own slot.
     pub(super) fn apply_upsert(
         &mut self,
         record: IndexRecord,
         at: Option<(&Arc<SegmentFile>, u64, u32)>,
     ) -> (Option<usize>, usize) {
         let IndexRecord {
-            id,
-            vector,
-            text,
-            metadata,
+            id, text, metadata, ..
         } = record;
         if let Text::Builtin(bm) = &mut self.text {
             bm.add(self.slots.len(), &text);
@@ -431,25 +442,22 @@ impl IndexData {
             },
             None => Body::Here(Box::new((text, metadata.clone()))),
         };
-        self.insert(id.into_boxed_str(), body, &vector, &fields)
+        self.insert(id.into_boxed_str(), body, &fields)
     }
 
-    /// Puts a record in the next slot number — its vector, the values of the schema's
-    /// fields (in its order) and where its body is — replacing a live record of its id;
-    /// returns the slot it replaced, if any, and its own.
-    pub(super) fn insert(
+    /// Puts a record in the next slot number — the next appended vector row, the values of
+    /// the schema's fields (in its order) and where its body is — replacing a live record of
+    /// its id; returns the slot it replaced, if any, and its own.
+    fn insert(
         &mut self,
         id: Box<str>,
         body: Body,
-        vector: &[f32],
         fields: &[Option<Cow<'_, Value>>],
     ) -> (Option<usize>, usize) {
         let replaced = self.slot_of(&id);
         self.apply_delete(&id);
         let at = self.slots.len();
-        self.vectors.extend_from_slice(vector);
-        self.norms
-            .push(crate::embedding::dot(vector, vector).sqrt());
+        debug_assert!(at < self.norms.len(), "the record's vector was appended");
         for (column, value) in self.columns.iter_mut().zip(fields) {
             column.push(value.as_deref(), &self.hasher);
         }
@@ -467,11 +475,10 @@ impl IndexData {
     /// Renumbers the live slots `live` (ascending: every live slot) as `0..live.len()`, in
     /// order, moving their rows down in place — no second copy of the index — and drops the
     /// dead ones. The id table's hashes stay; its slot numbers are rewritten.
-    pub(super) fn renumber(&mut self, live: &[usize]) {
-        let d = self.schema.dims;
+    pub(super) fn renumber(&mut self, live: &[usize]) -> Result<()> {
+        self.vectors.renumber(live)?;
         for (new, &old) in live.iter().enumerate() {
             if new != old {
-                self.vectors.copy_within(old * d..(old + 1) * d, new * d);
                 self.norms[new] = self.norms[old];
                 for column in &mut self.columns {
                     column.move_row(old, new);
@@ -481,7 +488,6 @@ impl IndexData {
             }
         }
         let n = live.len();
-        self.vectors.truncate(n * d);
         self.norms.truncate(n);
         for column in &mut self.columns {
             column.truncate(n);
@@ -492,6 +498,7 @@ impl IndexData {
                 *slot = new;
             }
         }
+        Ok(())
     }
 
     /// Slot `i`'s values of the schema's fields, in its order.

@@ -27,6 +27,7 @@ mod segments;
 #[cfg(test)]
 mod tests;
 mod text;
+mod vectors;
 
 use super::lock::DirLock;
 use data::IndexData;
@@ -266,6 +267,8 @@ impl VectorIndex for LocalVectorIndex {
             }
         }
         let at = data.persist(&good.iter().collect::<Vec<_>>(), &[])?;
+        let vectors: Vec<&[f32]> = good.iter().map(|r| r.vector.as_slice()).collect();
+        data.append_vectors(&vectors)?;
         let (mut removed, mut added) = (Vec::new(), Vec::with_capacity(good.len()));
         for (i, r) in good.into_iter().enumerate() {
             report.written.push(r.id.clone());

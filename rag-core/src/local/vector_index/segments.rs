@@ -206,6 +206,14 @@ impl IndexData {
             }
         }
         let file = SegmentFile::open(path)?;
+        let vectors: Vec<&[f32]> = records
+            .iter()
+            .filter_map(|op| match op {
+                Op::Upsert(r, ..) => Some(r.vector.as_slice()),
+                Op::Delete(_) => None,
+            })
+            .collect();
+        self.append_vectors(&vectors)?;
         for op in records {
             match op {
                 Op::Upsert(record, offset, len) => {
@@ -339,7 +347,7 @@ impl IndexData {
         // Renumber the live slots in place, in order, so graph keys only move down (slot i of
         // the new numbering was the i-th live slot); their bodies now lie in the new segment.
         let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
-        self.renumber(&old_slots);
+        self.renumber(&old_slots)?;
         if let Some(file) = &file {
             for (slot, (offset, len)) in self.slots.iter_mut().flatten().zip(places) {
                 slot.body = Body::Segment {
