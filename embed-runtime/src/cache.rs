@@ -9,6 +9,11 @@
 //! of a 16-byte key, `dims` f32 LE and an FNV-1a checksum of both (u32 LE). A record cut short
 //! by a crash or one whose checksum fails is skipped (and re-encoded), never trusted.
 //!
+//! Memory holds where each record is (its file and offset, ~40 bytes a vector), not the
+//! vectors: a lookup reads its record from the file (a positional read, checked again), so
+//! a million cached 384-d vectors cost ~40 MB of memory rather than 1.5 GB, and opening the
+//! cache streams its files.
+//!
 //! Beside them, *links* from a text to its token key (`<pid>-<nanos>.lnk`: `RLPLNK1\n`, then
 //! records of the [`text_key`], the token [`key`] and their checksum), so a text seen before
 //! finds its vector without being tokenised again — tokenising was most of the time of a pass
@@ -16,7 +21,8 @@
 //! after its vector; a text without one is tokenised and looked up by its token ids.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -66,15 +72,32 @@ fn checksum(key: &Key, bytes: &[u8]) -> u32 {
     h
 }
 
-/// Pooled vectors of one encoder, in memory and appended to disk.
+/// Where a vector's record is: a file of [`PooledCache::files`] and the record's offset.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: u32,
+    offset: u64,
+}
+
+/// This process's vector file: where its records go, and where the next one starts.
+struct VecWriter {
+    out: BufWriter<File>,
+    file: u32,
+    pos: u64,
+}
+
+/// Pooled vectors of one encoder on disk, found through an index held in memory.
 pub struct PooledCache {
     dir: PathBuf,
     dims: usize,
-    vectors: RwLock<HashMap<Key, Box<[f32]>>>,
+    /// Key → where its record is.
+    places: RwLock<HashMap<Key, Place>>,
+    /// The vector files, open for positional reads (this writer's own included).
+    files: RwLock<Vec<(PathBuf, File)>>,
     /// Text key → token key.
     links: RwLock<HashMap<Key, Key>>,
-    writer: Mutex<Option<BufWriter<std::fs::File>>>,
-    link_writer: Mutex<Option<BufWriter<std::fs::File>>>,
+    writer: Mutex<Option<VecWriter>>,
+    link_writer: Mutex<Option<BufWriter<File>>>,
     /// Records skipped on open (cut short or failing their checksum).
     pub skipped: usize,
 }
@@ -98,7 +121,8 @@ impl PooledCache {
     pub fn open(dir: &Path, dims: usize) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io(format!("creating the cache {}", dir.display()), e))?;
-        let mut vectors = HashMap::new();
+        let mut places = HashMap::new();
+        let mut files = Vec::new();
         let mut links = HashMap::new();
         let mut skipped = 0;
         let entries = std::fs::read_dir(dir)
@@ -108,7 +132,11 @@ impl PooledCache {
                 .map_err(|e| io(format!("reading the cache {}", dir.display()), e))?
                 .path();
             if path.extension().is_some_and(|x| x == "vec") {
-                skipped += read_file(&path, dims, &mut vectors)?;
+                let file = u32::try_from(files.len())
+                    .map_err(|_| Error::invalid("too many cache files"))?;
+                let (handle, bad) = read_file(&path, dims, file, &mut places)?;
+                skipped += bad;
+                files.extend(handle.map(|h| (path.clone(), h)));
             } else if path.extension().is_some_and(|x| x == "lnk") {
                 skipped += read_links(&path, &mut links)?;
             }
@@ -119,7 +147,8 @@ impl PooledCache {
         Ok(Self {
             dir: dir.to_path_buf(),
             dims,
-            vectors: RwLock::new(vectors),
+            places: RwLock::new(places),
+            files: RwLock::new(files),
             links: RwLock::new(links),
             writer: Mutex::new(None),
             link_writer: Mutex::new(None),
@@ -129,7 +158,7 @@ impl PooledCache {
 
     /// Vectors held.
     pub fn len(&self) -> usize {
-        self.vectors.read().map_or(0, |v| v.len())
+        self.places.read().map_or(0, |v| v.len())
     }
 
     /// Whether the cache is empty.
@@ -137,9 +166,22 @@ impl PooledCache {
         self.len() == 0
     }
 
-    /// The vector of `key`, if cached.
+    /// The vector of `key`, if cached (read from its file; a record that no longer reads
+    /// back whole and checked is treated as not cached, so it is encoded again).
     pub fn get(&self, key: &Key) -> Option<Vec<f32>> {
-        self.vectors.read().ok()?.get(key).map(|v| v.to_vec())
+        let place = *self.places.read().ok()?.get(key)?;
+        let files = self.files.read().ok()?;
+        let (path, file) = files.get(place.file as usize)?;
+        let mut record = vec![0u8; record_len(self.dims)];
+        if let Err(e) = read_at(file, &mut record, place.offset) {
+            tracing::warn!(file = %path.display(), error = %e, "a cached vector could not be read; encoding it again");
+            return None;
+        }
+        let vector = decode(&record, key, self.dims);
+        if vector.is_none() {
+            tracing::warn!(file = %path.display(), "a cached vector changed on disk; encoding it again");
+        }
+        vector
     }
 
     /// The vector of the text whose [`text_key`] is `text`, if the cache links it to one.
@@ -159,7 +201,7 @@ impl PooledCache {
             .lock()
             .map_err(|_| Error::backend_msg("embed-runtime", "cache writer poisoned"))?;
         if guard.is_none() {
-            *guard = Some(self.new_file("lnk", LINK_MAGIC)?);
+            *guard = Some(self.new_file("lnk", LINK_MAGIC)?.0);
         }
         let w = guard
             .as_mut()
@@ -195,12 +237,27 @@ impl PooledCache {
                 u32::try_from(self.dims).map_err(|_| Error::invalid("dimension too large"))?;
             let mut header = MAGIC.to_vec();
             header.extend(dims.to_le_bytes());
-            *guard = Some(self.new_file("vec", &header)?);
+            let (out, path) = self.new_file("vec", &header)?;
+            let reader =
+                File::open(&path).map_err(|e| io(format!("opening {}", path.display()), e))?;
+            let mut files = self
+                .files
+                .write()
+                .map_err(|_| Error::backend_msg("embed-runtime", "cache poisoned"))?;
+            let file =
+                u32::try_from(files.len()).map_err(|_| Error::invalid("too many cache files"))?;
+            files.push((path, reader));
+            *guard = Some(VecWriter {
+                out,
+                file,
+                pos: header.len() as u64,
+            });
         }
         let w = guard
             .as_mut()
             .ok_or_else(|| Error::backend_msg("embed-runtime", "no writer"))?;
         let what = || format!("writing the cache {}", self.dir.display());
+        let mut placed = Vec::with_capacity(items.len());
         for (k, v) in items {
             if v.len() != self.dims {
                 return Err(Error::DimensionMismatch {
@@ -209,24 +266,31 @@ impl PooledCache {
                 });
             }
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            w.write_all(k).map_err(|e| io(what(), e))?;
-            w.write_all(&bytes).map_err(|e| io(what(), e))?;
-            w.write_all(&checksum(k, &bytes).to_le_bytes())
+            w.out.write_all(k).map_err(|e| io(what(), e))?;
+            w.out.write_all(&bytes).map_err(|e| io(what(), e))?;
+            w.out
+                .write_all(&checksum(k, &bytes).to_le_bytes())
                 .map_err(|e| io(what(), e))?;
+            placed.push((
+                *k,
+                Place {
+                    file: w.file,
+                    offset: w.pos,
+                },
+            ));
+            w.pos += record_len(self.dims) as u64;
         }
-        w.flush().map_err(|e| io(what(), e))?;
+        w.out.flush().map_err(|e| io(what(), e))?;
         let mut map = self
-            .vectors
+            .places
             .write()
             .map_err(|_| Error::backend_msg("embed-runtime", "cache poisoned"))?;
-        for (k, v) in items {
-            map.insert(*k, v.to_vec().into_boxed_slice());
-        }
+        map.extend(placed);
         Ok(())
     }
 
-    /// A new file of this writer's, `<pid>-<nanos>.<ext>`, starting with `header`.
-    fn new_file(&self, ext: &str, header: &[u8]) -> Result<BufWriter<std::fs::File>> {
+    /// A new file of this writer's, `<pid>-<nanos>.<ext>`, starting with `header`, and its path.
+    fn new_file(&self, ext: &str, header: &[u8]) -> Result<(BufWriter<File>, PathBuf)> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -240,8 +304,9 @@ impl PooledCache {
             .map_err(|e| io(format!("creating {}", path.display()), e))?;
         let mut w = BufWriter::new(file);
         w.write_all(header)
+            .and_then(|()| w.flush())
             .map_err(|e| io(format!("writing {}", path.display()), e))?;
-        Ok(w)
+        Ok((w, path))
     }
 }
 
@@ -270,46 +335,105 @@ fn read_links(path: &Path, out: &mut HashMap<Key, Key>) -> Result<usize> {
     Ok(skipped)
 }
 
-/// Reads one file's records into `out`; returns how many were skipped. A file of another
-/// dimension or format is skipped whole.
-fn read_file(path: &Path, dims: usize, out: &mut HashMap<Key, Box<[f32]>>) -> Result<usize> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| io(format!("reading {}", path.display()), e))?;
-    let header = MAGIC.len() + 4;
-    if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
-        tracing::warn!(file = %path.display(), "not a pooled-vector cache file; ignored");
-        return Ok(1);
+/// Bytes of one vector record of `dims`: key, vector, checksum.
+fn record_len(dims: usize) -> usize {
+    16 + 4 * dims + 4
+}
+
+/// The vector of a record read back, if it is `key`'s, its checksum holds and its values are
+/// finite.
+fn decode(record: &[u8], key: &Key, dims: usize) -> Option<Vec<f32>> {
+    let (k, rest) = record.split_first_chunk::<16>()?;
+    let (vec_bytes, sum) = rest.split_at(4 * dims);
+    let sum = u32::from_le_bytes(sum.try_into().ok()?);
+    if k != key || sum != checksum(k, vec_bytes) {
+        return None;
     }
-    let file_dims = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let v: Vec<f32> = vec_bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    v.iter().all(|x| x.is_finite()).then_some(v)
+}
+
+/// Reads `buf.len()` bytes of `file` at `offset`.
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Reads `buf.len()` bytes of `file` at `offset`.
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    let mut buf = buf;
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `buf.len()` bytes of `file` at `offset`.
+#[cfg(not(any(unix, windows)))]
+fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Streams one vector file, putting each sound record's place (as file number `file`) into
+/// `out`; returns the file opened for reading (`None` for a file of another dimension or
+/// format, skipped whole) and how many records were skipped (such a file counts as one).
+fn read_file(
+    path: &Path,
+    dims: usize,
+    file: u32,
+    out: &mut HashMap<Key, Place>,
+) -> Result<(Option<File>, usize)> {
+    let what = || format!("reading {}", path.display());
+    let handle = File::open(path).map_err(|e| io(what(), e))?;
+    let mut r = BufReader::with_capacity(1 << 20, &handle);
+    let mut header = [0u8; MAGIC.len() + 4];
+    if r.read_exact(&mut header).is_err() || &header[..MAGIC.len()] != MAGIC {
+        tracing::warn!(file = %path.display(), "not a pooled-vector cache file; ignored");
+        return Ok((None, 1));
+    }
+    let file_dims = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
     if file_dims != dims {
         tracing::warn!(file = %path.display(), file_dims, dims, "cache file of another dimension; ignored");
-        return Ok(1);
+        return Ok((None, 1));
     }
-    let record = 16 + 4 * dims + 4;
-    let body = &bytes[header..];
-    let mut skipped = usize::from(body.len() % record != 0);
-    for r in body.chunks_exact(record) {
-        let mut k = [0u8; 16];
-        k.copy_from_slice(&r[..16]);
-        let vec_bytes = &r[16..16 + 4 * dims];
-        let sum = u32::from_le_bytes([r[record - 4], r[record - 3], r[record - 2], r[record - 1]]);
-        if sum != checksum(&k, vec_bytes) {
-            skipped += 1;
-            continue;
+    let mut record = vec![0u8; record_len(dims)];
+    let mut offset = header.len() as u64;
+    let mut skipped = 0;
+    loop {
+        let mut got = 0;
+        while got < record.len() {
+            match r.read(&mut record[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(what(), e)),
+            }
         }
-        let v: Box<[f32]> = vec_bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if v.iter().all(|x| x.is_finite()) {
-            out.insert(k, v);
+        if got < record.len() {
+            // The end, or a record cut short by a crash.
+            skipped += usize::from(got > 0);
+            break;
+        }
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&record[..16]);
+        if decode(&record, &k, dims).is_some() {
+            out.insert(k, Place { file, offset });
         } else {
             skipped += 1;
         }
+        offset += record.len() as u64;
     }
-    Ok(skipped)
+    Ok((Some(handle), skipped))
 }
 
 #[cfg(test)]
@@ -353,6 +477,39 @@ mod tests {
 
         // Another dimension is another cache.
         assert_eq!(PooledCache::open(dir.path(), 4).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn vectors_are_read_from_disk_and_a_record_changed_after_opening_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = PooledCache::open(dir.path(), 2).unwrap();
+        let keys: Vec<Key> = (0..100u32).map(|i| key(&[i])).collect();
+        let vectors: Vec<[f32; 2]> = (0..100).map(|i| [i as f32, -(i as f32)]).collect();
+        let items: Vec<(Key, &[f32])> = keys
+            .iter()
+            .zip(&vectors)
+            .map(|(k, v)| (*k, &v[..]))
+            .collect();
+        c.insert(&items[..60]).unwrap();
+        c.insert(&items[60..]).unwrap();
+        let again = PooledCache::open(dir.path(), 2).unwrap();
+        for (k, v) in keys.iter().zip(&vectors) {
+            assert_eq!(c.get(k).unwrap(), v);
+            assert_eq!(again.get(k).unwrap(), v);
+        }
+        // Record 7's vector changes on disk behind both: neither returns it.
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[12 + 7 * record_len(2) + 16] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        assert_eq!(c.get(&keys[7]), None);
+        assert_eq!(again.get(&keys[7]), None);
+        assert_eq!(again.get(&keys[8]).unwrap(), vectors[8]);
     }
 
     #[test]
