@@ -128,6 +128,65 @@ pub fn chunk_id(doc_id: &str, text: &str) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// A chunk id held compactly: a content-hash id (32 lower-case hex digits, what [`chunk_id`]
+/// makes) as its 16 bytes, in place, and any other id as it is — what the embedded index and
+/// stage 6's manifest keep for every chunk of a corpus. Written and read as the id string;
+/// content-hash keys order as their ids do.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChunkKey {
+    /// A content-hash id's bytes.
+    Hash([u8; 16]),
+    /// Any other id.
+    Other(Box<str>),
+}
+
+impl ChunkKey {
+    /// The key of chunk id `id`.
+    pub fn new(id: &str) -> Self {
+        match Self::hash_bytes(id) {
+            Some(bytes) => Self::Hash(bytes),
+            None => Self::Other(id.into()),
+        }
+    }
+
+    /// The 16 bytes of `id` if it is a content-hash id (32 lower-case hex digits).
+    pub fn hash_bytes(id: &str) -> Option<[u8; 16]> {
+        let mut bytes = [0u8; 16];
+        let is_hash = id.len() == 32
+            && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && hex::decode_to_slice(id, &mut bytes).is_ok();
+        is_hash.then_some(bytes)
+    }
+}
+
+impl std::fmt::Display for ChunkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hash(bytes) => f.write_str(&hex::encode(bytes)),
+            Self::Other(id) => f.write_str(id),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChunkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for ChunkKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChunkKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let id = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Self::new(&id))
+    }
+}
+
 /// How chunk sizes are measured.
 pub trait SizeMeasure: Send + Sync {
     /// The size of `text` in this measure's unit.

@@ -65,7 +65,7 @@ pub mod uri;
 pub mod vectors;
 
 pub use chat::{ChatEvent, ChatModel, ChatParams, ChatRequest, ChatResponse, Message, Role, Usage};
-pub use chunk::{Chunk, Chunker, Document};
+pub use chunk::{Chunk, ChunkKey, Chunker, Document};
 pub use deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
 pub use embedding::{Embedding, EmbeddingModel, QueryMemo};
 pub use error::{Error, Result};

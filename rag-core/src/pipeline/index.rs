@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Pipeline;
+use crate::chunk::ChunkKey;
 use crate::embed_job::shard_number;
 use crate::embedding::EmbeddingModel;
 use crate::error::{Error, Result};
@@ -43,35 +44,45 @@ pub struct IndexReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IndexManifest {
     /// Document id → its chunk ids, sorted.
-    pub documents: std::collections::BTreeMap<String, Vec<String>>,
+    pub documents: std::collections::BTreeMap<String, Vec<ChunkKey>>,
 }
 
 impl IndexManifest {
     /// Chunk ids of `previous` that this manifest does not hold, with how many of
     /// `previous`'s documents are gone and how many changed.
     pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
-        let mut stale = Vec::new();
+        let mut stale: Vec<&ChunkKey> = Vec::new();
         let (mut removed, mut changed) = (0, 0);
         for (doc, ids) in &previous.documents {
             match self.documents.get(doc) {
                 None => {
                     removed += 1;
-                    stale.extend(ids.iter().cloned());
+                    stale.extend(ids);
                 }
                 Some(now) if now != ids => {
                     changed += 1;
-                    let now: std::collections::HashSet<&String> = now.iter().collect();
-                    stale.extend(ids.iter().filter(|id| !now.contains(id)).cloned());
+                    let now: std::collections::HashSet<&ChunkKey> = now.iter().collect();
+                    stale.extend(ids.iter().filter(|id| !now.contains(id)));
                 }
                 Some(_) => {}
             }
         }
         // A chunk id moved to another document (the same text) stays.
-        let live: std::collections::HashSet<&String> = self.documents.values().flatten().collect();
+        let live: std::collections::HashSet<&ChunkKey> =
+            self.documents.values().flatten().collect();
         stale.retain(|id| !live.contains(id));
+        let mut stale: Vec<String> = stale.into_iter().map(ChunkKey::to_string).collect();
         stale.sort();
         stale.dedup();
         (stale, removed, changed)
+    }
+
+    /// Sorts each document's chunk ids and drops repeats.
+    fn normalize(&mut self) {
+        for ids in self.documents.values_mut() {
+            ids.sort();
+            ids.dedup();
+        }
     }
 }
 
@@ -162,7 +173,7 @@ impl Pipeline {
                         .documents
                         .entry(row.chunk.doc_id.clone())
                         .or_default()
-                        .push(row.chunk.id.clone());
+                        .push(ChunkKey::new(&row.chunk.id));
                 }
                 let records: Vec<IndexRecord> = batch.iter().map(record_of).collect();
                 let (written, failed) = self.upsert_with_retries(name, records).await?;
@@ -202,12 +213,9 @@ impl Pipeline {
         mut manifest: IndexManifest,
         report: &mut IndexReport,
     ) -> Result<()> {
-        for ids in manifest.documents.values_mut() {
-            ids.sort();
-            ids.dedup();
-        }
+        manifest.normalize();
         let uri = self.layout.index_manifest(name);
-        let previous: IndexManifest = match self.store.get_bytes(&uri).await {
+        let mut previous: IndexManifest = match self.store.get_bytes(&uri).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 Error::corrupt(
                     uri.to_string(),
@@ -219,6 +227,7 @@ impl Pipeline {
             Err(e) if e.is_not_found() => IndexManifest::default(),
             Err(e) => return Err(e),
         };
+        previous.normalize();
         let (stale, removed, changed) = manifest.stale_since(&previous);
         let index = self.index_backend()?;
         for ids in stale.chunks(DELETE_BATCH) {
@@ -300,5 +309,54 @@ fn record_of(row: &EmbeddedChunk) -> IndexRecord {
         vector: row.vector.clone(),
         text: c.text.clone(),
         metadata,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn chunk_keys_read_and_write_the_ids_they_were_made_from() {
+        let hash = crate::chunk::chunk_id("doc", "text");
+        let ids = [
+            hash.as_str(),
+            "0123456789ABCDEF0123456789abcdef", // upper case: kept as it is
+            "0123456789abcdef0123456789abcde",  // 31 digits
+            "doc.md#3",
+            "",
+        ];
+        for id in ids {
+            let key = ChunkKey::new(id);
+            assert_eq!(key.to_string(), id);
+            assert_eq!(serde_json::to_string(&key).unwrap(), format!("{id:?}"));
+            let back: ChunkKey = serde_json::from_str(&format!("{id:?}")).unwrap();
+            assert_eq!(back, key);
+        }
+        assert!(matches!(ChunkKey::new(&hash), ChunkKey::Hash(_)));
+        assert!(matches!(ChunkKey::new(ids[1]), ChunkKey::Other(_)));
+        // Content-hash keys order as their ids do.
+        let mut hashes: Vec<String> = (0..50)
+            .map(|i| crate::chunk::chunk_id("d", &i.to_string()))
+            .collect();
+        let mut keys: Vec<ChunkKey> = hashes.iter().map(|h| ChunkKey::new(h)).collect();
+        hashes.sort();
+        keys.sort();
+        let keys: Vec<String> = keys.iter().map(ChunkKey::to_string).collect();
+        assert_eq!(keys, hashes);
+    }
+
+    #[test]
+    fn a_manifest_written_with_string_ids_reads_the_same() {
+        let a = crate::chunk::chunk_id("a", "1");
+        let json = format!(r#"{{"documents":{{"a.md":["{a}","custom-id"]}}}}"#);
+        let manifest: IndexManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&manifest).unwrap(), json);
+        let (stale, removed, changed) = IndexManifest::default().stale_since(&manifest);
+        let mut expected = vec![a, "custom-id".to_string()];
+        expected.sort();
+        assert_eq!((stale, removed, changed), (expected, 1, 0));
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::vectors::Vectors;
 use super::*;
+use crate::chunk::ChunkKey;
 
 /// The graph of one index and whether it changed since it was saved.
 pub(super) struct Ann {
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Text {
 /// and where its text and full metadata are ([`Body`]).
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub(super) id: Box<str>,
+    pub(super) id: ChunkKey,
     pub(super) body: Body,
 }
 
@@ -99,6 +100,27 @@ pub(super) enum Column {
         values: Vec<u8>,
         odd: HashMap<usize, Value>,
     },
+}
+
+/// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
+/// [`ChunkKey`] keeps it), any other as it is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum IdRef<'a> {
+    Hash([u8; 16]),
+    Other(&'a str),
+}
+
+impl<'a> IdRef<'a> {
+    fn of(id: &'a str) -> Self {
+        ChunkKey::hash_bytes(id).map_or(Self::Other(id), Self::Hash)
+    }
+
+    fn key(key: &'a ChunkKey) -> Self {
+        match key {
+            ChunkKey::Hash(bytes) => Self::Hash(*bytes),
+            ChunkKey::Other(id) => Self::Other(id),
+        }
+    }
 }
 
 /// A keyword row without a value.
@@ -374,10 +396,14 @@ impl IndexData {
 
     /// The live slot holding record `id`.
     pub(super) fn slot_of(&self, id: &str) -> Option<usize> {
+        self.find(IdRef::of(id))
+    }
+
+    fn find(&self, id: IdRef<'_>) -> Option<usize> {
         let slots = &self.slots;
         self.ids
             .find(self.hasher.hash_one(id), |&i| {
-                slots[i].as_ref().is_some_and(|s| &*s.id == id)
+                slots[i].as_ref().is_some_and(|s| IdRef::key(&s.id) == id)
             })
             .copied()
     }
@@ -442,7 +468,7 @@ impl IndexData {
             },
             None => Body::Here(Box::new((text, metadata.clone()))),
         };
-        self.insert(id.into_boxed_str(), body, &fields)
+        self.insert(ChunkKey::new(&id), body, &fields)
     }
 
     /// Puts a record in the next slot number — the next appended vector row, the values of
@@ -450,24 +476,28 @@ impl IndexData {
     /// its id; returns the slot it replaced, if any, and its own.
     fn insert(
         &mut self,
-        id: Box<str>,
+        id: ChunkKey,
         body: Body,
         fields: &[Option<Cow<'_, Value>>],
     ) -> (Option<usize>, usize) {
-        let replaced = self.slot_of(&id);
-        self.apply_delete(&id);
+        let replaced = self.find(IdRef::key(&id));
+        if replaced.is_some() {
+            self.delete(IdRef::key(&id));
+        }
         let at = self.slots.len();
         debug_assert!(at < self.norms.len(), "the record's vector was appended");
         for (column, value) in self.columns.iter_mut().zip(fields) {
             column.push(value.as_deref(), &self.hasher);
         }
-        let h = self.hasher.hash_one(&*id);
+        let h = self.hasher.hash_one(IdRef::key(&id));
         self.slots.push(Some(Slot { id, body }));
         let Self {
             ids, slots, hasher, ..
         } = self;
         ids.insert_unique(h, at, |&i| {
-            slots[i].as_ref().map_or(0, |s| hasher.hash_one(&*s.id))
+            slots[i]
+                .as_ref()
+                .map_or(0, |s| hasher.hash_one(IdRef::key(&s.id)))
         });
         (replaced, at)
     }
@@ -517,9 +547,13 @@ impl IndexData {
     }
 
     pub(super) fn apply_delete(&mut self, id: &str) -> bool {
+        self.delete(IdRef::of(id))
+    }
+
+    fn delete(&mut self, id: IdRef<'_>) -> bool {
         let slots = &self.slots;
         let found = self.ids.find_entry(self.hasher.hash_one(id), |&i| {
-            slots[i].as_ref().is_some_and(|s| &*s.id == id)
+            slots[i].as_ref().is_some_and(|s| IdRef::key(&s.id) == id)
         });
         match found {
             Ok(entry) => {

@@ -336,7 +336,7 @@ impl IndexData {
         let mut places = Vec::with_capacity(self.live_len());
         for (i, s) in self.live() {
             let (text, metadata) = s.body()?;
-            places.push(w.upsert(&s.id, self.vector(i), &text, &metadata)?);
+            places.push(w.upsert(&s.id.to_string(), self.vector(i), &text, &metadata)?);
         }
         w.finish()?;
         let file = SegmentFile::open(&path)?;

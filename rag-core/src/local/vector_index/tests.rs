@@ -499,7 +499,13 @@ proptest! {
                 .iter()
                 .enumerate()
                 .map(|(i, (kw, num, flag))| {
-                    let mut r = rec(&format!("r{i}"), i as f32);
+                    // Content-hash ids (kept as 16 bytes) and other ids (kept as they are).
+                    let id = if i % 2 == 0 {
+                        crate::chunk::chunk_id("doc", &i.to_string())
+                    } else {
+                        format!("r{i}")
+                    };
+                    let mut r = rec(&id, i as f32);
                     for (name, v) in [("kw", kw), ("num", num), ("flag", flag)] {
                         if let Some(v) = v {
                             r.metadata.insert(name.into(), v.clone());

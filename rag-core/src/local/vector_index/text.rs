@@ -136,14 +136,17 @@ impl IndexData {
 }
 
 /// The slots' ids with their texts and metadata.
-fn bodies<'a>(slots: &[&'a Slot]) -> Result<Vec<(&'a str, String, Metadata)>> {
+fn bodies(slots: &[&Slot]) -> Result<Vec<(String, String, Metadata)>> {
     slots
         .iter()
-        .map(|s| s.body().map(|(text, metadata)| (&*s.id, text, metadata)))
+        .map(|s| {
+            s.body()
+                .map(|(text, metadata)| (s.id.to_string(), text, metadata))
+        })
         .collect()
 }
 
-fn docs<'a>(bodies: &'a [(&'a str, String, Metadata)]) -> Vec<TextDoc<'a>> {
+fn docs(bodies: &[(String, String, Metadata)]) -> Vec<TextDoc<'_>> {
     bodies
         .iter()
         .map(|(id, text, metadata)| TextDoc { id, text, metadata })
