@@ -442,6 +442,14 @@ mod tests {
 
     use super::*;
 
+    /// The one file in `dir`.
+    fn only_file(dir: &Path) -> PathBuf {
+        let mut files = std::fs::read_dir(dir).unwrap();
+        let file = files.next().unwrap().unwrap().path();
+        assert!(files.next().is_none(), "one file in {}", dir.display());
+        file
+    }
+
     #[test]
     fn vectors_survive_a_reopen_and_damage_is_skipped_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,12 +470,7 @@ mod tests {
         drop(again);
 
         // Flip a byte of the first vector and cut the second record short.
-        let file = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let file = only_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[12 + 16] ^= 0x40;
         bytes.truncate(bytes.len() - 5);
@@ -498,12 +501,7 @@ mod tests {
             assert_eq!(again.get(k).unwrap(), v);
         }
         // Record 7's vector changes on disk behind both: neither returns it.
-        let file = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let file = only_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[12 + 7 * record_len(2) + 16] ^= 0x40;
         std::fs::write(&file, bytes).unwrap();

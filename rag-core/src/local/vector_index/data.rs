@@ -82,45 +82,24 @@ pub(super) enum Body {
 /// The values of one of the schema's metadata fields, a row per slot, in the smallest form
 /// that filters can read back exactly. Filters compare numbers as `f64` (`Filter::matches_by`),
 /// so numeric fields keep that; keywords are codes into the distinct values (the chunks of a
-/// document share theirs). A value of another type than the field's (a `null`) is kept as is.
+/// document share theirs). A value of another type than the field's (a `null`) is kept as is
+/// in `odd`, its row reading as empty in `rows`.
 #[derive(Debug)]
-pub(super) enum Column {
+pub(super) struct Column {
+    rows: Rows,
+    odd: HashMap<usize, Value>,
+}
+
+#[derive(Debug)]
+enum Rows {
     Keyword {
         codes: Vec<u32>,
         values: Vec<Value>,
         lookup: HashTable<u32>,
-        odd: HashMap<usize, Value>,
     },
-    Number {
-        values: Vec<f64>,
-        odd: HashMap<usize, Value>,
-    },
-    Bool {
-        /// 0 false, 1 true, [`NO_BOOL`] none.
-        values: Vec<u8>,
-        odd: HashMap<usize, Value>,
-    },
-}
-
-/// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
-/// [`ChunkKey`] keeps it), any other as it is.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum IdRef<'a> {
-    Hash([u8; 16]),
-    Other(&'a str),
-}
-
-impl<'a> IdRef<'a> {
-    fn of(id: &'a str) -> Self {
-        ChunkKey::hash_bytes(id).map_or(Self::Other(id), Self::Hash)
-    }
-
-    fn key(key: &'a ChunkKey) -> Self {
-        match key {
-            ChunkKey::Hash(bytes) => Self::Hash(*bytes),
-            ChunkKey::Other(id) => Self::Other(id),
-        }
-    }
+    Number(Vec<f64>),
+    /// 0 false, 1 true, [`NO_BOOL`] none.
+    Bool(Vec<u8>),
 }
 
 /// A keyword row without a value.
@@ -130,32 +109,40 @@ const NO_BOOL: u8 = 2;
 
 impl Column {
     fn new(kind: FieldKind) -> Self {
-        match kind {
-            FieldKind::Keyword => Self::Keyword {
+        let rows = match kind {
+            FieldKind::Keyword => Rows::Keyword {
                 codes: Vec::new(),
                 values: Vec::new(),
                 lookup: HashTable::new(),
-                odd: HashMap::new(),
             },
-            FieldKind::Integer | FieldKind::Float => Self::Number {
-                values: Vec::new(),
-                odd: HashMap::new(),
-            },
-            FieldKind::Bool => Self::Bool {
-                values: Vec::new(),
-                odd: HashMap::new(),
-            },
+            FieldKind::Integer | FieldKind::Float => Rows::Number(Vec::new()),
+            FieldKind::Bool => Rows::Bool(Vec::new()),
+        };
+        Self {
+            rows,
+            odd: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.rows {
+            Rows::Keyword { codes, .. } => codes.len(),
+            Rows::Number(values) => values.len(),
+            Rows::Bool(values) => values.len(),
         }
     }
 
     /// Appends the next row's value.
     fn push(&mut self, value: Option<&Value>, hasher: &RandomState) {
-        match self {
-            Self::Keyword {
+        let row = self.len();
+        let mut odd = |v: &Value| {
+            self.odd.insert(row, v.clone());
+        };
+        match &mut self.rows {
+            Rows::Keyword {
                 codes,
                 values,
                 lookup,
-                odd,
             } => {
                 let code = match value {
                     None => NO_CODE,
@@ -175,101 +162,93 @@ impl Column {
                         }
                     }
                     Some(other) => {
-                        odd.insert(codes.len(), other.clone());
+                        odd(other);
                         NO_CODE
                     }
                 };
                 codes.push(code);
             }
-            Self::Number { values, odd } => {
-                let x = match value {
-                    None => f64::NAN,
-                    Some(v) => match v.as_f64() {
-                        Some(x) if x.is_finite() => x,
-                        _ => {
-                            odd.insert(values.len(), v.clone());
-                            f64::NAN
-                        }
-                    },
-                };
-                values.push(x);
-            }
-            Self::Bool { values, odd } => {
-                let b = match value {
-                    None => NO_BOOL,
-                    Some(Value::Bool(b)) => u8::from(*b),
-                    Some(other) => {
-                        odd.insert(values.len(), other.clone());
-                        NO_BOOL
+            Rows::Number(values) => values.push(match value {
+                None => f64::NAN,
+                Some(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() => x,
+                    _ => {
+                        odd(v);
+                        f64::NAN
                     }
-                };
-                values.push(b);
-            }
+                },
+            }),
+            Rows::Bool(values) => values.push(match value {
+                None => NO_BOOL,
+                Some(Value::Bool(b)) => u8::from(*b),
+                Some(other) => {
+                    odd(other);
+                    NO_BOOL
+                }
+            }),
         }
     }
 
     /// Moves row `from`'s value to row `to` (whose value is dropped).
     fn move_row(&mut self, from: usize, to: usize) {
-        let odd = match self {
-            Self::Keyword { codes, odd, .. } => {
-                codes[to] = codes[from];
-                odd
-            }
-            Self::Number { values, odd } => {
-                values[to] = values[from];
-                odd
-            }
-            Self::Bool { values, odd } => {
-                values[to] = values[from];
-                odd
-            }
-        };
-        odd.remove(&to);
-        if let Some(v) = odd.remove(&from) {
-            odd.insert(to, v);
+        match &mut self.rows {
+            Rows::Keyword { codes, .. } => codes[to] = codes[from],
+            Rows::Number(values) => values[to] = values[from],
+            Rows::Bool(values) => values[to] = values[from],
+        }
+        self.odd.remove(&to);
+        if let Some(v) = self.odd.remove(&from) {
+            self.odd.insert(to, v);
         }
     }
 
     /// Keeps the first `rows` rows.
     fn truncate(&mut self, rows: usize) {
-        let odd = match self {
-            Self::Keyword { codes, odd, .. } => {
-                codes.truncate(rows);
-                odd
-            }
-            Self::Number { values, odd } => {
-                values.truncate(rows);
-                odd
-            }
-            Self::Bool { values, odd } => {
-                values.truncate(rows);
-                odd
-            }
-        };
-        odd.retain(|&row, _| row < rows);
+        match &mut self.rows {
+            Rows::Keyword { codes, .. } => codes.truncate(rows),
+            Rows::Number(values) => values.truncate(rows),
+            Rows::Bool(values) => values.truncate(rows),
+        }
+        self.odd.retain(|&row, _| row < rows);
     }
 
     /// Row `row`'s value (a number as the `f64` filters compare).
     pub(super) fn get(&self, row: usize) -> Option<Cow<'_, Value>> {
-        match self {
-            Self::Keyword {
-                codes, values, odd, ..
-            } => match codes[row] {
-                NO_CODE => odd.get(&row).map(Cow::Borrowed),
+        let value = match &self.rows {
+            Rows::Keyword { codes, values, .. } => match codes[row] {
+                NO_CODE => None,
                 c => Some(Cow::Borrowed(&values[c as usize])),
             },
-            Self::Number { values, odd } => {
+            Rows::Number(values) => {
                 let x = values[row];
-                if x.is_nan() {
-                    odd.get(&row).map(Cow::Borrowed)
-                } else {
-                    Some(Cow::Owned(Value::from(x)))
-                }
+                (!x.is_nan()).then(|| Cow::Owned(Value::from(x)))
             }
-            Self::Bool { values, odd } => match values[row] {
-                NO_BOOL => odd.get(&row).map(Cow::Borrowed),
+            Rows::Bool(values) => match values[row] {
+                NO_BOOL => None,
                 b => Some(Cow::Owned(Value::Bool(b == 1))),
             },
+        };
+        value.or_else(|| self.odd.get(&row).map(Cow::Borrowed))
+    }
+}
+
+/// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
+/// [`ChunkKey`] keeps it), any other as it is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum IdRef<'a> {
+    Hash([u8; 16]),
+    Other(&'a str),
+}
+
+impl<'a> IdRef<'a> {
+    fn of(id: &'a str) -> Self {
+        ChunkKey::hash_bytes(id).map_or(Self::Other(id), Self::Hash)
+    }
+
+    fn key(key: &'a ChunkKey) -> Self {
+        match key {
+            ChunkKey::Hash(bytes) => Self::Hash(*bytes),
+            ChunkKey::Other(id) => Self::Other(id),
         }
     }
 }
@@ -480,10 +459,7 @@ impl IndexData {
         body: Body,
         fields: &[Option<Cow<'_, Value>>],
     ) -> (Option<usize>, usize) {
-        let replaced = self.find(IdRef::key(&id));
-        if replaced.is_some() {
-            self.delete(IdRef::key(&id));
-        }
+        let replaced = self.delete(IdRef::key(&id));
         let at = self.slots.len();
         debug_assert!(at < self.norms.len(), "the record's vector was appended");
         for (column, value) in self.columns.iter_mut().zip(fields) {
@@ -547,25 +523,21 @@ impl IndexData {
     }
 
     pub(super) fn apply_delete(&mut self, id: &str) -> bool {
-        self.delete(IdRef::of(id))
+        self.delete(IdRef::of(id)).is_some()
     }
 
-    fn delete(&mut self, id: IdRef<'_>) -> bool {
+    /// Removes the live record `id`; returns the slot it had.
+    fn delete(&mut self, id: IdRef<'_>) -> Option<usize> {
         let slots = &self.slots;
         let found = self.ids.find_entry(self.hasher.hash_one(id), |&i| {
             slots[i].as_ref().is_some_and(|s| IdRef::key(&s.id) == id)
         });
-        match found {
-            Ok(entry) => {
-                let (slot, _) = entry.remove();
-                self.slots[slot] = None;
-                if let Text::Builtin(bm) = &mut self.text {
-                    bm.remove(slot);
-                }
-                true
-            }
-            Err(_) => false,
+        let (slot, _) = found.ok()?.remove();
+        self.slots[slot] = None;
+        if let Text::Builtin(bm) = &mut self.text {
+            bm.remove(slot);
         }
+        Some(slot)
     }
 
     pub(super) fn live(&self) -> impl Iterator<Item = (usize, &Slot)> {
