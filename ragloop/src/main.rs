@@ -76,9 +76,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// only some options).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Keeps freed memory mapped instead of returning it to the OS after 10 ms. The trainer frees
-/// and allocates tensors of tens of MiB many times a step; returned pages come back as page
-/// faults the kernel must zero — 27 % of a training step (7.3 s vs 10.0 s measured).
+/// Keeps freed memory mapped instead of returning it to the OS after 10 ms — for the trainer
+/// only. It frees and allocates tensors of tens of MiB many times a step; returned pages come
+/// back as page faults the kernel must zero — 27 % of a training step (7.3 s vs 10.0 s
+/// measured). Every other command keeps mimalloc's default, so what a stage frees goes back
+/// to the OS: with purging off everywhere, stage 6 at 300,000 chunks kept 369 MiB resident
+/// for a heap that peaked at 151 (343 with the default; BENCHMARKS.md).
 fn keep_freed_memory() {
     // SAFETY: sets a process-wide allocator option before any thread is started; the option
     // is a plain integer mimalloc reads on its next purge decision.
@@ -89,7 +92,10 @@ fn keep_freed_memory() {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Train(_)) {
+        keep_freed_memory();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -97,12 +103,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async_main())
+    runtime.block_on(async_main(cli))
 }
 
-async fn async_main() -> ExitCode {
+async fn async_main(cli: Cli) -> ExitCode {
     ragloop::logging::init();
-    let result = match Cli::parse().command {
+    let result = match cli.command {
         Command::Ask(args) => cmd::ask::run(args).await,
         Command::Bailian(c) => cmd::bailian::run(c).await,
         Command::Cp(args) => cmd::cp::run(args).await,

@@ -1,6 +1,9 @@
 //! Stages 1, 5 and 6 on a synthetic corpus of `--chunks N` chunks (the hashed model, 64
-//! dims; default 100,000): wall time and peak resident memory of each stage, in one process
-//! (the peak is reset before each stage through `/proc/self/clear_refs`). Stage 5 streams the
+//! dims; default 100,000): wall time, heap peak and peak resident memory of each stage, in one
+//! process (both peaks are reset before each stage, the resident one through
+//! `/proc/self/clear_refs`). The allocator is the `ragloop` binary's (mimalloc with its
+//! default purging, as every command but `train` runs), counting live bytes: the heap figures
+//! are exact; resident memory adds what the allocator keeps of freed memory. Stage 5 streams the
 //! documents one file at a time into shards, so its peak should not grow with N; stage 6's
 //! includes the embedded index itself: by default the one `[index] local` opens (exact
 //! vectors, BM25 in tantivy on disk), with `--hnsw` the `[index] hnsw` one, with `--builtin`
@@ -8,7 +11,10 @@
 //!
 //! `cargo bench -p vector-store --bench scale -- --chunks 1000000 [--no-index] [--hnsw | --builtin]`
 
+use std::alloc::{GlobalAlloc, Layout as AllocLayout};
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +22,68 @@ use rag_core::local::{HashedEmbedding, HashedEmbeddingConfig, LocalFileStore, Lo
 use rag_core::pipeline::{Layout, Pipeline, PipelineOptions};
 use rag_core::{EmbeddingModel, Query, SearchRequest, VectorIndex};
 use vector_store::{AnnParams, open_local_index};
+
+/// The allocator: mimalloc, as the `ragloop` binary's, counting the bytes allocated and not
+/// freed, so each stage's heap peak is exact. Resident memory adds what the allocator keeps of
+/// freed memory (and mapped files), which varies from run to run.
+struct Counting;
+
+/// Heap bytes live now, and the most since the last [`reset_peak`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged; the counters only observe sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
 
 /// Documents per JSONL file.
 const PER_FILE: usize = 5_000;
@@ -49,10 +117,23 @@ fn resident_now() -> String {
     )
 }
 
-/// Resets the peak resident set size to the current one (Linux ≥ 4.0), and returns it in MiB.
-fn reset_peak() -> f64 {
+/// Resets the peak resident set size to the current one (Linux ≥ 4.0) and the heap's peak to
+/// what is live; returns both now, in MiB.
+fn reset_peak() -> (f64, f64) {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    peak_mib()
+    let live = LIVE.load(Relaxed);
+    PEAK.store(live, Relaxed);
+    (peak_mib(), mib(live))
+}
+
+/// The heap's and the resident set's peaks since [`reset_peak`], as table cells.
+fn peaks() -> String {
+    format!("{:.0} | {:.0}", mib(PEAK.load(Relaxed)), peak_mib())
+}
+
+/// [`reset_peak`]'s figures as table cells.
+fn cells(start: (f64, f64)) -> String {
+    format!("{:.0} | {:.0}", start.1, start.0)
 }
 
 /// The synthetic corpus's vocabulary.
@@ -154,27 +235,31 @@ async fn main() {
         ..Default::default()
     })
     .expect("model");
-    println!("| stage | chunks | seconds | RSS at the start MiB | peak RSS MiB |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| stage | chunks | seconds | heap at the start MiB | RSS at the start MiB | heap peak MiB | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let start = reset_peak();
     let t = Instant::now();
     let ingest = pipeline.ingest(&data).await.expect("ingest");
     println!(
-        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {start:.0} | {:.0} |",
+        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {} | {} |",
         ingest.uploaded,
         ingest.documents,
         t.elapsed().as_secs_f64(),
-        peak_mib()
+        cells(start),
+        peaks()
     );
     let start = reset_peak();
     let t = Instant::now();
     let embedded = pipeline.embed(&model).await.expect("embed");
     println!(
-        "| 5 embed ({} shards) | {} | {:.1} | {start:.0} | {:.0} |",
+        "| 5 embed ({} shards) | {} | {:.1} | {} | {} |",
         embedded.shards_written,
         embedded.chunks,
         t.elapsed().as_secs_f64(),
-        peak_mib()
+        cells(start),
+        peaks()
     );
     if args.iter().any(|a| a == "--no-index") {
         return;
@@ -184,10 +269,11 @@ async fn main() {
     let indexed = pipeline.index(&model).await.expect("index");
     index.flush().await.expect("flush");
     println!(
-        "| 6 index ({kind}) | {} | {:.1} | {start:.0} | {:.0} (at the end: {} anonymous + file) |",
+        "| 6 index ({kind}) | {} | {:.1} | {} | {} (at the end: {} anonymous + file) |",
         indexed.count,
         t.elapsed().as_secs_f64(),
-        peak_mib(),
+        cells(start),
+        peaks(),
         resident_now()
     );
     // Queries after the build: vector (exact, or through the graph) and hybrid, as the
@@ -215,10 +301,11 @@ async fn main() {
         assert_eq!(hits.len(), 10);
     }
     println!(
-        "| {queries} queries (vector and hybrid, top 10) | {} | {:.3} per query | {start:.0} | {:.0} (at the end: {} anonymous + file) |",
+        "| {queries} queries (vector and hybrid, top 10) | {} | {:.3} per query | {} | {} (at the end: {} anonymous + file) |",
         indexed.count,
         t.elapsed().as_secs_f64() / queries as f64,
-        peak_mib(),
+        cells(start),
+        peaks(),
         resident_now()
     );
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Pipeline;
+use super::manifest::{IndexManifest, ManifestBuilder};
 use crate::chunk::ChunkKey;
 use crate::embed_job::shard_number;
 use crate::embedding::EmbeddingModel;
@@ -37,53 +38,6 @@ pub struct IndexReport {
     pub documents_removed: usize,
     /// Documents whose chunks changed since the last run.
     pub documents_changed: usize,
-}
-
-/// The chunk ids of each document an index holds ([`Layout::index_manifest`](super::Layout::index_manifest)),
-/// written by stage 6 after its upserts and deletions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct IndexManifest {
-    /// Document id → its chunk ids, sorted.
-    pub documents: std::collections::BTreeMap<String, Vec<ChunkKey>>,
-}
-
-impl IndexManifest {
-    /// Chunk ids of `previous` that this manifest does not hold, with how many of
-    /// `previous`'s documents are gone and how many changed.
-    pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
-        let mut stale: Vec<&ChunkKey> = Vec::new();
-        let (mut removed, mut changed) = (0, 0);
-        for (doc, ids) in &previous.documents {
-            match self.documents.get(doc) {
-                None => {
-                    removed += 1;
-                    stale.extend(ids);
-                }
-                Some(now) if now != ids => {
-                    changed += 1;
-                    let now: std::collections::HashSet<&ChunkKey> = now.iter().collect();
-                    stale.extend(ids.iter().filter(|id| !now.contains(id)));
-                }
-                Some(_) => {}
-            }
-        }
-        // A chunk id moved to another document (the same text) stays.
-        let live: std::collections::HashSet<&ChunkKey> =
-            self.documents.values().flatten().collect();
-        stale.retain(|id| !live.contains(id));
-        let mut stale: Vec<String> = stale.into_iter().map(ChunkKey::to_string).collect();
-        stale.sort();
-        stale.dedup();
-        (stale, removed, changed)
-    }
-
-    /// Sorts each document's chunk ids and drops repeats.
-    fn normalize(&mut self) {
-        for ids in self.documents.values_mut() {
-            ids.sort();
-            ids.dedup();
-        }
-    }
 }
 
 /// Ids deleted per call.
@@ -131,7 +85,7 @@ impl Pipeline {
             shards: shards.len(),
             ..Default::default()
         };
-        let mut manifest = IndexManifest::default();
+        let mut manifest = ManifestBuilder::default();
         for shard in shards {
             let read = read_shard_batches(
                 self.store.get_bytes(&shard.uri).await?,
@@ -169,11 +123,7 @@ impl Pipeline {
                     }
                 };
                 for row in &batch {
-                    manifest
-                        .documents
-                        .entry(row.chunk.doc_id.clone())
-                        .or_default()
-                        .push(ChunkKey::new(&row.chunk.id));
+                    manifest.add(&row.chunk.doc_id, ChunkKey::new(&row.chunk.id));
                 }
                 let records: Vec<IndexRecord> = batch.iter().map(record_of).collect();
                 let (written, failed) = self.upsert_with_retries(name, records).await?;
@@ -186,7 +136,8 @@ impl Pipeline {
         // documents removed or changed since the last run. Not with a shard unread (its
         // documents' chunks would look removed).
         if report.unreadable.is_empty() {
-            self.sync_deletions(name, manifest, &mut report).await?;
+            self.sync_deletions(name, manifest.finish(), &mut report)
+                .await?;
         }
         report.count = index.count(name).await?;
         self.progress.end(
@@ -210,12 +161,11 @@ impl Pipeline {
     async fn sync_deletions(
         &self,
         name: &str,
-        mut manifest: IndexManifest,
+        manifest: IndexManifest,
         report: &mut IndexReport,
     ) -> Result<()> {
-        manifest.normalize();
         let uri = self.layout.index_manifest(name);
-        let mut previous: IndexManifest = match self.store.get_bytes(&uri).await {
+        let previous: IndexManifest = match self.store.get_bytes(&uri).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 Error::corrupt(
                     uri.to_string(),
@@ -227,7 +177,6 @@ impl Pipeline {
             Err(e) if e.is_not_found() => IndexManifest::default(),
             Err(e) => return Err(e),
         };
-        previous.normalize();
         let (stale, removed, changed) = manifest.stale_since(&previous);
         let index = self.index_backend()?;
         for ids in stale.chunks(DELETE_BATCH) {
@@ -346,17 +295,5 @@ mod tests {
         keys.sort();
         let keys: Vec<String> = keys.iter().map(ChunkKey::to_string).collect();
         assert_eq!(keys, hashes);
-    }
-
-    #[test]
-    fn a_manifest_written_with_string_ids_reads_the_same() {
-        let a = crate::chunk::chunk_id("a", "1");
-        let json = format!(r#"{{"documents":{{"a.md":["{a}","custom-id"]}}}}"#);
-        let manifest: IndexManifest = serde_json::from_str(&json).unwrap();
-        assert_eq!(serde_json::to_string(&manifest).unwrap(), json);
-        let (stale, removed, changed) = IndexManifest::default().stale_since(&manifest);
-        let mut expected = vec![a, "custom-id".to_string()];
-        expected.sort();
-        assert_eq!((stale, removed, changed), (expected, 1, 0));
     }
 }

@@ -29,6 +29,7 @@ mod index;
 mod ingest;
 mod jobs;
 mod layout;
+mod manifest;
 
 use std::sync::Arc;
 
@@ -45,10 +46,11 @@ use crate::training::TrainingBackend;
 pub use crate::stage::{LogProgress, Progress, Stage};
 pub use answer::{Answer, AnswerStream, Citation, RetrievalMode, citation_of, cite, rerank_text};
 pub use embed::EmbedReport;
-pub use index::{IndexManifest, IndexReport};
+pub use index::IndexReport;
 pub use ingest::IngestReport;
 pub use jobs::JobOutcome;
 pub use layout::Layout;
+pub use manifest::{IndexManifest, ManifestBuilder};
 
 /// Tunables of the pipeline; batching and concurrency are parameters, not hidden constants.
 #[derive(Debug)]

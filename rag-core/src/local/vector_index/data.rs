@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use serde_json::Value;
 
-use super::vectors::Vectors;
+use super::rows::Rows;
 use super::*;
 use crate::chunk::ChunkKey;
 
@@ -79,27 +79,28 @@ pub(super) enum Body {
     },
 }
 
-/// The values of one of the schema's metadata fields, a row per slot, in the smallest form
-/// that filters can read back exactly. Filters compare numbers as `f64` (`Filter::matches_by`),
+/// The values of one of the schema's metadata fields, a row per slot ([`Rows`]: in a file of
+/// the index's own where it has a directory), in the smallest form that filters can read back
+/// exactly. Filters compare numbers as `f64` (`Filter::matches_by`),
 /// so numeric fields keep that; keywords are codes into the distinct values (the chunks of a
 /// document share theirs). A value of another type than the field's (a `null`) is kept as is
 /// in `odd`, its row reading as empty in `rows`.
 #[derive(Debug)]
 pub(super) struct Column {
-    rows: Rows,
+    rows: Values,
     odd: HashMap<usize, Value>,
 }
 
 #[derive(Debug)]
-enum Rows {
+enum Values {
     Keyword {
-        codes: Vec<u32>,
+        codes: Rows<u32>,
         values: Vec<Value>,
         lookup: HashTable<u32>,
     },
-    Number(Vec<f64>),
+    Number(Rows<f64>),
     /// 0 false, 1 true, [`NO_BOOL`] none.
-    Bool(Vec<u8>),
+    Bool(Rows<u8>),
 }
 
 /// A keyword row without a value.
@@ -108,15 +109,22 @@ const NO_CODE: u32 = u32::MAX;
 const NO_BOOL: u8 = 2;
 
 impl Column {
-    fn new(kind: FieldKind) -> Self {
+    /// An empty column of `kind`, its rows in a file in `dir` or on the heap.
+    fn new(kind: FieldKind, dir: Option<&Path>) -> Self {
+        fn rows<T: bytemuck::Pod>(dir: Option<&Path>) -> Rows<T> {
+            match dir {
+                Some(dir) => Rows::in_dir(dir, 1, "filter column"),
+                None => Rows::heap(1),
+            }
+        }
         let rows = match kind {
-            FieldKind::Keyword => Rows::Keyword {
-                codes: Vec::new(),
+            FieldKind::Keyword => Values::Keyword {
+                codes: rows(dir),
                 values: Vec::new(),
                 lookup: HashTable::new(),
             },
-            FieldKind::Integer | FieldKind::Float => Rows::Number(Vec::new()),
-            FieldKind::Bool => Rows::Bool(Vec::new()),
+            FieldKind::Integer | FieldKind::Float => Values::Number(rows(dir)),
+            FieldKind::Bool => Values::Bool(rows(dir)),
         };
         Self {
             rows,
@@ -126,9 +134,18 @@ impl Column {
 
     fn len(&self) -> usize {
         match &self.rows {
-            Rows::Keyword { codes, .. } => codes.len(),
-            Rows::Number(values) => values.len(),
-            Rows::Bool(values) => values.len(),
+            Values::Keyword { codes, .. } => codes.len(),
+            Values::Number(values) => values.len(),
+            Values::Bool(values) => values.len(),
+        }
+    }
+
+    /// Writes the rows held in memory out to the column's file ([`Rows::flush`]).
+    fn flush(&mut self) -> Result<()> {
+        match &mut self.rows {
+            Values::Keyword { codes, .. } => codes.flush(),
+            Values::Number(values) => values.flush(),
+            Values::Bool(values) => values.flush(),
         }
     }
 
@@ -139,7 +156,7 @@ impl Column {
             self.odd.insert(row, v.clone());
         };
         match &mut self.rows {
-            Rows::Keyword {
+            Values::Keyword {
                 codes,
                 values,
                 lookup,
@@ -166,9 +183,9 @@ impl Column {
                         NO_CODE
                     }
                 };
-                codes.push(code);
+                codes.push(&[code]);
             }
-            Rows::Number(values) => values.push(match value {
+            Values::Number(values) => values.push(&[match value {
                 None => f64::NAN,
                 Some(v) => match v.as_f64() {
                     Some(x) if x.is_finite() => x,
@@ -177,53 +194,47 @@ impl Column {
                         f64::NAN
                     }
                 },
-            }),
-            Rows::Bool(values) => values.push(match value {
+            }]),
+            Values::Bool(values) => values.push(&[match value {
                 None => NO_BOOL,
                 Some(Value::Bool(b)) => u8::from(*b),
                 Some(other) => {
                     odd(other);
                     NO_BOOL
                 }
-            }),
+            }]),
         }
     }
 
-    /// Moves row `from`'s value to row `to` (whose value is dropped).
-    fn move_row(&mut self, from: usize, to: usize) {
+    /// Renumbers rows `live` (ascending) as `0..live.len()` and drops the rest
+    /// ([`Rows::renumber`]).
+    fn renumber(&mut self, live: &[usize]) -> Result<()> {
         match &mut self.rows {
-            Rows::Keyword { codes, .. } => codes[to] = codes[from],
-            Rows::Number(values) => values[to] = values[from],
-            Rows::Bool(values) => values[to] = values[from],
+            Values::Keyword { codes, .. } => codes.renumber(live)?,
+            Values::Number(values) => values.renumber(live)?,
+            Values::Bool(values) => values.renumber(live)?,
         }
-        self.odd.remove(&to);
-        if let Some(v) = self.odd.remove(&from) {
-            self.odd.insert(to, v);
+        if !self.odd.is_empty() {
+            self.odd = std::mem::take(&mut self.odd)
+                .into_iter()
+                .filter_map(|(row, v)| live.binary_search(&row).ok().map(|new| (new, v)))
+                .collect();
         }
-    }
-
-    /// Keeps the first `rows` rows.
-    fn truncate(&mut self, rows: usize) {
-        match &mut self.rows {
-            Rows::Keyword { codes, .. } => codes.truncate(rows),
-            Rows::Number(values) => values.truncate(rows),
-            Rows::Bool(values) => values.truncate(rows),
-        }
-        self.odd.retain(|&row, _| row < rows);
+        Ok(())
     }
 
     /// Row `row`'s value (a number as the `f64` filters compare).
     pub(super) fn get(&self, row: usize) -> Option<Cow<'_, Value>> {
         let value = match &self.rows {
-            Rows::Keyword { codes, values, .. } => match codes[row] {
+            Values::Keyword { codes, values, .. } => match codes.one(row) {
                 NO_CODE => None,
                 c => Some(Cow::Borrowed(&values[c as usize])),
             },
-            Rows::Number(values) => {
-                let x = values[row];
+            Values::Number(values) => {
+                let x = values.one(row);
                 (!x.is_nan()).then(|| Cow::Owned(Value::from(x)))
             }
-            Rows::Bool(values) => match values[row] {
+            Values::Bool(values) => match values.one(row) {
                 NO_BOOL => None,
                 b => Some(Cow::Owned(Value::Bool(b == 1))),
             },
@@ -321,8 +332,8 @@ impl Slot {
 pub(super) struct IndexData {
     pub(super) schema: IndexSchema,
     pub(super) slots: Vec<Option<Slot>>,
-    vectors: Vectors,
-    norms: Vec<f32>,
+    vectors: Rows<f32>,
+    norms: Rows<f32>,
     /// One per schema metadata field, in the schema's order.
     columns: Vec<Column>,
     /// The live slots, found by their record's id (hashed with `hasher`): the ids are not
@@ -348,17 +359,20 @@ impl IndexData {
                 Text::Builtin(Bm25::new(schema.analyzer))
             },
             vectors: match &dir {
-                Some(dir) => Vectors::in_dir(dir, schema.dims),
-                None => Vectors::heap(schema.dims),
+                Some(dir) => Rows::in_dir(dir, schema.dims, "vector"),
+                None => Rows::heap(schema.dims),
+            },
+            norms: match &dir {
+                Some(dir) => Rows::in_dir(dir, 1, "norm"),
+                None => Rows::heap(1),
             },
             columns: schema
                 .metadata_fields
                 .iter()
-                .map(|f| Column::new(f.kind))
+                .map(|f| Column::new(f.kind, dir.as_deref()))
                 .collect(),
             schema,
             slots: Vec::new(),
-            norms: Vec::new(),
             ids: HashTable::new(),
             hasher: RandomState::new(),
             dir,
@@ -396,15 +410,22 @@ impl IndexData {
     /// ([`apply_upsert`](Self::apply_upsert) takes the next row): the step of a write that may
     /// fail (a full disk), done before anything of it changes.
     pub(super) fn append_vectors(&mut self, vectors: &[&[f32]]) -> Result<()> {
-        self.vectors.append(vectors)?;
-        self.norms
-            .extend(vectors.iter().map(|v| crate::embedding::dot(v, v).sqrt()));
+        // The rows of earlier writes go out to their files first: what may fail.
+        self.vectors.flush()?;
+        self.norms.flush()?;
+        for column in &mut self.columns {
+            column.flush()?;
+        }
+        for v in vectors {
+            self.vectors.push(v);
+            self.norms.push(&[crate::embedding::dot(v, v).sqrt()]);
+        }
         Ok(())
     }
 
     /// Slot `i`'s vector's length.
     pub(super) fn norm(&self, i: usize) -> f32 {
-        self.norms[i]
+        self.norms.one(i)
     }
 
     /// Slot `i`'s whole record.
@@ -483,22 +504,17 @@ impl IndexData {
     /// dead ones. The id table's hashes stay; its slot numbers are rewritten.
     pub(super) fn renumber(&mut self, live: &[usize]) -> Result<()> {
         self.vectors.renumber(live)?;
+        self.norms.renumber(live)?;
+        for column in &mut self.columns {
+            column.renumber(live)?;
+        }
         for (new, &old) in live.iter().enumerate() {
             if new != old {
-                self.norms[new] = self.norms[old];
-                for column in &mut self.columns {
-                    column.move_row(old, new);
-                }
                 // Slot `new` is empty by now: dead, or its record already moved down.
                 self.slots.swap(new, old);
             }
         }
-        let n = live.len();
-        self.norms.truncate(n);
-        for column in &mut self.columns {
-            column.truncate(n);
-        }
-        self.slots.truncate(n);
+        self.slots.truncate(live.len());
         for slot in self.ids.iter_mut() {
             if let Ok(new) = live.binary_search(slot) {
                 *slot = new;

@@ -22,12 +22,12 @@ use crate::index::{
 
 mod data;
 mod graph;
+mod rows;
 mod search;
 mod segments;
 #[cfg(test)]
 mod tests;
 mod text;
-mod vectors;
 
 use super::lock::DirLock;
 use data::IndexData;

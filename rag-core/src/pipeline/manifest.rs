@@ -1,0 +1,341 @@
+//! Stage 6's manifest: the chunk ids of each document an index holds, held compactly.
+//!
+//! Stage 6 gathers one entry per chunk of the corpus, and reads the last run's manifest beside
+//! it, so its in-memory form is what grows with the corpus: each document's id once, and per
+//! chunk its [`ChunkKey`] (16 bytes for a content-hash id) in one array, each document's ids a
+//! run of it. On disk it is JSON, `{"documents": {"<doc id>": ["<chunk id>", …], …}}`.
+
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkKey;
+
+/// The chunk ids of each document an index holds ([`Layout::index_manifest`](super::Layout::index_manifest)),
+/// written by stage 6 after its upserts and deletions: documents in id order, each one's chunk
+/// ids sorted and distinct. Built with [`ManifestBuilder`]; read and written as JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexManifest {
+    /// Documents in id order, each with the end of its run in `ids`.
+    docs: Vec<(Box<str>, usize)>,
+    ids: Vec<ChunkKey>,
+}
+
+impl IndexManifest {
+    /// Each document's id and its chunk ids (sorted), in document id order.
+    pub fn documents(&self) -> impl ExactSizeIterator<Item = (&str, &[ChunkKey])> {
+        self.docs.iter().enumerate().map(|(i, (doc, end))| {
+            let start = if i == 0 { 0 } else { self.docs[i - 1].1 };
+            (&**doc, &self.ids[start..*end])
+        })
+    }
+
+    /// The chunk ids of document `doc`, if it has an entry.
+    pub fn get(&self, doc: &str) -> Option<&[ChunkKey]> {
+        let i = self.docs.binary_search_by(|(d, _)| (**d).cmp(doc)).ok()?;
+        let start = if i == 0 { 0 } else { self.docs[i - 1].1 };
+        Some(&self.ids[start..self.docs[i].1])
+    }
+
+    /// How many documents have an entry.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether no document has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Chunk ids of `previous` that this manifest does not hold, sorted, with how many of
+    /// `previous`'s documents are gone and how many changed. A chunk id that moved to another
+    /// document (the same text) is not stale.
+    pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
+        let mut stale: Vec<&ChunkKey> = Vec::new();
+        let (mut removed, mut changed) = (0, 0);
+        for (doc, ids) in previous.documents() {
+            match self.get(doc) {
+                None => {
+                    removed += 1;
+                    stale.extend(ids);
+                }
+                Some(now) if now != ids => {
+                    changed += 1;
+                    stale.extend(ids.iter().filter(|id| now.binary_search(id).is_err()));
+                }
+                Some(_) => {}
+            }
+        }
+        if !stale.is_empty() {
+            let mut live: Vec<&ChunkKey> = self.ids.iter().collect();
+            live.sort_unstable();
+            stale.retain(|id| live.binary_search(id).is_err());
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        let stale = stale.into_iter().map(ChunkKey::to_string).collect();
+        (stale, removed, changed)
+    }
+}
+
+/// Gathers an [`IndexManifest`] a chunk at a time, documents in any order, repeats dropped at
+/// [`finish`](Self::finish). Holds each document's id once and, per chunk, its key beside a
+/// document number.
+#[derive(Debug, Default)]
+pub struct ManifestBuilder {
+    names: Vec<Box<str>>,
+    /// Document numbers, found by their id (hashed with `hasher`).
+    lookup: HashTable<u32>,
+    hasher: RandomState,
+    pairs: Vec<(u32, ChunkKey)>,
+}
+
+impl ManifestBuilder {
+    /// Records that chunk `id` belongs to document `doc`.
+    pub fn add(&mut self, doc: &str, id: ChunkKey) {
+        let d = self.document(doc);
+        self.pairs.push((d, id));
+    }
+
+    /// The number of document `doc`, which gets an entry (with no chunks yet) if it had none.
+    fn document(&mut self, doc: &str) -> u32 {
+        let h = self.hasher.hash_one(doc);
+        let names = &self.names;
+        if let Some(&d) = self.lookup.find(h, |&d| &*names[d as usize] == doc) {
+            return d;
+        }
+        let d = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        assert!(
+            d < u32::MAX,
+            "a manifest holds fewer than 2^32 - 1 documents"
+        );
+        self.names.push(doc.into());
+        let Self {
+            names,
+            lookup,
+            hasher,
+            ..
+        } = self;
+        lookup.insert_unique(h, d, |&d| hasher.hash_one(&*names[d as usize]));
+        d
+    }
+
+    /// The manifest: documents sorted by id, each one's chunk ids sorted and distinct.
+    pub fn finish(self) -> IndexManifest {
+        let Self {
+            mut names,
+            pairs,
+            lookup,
+            ..
+        } = self;
+        drop(lookup);
+        let mut order: Vec<u32> = (0..names.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
+        let mut rank = vec![0u32; names.len()];
+        for (r, &d) in order.iter().enumerate() {
+            rank[d as usize] = r as u32;
+        }
+        let mut pairs = pairs;
+        for pair in &mut pairs {
+            pair.0 = rank[pair.0 as usize];
+        }
+        drop(rank);
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut docs = Vec::with_capacity(names.len());
+        let mut ids = Vec::with_capacity(pairs.len());
+        let mut pairs = pairs.into_iter().peekable();
+        for (r, &d) in order.iter().enumerate() {
+            while let Some((_, id)) = pairs.next_if(|(p, _)| *p as usize == r) {
+                ids.push(id);
+            }
+            docs.push((std::mem::take(&mut names[d as usize]), ids.len()));
+        }
+        IndexManifest { docs, ids }
+    }
+}
+
+impl Serialize for IndexManifest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        struct Documents<'a>(&'a IndexManifest);
+        impl Serialize for Documents<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for (doc, ids) in self.0.documents() {
+                    map.serialize_entry(doc, ids)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("documents", &Documents(self))?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for IndexManifest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        /// The `documents` map, read a document at a time into a builder.
+        struct Documents(IndexManifest);
+        impl<'de> Deserialize<'de> for Documents {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                d.deserialize_map(DocumentsVisitor).map(Documents)
+            }
+        }
+        struct DocumentsVisitor;
+        impl<'de> Visitor<'de> for DocumentsVisitor {
+            type Value = IndexManifest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of document ids to lists of chunk ids")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<IndexManifest, A::Error> {
+                let mut builder = ManifestBuilder::default();
+                while let Some(doc) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let d = builder.document(&doc);
+                    for id in map.next_value::<Vec<ChunkKey>>()? {
+                        builder.pairs.push((d, id));
+                    }
+                }
+                Ok(builder.finish())
+            }
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            documents: Documents,
+        }
+        Wire::deserialize(d).map(|w| w.documents.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A manifest as the maps it stands for.
+    type Plain = BTreeMap<String, BTreeSet<String>>;
+
+    fn build(plain: &[(String, String)]) -> IndexManifest {
+        let mut b = ManifestBuilder::default();
+        for (doc, id) in plain {
+            b.add(doc, ChunkKey::new(id));
+        }
+        b.finish()
+    }
+
+    fn plain_of(pairs: &[(String, String)]) -> Plain {
+        let mut plain = Plain::new();
+        for (doc, id) in pairs {
+            plain.entry(doc.clone()).or_default().insert(id.clone());
+        }
+        plain
+    }
+
+    /// `stale_since` computed on plain maps.
+    fn stale_plain(now: &Plain, before: &Plain) -> (Vec<String>, usize, usize) {
+        let live: BTreeSet<&String> = now.values().flatten().collect();
+        let mut stale = BTreeSet::new();
+        let (mut removed, mut changed) = (0, 0);
+        for (doc, ids) in before {
+            match now.get(doc) {
+                None => removed += 1,
+                Some(n) if n != ids => changed += 1,
+                Some(_) => continue,
+            }
+            for id in ids {
+                if !live.contains(id) {
+                    stale.insert(id.clone());
+                }
+            }
+        }
+        (stale.into_iter().collect(), removed, changed)
+    }
+
+    /// Chunk ids: content hashes (kept as bytes) and other ids (kept as they are) mixed.
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..12).prop_map(|i| crate::chunk::chunk_id("d", &i.to_string())),
+            (0u8..6).prop_map(|i| format!("doc.md#{i}")),
+        ]
+    }
+
+    fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(((0u8..6).prop_map(|d| format!("doc-{d}")), id()), 0..40)
+    }
+
+    proptest! {
+        /// Built from chunks in any order (repeats included), the manifest holds each
+        /// document's distinct ids sorted, writes the JSON the plain maps write, reads it back
+        /// equal, and its stale chunk ids and counts are the plain maps'.
+        #[test]
+        fn the_compact_manifest_is_the_plain_maps(now in pairs(), before in pairs()) {
+            let (m_now, m_before) = (build(&now), build(&before));
+            let (p_now, p_before) = (plain_of(&now), plain_of(&before));
+            let docs: Plain = m_now
+                .documents()
+                .map(|(d, ids)| {
+                    let listed: Vec<String> = ids.iter().map(ChunkKey::to_string).collect();
+                    let set: BTreeSet<String> = listed.iter().cloned().collect();
+                    assert_eq!(listed.len(), set.len(), "ids repeated");
+                    (d.to_string(), set)
+                })
+                .collect();
+            prop_assert_eq!(&docs, &p_now);
+            let json = serde_json::to_string(&m_now).unwrap();
+            let expected: BTreeMap<&str, Vec<ChunkKey>> = p_now
+                .iter()
+                .map(|(d, ids)| {
+                    let mut keys: Vec<ChunkKey> = ids.iter().map(|i| ChunkKey::new(i)).collect();
+                    keys.sort();
+                    (d.as_str(), keys)
+                })
+                .collect();
+            prop_assert_eq!(&json, &serde_json::json!({ "documents": expected }).to_string());
+            let back: IndexManifest = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &m_now);
+            prop_assert_eq!(m_now.stale_since(&m_before), stale_plain(&p_now, &p_before));
+        }
+    }
+
+    #[test]
+    fn a_manifest_written_with_string_ids_reads_the_same() {
+        let a = crate::chunk::chunk_id("a", "1");
+        let json = format!(r#"{{"documents":{{"a.md":["{a}","custom-id"],"empty.md":[]}}}}"#);
+        let manifest: IndexManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&manifest).unwrap(), json);
+        assert_eq!(manifest.len(), 2);
+        assert_eq!(manifest.get("empty.md"), Some(&[][..]));
+        let (stale, removed, changed) = IndexManifest::default().stale_since(&manifest);
+        let mut expected = vec![a, "custom-id".to_string()];
+        expected.sort();
+        assert_eq!((stale, removed, changed), (expected, 2, 0));
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_one_is_an_error() {
+        for bad in [
+            r#"{"documents":[]}"#,
+            r#"{"documents":{"a":"x"}}"#,
+            "{}",
+            "[]",
+        ] {
+            assert!(serde_json::from_str::<IndexManifest>(bad).is_err(), "{bad}");
+        }
+    }
+}
