@@ -1,6 +1,5 @@
 //! [`VectorIndex`]: stores chunk vectors and text, and searches them (seed steps 6 and 7).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -234,16 +233,16 @@ pub enum Filter {
 impl Filter {
     /// Whether `meta` passes this filter. A missing field never matches `Eq`, `In` or `Range`.
     pub fn matches(&self, meta: &Metadata) -> bool {
-        self.matches_by(&|field| meta.get(field).map(Cow::Borrowed))
+        self.matches_by(&|field| meta.get(field).map(FieldValue::Json))
     }
 
     /// Whether the record whose field values `get` looks up passes this filter (for stores
-    /// that keep metadata otherwise than as a [`Metadata`] map: a value may be borrowed, or
-    /// made on the spot from a compact form).
-    pub fn matches_by<'a>(&self, get: &dyn Fn(&str) -> Option<Cow<'a, Value>>) -> bool {
+    /// that keep metadata otherwise than as a [`Metadata`] map: a value is borrowed from
+    /// where it is kept, or read from a compact form, without making a [`Value`]).
+    pub fn matches_by<'a>(&self, get: &dyn Fn(&str) -> Option<FieldValue<'a>>) -> bool {
         match self {
-            Self::Eq(f, v) => get(f).is_some_and(|x| json_eq(&x, v)),
-            Self::In(f, vs) => get(f).is_some_and(|x| vs.iter().any(|v| json_eq(&x, v))),
+            Self::Eq(f, v) => get(f).is_some_and(|x| x.equals(v)),
+            Self::In(f, vs) => get(f).is_some_and(|x| vs.iter().any(|v| x.equals(v))),
             Self::Range { field, gte, lte } => get(field)
                 .and_then(|x| x.as_f64())
                 .is_some_and(|x| gte.is_none_or(|g| x >= g) && lte.is_none_or(|l| x <= l)),
@@ -260,6 +259,52 @@ impl Filter {
             Self::Range { field, .. } => vec![field.as_str()],
             Self::And(fs) | Self::Or(fs) => fs.iter().flat_map(Filter::fields).collect(),
             Self::Not(f) => f.fields(),
+        }
+    }
+}
+
+/// A metadata value as [`Filter::matches_by`] reads it: a JSON value where one is kept, or a
+/// string, number or boolean read from a compact form. Compared as the JSON value it stands
+/// for: numbers as `f64`, anything else by JSON equality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue<'a> {
+    /// A JSON value.
+    Json(&'a Value),
+    /// A string.
+    Str(&'a str),
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl FieldValue<'_> {
+    /// Whether this is the value `v` (numbers compared as `f64`).
+    pub fn equals(&self, v: &Value) -> bool {
+        match *self {
+            Self::Json(x) => json_eq(x, v),
+            Self::Str(s) => v.as_str() == Some(s),
+            Self::Number(x) => v.as_f64() == Some(x),
+            Self::Bool(b) => v.as_bool() == Some(b),
+        }
+    }
+
+    /// The number this is, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::Json(x) => x.as_f64(),
+            Self::Number(x) => Some(x),
+            Self::Str(_) | Self::Bool(_) => None,
+        }
+    }
+
+    /// The JSON value this stands for (a number as the `f64` it is compared as).
+    pub fn to_value(&self) -> Value {
+        match *self {
+            Self::Json(x) => x.clone(),
+            Self::Str(s) => Value::from(s),
+            Self::Number(x) => Value::from(x),
+            Self::Bool(b) => Value::Bool(b),
         }
     }
 }

@@ -70,9 +70,9 @@ pub use deploy::{DeploySpec, Deployment, DeploymentStatus, ModelDeployer};
 pub use embedding::{Embedding, EmbeddingModel, QueryMemo};
 pub use error::{Error, Result};
 pub use index::{
-    FieldKind, Filter, Fusion, IndexRecord, IndexSchema, ItemError, MAX_DIMS, MAX_K, Metadata,
-    Metric, Query, SearchHit, SearchRequest, UpsertReport, VectorIndex, convex_fuse, fuse,
-    rrf_fuse,
+    FieldKind, FieldValue, Filter, Fusion, IndexRecord, IndexSchema, ItemError, MAX_DIMS, MAX_K,
+    Metadata, Metric, Query, SearchHit, SearchRequest, UpsertReport, VectorIndex, convex_fuse,
+    fuse, rrf_fuse,
 };
 pub use rerank::Reranker;
 pub use retry::RetryPolicy;

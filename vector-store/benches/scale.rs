@@ -243,23 +243,25 @@ async fn main() {
     let t = Instant::now();
     let ingest = pipeline.ingest(&data).await.expect("ingest");
     println!(
-        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {} | {} |",
+        "| 1 ingest ({} files, {} documents) | {chunks} | {:.1} | {} | {} (at the end: {} anonymous + file) |",
         ingest.uploaded,
         ingest.documents,
         t.elapsed().as_secs_f64(),
         cells(start),
-        peaks()
+        peaks(),
+        resident_now()
     );
     let start = reset_peak();
     let t = Instant::now();
     let embedded = pipeline.embed(&model).await.expect("embed");
     println!(
-        "| 5 embed ({} shards) | {} | {:.1} | {} | {} |",
+        "| 5 embed ({} shards) | {} | {:.1} | {} | {} (at the end: {} anonymous + file) |",
         embedded.shards_written,
         embedded.chunks,
         t.elapsed().as_secs_f64(),
         cells(start),
-        peaks()
+        peaks(),
+        resident_now()
     );
     if args.iter().any(|a| a == "--no-index") {
         return;

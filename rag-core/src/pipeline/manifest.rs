@@ -9,35 +9,58 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
+use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkKey;
 
 /// The chunk ids of each document an index holds ([`Layout::index_manifest`](super::Layout::index_manifest)),
 /// written by stage 6 after its upserts and deletions: documents in id order, each one's chunk
-/// ids sorted and distinct. Built with [`ManifestBuilder`]; read and written as JSON.
+/// ids sorted ([`ChunkKey`]'s order: content hashes first) and distinct. Built with
+/// [`ManifestBuilder`]; read and written as JSON.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexManifest {
-    /// Documents in id order, each with the end of its run in `ids`.
-    docs: Vec<(Box<str>, usize)>,
-    ids: Vec<ChunkKey>,
+    /// Documents in id order, each with the ends of its runs in `hashes` and `others`.
+    docs: Vec<(Box<str>, usize, usize)>,
+    /// Content-hash chunk ids, as their bytes.
+    hashes: Vec<[u8; 16]>,
+    /// Other chunk ids.
+    others: Vec<Box<str>>,
 }
 
+/// One document's chunk ids: its content-hash ones, then the others.
+type Ids<'a> = (&'a [[u8; 16]], &'a [Box<str>]);
+
 impl IndexManifest {
+    /// Document `i`'s id and chunk ids.
+    fn entry(&self, i: usize) -> (&str, Ids<'_>) {
+        let (doc, h_end, o_end) = &self.docs[i];
+        let (h_start, o_start) = match i {
+            0 => (0, 0),
+            _ => (self.docs[i - 1].1, self.docs[i - 1].2),
+        };
+        (
+            doc,
+            (&self.hashes[h_start..*h_end], &self.others[o_start..*o_end]),
+        )
+    }
+
+    fn find(&self, doc: &str) -> Option<Ids<'_>> {
+        let i = self.docs.binary_search_by(|(d, ..)| (**d).cmp(doc)).ok()?;
+        Some(self.entry(i).1)
+    }
+
     /// Each document's id and its chunk ids (sorted), in document id order.
-    pub fn documents(&self) -> impl ExactSizeIterator<Item = (&str, &[ChunkKey])> {
-        self.docs.iter().enumerate().map(|(i, (doc, end))| {
-            let start = if i == 0 { 0 } else { self.docs[i - 1].1 };
-            (&**doc, &self.ids[start..*end])
+    pub fn documents(&self) -> impl ExactSizeIterator<Item = (&str, Vec<ChunkKey>)> {
+        (0..self.docs.len()).map(|i| {
+            let (doc, ids) = self.entry(i);
+            (doc, keys(ids))
         })
     }
 
-    /// The chunk ids of document `doc`, if it has an entry.
-    pub fn get(&self, doc: &str) -> Option<&[ChunkKey]> {
-        let i = self.docs.binary_search_by(|(d, _)| (**d).cmp(doc)).ok()?;
-        let start = if i == 0 { 0 } else { self.docs[i - 1].1 };
-        Some(&self.ids[start..self.docs[i].1])
+    /// The chunk ids of document `doc` (sorted), if it has an entry.
+    pub fn get(&self, doc: &str) -> Option<Vec<ChunkKey>> {
+        self.find(doc).map(keys)
     }
 
     /// How many documents have an entry.
@@ -54,50 +77,75 @@ impl IndexManifest {
     /// `previous`'s documents are gone and how many changed. A chunk id that moved to another
     /// document (the same text) is not stale.
     pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
-        let mut stale: Vec<&ChunkKey> = Vec::new();
+        let (mut hashes, mut others): (Vec<&[u8; 16]>, Vec<&str>) = (Vec::new(), Vec::new());
         let (mut removed, mut changed) = (0, 0);
-        for (doc, ids) in previous.documents() {
-            match self.get(doc) {
+        for i in 0..previous.docs.len() {
+            let (doc, (h, o)) = previous.entry(i);
+            match self.find(doc) {
                 None => {
                     removed += 1;
-                    stale.extend(ids);
+                    hashes.extend(h);
+                    others.extend(o.iter().map(|id| &**id));
                 }
-                Some(now) if now != ids => {
+                Some((now_h, now_o)) if (now_h, now_o) != (h, o) => {
                     changed += 1;
-                    stale.extend(ids.iter().filter(|id| now.binary_search(id).is_err()));
+                    hashes.extend(h.iter().filter(|id| now_h.binary_search(id).is_err()));
+                    others.extend(
+                        o.iter()
+                            .filter(|id| now_o.binary_search(id).is_err())
+                            .map(|id| &**id),
+                    );
                 }
                 Some(_) => {}
             }
         }
-        if !stale.is_empty() {
-            let mut live: Vec<&ChunkKey> = self.ids.iter().collect();
+        if !hashes.is_empty() {
+            let mut live: Vec<&[u8; 16]> = self.hashes.iter().collect();
             live.sort_unstable();
-            stale.retain(|id| live.binary_search(id).is_err());
+            hashes.retain(|id| live.binary_search(id).is_err());
         }
+        if !others.is_empty() {
+            let mut live: Vec<&str> = self.others.iter().map(|id| &**id).collect();
+            live.sort_unstable();
+            others.retain(|id| live.binary_search(id).is_err());
+        }
+        let mut stale: Vec<String> = hashes.into_iter().map(hex::encode).collect();
+        stale.extend(others.into_iter().map(str::to_string));
         stale.sort_unstable();
         stale.dedup();
-        let stale = stale.into_iter().map(ChunkKey::to_string).collect();
         (stale, removed, changed)
     }
 }
 
+/// One document's chunk ids as keys, in [`ChunkKey`]'s order.
+fn keys((hashes, others): Ids<'_>) -> Vec<ChunkKey> {
+    let hashes = hashes.iter().map(|h| ChunkKey::Hash(*h));
+    hashes
+        .chain(others.iter().map(|o| ChunkKey::Other(o.clone())))
+        .collect()
+}
+
 /// Gathers an [`IndexManifest`] a chunk at a time, documents in any order, repeats dropped at
-/// [`finish`](Self::finish). Holds each document's id once and, per chunk, its key beside a
-/// document number.
+/// [`finish`](Self::finish). Holds each document's id once and, per chunk, a document number
+/// beside the chunk's key: 20 bytes for a content-hash id.
 #[derive(Debug, Default)]
 pub struct ManifestBuilder {
     names: Vec<Box<str>>,
     /// Document numbers, found by their id (hashed with `hasher`).
     lookup: HashTable<u32>,
     hasher: RandomState,
-    pairs: Vec<(u32, ChunkKey)>,
+    hashes: Vec<(u32, [u8; 16])>,
+    others: Vec<(u32, Box<str>)>,
 }
 
 impl ManifestBuilder {
     /// Records that chunk `id` belongs to document `doc`.
     pub fn add(&mut self, doc: &str, id: ChunkKey) {
         let d = self.document(doc);
-        self.pairs.push((d, id));
+        match id {
+            ChunkKey::Hash(bytes) => self.hashes.push((d, bytes)),
+            ChunkKey::Other(id) => self.others.push((d, id)),
+        }
     }
 
     /// The number of document `doc`, which gets an entry (with no chunks yet) if it had none.
@@ -127,39 +175,78 @@ impl ManifestBuilder {
     pub fn finish(self) -> IndexManifest {
         let Self {
             mut names,
-            pairs,
             lookup,
+            mut hashes,
+            mut others,
             ..
         } = self;
         drop(lookup);
+        // Document numbers become ranks in id order; each document's chunks then sort
+        // together, in order.
         let mut order: Vec<u32> = (0..names.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
         let mut rank = vec![0u32; names.len()];
         for (r, &d) in order.iter().enumerate() {
             rank[d as usize] = r as u32;
         }
-        let mut pairs = pairs;
-        for pair in &mut pairs {
+        for pair in &mut hashes {
+            pair.0 = rank[pair.0 as usize];
+        }
+        for pair in &mut others {
             pair.0 = rank[pair.0 as usize];
         }
         drop(rank);
-        pairs.sort_unstable();
-        pairs.dedup();
-        let mut docs = Vec::with_capacity(names.len());
-        let mut ids = Vec::with_capacity(pairs.len());
-        let mut pairs = pairs.into_iter().peekable();
-        for (r, &d) in order.iter().enumerate() {
-            while let Some((_, id)) = pairs.next_if(|(p, _)| *p as usize == r) {
-                ids.push(id);
+        hashes.sort_unstable();
+        hashes.dedup();
+        others.sort_unstable();
+        others.dedup();
+        // Each document's run ends where the next document's starts.
+        let ends = |ranks: &mut dyn Iterator<Item = u32>| {
+            let mut ends = vec![0usize; names.len()];
+            let mut at = 0;
+            let mut ranks = ranks.peekable();
+            for (r, end) in ends.iter_mut().enumerate() {
+                while ranks.next_if(|&p| p as usize == r).is_some() {
+                    at += 1;
+                }
+                *end = at;
             }
-            docs.push((std::mem::take(&mut names[d as usize]), ids.len()));
+            ends
+        };
+        let hash_ends = ends(&mut hashes.iter().map(|p| p.0));
+        let other_ends = ends(&mut others.iter().map(|p| p.0));
+        let docs = order
+            .iter()
+            .zip(hash_ends.into_iter().zip(other_ends))
+            .map(|(&d, (h, o))| (std::mem::take(&mut names[d as usize]), h, o))
+            .collect();
+        IndexManifest {
+            docs,
+            // In place: the pairs' memory holds the keys.
+            hashes: hashes.into_iter().map(|(_, h)| h).collect(),
+            others: others.into_iter().map(|(_, o)| o).collect(),
         }
-        IndexManifest { docs, ids }
     }
 }
 
 impl Serialize for IndexManifest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        struct DocIds<'a>(&'a [[u8; 16]], &'a [Box<str>]);
+        impl Serialize for DocIds<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
+                for h in self.0 {
+                    seq.serialize_element(&hex::encode(h))?;
+                }
+                for o in self.1 {
+                    seq.serialize_element(&**o)?;
+                }
+                seq.end()
+            }
+        }
         struct Documents<'a>(&'a IndexManifest);
         impl Serialize for Documents<'_> {
             fn serialize<S: serde::Serializer>(
@@ -167,8 +254,9 @@ impl Serialize for IndexManifest {
                 s: S,
             ) -> std::result::Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(Some(self.0.len()))?;
-                for (doc, ids) in self.0.documents() {
-                    map.serialize_entry(doc, ids)?;
+                for i in 0..self.0.len() {
+                    let (doc, (hashes, others)) = self.0.entry(i);
+                    map.serialize_entry(doc, &DocIds(hashes, others))?;
                 }
                 map.end()
             }
@@ -202,9 +290,9 @@ impl<'de> Deserialize<'de> for IndexManifest {
             ) -> std::result::Result<IndexManifest, A::Error> {
                 let mut builder = ManifestBuilder::default();
                 while let Some(doc) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let d = builder.document(&doc);
+                    builder.document(&doc);
                     for id in map.next_value::<Vec<ChunkKey>>()? {
-                        builder.pairs.push((d, id));
+                        builder.add(&doc, id);
                     }
                 }
                 Ok(builder.finish())
@@ -320,7 +408,9 @@ mod tests {
         let manifest: IndexManifest = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&manifest).unwrap(), json);
         assert_eq!(manifest.len(), 2);
-        assert_eq!(manifest.get("empty.md"), Some(&[][..]));
+        assert_eq!(manifest.get("empty.md"), Some(vec![]));
+        let ids = manifest.get("a.md").unwrap();
+        assert!(matches!(ids[..], [ChunkKey::Hash(_), ChunkKey::Other(_)]));
         let (stale, removed, changed) = IndexManifest::default().stale_since(&manifest);
         let mut expected = vec![a, "custom-id".to_string()];
         expected.sort();

@@ -1,7 +1,6 @@
 //! The in-memory state of one index: its records by slot, the id map, the text index and the
 //! graph.
 
-use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
@@ -10,6 +9,7 @@ use serde_json::Value;
 use super::rows::Rows;
 use super::*;
 use crate::chunk::ChunkKey;
+use crate::index::FieldValue;
 
 /// The graph of one index and whether it changed since it was saved.
 pub(super) struct Ann {
@@ -95,7 +95,10 @@ pub(super) struct Column {
 enum Values {
     Keyword {
         codes: Rows<u32>,
-        values: Vec<Value>,
+        /// The distinct values end to end: value `c` ends at `ends[c]`.
+        text: String,
+        ends: Vec<usize>,
+        /// Codes, found by their value.
         lookup: HashTable<u32>,
     },
     Number(Rows<f64>),
@@ -120,7 +123,8 @@ impl Column {
         let rows = match kind {
             FieldKind::Keyword => Values::Keyword {
                 codes: rows(dir),
-                values: Vec::new(),
+                text: String::new(),
+                ends: Vec::new(),
                 lookup: HashTable::new(),
             },
             FieldKind::Integer | FieldKind::Float => Values::Number(rows(dir)),
@@ -158,21 +162,23 @@ impl Column {
         match &mut self.rows {
             Values::Keyword {
                 codes,
-                values,
+                text,
+                ends,
                 lookup,
             } => {
                 let code = match value {
                     None => NO_CODE,
                     Some(Value::String(s)) => {
                         let h = hasher.hash_one(s.as_str());
-                        let same = |&c: &u32| values[c as usize].as_str() == Some(s.as_str());
+                        let same = |&c: &u32| keyword(text, ends, c) == s;
                         match lookup.find(h, same) {
                             Some(&c) => c,
                             None => {
-                                let c = values.len() as u32;
-                                values.push(Value::String(s.clone()));
-                                let rehash =
-                                    |&c: &u32| hasher.hash_one(values[c as usize].as_str());
+                                let c = u32::try_from(ends.len()).unwrap_or(NO_CODE);
+                                assert!(c != NO_CODE, "fewer than 2^32 - 1 distinct keywords");
+                                text.push_str(s);
+                                ends.push(text.len());
+                                let rehash = |&c: &u32| hasher.hash_one(keyword(text, ends, c));
                                 lookup.insert_unique(h, c, rehash);
                                 c
                             }
@@ -224,23 +230,32 @@ impl Column {
     }
 
     /// Row `row`'s value (a number as the `f64` filters compare).
-    pub(super) fn get(&self, row: usize) -> Option<Cow<'_, Value>> {
+    pub(super) fn get(&self, row: usize) -> Option<FieldValue<'_>> {
         let value = match &self.rows {
-            Values::Keyword { codes, values, .. } => match codes.one(row) {
+            Values::Keyword {
+                codes, text, ends, ..
+            } => match codes.one(row) {
                 NO_CODE => None,
-                c => Some(Cow::Borrowed(&values[c as usize])),
+                c => Some(FieldValue::Str(keyword(text, ends, c))),
             },
             Values::Number(values) => {
                 let x = values.one(row);
-                (!x.is_nan()).then(|| Cow::Owned(Value::from(x)))
+                (!x.is_nan()).then_some(FieldValue::Number(x))
             }
             Values::Bool(values) => match values.one(row) {
                 NO_BOOL => None,
-                b => Some(Cow::Owned(Value::Bool(b == 1))),
+                b => Some(FieldValue::Bool(b == 1)),
             },
         };
-        value.or_else(|| self.odd.get(&row).map(Cow::Borrowed))
+        value.or_else(|| self.odd.get(&row).map(FieldValue::Json))
     }
+}
+
+/// Keyword `c` of the distinct values `text` (ending at `ends`).
+fn keyword<'a>(text: &'a str, ends: &[usize], c: u32) -> &'a str {
+    let c = c as usize;
+    let start = if c == 0 { 0 } else { ends[c - 1] };
+    &text[start..ends[c]]
 }
 
 /// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
@@ -454,11 +469,11 @@ impl IndexData {
         if let Text::Builtin(bm) = &mut self.text {
             bm.add(self.slots.len(), &text);
         }
-        let fields: Vec<Option<Cow<'_, Value>>> = self
+        let fields: Vec<Option<&Value>> = self
             .schema
             .metadata_fields
             .iter()
-            .map(|f| metadata.get(&f.name).map(Cow::Borrowed))
+            .map(|f| metadata.get(&f.name))
             .collect();
         let body = match at {
             Some((file, offset, len)) => Body::Segment {
@@ -478,13 +493,13 @@ impl IndexData {
         &mut self,
         id: ChunkKey,
         body: Body,
-        fields: &[Option<Cow<'_, Value>>],
+        fields: &[Option<&Value>],
     ) -> (Option<usize>, usize) {
         let replaced = self.delete(IdRef::key(&id));
         let at = self.slots.len();
         debug_assert!(at < self.norms.len(), "the record's vector was appended");
         for (column, value) in self.columns.iter_mut().zip(fields) {
-            column.push(value.as_deref(), &self.hasher);
+            column.push(*value, &self.hasher);
         }
         let h = self.hasher.hash_one(IdRef::key(&id));
         self.slots.push(Some(Slot { id, body }));
@@ -525,7 +540,7 @@ impl IndexData {
 
     /// Slot `i`'s values of the schema's fields, in its order.
     #[cfg(test)]
-    pub(super) fn fields(&self, i: usize) -> Vec<Option<Cow<'_, Value>>> {
+    pub(super) fn fields(&self, i: usize) -> Vec<Option<FieldValue<'_>>> {
         self.columns.iter().map(|c| c.get(i)).collect()
     }
 
