@@ -59,24 +59,95 @@ impl std::fmt::Debug for Text {
 }
 
 /// One live record beside the columns of [`IndexData`] (vector, norm, filter fields): its id,
-/// and where its text and full metadata are ([`Body`]).
-#[derive(Debug)]
-pub(super) struct Slot {
-    pub(super) id: ChunkKey,
-    pub(super) body: Body,
+/// and where its text and full metadata are ([`Body`]). Made on the spot from the slot's row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slot<'a> {
+    pub(super) id: IdRef<'a>,
+    pub(super) body: Body<'a>,
 }
 
 /// Where a record's text and metadata are.
-#[derive(Debug)]
-pub(super) enum Body {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Body<'a> {
     /// In memory (an in-memory index): text and metadata.
-    Here(Box<(String, Metadata)>),
+    Here(&'a (String, Metadata)),
     /// In a segment file: the record's JSON header, `len` bytes at `offset`.
     Segment {
-        file: Arc<SegmentFile>,
+        file: &'a SegmentFile,
         offset: u64,
         len: u32,
     },
+    /// Nowhere: a slot whose body was never recorded (never made by the index's writes).
+    Missing,
+}
+
+/// A slot's row in [`IndexData::slots`]: its id's 16 bytes (a content-hash id; zeros for any
+/// other, which `other_ids` keeps), its body's offset, then its file's number in
+/// `IndexData::files` ([`HERE`]: the body is in `IndexData::here`) and length.
+type SlotRow = [u64; 4];
+
+/// The file number of a body kept in memory.
+const HERE: u32 = u32::MAX;
+
+fn slot_row(key: [u8; 16], file: u32, offset: u64, len: u32) -> SlotRow {
+    let (a, b) = key.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or_default());
+    [
+        word(a),
+        word(b),
+        offset,
+        u64::from(file) | (u64::from(len) << 32),
+    ]
+}
+
+fn row_key(row: &SlotRow) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&row[0].to_le_bytes());
+    key[8..].copy_from_slice(&row[1].to_le_bytes());
+    key
+}
+
+/// A row's body place: file number, offset, length.
+fn row_place(row: &SlotRow) -> (u32, u64, u32) {
+    (row[3] as u32, row[2], (row[3] >> 32) as u32)
+}
+
+/// Which slots are dead, a bit each.
+#[derive(Debug, Default)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn push(&mut self, bit: bool) {
+        if self.len.is_multiple_of(64) {
+            self.words.push(0);
+        }
+        self.len += 1;
+        self.set(self.len - 1, bit);
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.words[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    fn set(&mut self, i: usize, bit: bool) {
+        let mask = 1u64 << (i % 64);
+        if bit {
+            self.words[i / 64] |= mask;
+        } else {
+            self.words[i / 64] &= !mask;
+        }
+    }
+
+    /// `len` bits, all clear.
+    fn clear(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
 }
 
 /// The values of one of the schema's metadata fields, a row per slot ([`Rows`]: in a file of
@@ -220,12 +291,7 @@ impl Column {
             Values::Number(values) => values.renumber(live)?,
             Values::Bool(values) => values.renumber(live)?,
         }
-        if !self.odd.is_empty() {
-            self.odd = std::mem::take(&mut self.odd)
-                .into_iter()
-                .filter_map(|(row, v)| live.binary_search(&row).ok().map(|new| (new, v)))
-                .collect();
-        }
+        renumber_map(&mut self.odd, live);
         Ok(())
     }
 
@@ -251,6 +317,17 @@ impl Column {
     }
 }
 
+/// Re-keys `map` (by slot) for the renumbering of slots `live` (ascending) as
+/// `0..live.len()`, dropping the entries of other slots.
+fn renumber_map<V>(map: &mut HashMap<usize, V>, live: &[usize]) {
+    if !map.is_empty() {
+        *map = std::mem::take(map)
+            .into_iter()
+            .filter_map(|(i, v)| Some((live.binary_search(&i).ok()?, v)))
+            .collect();
+    }
+}
+
 /// Keyword `c` of the distinct values `text` (ending at `ends`).
 fn keyword<'a>(text: &'a str, ends: &[usize], c: u32) -> &'a str {
     let c = c as usize;
@@ -260,10 +337,19 @@ fn keyword<'a>(text: &'a str, ends: &[usize], c: u32) -> &'a str {
 
 /// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
 /// [`ChunkKey`] keeps it), any other as it is.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum IdRef<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum IdRef<'a> {
     Hash([u8; 16]),
     Other(&'a str),
+}
+
+impl std::fmt::Display for IdRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hash(bytes) => f.write_str(&hex::encode(bytes)),
+            Self::Other(id) => f.write_str(id),
+        }
+    }
 }
 
 impl<'a> IdRef<'a> {
@@ -318,13 +404,13 @@ impl SegmentFile {
     }
 }
 
-impl Slot {
+impl Slot<'_> {
     /// The record's text and full metadata.
     pub(super) fn body(&self) -> Result<(String, Metadata)> {
-        match &self.body {
+        match self.body {
             Body::Here(here) => Ok((here.0.clone(), here.1.clone())),
             Body::Segment { file, offset, len } => {
-                let bytes = file.read(*offset, *len)?;
+                let bytes = file.read(offset, len)?;
                 match serde_json::from_slice(&bytes) {
                     Ok(super::segments::SegmentHeader::Upsert { text, metadata, .. }) => {
                         Ok((text.into_owned(), metadata.into_owned()))
@@ -335,6 +421,10 @@ impl Slot {
                     )),
                 }
             }
+            Body::Missing => Err(Error::corrupt(
+                format!("record {}", self.id),
+                "its text and metadata are nowhere (an index bug)",
+            )),
         }
     }
 }
@@ -346,7 +436,15 @@ impl Slot {
 #[derive(Debug)]
 pub(super) struct IndexData {
     pub(super) schema: IndexSchema,
-    pub(super) slots: Vec<Option<Slot>>,
+    /// Each slot's id and body place ([`SlotRow`]), dead ones included until a compaction.
+    slots: Rows<SlotRow>,
+    dead: Bits,
+    /// The segment files bodies lie in, by the number slot rows hold (`None`: free).
+    files: Vec<Option<Arc<SegmentFile>>>,
+    /// Bodies kept in memory (an in-memory index), by slot.
+    here: HashMap<usize, Box<(String, Metadata)>>,
+    /// Ids that are not content hashes, by slot.
+    other_ids: HashMap<usize, Box<str>>,
     vectors: Rows<f32>,
     norms: Rows<f32>,
     /// One per schema metadata field, in the schema's order.
@@ -387,7 +485,14 @@ impl IndexData {
                 .map(|f| Column::new(f.kind, dir.as_deref()))
                 .collect(),
             schema,
-            slots: Vec::new(),
+            slots: match &dir {
+                Some(dir) => Rows::in_dir(dir, 1, "slot"),
+                None => Rows::heap(1),
+            },
+            dead: Bits::default(),
+            files: Vec::new(),
+            here: HashMap::new(),
+            other_ids: HashMap::new(),
             ids: HashTable::new(),
             hasher: RandomState::new(),
             dir,
@@ -402,18 +507,132 @@ impl IndexData {
         self.ids.len()
     }
 
+    /// How many slots there are, dead ones included.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether slot `i` holds a live record.
+    pub(super) fn is_live(&self, i: usize) -> bool {
+        i < self.slots.len() && !self.dead.get(i)
+    }
+
+    /// The live record of slot `i`.
+    pub(super) fn slot(&self, i: usize) -> Option<Slot<'_>> {
+        self.is_live(i).then(|| self.slot_at(i))
+    }
+
+    /// Slot `i`'s record, live or not.
+    fn slot_at(&self, i: usize) -> Slot<'_> {
+        let row = self.slots.one(i);
+        let (file, offset, len) = row_place(&row);
+        let body = match self.files.get(file as usize) {
+            Some(Some(file)) => Body::Segment { file, offset, len },
+            _ => self
+                .here
+                .get(&i)
+                .map_or(Body::Missing, |here| Body::Here(here)),
+        };
+        Slot {
+            id: self.id_at(i),
+            body,
+        }
+    }
+
+    /// Slot `i`'s id.
+    fn id_at(&self, i: usize) -> IdRef<'_> {
+        match self.other_ids.get(&i) {
+            Some(id) => IdRef::Other(id),
+            None => IdRef::Hash(row_key(&self.slots.one(i))),
+        }
+    }
+
+    /// Every live slot with its record.
+    pub(super) fn live(&self) -> impl Iterator<Item = (usize, Slot<'_>)> {
+        (0..self.slots.len())
+            .filter(|&i| !self.dead.get(i))
+            .map(|i| (i, self.slot_at(i)))
+    }
+
     /// The live slot holding record `id`.
     pub(super) fn slot_of(&self, id: &str) -> Option<usize> {
         self.find(IdRef::of(id))
     }
 
     fn find(&self, id: IdRef<'_>) -> Option<usize> {
-        let slots = &self.slots;
         self.ids
-            .find(self.hasher.hash_one(id), |&i| {
-                slots[i].as_ref().is_some_and(|s| IdRef::key(&s.id) == id)
-            })
+            .find(self.hasher.hash_one(id), |&i| self.id_at(i) == id)
             .copied()
+    }
+
+    /// The number rows hold for segment file `file` (an entry of `files`, a free one reused).
+    fn file_number(&mut self, file: &Arc<SegmentFile>) -> u32 {
+        if let Some(n) = self
+            .files
+            .iter()
+            .rposition(|f| f.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)))
+        {
+            return n as u32;
+        }
+        match self.files.iter().position(Option::is_none) {
+            Some(n) => {
+                self.files[n] = Some(file.clone());
+                n as u32
+            }
+            None => {
+                self.files.push(Some(file.clone()));
+                (self.files.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Re-points the bodies that lay in the segment files of `shift` (path → how far their
+    /// records moved) to `to`, where a merge copied them; those files' numbers are freed.
+    pub(super) fn move_bodies(
+        &mut self,
+        shift: &HashMap<PathBuf, i64>,
+        to: &Arc<SegmentFile>,
+    ) -> Result<()> {
+        let moved: HashMap<u32, i64> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(n, f)| Some((n as u32, *shift.get(&f.as_ref()?.path)?)))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let to = self.file_number(to);
+        self.slots.update(|_, row| {
+            let (file, offset, len) = row_place(&row[0]);
+            let Some(d) = moved.get(&file) else {
+                return false;
+            };
+            let new = (offset as i64 + d) as u64;
+            row[0] = slot_row(row_key(&row[0]), to, new, len);
+            true
+        })?;
+        for n in moved.keys() {
+            self.files[*n as usize] = None;
+        }
+        Ok(())
+    }
+
+    /// Puts every slot's body in `file`, at `places` (one per slot, in order): a full
+    /// rewrite's new segment.
+    pub(super) fn place_all(
+        &mut self,
+        file: &Arc<SegmentFile>,
+        places: &[(u64, u32)],
+    ) -> Result<()> {
+        debug_assert_eq!(places.len(), self.slots.len());
+        self.files = vec![Some(file.clone())];
+        self.here.clear();
+        self.slots.update(|i, row| {
+            let (offset, len) = places[i];
+            row[0] = slot_row(row_key(&row[0]), 0, offset, len);
+            true
+        })
     }
 
     /// Slot `i`'s vector.
@@ -428,6 +647,7 @@ impl IndexData {
         // The rows of earlier writes go out to their files first: what may fail.
         self.vectors.flush()?;
         self.norms.flush()?;
+        self.slots.flush()?;
         for column in &mut self.columns {
             column.flush()?;
         }
@@ -444,7 +664,7 @@ impl IndexData {
     }
 
     /// Slot `i`'s whole record.
-    pub(super) fn record(&self, i: usize, slot: &Slot) -> Result<IndexRecord> {
+    pub(super) fn record(&self, i: usize, slot: Slot<'_>) -> Result<IndexRecord> {
         let (text, metadata) = slot.body()?;
         Ok(IndexRecord {
             id: slot.id.to_string(),
@@ -475,41 +695,56 @@ impl IndexData {
             .iter()
             .map(|f| metadata.get(&f.name))
             .collect();
-        let body = match at {
-            Some((file, offset, len)) => Body::Segment {
-                file: file.clone(),
-                offset,
-                len,
-            },
-            None => Body::Here(Box::new((text, metadata.clone()))),
+        let (file, offset, len) = match at {
+            Some((file, offset, len)) => (self.file_number(file), offset, len),
+            None => {
+                self.here
+                    .insert(self.slots.len(), Box::new((text, metadata.clone())));
+                (HERE, 0, 0)
+            }
         };
-        self.insert(ChunkKey::new(&id), body, &fields)
+        self.insert(ChunkKey::new(&id), (file, offset, len), &fields)
     }
 
     /// Puts a record in the next slot number — the next appended vector row, the values of
-    /// the schema's fields (in its order) and where its body is — replacing a live record of
-    /// its id; returns the slot it replaced, if any, and its own.
+    /// the schema's fields (in its order) and where its body is (a file number, offset and
+    /// length) — replacing a live record of its id; returns the slot it replaced, if any, and
+    /// its own.
     fn insert(
         &mut self,
         id: ChunkKey,
-        body: Body,
+        (file, offset, len): (u32, u64, u32),
         fields: &[Option<&Value>],
     ) -> (Option<usize>, usize) {
+        let h = self.hasher.hash_one(IdRef::key(&id));
         let replaced = self.delete(IdRef::key(&id));
         let at = self.slots.len();
         debug_assert!(at < self.norms.len(), "the record's vector was appended");
         for (column, value) in self.columns.iter_mut().zip(fields) {
             column.push(*value, &self.hasher);
         }
-        let h = self.hasher.hash_one(IdRef::key(&id));
-        self.slots.push(Some(Slot { id, body }));
+        let key = match id {
+            ChunkKey::Hash(bytes) => bytes,
+            ChunkKey::Other(id) => {
+                self.other_ids.insert(at, id);
+                [0; 16]
+            }
+        };
+        self.slots.push(&[slot_row(key, file, offset, len)]);
+        self.dead.push(false);
         let Self {
-            ids, slots, hasher, ..
+            ids,
+            slots,
+            other_ids,
+            hasher,
+            ..
         } = self;
         ids.insert_unique(h, at, |&i| {
-            slots[i]
-                .as_ref()
-                .map_or(0, |s| hasher.hash_one(IdRef::key(&s.id)))
+            let id = match other_ids.get(&i) {
+                Some(id) => IdRef::Other(id),
+                None => IdRef::Hash(row_key(&slots.one(i))),
+            };
+            hasher.hash_one(id)
         });
         (replaced, at)
     }
@@ -520,16 +755,13 @@ impl IndexData {
     pub(super) fn renumber(&mut self, live: &[usize]) -> Result<()> {
         self.vectors.renumber(live)?;
         self.norms.renumber(live)?;
+        self.slots.renumber(live)?;
         for column in &mut self.columns {
             column.renumber(live)?;
         }
-        for (new, &old) in live.iter().enumerate() {
-            if new != old {
-                // Slot `new` is empty by now: dead, or its record already moved down.
-                self.slots.swap(new, old);
-            }
-        }
-        self.slots.truncate(live.len());
+        self.dead = Bits::clear(live.len());
+        renumber_map(&mut self.here, live);
+        renumber_map(&mut self.other_ids, live);
         for slot in self.ids.iter_mut() {
             if let Ok(new) = live.binary_search(slot) {
                 *slot = new;
@@ -559,23 +791,28 @@ impl IndexData {
 
     /// Removes the live record `id`; returns the slot it had.
     fn delete(&mut self, id: IdRef<'_>) -> Option<usize> {
-        let slots = &self.slots;
-        let found = self.ids.find_entry(self.hasher.hash_one(id), |&i| {
-            slots[i].as_ref().is_some_and(|s| IdRef::key(&s.id) == id)
+        let Self {
+            ids,
+            slots,
+            other_ids,
+            hasher,
+            ..
+        } = self;
+        let found = ids.find_entry(hasher.hash_one(id), |&i| {
+            let at = match other_ids.get(&i) {
+                Some(other) => IdRef::Other(other),
+                None => IdRef::Hash(row_key(&slots.one(i))),
+            };
+            at == id
         });
         let (slot, _) = found.ok()?.remove();
-        self.slots[slot] = None;
+        self.dead.set(slot, true);
+        self.here.remove(&slot);
+        self.other_ids.remove(&slot);
         if let Text::Builtin(bm) = &mut self.text {
             bm.remove(slot);
         }
         Some(slot)
-    }
-
-    pub(super) fn live(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
     /// Checks one record against the schema.

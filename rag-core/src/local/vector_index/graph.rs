@@ -114,7 +114,7 @@ impl IndexData {
         };
         let items: Vec<(u64, &[f32])> = added
             .iter()
-            .filter(|&&i| self.slots[i].is_some())
+            .filter(|&&i| self.is_live(i))
             .map(|&i| (i as u64, self.vector(i)))
             .collect();
         let result = removed

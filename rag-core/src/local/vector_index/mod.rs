@@ -281,7 +281,7 @@ impl VectorIndex for LocalVectorIndex {
             added.push(slot);
         }
         // A record replaced twice in one batch: its first new slot died already.
-        added.retain(|&s| data.slots[s].is_some());
+        added.retain(|&s| data.is_live(s));
         removed.retain(|s| !added.contains(s));
         data.update_ann(&removed, &added);
         data.update_text(&added, &[]);

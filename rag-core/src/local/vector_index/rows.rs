@@ -167,6 +167,41 @@ impl<T: Pod> Rows<T> {
         Ok(())
     }
 
+    /// Calls `f` on every row, in order, with its number; rows for which it returns `true`
+    /// (it changed them) are written back — in blocks, so a mapped file is never read whole
+    /// into memory.
+    pub(super) fn update(&mut self, mut f: impl FnMut(usize, &mut [T]) -> bool) -> Result<()> {
+        self.flush()?;
+        let w = self.width;
+        match &mut self.store {
+            Store::Heap(v) => {
+                for (i, row) in v.chunks_exact_mut(w).enumerate() {
+                    f(i, row);
+                }
+            }
+            Store::Mapped(m) => {
+                let size = std::mem::size_of::<T>();
+                let per_block = (COPY_BLOCK / (w * size)).max(1);
+                let mut start = 0;
+                while start < m.written {
+                    let end = (start + per_block).min(m.written);
+                    let bytes = m.map.as_deref().unwrap_or_default();
+                    let mut block: Vec<T> =
+                        bytemuck::cast_slice(&bytes[start * w * size..end * w * size]).to_vec();
+                    let mut changed = false;
+                    for (k, row) in block.chunks_exact_mut(w).enumerate() {
+                        changed |= f(start + k, row);
+                    }
+                    if changed {
+                        m.write_at(bytemuck::cast_slice(&block), start * w)?;
+                    }
+                    start = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Renumbers the rows `live` (ascending) as `0..live.len()`, moving them down in place,
     /// and drops the rest.
     pub(super) fn renumber(&mut self, live: &[usize]) -> Result<()> {
@@ -306,6 +341,16 @@ mod tests {
                     mapped.flush().unwrap();
                     prop_assert!(matches!(mapped.store, Store::Mapped(_)));
                 }
+                // Rewrite every third row in place (across blocks of a mapped file).
+                let change = |i: usize, row: &mut [f32]| {
+                    if !i.is_multiple_of(3) {
+                        return false;
+                    }
+                    row[0] = -(i as f32);
+                    true
+                };
+                heap.update(change).unwrap();
+                mapped.update(change).unwrap();
                 prop_assert_eq!(rows(&heap), rows(&mapped));
                 // Drop some of the first rows: all later ones move down as one long run.
                 let live: Vec<usize> = (0..heap.len())

@@ -25,12 +25,7 @@ impl IndexData {
         if live < ann.factory.exact_below() {
             return None;
         }
-        let keep = |key: u64| {
-            self.slots
-                .get(key as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|_| self.passes_req(req, key as usize))
-        };
+        let keep = |key: u64| self.is_live(key as usize) && self.passes_req(req, key as usize);
         if req.filter.is_some() {
             let passing = self
                 .live()
@@ -56,7 +51,7 @@ impl IndexData {
                 let scored = found
                     .into_iter()
                     .filter_map(|(key, _)| {
-                        self.slots.get(key as usize)?.as_ref()?;
+                        self.is_live(key as usize).then_some(())?;
                         Some((key as usize, self.exact_score(q, qnorm, key as usize)))
                     })
                     .collect();
@@ -99,7 +94,7 @@ impl IndexData {
             Text::Builtin(bm) => bm
                 .scored(q)
                 .into_iter()
-                .filter(|&(i, _)| self.slots[i].is_some() && self.passes_req(req, i))
+                .filter(|&(i, _)| self.is_live(i) && self.passes_req(req, i))
                 .collect(),
             Text::External { index, .. } => index
                 .search(q, n, req.filter.as_ref())?
@@ -126,7 +121,7 @@ impl IndexData {
         scored.sort_by(by_score);
         scored
             .into_iter()
-            .filter_map(|(i, score)| self.slots[i].as_ref().map(|s| (s, score)))
+            .filter_map(|(i, score)| self.slot(i).map(|s| (s, score)))
             .map(|(s, score)| {
                 let (text, metadata) = s.body()?;
                 Ok(SearchHit {

@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 
-use super::data::{Body, SegmentFile, Text};
+use super::data::{SegmentFile, Text};
 use super::*;
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLSEG02\n";
 /// The format before the checksum trailer.
@@ -279,7 +279,7 @@ impl IndexData {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .collect();
         let from = merge_from(&sizes);
-        let dead = self.slots.len() - self.live_len();
+        let dead = self.slot_count() - self.live_len();
         if from == 0 || dead > self.live_len() {
             self.compact()
         } else {
@@ -303,16 +303,7 @@ impl IndexData {
         }
         w.finish()?;
         if let Some(file) = SegmentFile::open(&path)? {
-            for slot in self.slots.iter_mut().flatten() {
-                if let Body::Segment {
-                    file: f, offset, ..
-                } = &mut slot.body
-                    && let Some(d) = shift.get(&f.path)
-                {
-                    *offset = (*offset as i64 + d) as u64;
-                    *f = file.clone();
-                }
-            }
+            self.move_bodies(&shift, &file)?;
         }
         for p in &merged {
             let _ = std::fs::remove_file(p);
@@ -349,13 +340,7 @@ impl IndexData {
         let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
         self.renumber(&old_slots)?;
         if let Some(file) = &file {
-            for (slot, (offset, len)) in self.slots.iter_mut().flatten().zip(places) {
-                slot.body = Body::Segment {
-                    file: file.clone(),
-                    offset,
-                    len,
-                };
-            }
+            self.place_all(file, &places)?;
         }
         // The in-memory BM25 is keyed by slot; a text index keyed by id is kept as it is:
         // compaction changes no record.

@@ -80,7 +80,7 @@ impl IndexData {
     }
 
     fn fill_text(&self, index: &dyn TextIndex, stamp: &str) -> Result<()> {
-        let live: Vec<&Slot> = self.live().map(|(_, s)| s).collect();
+        let live: Vec<Slot<'_>> = self.live().map(|(_, s)| s).collect();
         for batch in live.chunks(REBUILD_BATCH) {
             index.upsert(&docs(&bodies(batch)?), stamp)?;
         }
@@ -98,10 +98,7 @@ impl IndexData {
         let Text::External { index, .. } = &self.text else {
             return;
         };
-        let upserts: Vec<&Slot> = added
-            .iter()
-            .filter_map(|&s| self.slots[s].as_ref())
-            .collect();
+        let upserts: Vec<Slot<'_>> = added.iter().filter_map(|&s| self.slot(s)).collect();
         let result = if upserts.is_empty() && deletes.is_empty() {
             Ok(())
         } else {
@@ -136,7 +133,7 @@ impl IndexData {
 }
 
 /// The slots' ids with their texts and metadata.
-fn bodies(slots: &[&Slot]) -> Result<Vec<(String, String, Metadata)>> {
+fn bodies(slots: &[Slot<'_>]) -> Result<Vec<(String, String, Metadata)>> {
     slots
         .iter()
         .map(|s| {
