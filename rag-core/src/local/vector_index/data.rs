@@ -107,6 +107,18 @@ fn row_key(row: &SlotRow) -> [u8; 16] {
     key
 }
 
+/// Slot `i`'s id: its row's bytes, or the other id kept for it.
+fn id_of<'a>(
+    slots: &Rows<SlotRow>,
+    other_ids: &'a HashMap<usize, Box<str>>,
+    i: usize,
+) -> IdRef<'a> {
+    match other_ids.get(&i) {
+        Some(id) => IdRef::Other(id),
+        None => IdRef::Hash(row_key(&slots.one(i))),
+    }
+}
+
 /// A row's body place: file number, offset, length.
 fn row_place(row: &SlotRow) -> (u32, u64, u32) {
     (row[3] as u32, row[2], (row[3] >> 32) as u32)
@@ -541,10 +553,7 @@ impl IndexData {
 
     /// Slot `i`'s id.
     fn id_at(&self, i: usize) -> IdRef<'_> {
-        match self.other_ids.get(&i) {
-            Some(id) => IdRef::Other(id),
-            None => IdRef::Hash(row_key(&self.slots.one(i))),
-        }
+        id_of(&self.slots, &self.other_ids, i)
     }
 
     /// Every live slot with its record.
@@ -739,13 +748,7 @@ impl IndexData {
             hasher,
             ..
         } = self;
-        ids.insert_unique(h, at, |&i| {
-            let id = match other_ids.get(&i) {
-                Some(id) => IdRef::Other(id),
-                None => IdRef::Hash(row_key(&slots.one(i))),
-            };
-            hasher.hash_one(id)
-        });
+        ids.insert_unique(h, at, |&i| hasher.hash_one(id_of(slots, other_ids, i)));
         (replaced, at)
     }
 
@@ -798,13 +801,7 @@ impl IndexData {
             hasher,
             ..
         } = self;
-        let found = ids.find_entry(hasher.hash_one(id), |&i| {
-            let at = match other_ids.get(&i) {
-                Some(other) => IdRef::Other(other),
-                None => IdRef::Hash(row_key(&slots.one(i))),
-            };
-            at == id
-        });
+        let found = ids.find_entry(hasher.hash_one(id), |&i| id_of(slots, other_ids, i) == id);
         let (slot, _) = found.ok()?.remove();
         self.dead.set(slot, true);
         self.here.remove(&slot);
