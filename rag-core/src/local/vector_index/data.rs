@@ -113,7 +113,12 @@ fn id_of<'a>(
     other_ids: &'a HashMap<usize, Box<str>>,
     i: usize,
 ) -> IdRef<'a> {
-    match other_ids.get(&i) {
+    let other = if other_ids.is_empty() {
+        None
+    } else {
+        other_ids.get(&i)
+    };
+    match other {
         Some(id) => IdRef::Other(id),
         None => IdRef::Hash(row_key(&slots.one(i))),
     }
@@ -558,9 +563,13 @@ impl IndexData {
 
     /// Every live slot with its record.
     pub(super) fn live(&self) -> impl Iterator<Item = (usize, Slot<'_>)> {
-        (0..self.slots.len())
-            .filter(|&i| !self.dead.get(i))
-            .map(|i| (i, self.slot_at(i)))
+        self.live_slots().map(|i| (i, self.slot_at(i)))
+    }
+
+    /// Every live slot's number (what a scan over the columns iterates: no row of the slot
+    /// file is read).
+    pub(super) fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots.len()).filter(|&i| !self.dead.get(i))
     }
 
     /// The live slot holding record `id`.

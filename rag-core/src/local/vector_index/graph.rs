@@ -50,8 +50,8 @@ impl IndexData {
         }
         let graph = factory.create(&self.schema)?;
         let items: Vec<(u64, &[f32])> = self
-            .live()
-            .map(|(i, _)| (i as u64, self.vector(i)))
+            .live_slots()
+            .map(|i| (i as u64, self.vector(i)))
             .collect();
         graph.add_batch(&items)?;
         self.ann = Some(Ann {

@@ -28,8 +28,8 @@ impl IndexData {
         let keep = |key: u64| self.is_live(key as usize) && self.passes_req(req, key as usize);
         if req.filter.is_some() {
             let passing = self
-                .live()
-                .filter(|&(i, _)| self.passes_req(req, i))
+                .live_slots()
+                .filter(|&i| self.passes_req(req, i))
                 .count();
             if passing <= ann.factory.exact_below().max(n) || passing * 20 < live {
                 return None;
@@ -83,9 +83,9 @@ impl IndexData {
 
     fn knn_exact(&self, q: &[f32], req: &SearchRequest) -> Vec<(usize, f32)> {
         let qnorm = norm(q);
-        self.live()
-            .filter(|&(i, _)| self.passes_req(req, i))
-            .map(|(i, _)| (i, self.exact_score(q, qnorm, i)))
+        self.live_slots()
+            .filter(|&i| self.passes_req(req, i))
+            .map(|i| (i, self.exact_score(q, qnorm, i)))
             .collect()
     }
 

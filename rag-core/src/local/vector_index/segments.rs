@@ -337,7 +337,7 @@ impl IndexData {
         self.segments = vec![path];
         // Renumber the live slots in place, in order, so graph keys only move down (slot i of
         // the new numbering was the i-th live slot); their bodies now lie in the new segment.
-        let old_slots: Vec<usize> = self.live().map(|(i, _)| i).collect();
+        let old_slots: Vec<usize> = self.live_slots().collect();
         self.renumber(&old_slots)?;
         if let Some(file) = &file {
             self.place_all(file, &places)?;
