@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::json;
 
@@ -42,6 +42,8 @@ pub struct IndexReport {
 
 /// Ids deleted per call.
 const DELETE_BATCH: usize = 1000;
+/// Bytes of the manifest's JSON written per part: a manifest is never whole in memory as text.
+const MANIFEST_PART: usize = 1 << 20;
 
 impl Pipeline {
     /// The index schema for vectors of `model`: its dimension, cosine similarity, and the chunk
@@ -188,9 +190,11 @@ impl Pipeline {
         if stale.is_empty() && manifest == previous {
             return Ok(());
         }
-        let body = serde_json::to_vec(&manifest)
-            .map_err(|e| Error::backend("pipeline", "index manifest", e))?;
-        self.store.put(&uri, body.into()).await?;
+        drop(previous);
+        let parts = manifest.into_json_parts(MANIFEST_PART);
+        self.store
+            .put_stream(&uri, futures::stream::iter(parts).boxed())
+            .await?;
         Ok(())
     }
 

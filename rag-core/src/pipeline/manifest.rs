@@ -229,24 +229,69 @@ impl ManifestBuilder {
     }
 }
 
+/// The JSON array of one document's chunk ids.
+struct DocIds<'a>(&'a [[u8; 16]], &'a [Box<str>]);
+
+impl Serialize for DocIds<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
+        for h in self.0 {
+            seq.serialize_element(&hex::encode(h))?;
+        }
+        for o in self.1 {
+            seq.serialize_element(&**o)?;
+        }
+        seq.end()
+    }
+}
+
+impl IndexManifest {
+    /// The manifest's JSON — the bytes `serde_json::to_vec` makes of it — in parts of about
+    /// `part` bytes, a run of whole documents each, for
+    /// [`ObjectStore::put_stream`](crate::ObjectStore::put_stream): the text (35 bytes a chunk)
+    /// is never whole in memory.
+    pub fn into_json_parts(
+        self,
+        part: usize,
+    ) -> impl Iterator<Item = crate::Result<bytes::Bytes>> + Send + 'static {
+        let mut next = 0;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let mut buf = Vec::with_capacity(part + 4096);
+            if next == 0 {
+                buf.extend_from_slice(br#"{"documents":{"#);
+            }
+            // At least one document a part, so every part moves on.
+            let first = next;
+            while next < self.len() && (next == first || buf.len() < part) {
+                let (doc, (hashes, others)) = self.entry(next);
+                if next > 0 {
+                    buf.push(b',');
+                }
+                let written = serde_json::to_writer(&mut buf, doc).and_then(|()| {
+                    buf.push(b':');
+                    serde_json::to_writer(&mut buf, &DocIds(hashes, others))
+                });
+                if let Err(e) = written {
+                    done = true;
+                    return Some(Err(crate::Error::backend("pipeline", "index manifest", e)));
+                }
+                next += 1;
+            }
+            if next == self.len() {
+                buf.extend_from_slice(b"}}");
+                done = true;
+            }
+            Some(Ok(buf.into()))
+        })
+    }
+}
+
 impl Serialize for IndexManifest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        struct DocIds<'a>(&'a [[u8; 16]], &'a [Box<str>]);
-        impl Serialize for DocIds<'_> {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
-                for h in self.0 {
-                    seq.serialize_element(&hex::encode(h))?;
-                }
-                for o in self.1 {
-                    seq.serialize_element(&**o)?;
-                }
-                seq.end()
-            }
-        }
         struct Documents<'a>(&'a IndexManifest);
         impl Serialize for Documents<'_> {
             fn serialize<S: serde::Serializer>(
@@ -397,6 +442,13 @@ mod tests {
             prop_assert_eq!(&json, &serde_json::json!({ "documents": expected }).to_string());
             let back: IndexManifest = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(&back, &m_now);
+            // In parts (of a few documents each, or all in one), the same bytes.
+            for part in [1, 64, 1 << 20] {
+                let parts: Vec<bytes::Bytes> =
+                    back.clone().into_json_parts(part).map(Result::unwrap).collect();
+                prop_assert!(parts.len() <= m_now.len().max(1));
+                prop_assert_eq!(parts.concat(), json.as_bytes());
+            }
             prop_assert_eq!(m_now.stale_since(&m_before), stale_plain(&p_now, &p_before));
         }
     }

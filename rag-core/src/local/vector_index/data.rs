@@ -183,15 +183,22 @@ pub(super) struct Column {
 enum Values {
     Keyword {
         codes: Rows<u32>,
-        /// The distinct values end to end: value `c` ends at `ends[c]`.
-        text: String,
-        ends: Vec<usize>,
-        /// Codes, found by their value.
-        lookup: HashTable<u32>,
+        values: Box<Distinct>,
     },
     Number(Rows<f64>),
     /// 0 false, 1 true, [`NO_BOOL`] none.
     Bool(Rows<u8>),
+}
+
+/// A keyword column's distinct values.
+#[derive(Debug)]
+struct Distinct {
+    /// Their bytes end to end (in a file, as the codes): value `c` ends at byte `ends[c]`.
+    /// Only the lookup table grows on the heap with them.
+    text: Rows<u8>,
+    ends: Rows<u64>,
+    /// Codes, found by their value.
+    lookup: HashTable<u32>,
 }
 
 /// A keyword row without a value.
@@ -211,9 +218,11 @@ impl Column {
         let rows = match kind {
             FieldKind::Keyword => Values::Keyword {
                 codes: rows(dir),
-                text: String::new(),
-                ends: Vec::new(),
-                lookup: HashTable::new(),
+                values: Box::new(Distinct {
+                    text: rows(dir),
+                    ends: rows(dir),
+                    lookup: HashTable::new(),
+                }),
             },
             FieldKind::Integer | FieldKind::Float => Values::Number(rows(dir)),
             FieldKind::Bool => Values::Bool(rows(dir)),
@@ -235,7 +244,11 @@ impl Column {
     /// Writes the rows held in memory out to the column's file ([`Rows::flush`]).
     fn flush(&mut self) -> Result<()> {
         match &mut self.rows {
-            Values::Keyword { codes, .. } => codes.flush(),
+            Values::Keyword { codes, values } => {
+                codes.flush()?;
+                values.text.flush()?;
+                values.ends.flush()
+            }
             Values::Number(values) => values.flush(),
             Values::Bool(values) => values.flush(),
         }
@@ -248,12 +261,8 @@ impl Column {
             self.odd.insert(row, v.clone());
         };
         match &mut self.rows {
-            Values::Keyword {
-                codes,
-                text,
-                ends,
-                lookup,
-            } => {
+            Values::Keyword { codes, values } => {
+                let Distinct { text, ends, lookup } = &mut **values;
                 let code = match value {
                     None => NO_CODE,
                     Some(Value::String(s)) => {
@@ -264,8 +273,8 @@ impl Column {
                             None => {
                                 let c = u32::try_from(ends.len()).unwrap_or(NO_CODE);
                                 assert!(c != NO_CODE, "fewer than 2^32 - 1 distinct keywords");
-                                text.push_str(s);
-                                ends.push(text.len());
+                                text.extend(s.as_bytes());
+                                ends.push(&[text.len() as u64]);
                                 let rehash = |&c: &u32| hasher.hash_one(keyword(text, ends, c));
                                 lookup.insert_unique(h, c, rehash);
                                 c
@@ -315,11 +324,9 @@ impl Column {
     /// Row `row`'s value (a number as the `f64` filters compare).
     pub(super) fn get(&self, row: usize) -> Option<FieldValue<'_>> {
         let value = match &self.rows {
-            Values::Keyword {
-                codes, text, ends, ..
-            } => match codes.one(row) {
+            Values::Keyword { codes, values } => match codes.one(row) {
                 NO_CODE => None,
-                c => Some(FieldValue::Str(keyword(text, ends, c))),
+                c => Some(FieldValue::Str(keyword(&values.text, &values.ends, c))),
             },
             Values::Number(values) => {
                 let x = values.one(row);
@@ -346,10 +353,12 @@ fn renumber_map<V>(map: &mut HashMap<usize, V>, live: &[usize]) {
 }
 
 /// Keyword `c` of the distinct values `text` (ending at `ends`).
-fn keyword<'a>(text: &'a str, ends: &[usize], c: u32) -> &'a str {
+fn keyword<'a>(text: &'a Rows<u8>, ends: &Rows<u64>, c: u32) -> &'a str {
     let c = c as usize;
-    let start = if c == 0 { 0 } else { ends[c - 1] };
-    &text[start..ends[c]]
+    let start = if c == 0 { 0 } else { ends.one(c - 1) as usize };
+    let bytes = text.range(start, ends.one(c) as usize);
+    // The bytes of a `&str`, pushed whole: never other than UTF-8 but by a bug here.
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// A record id as the id table hashes and compares it: a content-hash id as its bytes (as
@@ -467,8 +476,8 @@ pub(super) struct IndexData {
     /// One per schema metadata field, in the schema's order.
     columns: Vec<Column>,
     /// The live slots, found by their record's id (hashed with `hasher`): the ids are not
-    /// stored twice.
-    ids: HashTable<usize>,
+    /// stored twice. Slot numbers as `u32` (4 bytes a record, not 8).
+    ids: HashTable<u32>,
     hasher: RandomState,
     pub(super) text: Text,
     pub(super) dir: Option<PathBuf>,
@@ -579,8 +588,8 @@ impl IndexData {
 
     fn find(&self, id: IdRef<'_>) -> Option<usize> {
         self.ids
-            .find(self.hasher.hash_one(id), |&i| self.id_at(i) == id)
-            .copied()
+            .find(self.hasher.hash_one(id), |&i| self.id_at(i as usize) == id)
+            .map(|&i| i as usize)
     }
 
     /// The number rows hold for segment file `file` (an entry of `files`, a free one reused).
@@ -757,7 +766,11 @@ impl IndexData {
             hasher,
             ..
         } = self;
-        ids.insert_unique(h, at, |&i| hasher.hash_one(id_of(slots, other_ids, i)));
+        let slot = u32::try_from(at).unwrap_or(u32::MAX);
+        assert!(slot != u32::MAX, "an index holds fewer than 2^32 - 1 slots");
+        ids.insert_unique(h, slot, |&i| {
+            hasher.hash_one(id_of(slots, other_ids, i as usize))
+        });
         (replaced, at)
     }
 
@@ -775,8 +788,8 @@ impl IndexData {
         renumber_map(&mut self.here, live);
         renumber_map(&mut self.other_ids, live);
         for slot in self.ids.iter_mut() {
-            if let Ok(new) = live.binary_search(slot) {
-                *slot = new;
+            if let Ok(new) = live.binary_search(&(*slot as usize)) {
+                *slot = new as u32;
             }
         }
         Ok(())
@@ -810,8 +823,11 @@ impl IndexData {
             hasher,
             ..
         } = self;
-        let found = ids.find_entry(hasher.hash_one(id), |&i| id_of(slots, other_ids, i) == id);
+        let found = ids.find_entry(hasher.hash_one(id), |&i| {
+            id_of(slots, other_ids, i as usize) == id
+        });
         let (slot, _) = found.ok()?.remove();
+        let slot = slot as usize;
         self.dead.set(slot, true);
         self.here.remove(&slot);
         self.other_ids.remove(&slot);

@@ -125,6 +125,33 @@ impl<T: Pod> Rows<T> {
         }
     }
 
+    /// Rows `start..end` of a one-wide column, as one slice: a run of rows pushed between two
+    /// flushes (a value of several rows, such as a keyword's bytes), which lies whole in the
+    /// file or whole in the tail.
+    pub(super) fn range(&self, start: usize, end: usize) -> &[T] {
+        debug_assert_eq!(self.width, 1);
+        match &self.store {
+            Store::Heap(v) => &v[start..end],
+            Store::Mapped(m) if start >= m.written => &m.tail[start - m.written..end - m.written],
+            Store::Mapped(m) => {
+                debug_assert!(end <= m.written, "a run of rows split by a flush");
+                let size = std::mem::size_of::<T>();
+                let bytes = m.map.as_deref().unwrap_or_default();
+                bytemuck::cast_slice(&bytes[start * size..end * size])
+            }
+        }
+    }
+
+    /// Appends the one-wide rows `values` (a run [`range`](Self::range) reads back whole).
+    pub(super) fn extend(&mut self, values: &[T]) {
+        debug_assert_eq!(self.width, 1);
+        match &mut self.store {
+            Store::Heap(v) => v.extend_from_slice(values),
+            Store::Mapped(m) => m.tail.extend_from_slice(values),
+        }
+        self.rows += values.len();
+    }
+
     /// Row `i`'s first value (the value of a one-wide column).
     pub(super) fn one(&self, i: usize) -> T {
         self.get(i)[0]
@@ -381,6 +408,35 @@ mod tests {
         assert!(matches!(codes.store, Store::Mapped(_)));
         assert!((0..100_000u32).all(|i| codes.one(i as usize) == i * 7));
         assert!((0..100_000u32).all(|i| flags.one(i as usize) == (i % 3) as u8));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Runs of bytes (keyword values) read back whole, written out or not, in a file as
+        /// on the heap.
+        #[test]
+        fn runs_read_back_whole_across_flushes(
+            runs in prop::collection::vec((".{0,40}", any::<bool>()), 1..200),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut heap = Rows::<u8>::heap(1);
+            let mut mapped = Rows::<u8>::in_dir(dir.path(), 1, "test");
+            let mut spans = Vec::new();
+            for (run, flush) in &runs {
+                spans.push((mapped.len(), mapped.len() + run.len()));
+                heap.extend(run.as_bytes());
+                mapped.extend(run.as_bytes());
+                if *flush {
+                    mapped.flush().unwrap();
+                }
+                for (i, (run, _)) in runs.iter().enumerate().take(spans.len()) {
+                    let (start, end) = spans[i];
+                    prop_assert_eq!(mapped.range(start, end), run.as_bytes());
+                    prop_assert_eq!(heap.range(start, end), run.as_bytes());
+                }
+            }
+        }
     }
 
     #[test]
