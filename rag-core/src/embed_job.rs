@@ -152,7 +152,11 @@ pub async fn embed_corpus(
 struct CorpusChunks<'a> {
     reader: DocumentReader<'a>,
     chunker: &'a Chunker,
-    /// Chunk ids seen, as 128-bit keys ([`id_key`]): 16 bytes a chunk, not a `String`.
+    /// The chunk ids of the document being chunked, as 128-bit keys ([`id_key`]). A chunk id
+    /// hashes its document's id ([`chunk_id`](crate::chunk::chunk_id)), and the reader gives
+    /// every document an id of its own ([`DocIds`](crate::loader)), so an id can repeat only
+    /// within one document (the same text twice): the set is cleared per document, not kept
+    /// for the corpus (16 bytes a chunk were most of this stage's memory at a million).
     seen: HashSet<u128>,
     documents: usize,
     load: LoadReport,
@@ -180,12 +184,17 @@ impl<'a> CorpusChunks<'a> {
             return Ok(None);
         };
         self.documents += file.documents.len();
-        let chunks = file
-            .documents
-            .iter()
-            .flat_map(|d| self.chunker.chunk(d))
-            .filter(|c| self.seen.insert(id_key(&c.id)))
-            .collect();
+        let mut chunks = Vec::new();
+        for d in &file.documents {
+            self.seen.clear();
+            let seen = &mut self.seen;
+            chunks.extend(
+                self.chunker
+                    .chunk(d)
+                    .into_iter()
+                    .filter(|c| seen.insert(id_key(&c.id))),
+            );
+        }
         file.documents.clear();
         self.load.extend(file);
         Ok(Some(chunks))
