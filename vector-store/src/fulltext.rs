@@ -29,6 +29,7 @@ use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, EmptyQuery, Occur, Query, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -299,6 +300,26 @@ impl TantivyIndex {
         Ok(())
     }
 
+    /// Queues the deletion of the documents of `ids` (added before it), as one operation:
+    /// tantivy keeps every queued deletion until the commit has applied it to every segment,
+    /// and one per id (`delete_term`, a scoring weight each, ~600 bytes) was 179 MB for
+    /// 300,000 ids re-upserted; a set of ids is one small automaton.
+    fn delete_ids<'a>(
+        &self,
+        writer: &IndexWriter,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<()> {
+        let terms: Vec<Term> = ids
+            .map(|id| Term::from_field_text(self.fields.id, id))
+            .collect();
+        if !terms.is_empty() {
+            writer
+                .delete_query(Box::new(TermSetQuery::new(terms)))
+                .map_err(engine)?;
+        }
+        Ok(())
+    }
+
     fn terms(&self, query: &str) -> Vec<String> {
         let mut terms: Vec<String> = self.analyzer.terms(query).collect();
         terms.sort();
@@ -317,10 +338,13 @@ impl TextIndex for TantivyIndex {
             .map(|d| Ok(p.added.contains(d.id) || self.committed(d.id)?))
             .collect::<Result<_>>()?;
         let writer = self.writer(&mut p)?;
-        for (d, present) in docs.iter().zip(present) {
-            if present {
-                writer.delete_term(Term::from_field_text(self.fields.id, d.id));
-            }
+        let gone = docs
+            .iter()
+            .zip(present)
+            .filter(|(_, present)| *present)
+            .map(|(d, _)| d.id);
+        self.delete_ids(writer, gone)?;
+        for d in docs {
             writer
                 .add_document(self.fields.document(d))
                 .map_err(engine)?;
@@ -341,11 +365,12 @@ impl TextIndex for TantivyIndex {
             .map(|id| Ok(p.added.contains(*id) || self.committed(id)?))
             .collect::<Result<_>>()?;
         let writer = self.writer(&mut p)?;
-        for (id, present) in ids.iter().zip(present) {
-            if present {
-                writer.delete_term(Term::from_field_text(self.fields.id, id));
-            }
-        }
+        let gone = ids
+            .iter()
+            .zip(present)
+            .filter(|(_, present)| *present)
+            .map(|(id, _)| *id);
+        self.delete_ids(writer, gone)?;
         p.stamp = Some(stamp.to_string());
         p.dirty = true;
         Ok(())
