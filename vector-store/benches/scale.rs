@@ -7,7 +7,8 @@
 //! documents one file at a time into shards, so its peak should not grow with N; stage 6's
 //! includes the embedded index itself: by default the one `[index] local` opens (exact
 //! vectors, BM25 in tantivy on disk), with `--hnsw` the `[index] hnsw` one, with `--builtin`
-//! rag-core's index alone (BM25 in memory).
+//! rag-core's index alone (BM25 in memory). Stage 6 then runs again with nothing changed, as
+//! a rerun of the loop does.
 //!
 //! `cargo bench -p vector-store --bench scale -- --chunks 1000000 [--no-index] [--hnsw | --builtin]`
 
@@ -306,6 +307,21 @@ async fn main() {
         "| {queries} queries (vector and hybrid, top 10) | {} | {:.3} per query | {} | {} (at the end: {} anonymous + file) |",
         indexed.count,
         t.elapsed().as_secs_f64() / queries as f64,
+        cells(start),
+        peaks(),
+        resident_now()
+    );
+    // Stage 6 again with nothing changed, as a rerun of the loop does: every shard read and
+    // written again, and the last run's manifest compared with this one's.
+    let start = reset_peak();
+    let t = Instant::now();
+    let again = pipeline.index(&model).await.expect("index again");
+    index.flush().await.expect("flush");
+    assert_eq!((again.count, again.deleted), (indexed.count, 0));
+    println!(
+        "| 6 index again, nothing changed | {} | {:.1} | {} | {} (at the end: {} anonymous + file) |",
+        again.count,
+        t.elapsed().as_secs_f64(),
         cells(start),
         peaks(),
         resident_now()

@@ -167,8 +167,10 @@ impl Pipeline {
         report: &mut IndexReport,
     ) -> Result<()> {
         let uri = self.layout.index_manifest(name);
-        let previous: IndexManifest = match self.store.get_bytes(&uri).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        // The last run's manifest is compared a document at a time as its JSON is read: it is
+        // never built in memory beside this run's.
+        let (stale, removed, changed, same) = match self.store.get_bytes(&uri).await {
+            Ok(bytes) => manifest.stale_since_json(&bytes).map_err(|e| {
                 Error::corrupt(
                     uri.to_string(),
                     format!(
@@ -176,10 +178,9 @@ impl Pipeline {
                     ),
                 )
             })?,
-            Err(e) if e.is_not_found() => IndexManifest::default(),
+            Err(e) if e.is_not_found() => (Vec::new(), 0, 0, manifest.is_empty()),
             Err(e) => return Err(e),
         };
-        let (stale, removed, changed) = manifest.stale_since(&previous);
         let index = self.index_backend()?;
         for ids in stale.chunks(DELETE_BATCH) {
             index.delete(name, ids).await?;
@@ -187,10 +188,9 @@ impl Pipeline {
         report.deleted = stale.len();
         report.documents_removed = removed;
         report.documents_changed = changed;
-        if stale.is_empty() && manifest == previous {
+        if same {
             return Ok(());
         }
-        drop(previous);
         let parts = manifest.into_json_parts(MANIFEST_PART);
         self.store
             .put_stream(&uri, futures::stream::iter(parts).boxed())

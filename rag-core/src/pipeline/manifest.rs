@@ -77,43 +77,180 @@ impl IndexManifest {
     /// `previous`'s documents are gone and how many changed. A chunk id that moved to another
     /// document (the same text) is not stale.
     pub fn stale_since(&self, previous: &IndexManifest) -> (Vec<String>, usize, usize) {
-        let (mut hashes, mut others): (Vec<&[u8; 16]>, Vec<&str>) = (Vec::new(), Vec::new());
-        let (mut removed, mut changed) = (0, 0);
+        let mut scan = StaleScan::new(self);
         for i in 0..previous.docs.len() {
             let (doc, (h, o)) = previous.entry(i);
-            match self.find(doc) {
-                None => {
-                    removed += 1;
-                    hashes.extend(h);
-                    others.extend(o.iter().map(|id| &**id));
-                }
-                Some((now_h, now_o)) if (now_h, now_o) != (h, o) => {
-                    changed += 1;
-                    hashes.extend(h.iter().filter(|id| now_h.binary_search(id).is_err()));
-                    others.extend(
-                        o.iter()
-                            .filter(|id| now_o.binary_search(id).is_err())
-                            .map(|id| &**id),
-                    );
-                }
-                Some(_) => {}
+            scan.visit(doc, h, o);
+        }
+        let (stale, removed, changed, _) = scan.finish();
+        (stale, removed, changed)
+    }
+
+    /// [`stale_since`](Self::stale_since) the manifest whose JSON is `json`, read a document
+    /// at a time — the previous manifest is never built in memory beside this one — and
+    /// whether the two are equal (then there is nothing to write).
+    pub fn stale_since_json(
+        &self,
+        json: &[u8],
+    ) -> serde_json::Result<(Vec<String>, usize, usize, bool)> {
+        use serde::de::{DeserializeSeed, IgnoredAny};
+
+        /// The top-level object: its `documents` map scanned, anything else skipped.
+        struct Top<'s, 'a>(&'s mut StaleScan<'a>);
+        impl<'de> DeserializeSeed<'de> for Top<'_, '_> {
+            type Value = bool;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<bool, D::Error> {
+                d.deserialize_map(self)
             }
         }
+        impl<'de> Visitor<'de> for Top<'_, '_> {
+            type Value = bool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an index manifest")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<bool, A::Error> {
+                let mut found = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "documents" {
+                        map.next_value_seed(Documents(&mut *self.0))?;
+                        found = true;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if !found {
+                    return Err(serde::de::Error::missing_field("documents"));
+                }
+                Ok(true)
+            }
+        }
+        /// The `documents` map, each entry compared as it is read.
+        struct Documents<'s, 'a>(&'s mut StaleScan<'a>);
+        impl<'de> DeserializeSeed<'de> for Documents<'_, '_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<(), D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Documents<'_, '_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of document ids to lists of chunk ids")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+                let (mut hashes, mut others) = (Vec::new(), Vec::new());
+                while let Some(doc) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    hashes.clear();
+                    others.clear();
+                    for id in map.next_value::<Vec<ChunkKey>>()? {
+                        match id {
+                            ChunkKey::Hash(h) => hashes.push(h),
+                            ChunkKey::Other(o) => others.push(o),
+                        }
+                    }
+                    hashes.sort_unstable();
+                    hashes.dedup();
+                    others.sort_unstable();
+                    others.dedup();
+                    self.0.visit(&doc, &hashes, &others);
+                }
+                Ok(())
+            }
+        }
+
+        let mut scan = StaleScan::new(self);
+        let mut de = serde_json::Deserializer::from_slice(json);
+        Top(&mut scan).deserialize(&mut de)?;
+        de.end()?;
+        let (stale, removed, changed, same) = scan.finish();
+        Ok((stale, removed, changed, same))
+    }
+}
+
+/// [`IndexManifest::stale_since`] a previous manifest's documents, one at a time.
+struct StaleScan<'a> {
+    now: &'a IndexManifest,
+    /// Chunk ids of the previous manifest's documents that the document no longer holds
+    /// (they may have moved to another document).
+    hashes: Vec<[u8; 16]>,
+    others: Vec<Box<str>>,
+    removed: usize,
+    changed: usize,
+    /// Previous documents seen, and those equal to this manifest's.
+    seen: usize,
+    same: usize,
+}
+
+impl<'a> StaleScan<'a> {
+    fn new(now: &'a IndexManifest) -> Self {
+        Self {
+            now,
+            hashes: Vec::new(),
+            others: Vec::new(),
+            removed: 0,
+            changed: 0,
+            seen: 0,
+            same: 0,
+        }
+    }
+
+    /// A previous document and its chunk ids (each run sorted and distinct).
+    fn visit(&mut self, doc: &str, h: &[[u8; 16]], o: &[Box<str>]) {
+        self.seen += 1;
+        match self.now.find(doc) {
+            None => {
+                self.removed += 1;
+                self.hashes.extend(h);
+                self.others.extend(o.iter().cloned());
+            }
+            Some((now_h, now_o)) if (now_h, now_o) != (h, o) => {
+                self.changed += 1;
+                self.hashes
+                    .extend(h.iter().filter(|id| now_h.binary_search(id).is_err()));
+                self.others.extend(
+                    o.iter()
+                        .filter(|id| now_o.binary_search(id).is_err())
+                        .cloned(),
+                );
+            }
+            Some(_) => self.same += 1,
+        }
+    }
+
+    /// The stale ids (sorted), documents removed and changed, and whether the previous
+    /// manifest equals this one.
+    fn finish(self) -> (Vec<String>, usize, usize, bool) {
+        let Self {
+            now,
+            mut hashes,
+            mut others,
+            ..
+        } = self;
         if !hashes.is_empty() {
-            let mut live: Vec<&[u8; 16]> = self.hashes.iter().collect();
+            let mut live: Vec<&[u8; 16]> = now.hashes.iter().collect();
             live.sort_unstable();
-            hashes.retain(|id| live.binary_search(id).is_err());
+            hashes.retain(|id| live.binary_search(&id).is_err());
         }
         if !others.is_empty() {
-            let mut live: Vec<&str> = self.others.iter().map(|id| &**id).collect();
+            let mut live: Vec<&str> = now.others.iter().map(|id| &**id).collect();
             live.sort_unstable();
-            others.retain(|id| live.binary_search(id).is_err());
+            others.retain(|id| live.binary_search(&&**id).is_err());
         }
         let mut stale: Vec<String> = hashes.into_iter().map(hex::encode).collect();
-        stale.extend(others.into_iter().map(str::to_string));
+        stale.extend(others.into_iter().map(String::from));
         stale.sort_unstable();
         stale.dedup();
-        (stale, removed, changed)
+        let same = stale.is_empty() && self.seen == now.len() && self.same == now.len();
+        (stale, self.removed, self.changed, same)
     }
 }
 
@@ -450,6 +587,14 @@ mod tests {
                 prop_assert_eq!(parts.concat(), json.as_bytes());
             }
             prop_assert_eq!(m_now.stale_since(&m_before), stale_plain(&p_now, &p_before));
+            // Against the previous manifest's JSON, read a document at a time: the same.
+            let (stale, removed, changed, same) = m_now
+                .stale_since_json(serde_json::to_string(&m_before).unwrap().as_bytes())
+                .unwrap();
+            prop_assert_eq!((stale, removed, changed), stale_plain(&p_now, &p_before));
+            prop_assert_eq!(same, m_now == m_before);
+            let (.., same) = m_now.stale_since_json(json.as_bytes()).unwrap();
+            prop_assert!(same);
         }
     }
 
@@ -478,6 +623,8 @@ mod tests {
             "[]",
         ] {
             assert!(serde_json::from_str::<IndexManifest>(bad).is_err(), "{bad}");
+            let now = IndexManifest::default();
+            assert!(now.stale_since_json(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }
