@@ -20,8 +20,11 @@ use crate::chunk::ChunkKey;
 /// [`ManifestBuilder`]; read and written as JSON.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexManifest {
-    /// Documents in id order, each with the ends of its runs in `hashes` and `others`.
-    docs: Vec<(Box<str>, usize, usize)>,
+    /// The documents' ids end to end, in id order.
+    names: String,
+    /// Per document in id order: where its id ends in `names`, and where its runs end in
+    /// `hashes` and `others`.
+    docs: Vec<(usize, usize, usize)>,
     /// Content-hash chunk ids, as their bytes.
     hashes: Vec<[u8; 16]>,
     /// Other chunk ids.
@@ -34,20 +37,29 @@ type Ids<'a> = (&'a [[u8; 16]], &'a [Box<str>]);
 impl IndexManifest {
     /// Document `i`'s id and chunk ids.
     fn entry(&self, i: usize) -> (&str, Ids<'_>) {
-        let (doc, h_end, o_end) = &self.docs[i];
-        let (h_start, o_start) = match i {
-            0 => (0, 0),
-            _ => (self.docs[i - 1].1, self.docs[i - 1].2),
+        let (n_end, h_end, o_end) = self.docs[i];
+        let (n_start, h_start, o_start) = match i {
+            0 => (0, 0, 0),
+            _ => self.docs[i - 1],
         };
         (
-            doc,
-            (&self.hashes[h_start..*h_end], &self.others[o_start..*o_end]),
+            &self.names[n_start..n_end],
+            (&self.hashes[h_start..h_end], &self.others[o_start..o_end]),
         )
     }
 
     fn find(&self, doc: &str) -> Option<Ids<'_>> {
-        let i = self.docs.binary_search_by(|(d, ..)| (**d).cmp(doc)).ok()?;
-        Some(self.entry(i).1)
+        let (mut lo, mut hi) = (0, self.docs.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (name, ids) = self.entry(mid);
+            match name.cmp(doc) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(ids),
+            }
+        }
+        None
     }
 
     /// Each document's id and its chunk ids (sorted), in document id order.
@@ -263,16 +275,25 @@ fn keys((hashes, others): Ids<'_>) -> Vec<ChunkKey> {
 }
 
 /// Gathers an [`IndexManifest`] a chunk at a time, documents in any order, repeats dropped at
-/// [`finish`](Self::finish). Holds each document's id once and, per chunk, a document number
-/// beside the chunk's key: 20 bytes for a content-hash id.
+/// [`finish`](Self::finish). Holds each document's id once (end to end in one string) and, per
+/// chunk, a document number beside the chunk's key: 20 bytes for a content-hash id.
 #[derive(Debug, Default)]
 pub struct ManifestBuilder {
-    names: Vec<Box<str>>,
+    /// Document ids end to end, by number: document `d`'s ends at `ends[d]`.
+    names: String,
+    ends: Vec<usize>,
     /// Document numbers, found by their id (hashed with `hasher`).
     lookup: HashTable<u32>,
     hasher: RandomState,
     hashes: Vec<(u32, [u8; 16])>,
     others: Vec<(u32, Box<str>)>,
+}
+
+/// Document `d`'s id in `names` (ending at `ends`).
+fn name<'a>(names: &'a str, ends: &[usize], d: u32) -> &'a str {
+    let d = d as usize;
+    let start = if d == 0 { 0 } else { ends[d - 1] };
+    &names[start..ends[d]]
 }
 
 impl ManifestBuilder {
@@ -288,41 +309,44 @@ impl ManifestBuilder {
     /// The number of document `doc`, which gets an entry (with no chunks yet) if it had none.
     fn document(&mut self, doc: &str) -> u32 {
         let h = self.hasher.hash_one(doc);
-        let names = &self.names;
-        if let Some(&d) = self.lookup.find(h, |&d| &*names[d as usize] == doc) {
-            return d;
-        }
-        let d = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        assert!(
-            d < u32::MAX,
-            "a manifest holds fewer than 2^32 - 1 documents"
-        );
-        self.names.push(doc.into());
         let Self {
             names,
+            ends,
             lookup,
             hasher,
             ..
         } = self;
-        lookup.insert_unique(h, d, |&d| hasher.hash_one(&*names[d as usize]));
+        if let Some(&d) = lookup.find(h, |&d| name(names, ends, d) == doc) {
+            return d;
+        }
+        let d = u32::try_from(ends.len()).unwrap_or(u32::MAX);
+        assert!(
+            d < u32::MAX,
+            "a manifest holds fewer than 2^32 - 1 documents"
+        );
+        names.push_str(doc);
+        ends.push(names.len());
+        lookup.insert_unique(h, d, |&d| hasher.hash_one(name(names, ends, d)));
         d
     }
 
     /// The manifest: documents sorted by id, each one's chunk ids sorted and distinct.
     pub fn finish(self) -> IndexManifest {
         let Self {
-            mut names,
+            names,
+            ends,
             lookup,
             mut hashes,
             mut others,
             ..
         } = self;
         drop(lookup);
+        let count = ends.len();
         // Document numbers become ranks in id order; each document's chunks then sort
         // together, in order.
-        let mut order: Vec<u32> = (0..names.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
-        let mut rank = vec![0u32; names.len()];
+        let mut order: Vec<u32> = (0..count as u32).collect();
+        order.sort_unstable_by(|&a, &b| name(&names, &ends, a).cmp(name(&names, &ends, b)));
+        let mut rank = vec![0u32; count];
         for (r, &d) in order.iter().enumerate() {
             rank[d as usize] = r as u32;
         }
@@ -338,26 +362,31 @@ impl ManifestBuilder {
         others.sort_unstable();
         others.dedup();
         // Each document's run ends where the next document's starts.
-        let ends = |ranks: &mut dyn Iterator<Item = u32>| {
-            let mut ends = vec![0usize; names.len()];
+        let run_ends = |ranks: &mut dyn Iterator<Item = u32>| {
+            let mut run_ends = vec![0usize; count];
             let mut at = 0;
             let mut ranks = ranks.peekable();
-            for (r, end) in ends.iter_mut().enumerate() {
+            for (r, end) in run_ends.iter_mut().enumerate() {
                 while ranks.next_if(|&p| p as usize == r).is_some() {
                     at += 1;
                 }
                 *end = at;
             }
-            ends
+            run_ends
         };
-        let hash_ends = ends(&mut hashes.iter().map(|p| p.0));
-        let other_ends = ends(&mut others.iter().map(|p| p.0));
+        let hash_ends = run_ends(&mut hashes.iter().map(|p| p.0));
+        let other_ends = run_ends(&mut others.iter().map(|p| p.0));
+        let mut sorted = String::with_capacity(names.len());
         let docs = order
             .iter()
             .zip(hash_ends.into_iter().zip(other_ends))
-            .map(|(&d, (h, o))| (std::mem::take(&mut names[d as usize]), h, o))
+            .map(|(&d, (h, o))| {
+                sorted.push_str(name(&names, &ends, d));
+                (sorted.len(), h, o)
+            })
             .collect();
         IndexManifest {
+            names: sorted,
             docs,
             // In place: the pairs' memory holds the keys.
             hashes: hashes.into_iter().map(|(_, h)| h).collect(),
