@@ -344,7 +344,14 @@ impl TextIndex for TantivyIndex {
             .filter(|(_, present)| *present)
             .map(|(d, _)| d.id);
         self.delete_ids(writer, gone)?;
-        for d in docs {
+        // An id twice in one write: its last document stands (the deletions above come before
+        // every add of the write, so they cannot remove the earlier one).
+        let last: std::collections::HashMap<&str, usize> =
+            docs.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        for (i, d) in docs.iter().enumerate() {
+            if last.get(d.id) != Some(&i) {
+                continue;
+            }
             writer
                 .add_document(self.fields.document(d))
                 .map_err(engine)?;

@@ -270,6 +270,47 @@ async fn replaced_and_deleted_records_are_searched_as_they_are_now() {
     assert_eq!(index.count("docs").await.unwrap(), 1);
 }
 
+#[test]
+fn an_id_twice_in_one_write_keeps_its_last_document_and_replaces_the_one_before() {
+    use rag_core::local::fulltext::{TextDoc, TextFactory};
+    let text = vector_store::TantivyText.open(&schema(), None).unwrap();
+    let meta = Metadata::new();
+    let doc = |id, text| TextDoc {
+        id,
+        text,
+        metadata: &meta,
+    };
+    text.upsert(&[doc("a", "socket options")], "1").unwrap();
+    text.upsert(
+        &[
+            doc("a", "kernel memory"),
+            doc("b", "socket buffers"),
+            doc("a", "socket memory"),
+        ],
+        "2",
+    )
+    .unwrap();
+    let ids = |q: &str| {
+        let mut ids: Vec<String> = text
+            .search(q, 10, None)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids("memory"), ["a"]);
+    assert!(
+        ids("kernel").is_empty(),
+        "the earlier document of the write"
+    );
+    assert!(ids("options").is_empty(), "the document before the write");
+    assert_eq!(ids("socket"), ["a", "b"]);
+    text.delete(&["a"], "3").unwrap();
+    assert_eq!(ids("socket"), ["b"]);
+}
+
 fn text_meta(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("docs/text/meta.json")
 }
