@@ -110,23 +110,20 @@ impl IndexManifest {
         /// The top-level object: its `documents` map scanned, anything else skipped.
         struct Top<'s, 'a>(&'s mut StaleScan<'a>);
         impl<'de> DeserializeSeed<'de> for Top<'_, '_> {
-            type Value = bool;
+            type Value = ();
             fn deserialize<D: serde::Deserializer<'de>>(
                 self,
                 d: D,
-            ) -> std::result::Result<bool, D::Error> {
+            ) -> std::result::Result<(), D::Error> {
                 d.deserialize_map(self)
             }
         }
         impl<'de> Visitor<'de> for Top<'_, '_> {
-            type Value = bool;
+            type Value = ();
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an index manifest")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<bool, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
                 let mut found = false;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "documents" {
@@ -136,10 +133,11 @@ impl IndexManifest {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                if !found {
-                    return Err(serde::de::Error::missing_field("documents"));
+                if found {
+                    Ok(())
+                } else {
+                    Err(serde::de::Error::missing_field("documents"))
                 }
-                Ok(true)
             }
         }
         /// The `documents` map, each entry compared as it is read.
